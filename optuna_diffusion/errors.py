@@ -1,0 +1,23 @@
+"""Errors of optuna-diffusion.
+
+Every error the library raises on purpose derives from :class:`OptunaDiffusionError` and carries a
+one-line message meant for a person, so the CLI can print it as it is and exit non-zero.
+"""
+
+from __future__ import annotations
+
+
+class OptunaDiffusionError(Exception):
+    """Base class of the library's own errors: one line, written for the user."""
+
+
+class PlanError(OptunaDiffusionError, ValueError):
+    """A Plan is malformed or does not fit the model it is run on."""
+
+
+class ModelLoadError(OptunaDiffusionError):
+    """A model, scheduler or feature network could not be loaded."""
+
+
+class ConfigError(OptunaDiffusionError, ValueError):
+    """A setting (study file, CLI option, argument) is invalid."""

@@ -1,0 +1,514 @@
+"""FID against fixed reference statistics, with torchmetrics doing the math.
+
+A study scores hundreds of sampling plans against the same real images, so the real side of FID is
+computed once: :func:`reference_stats` turns real images into :class:`ReferenceStats` (feature mean
+and covariance, cached on disk) or :func:`load_reference_npz` reads them from an ``.npz`` file such as
+guided-diffusion's reference batches. :class:`FIDMeter` injects those statistics into the real-feature
+states of torchmetrics' ``FrechetInceptionDistance`` and streams only generated images through it.
+
+Images follow the project convention everywhere: float tensors in [-1, 1] of shape ``(N, C, H, W)``.
+Feature extractors from :func:`load_feature_extractor` take such images and return ``(N, d)`` features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from optuna_diffusion.errors import ModelLoadError, OptunaDiffusionError
+
+__all__ = [
+    "FEATURE_EXTRACTORS",
+    "INCEPTION_WEIGHTS_FILE",
+    "FIDMeter",
+    "InceptionFeatures",
+    "ReferenceStats",
+    "fid_of_images",
+    "load_feature_extractor",
+    "load_reference_npz",
+    "reference_stats",
+]
+
+FEATURE_EXTRACTORS = ("digits", "inception")
+"""Names :func:`load_feature_extractor` knows (besides a path to a TorchScript ``.pt`` file)."""
+
+DIGITS_FEATURES_DIR = Path(__file__).resolve().parent / "zoo" / "digits" / "features"
+
+INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+"""pytorch-fid's InceptionV3 weights; torch-fidelity downloads the same weights under the next name."""
+_INCEPTION_WEIGHTS_FILES = (INCEPTION_WEIGHTS_FILE, "weights-inception-2015-12-05-6726825d.pth")
+_INCEPTION_INSTALL_HINT = "InceptionV3 features need torch-fidelity: pip install 'optuna-diffusion[inception]'"
+
+_CACHE_VERSION = b"optuna-diffusion reference stats v1"
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature extractors
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Map [-1, 1] floats to the [0, 255] uint8 pixels Inception expects (uint8 input passes through)."""
+    if images.dtype == torch.uint8:
+        return images
+    return ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+class InceptionFeatures(nn.Module):
+    """Adapter giving an InceptionV3 the project's image convention.
+
+    Takes ``(N, C, H, W)`` images in [-1, 1] with 1 or 3 channels (grey is repeated to RGB), converts
+    them to uint8 [0, 255] and returns the ``(N, num_features)`` float pool features of the wrapped
+    network (torchmetrics' ``NoTrainInceptionV3``, which resizes to 299x299 itself).
+
+    Args:
+        inception: Network mapping uint8 ``(N, 3, H, W)`` images to ``(N, num_features)`` features.
+        num_features: Width of the returned features.
+    """
+
+    def __init__(self, inception: nn.Module, num_features: int = 2048) -> None:
+        super().__init__()
+        self.inception = inception
+        self.num_features = num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise OptunaDiffusionError(
+                f"InceptionV3 features need (N, 1 or 3, H, W) images, got shape {tuple(images.shape)}"
+            )
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        features = self.inception(_to_uint8(images))
+        return features.reshape(images.shape[0], -1).float()
+
+
+class _ScriptedFeatures(nn.Module):
+    """Wraps a user's TorchScript feature extractor so torchmetrics sees an ``int`` ``num_features``."""
+
+    def __init__(self, scripted: nn.Module, num_features: int) -> None:
+        super().__init__()
+        self.scripted = scripted
+        self.num_features = num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.scripted(images)
+        return features.reshape(images.shape[0], -1).float()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _torch_fidelity_available() -> bool:
+    return importlib.util.find_spec("torch_fidelity") is not None
+
+
+def _new_inception(weights_path: str | None) -> nn.Module:
+    """torchmetrics' InceptionV3 with the 2048-d pool features ``FrechetInceptionDistance(feature=2048)`` uses."""
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    return NoTrainInceptionV3(
+        name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights_path
+    )
+
+
+def _hub_checkpoints_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _missing_inception_weights_message(reason: str) -> str:
+    return (
+        f"InceptionV3 weights are not available ({reason}): place {INCEPTION_WEIGHTS_FILE} in "
+        f"{_hub_checkpoints_dir()} ($TORCH_HOME/hub/checkpoints/) or pass its path with weights_path "
+        "(CLI: --feature-weights)"
+    )
+
+
+def _load_inception(weights_path: str | None) -> nn.Module:
+    if not _torch_fidelity_available():
+        raise ModelLoadError(_INCEPTION_INSTALL_HINT)
+    if weights_path is not None:
+        if not Path(weights_path).is_file():
+            raise ModelLoadError(f"InceptionV3 weights file not found: {weights_path}")
+    else:
+        found = [_hub_checkpoints_dir() / name for name in _INCEPTION_WEIGHTS_FILES]
+        found = [path for path in found if path.is_file()]
+        weights_path = str(found[0]) if found else None
+    try:
+        inception = _new_inception(weights_path)
+    except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError
+        if weights_path is None:
+            raise ModelLoadError(_missing_inception_weights_message(_first_line(error))) from error
+        raise ModelLoadError(f"cannot load InceptionV3 weights from {weights_path}: {_first_line(error)}") from error
+    return InceptionFeatures(inception, num_features=2048)
+
+
+def _load_digits(weights_path: str | None) -> nn.Module:
+    from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
+
+    folder = Path(weights_path) if weights_path is not None else DIGITS_FEATURES_DIR
+    try:
+        return DigitsFeatureNet.from_pretrained(folder)
+    except FileNotFoundError as error:
+        raise ModelLoadError(
+            f"digits feature network not found in {folder} (needs model.safetensors and config.json)"
+        ) from error
+    except (OSError, RuntimeError, ValueError, TypeError) as error:
+        raise ModelLoadError(f"cannot load the digits feature network from {folder}: {_first_line(error)}") from error
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    if not path.is_file():
+        raise ModelLoadError(f"TorchScript feature extractor not found: {path}")
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ModelLoadError(f"cannot load TorchScript feature extractor {path}: {_first_line(error)}") from error
+    num_features = getattr(scripted, "num_features", None)
+    if isinstance(num_features, torch.Tensor):
+        num_features = int(num_features.item())
+    if not isinstance(num_features, int) or num_features < 1:
+        raise ModelLoadError(f"TorchScript feature extractor {path} must define a positive int attribute num_features")
+    return _ScriptedFeatures(scripted, num_features)
+
+
+def load_feature_extractor(name: str, *, weights_path: str | None = None) -> nn.Module:
+    """Load the feature network FID is measured in.
+
+    Every returned module is in eval mode, takes ``(N, C, H, W)`` float images in [-1, 1], returns
+    ``(N, d)`` float features and has an ``int`` attribute ``num_features`` (= d).
+
+    Args:
+        name: ``"digits"`` (the bundled 64-d ``DigitsFeatureNet``), ``"inception"`` (InceptionV3 2048-d
+            pool features as torchmetrics' ``FrechetInceptionDistance(feature=2048)`` uses them; needs
+            torch-fidelity) or a path to a TorchScript ``.pt`` file whose module follows the convention
+            above and defines ``num_features``.
+        weights_path: For ``"digits"``, a folder with ``model.safetensors`` and ``config.json``
+            (default: the bundled one); for ``"inception"``, the weights file
+            ``pt_inception-2015-12-05-6726825d.pth`` (default: looked up in ``$TORCH_HOME/hub/checkpoints``,
+            else downloaded). Ignored for TorchScript files.
+
+    Returns:
+        The feature extractor.
+
+    Raises:
+        ModelLoadError: The name is unknown, torch-fidelity is missing or weights cannot be found or loaded.
+    """
+    if name == "digits":
+        extractor = _load_digits(weights_path)
+    elif name == "inception":
+        extractor = _load_inception(weights_path)
+    elif name.endswith(".pt"):
+        extractor = _load_torchscript(Path(name))
+    else:
+        known = ", ".join(FEATURE_EXTRACTORS)
+        raise ModelLoadError(f"unknown feature extractor {name!r}; known: {known}, or a path to a TorchScript .pt file")
+    return extractor.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reference statistics
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceStats:
+    """Mean and unbiased covariance of the features of real images.
+
+    Attributes:
+        mu: ``(d,)`` float64 feature mean.
+        sigma: ``(d, d)`` float64 feature covariance (normalised by ``num_samples - 1``).
+        num_samples: Number of real images behind the statistics; 0 when unknown (e.g. a foreign ``.npz``).
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    num_samples: int = 0
+
+    def __post_init__(self) -> None:
+        mu = np.asarray(self.mu, dtype=np.float64)
+        sigma = np.asarray(self.sigma, dtype=np.float64)
+        if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+            raise OptunaDiffusionError(
+                "reference statistics need mu of shape (d,) and sigma of shape (d, d), "
+                f"got {mu.shape} and {sigma.shape}"
+            )
+        if self.num_samples < 0:
+            raise OptunaDiffusionError(f"reference statistics num_samples must be >= 0, got {self.num_samples}")
+        object.__setattr__(self, "mu", mu)
+        object.__setattr__(self, "sigma", sigma)
+        object.__setattr__(self, "num_samples", int(self.num_samples))
+
+    @property
+    def num_features(self) -> int:
+        """Feature dimension d."""
+        return int(self.mu.shape[0])
+
+    def save_npz(self, path: str | Path) -> Path:
+        """Write the statistics to ``path`` (exactly that name) with keys ``mu``, ``sigma``, ``num_samples``.
+
+        The file is written to a temporary name first and then renamed, so readers never see half a file.
+
+        Args:
+            path: Destination file; its folder is created if needed.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, mu=self.mu, sigma=self.sigma, num_samples=np.int64(self.num_samples))
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def load_reference_npz(path: str | Path) -> ReferenceStats:
+    """Read reference statistics from an ``.npz`` file with keys ``mu`` and ``sigma``.
+
+    Reads files written by :meth:`ReferenceStats.save_npz` and guided-diffusion's reference batches
+    (their ``arr_0`` images are ignored; without a ``num_samples`` key the count is stored as 0).
+
+    Args:
+        path: The ``.npz`` file.
+
+    Returns:
+        The statistics.
+
+    Raises:
+        OptunaDiffusionError: The file is missing, unreadable or lacks ``mu`` or ``sigma``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OptunaDiffusionError(f"reference statistics file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in ("mu", "sigma") if key not in data.files]
+            if missing:
+                found = ", ".join(data.files) or "nothing"
+                raise OptunaDiffusionError(
+                    f"reference statistics file {path} lacks {' and '.join(missing)} (has: {found})"
+                )
+            num_samples = int(data["num_samples"]) if "num_samples" in data.files else 0
+            return ReferenceStats(mu=data["mu"], sigma=data["sigma"], num_samples=num_samples)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise OptunaDiffusionError(f"cannot read reference statistics file {path}: {_first_line(error)}") from error
+
+
+def _hash_tensor(digest: "hashlib._Hash", name: str, tensor: torch.Tensor) -> None:
+    tensor = tensor.detach().to("cpu").contiguous()
+    digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _cache_key(images: torch.Tensor, extractor: nn.Module) -> str:
+    """sha256 over the images, the extractor's class name and its state-dict tensors."""
+    digest = hashlib.sha256(_CACHE_VERSION)
+    _hash_tensor(digest, "images", images)
+    extractor_class = type(extractor)
+    digest.update(f"{extractor_class.__module__}.{extractor_class.__qualname__}".encode())
+    for key, value in extractor.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            _hash_tensor(digest, key, value)
+    return digest.hexdigest()
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _compute_stats(images: torch.Tensor, extractor: nn.Module, batch_size: int) -> ReferenceStats:
+    """Streamed float64 mean and unbiased covariance of the features, shifted by the first batch's mean."""
+    device = _module_device(extractor)
+    shift = total = scatter = None
+    count = 0
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size].to(device)
+            features = extractor(batch).reshape(batch.shape[0], -1).double().cpu()
+            if shift is None:
+                shift = features.mean(dim=0)
+                total = torch.zeros_like(shift)
+                scatter = torch.zeros(shift.shape[0], shift.shape[0], dtype=torch.float64)
+            centred = features - shift
+            total += centred.sum(dim=0)
+            scatter += centred.t() @ centred
+            count += batch.shape[0]
+    mean_offset = total / count
+    sigma = (scatter - count * torch.outer(mean_offset, mean_offset)) / (count - 1)
+    mu = shift + mean_offset
+    if not (torch.isfinite(mu).all() and torch.isfinite(sigma).all()):
+        raise OptunaDiffusionError("feature statistics of the reference images are not finite")
+    return ReferenceStats(mu=mu.numpy(), sigma=sigma.numpy(), num_samples=count)
+
+
+def reference_stats(
+    images: torch.Tensor,
+    extractor: nn.Module,
+    *,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 500,
+) -> ReferenceStats:
+    """Feature mean and unbiased covariance (float64) of real images, cached on disk.
+
+    The cache file ``reference-<sha256>.npz`` in ``cache_dir`` is keyed by the image bytes, the
+    extractor's class name and its state-dict tensors, so other data or another extractor never
+    reuse a stale file. Features are computed in batches under ``torch.inference_mode()`` on the
+    extractor's device.
+
+    Args:
+        images: Real images, ``(N, C, H, W)`` floats in [-1, 1], N >= 2.
+        extractor: Feature network (see :func:`load_feature_extractor`), in eval mode.
+        cache_dir: Folder of cached statistics; ``None`` disables the cache.
+        batch_size: Images per forward pass.
+
+    Returns:
+        The statistics.
+
+    Raises:
+        OptunaDiffusionError: Fewer than 2 images, a bad batch size or non-finite features.
+    """
+    if images.dim() < 2 or images.shape[0] < 2:
+        raise OptunaDiffusionError(f"reference statistics need at least 2 images, got shape {tuple(images.shape)}")
+    if batch_size < 1:
+        raise OptunaDiffusionError(f"batch_size must be >= 1, got {batch_size}")
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"reference-{_cache_key(images, extractor)}.npz"
+        if cache_file.is_file():
+            try:
+                return load_reference_npz(cache_file)
+            except OptunaDiffusionError:
+                pass  # unreadable cache entry: recompute and overwrite it
+    stats = _compute_stats(images, extractor, batch_size)
+    if cache_file is not None:
+        stats.save_npz(cache_file)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# FID
+# --------------------------------------------------------------------------------------------------
+
+
+class FIDMeter:
+    """FID of streamed generated images against fixed reference statistics.
+
+    Holds one torchmetrics ``FrechetInceptionDistance(feature=extractor, reset_real_features=False)``
+    whose real-feature states are set from ``stats`` so that torchmetrics recovers ``stats.mu`` and
+    ``stats.sigma``: ``real_features_sum = n * mu`` and
+    ``real_features_cov_sum = (n - 1) * sigma + n * mu mu^T`` with ``n = stats.num_samples``
+    (2 when the count is unknown; any n >= 2 gives the same mean and covariance). ``reset``,
+    ``update`` and ``compute`` run under ``torch.inference_mode()``, so the metric states stay
+    consistent whether or not the caller is in inference mode.
+
+    Args:
+        stats: Reference statistics in the extractor's feature space.
+        extractor: Feature network with an ``int`` ``num_features`` equal to ``stats.num_features``.
+        device: Where the metric and the extractor run; default: the extractor's device.
+
+    Raises:
+        OptunaDiffusionError: The extractor lacks ``num_features`` or its width differs from the stats'.
+    """
+
+    def __init__(
+        self, stats: ReferenceStats, extractor: nn.Module, *, device: torch.device | str | None = None
+    ) -> None:
+        num_features = getattr(extractor, "num_features", None)
+        if not isinstance(num_features, int):
+            name = type(extractor).__name__
+            raise OptunaDiffusionError(f"feature extractor {name} needs an int attribute num_features")
+        if num_features != stats.num_features:
+            raise OptunaDiffusionError(
+                f"reference statistics have {stats.num_features} features but the extractor gives {num_features}"
+            )
+        self.stats = stats
+        self.device = torch.device(device) if device is not None else _module_device(extractor)
+        self._metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False).to(self.device)
+        self._inject_real_stats(stats)
+
+    def _inject_real_stats(self, stats: ReferenceStats) -> None:
+        n = stats.num_samples if stats.num_samples >= 2 else 2
+        mu = torch.as_tensor(stats.mu, dtype=torch.float64, device=self.device)
+        sigma = torch.as_tensor(stats.sigma, dtype=torch.float64, device=self.device)
+        self._metric.real_features_sum = n * mu
+        self._metric.real_features_cov_sum = (n - 1) * sigma + n * torch.outer(mu, mu)
+        self._metric.real_features_num_samples = torch.tensor(n, dtype=torch.long, device=self.device)
+
+    @property
+    def num_samples(self) -> int:
+        """Generated images seen since the last :meth:`reset`."""
+        return int(self._metric.fake_features_num_samples.item())
+
+    @torch.inference_mode()
+    def reset(self) -> None:
+        """Forget the generated images; the reference statistics stay."""
+        self._metric.reset()
+
+    @torch.inference_mode()
+    def update(self, fake_images: torch.Tensor) -> None:
+        """Add one batch of generated images, ``(N, C, H, W)`` floats in [-1, 1]."""
+        if fake_images.dim() != 4 or fake_images.shape[0] == 0:
+            shape = tuple(fake_images.shape)
+            raise OptunaDiffusionError(f"FID needs a non-empty (N, C, H, W) image batch, got shape {shape}")
+        self._metric.update(fake_images.to(self.device), real=False)
+
+    @torch.inference_mode()
+    def compute(self) -> float:
+        """FID of the generated images seen since the last :meth:`reset`.
+
+        Raises:
+            OptunaDiffusionError: Fewer than 2 generated images, or a non-finite result.
+        """
+        if self.num_samples < 2:
+            raise OptunaDiffusionError(f"FID needs at least 2 generated images, got {self.num_samples}")
+        value = float(self._metric.compute())
+        if not np.isfinite(value):
+            raise OptunaDiffusionError("FID is not finite (the generated images gave non-finite features)")
+        return value
+
+
+def fid_of_images(
+    images: torch.Tensor,
+    stats: ReferenceStats,
+    extractor: nn.Module,
+    batch_size: int = 500,
+    *,
+    device: torch.device | str | None = None,
+) -> float:
+    """FID of generated images against reference statistics, fed to a :class:`FIDMeter` in batches.
+
+    Args:
+        images: Generated images, ``(N, C, H, W)`` floats in [-1, 1], N >= 2.
+        stats: Reference statistics in the extractor's feature space.
+        extractor: Feature network, in eval mode.
+        batch_size: Images per forward pass.
+        device: Where to run; default: the extractor's device.
+
+    Returns:
+        The FID.
+    """
+    if batch_size < 1:
+        raise OptunaDiffusionError(f"batch_size must be >= 1, got {batch_size}")
+    meter = FIDMeter(stats, extractor, device=device)
+    for start in range(0, images.shape[0], batch_size):
+        meter.update(images[start : start + batch_size])
+    return meter.compute()

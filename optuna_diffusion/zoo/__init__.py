@@ -1,0 +1,25 @@
+"""Models that ship inside the package, so the default study runs offline.
+
+``digits`` is a class-conditional DDPM of scikit-learn's 8x8 digits (diffusers format, in
+``zoo/digits/``) with its FID feature network (``zoo/digits/features/``). The code that trained
+both is :mod:`optuna_diffusion.zoo.training` (``optuna-diffusion zoo train digits --out DIR``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_ZOO_DIR = Path(__file__).resolve().parent
+
+BUNDLED_MODELS: dict[str, str] = {
+    "digits": "class-conditional DDPM of scikit-learn's 8x8 digits (10 classes + null class 10)",
+}
+
+
+def bundled_model_path(name: str) -> Path:
+    """Folder of a bundled model (``unet/``, ``scheduler/``, ``features/``)."""
+    if name not in BUNDLED_MODELS:
+        from ..errors import ModelLoadError
+
+        raise ModelLoadError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
+    return _ZOO_DIR / name

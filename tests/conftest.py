@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny randomly initialised UNets, so tests never train and stay fast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+def tiny_unet(num_class_embeds: int | None = 11, prediction_channels: int = 1, seed: int = 0):
+    """A 2-level ADM-like UNet2DModel on 8x8 images (attention at 4x4 and in the middle)."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=prediction_channels,
+        block_out_channels=(16, 32),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=16,
+        norm_num_groups=8,
+        num_class_embeds=num_class_embeds,
+    ).eval()
+
+
+def scheduler_config(prediction_type: str = "epsilon") -> dict:
+    return dict(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        prediction_type=prediction_type,
+        clip_sample=False,
+    )
+
+
+@pytest.fixture
+def tiny_model():
+    from optuna_diffusion.models import DiffusionModel
+
+    return DiffusionModel(tiny_unet().requires_grad_(False), scheduler_config(), "tiny")
