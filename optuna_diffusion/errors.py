@@ -21,3 +21,11 @@ class ModelLoadError(OptunaDiffusionError):
 
 class ConfigError(OptunaDiffusionError, ValueError):
     """A setting (study file, CLI option, argument) is invalid."""
+
+
+class ConversionError(OptunaDiffusionError, ValueError):
+    """A checkpoint cannot be converted (missing, extra or mis-shaped tensors, wrong file)."""
+
+
+class MissingFileError(OptunaDiffusionError, FileNotFoundError):
+    """A file the user named does not exist."""

@@ -441,6 +441,7 @@ class FIDMeter:
                 f"reference statistics have {stats.num_features} features but the extractor gives {num_features}"
             )
         self.stats = stats
+        self.extractor = extractor
         self.device = torch.device(device) if device is not None else _module_device(extractor)
         self._metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False).to(self.device)
         self._inject_real_stats(stats)

@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import ConversionError, MissingFileError
+
 __all__ = [
     "ADMConfig",
     "IMAGENET64_CONFIG",
@@ -102,20 +104,20 @@ class ADMConfig:
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
         if not self.channel_mult or self.num_res_blocks < 1:
-            raise ValueError("ADMConfig needs a non-empty channel_mult and num_res_blocks >= 1")
+            raise ConversionError("ADMConfig needs a non-empty channel_mult and num_res_blocks >= 1")
         if self.noise_schedule not in ("cosine", "linear"):
-            raise ValueError(f"unknown noise_schedule {self.noise_schedule!r}; expected 'cosine' or 'linear'")
+            raise ConversionError(f"unknown noise_schedule {self.noise_schedule!r}; expected 'cosine' or 'linear'")
         if self.num_head_channels <= 0:
-            raise ValueError("num_head_channels must be positive: UNet2DModel uses one head width everywhere")
+            raise ConversionError("num_head_channels must be positive: UNet2DModel uses one head width everywhere")
         for channels in self.level_channels:
             if channels % _GROUPS or channels % self.num_head_channels:
-                raise ValueError(
+                raise ConversionError(
                     f"level width {channels} must be divisible by {_GROUPS} groups and "
                     f"num_head_channels={self.num_head_channels}"
                 )
         for resolution in self.attention_resolutions:
             if resolution <= 0 or self.image_size % resolution:
-                raise ValueError(f"attention resolution {resolution} does not divide image_size={self.image_size}")
+                raise ConversionError(f"attention resolution {resolution} does not divide image_size={self.image_size}")
 
     @classmethod
     def imagenet64(cls) -> ADMConfig:
@@ -468,15 +470,15 @@ def _check_keys(adm_state_dict: Mapping[str, Tensor], expected: Shapes) -> None:
     """
     missing = [key for key in expected if key not in adm_state_dict]
     if missing:
-        raise ValueError(f"ADM state dict is missing {len(missing)} key(s), first: {missing[0]!r}")
+        raise ConversionError(f"ADM state dict is missing {len(missing)} key(s), first: {missing[0]!r}")
     unexpected = [key for key in adm_state_dict if key not in expected]
     if unexpected:
-        raise ValueError(f"ADM state dict has {len(unexpected)} unexpected key(s), first: {unexpected[0]!r}")
+        raise ConversionError(f"ADM state dict has {len(unexpected)} unexpected key(s), first: {unexpected[0]!r}")
     for key, value in adm_state_dict.items():
         if not isinstance(value, Tensor):
-            raise ValueError(f"ADM state dict entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise ConversionError(f"ADM state dict entry {key!r} is a {type(value).__name__}, not a tensor")
         if tuple(value.shape) != expected[key]:
-            raise ValueError(f"ADM tensor {key!r} has shape {tuple(value.shape)}, expected {expected[key]}")
+            raise ConversionError(f"ADM tensor {key!r} has shape {tuple(value.shape)}, expected {expected[key]}")
 
 
 def convert_adm_state_dict(
@@ -504,18 +506,18 @@ def convert_adm_state_dict(
         def take(name: str, prefix: str = module.adm) -> Tensor:
             key = f"{prefix}.{name}"
             if key in used:
-                raise ValueError(f"ADM tensor {key!r} would be mapped twice")
+                raise ConversionError(f"ADM tensor {key!r} would be mapped twice")
             used.add(key)
             return adm_state_dict[key]
 
         for name, tensor in _convert_module(take, config, module).items():
             key = f"{module.diffusers}.{name}"
             if key in converted:
-                raise ValueError(f"diffusers key {key!r} would be written twice")
+                raise ConversionError(f"diffusers key {key!r} would be written twice")
             converted[key] = tensor
     unused = [key for key in adm_state_dict if key not in used]
     if unused:
-        raise ValueError(f"{len(unused)} ADM tensor(s) were not mapped, first: {unused[0]!r}")
+        raise ConversionError(f"{len(unused)} ADM tensor(s) were not mapped, first: {unused[0]!r}")
     return converted
 
 
@@ -527,16 +529,16 @@ def convert_adm_state_dict(
 def _load_adm_state_dict(checkpoint_path: Path) -> dict[str, Tensor]:
     """Load a ``torch.save``-d ADM state dict safely (``weights_only=True``) onto the CPU."""
     if not checkpoint_path.is_file():
-        raise FileNotFoundError(f"ADM checkpoint not found: {checkpoint_path}")
+        raise MissingFileError(f"ADM checkpoint not found: {checkpoint_path}")
     try:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{checkpoint_path} is not a loadable torch checkpoint: {first_line}") from None
+        raise ConversionError(f"{checkpoint_path} is not a loadable torch checkpoint: {first_line}") from None
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
     ):
-        raise ValueError(f"{checkpoint_path} does not hold an ADM state dict (a flat mapping of name -> tensor)")
+        raise ConversionError(f"{checkpoint_path} does not hold an ADM state dict (a flat mapping of name -> tensor)")
     return dict(state)
 
 

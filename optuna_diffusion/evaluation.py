@@ -1,0 +1,105 @@
+"""The function the search optimises: a Plan in, (FID, MACs) out.
+
+Data flows one way: model + Plan -> samples (batch by batch) -> features -> FID; MACs come from the
+model's per-block table. Samples that turn NaN/inf give an infinitely bad FID and a reason, so a
+search records the failure and goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .fid import FIDMeter, ReferenceStats
+from .macs import MacsTable
+from .models import DiffusionModel
+from .plan import Plan
+from .sampling import PlanSampler, SamplingSettings
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Outcome of one plan: FID (``inf`` on failure), MACs for one image, samples used, wall time."""
+
+    fid: float
+    macs: int
+    num_samples: int
+    seconds: float
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and math.isfinite(self.fid)
+
+
+class PlanEvaluator:
+    """Scores plans of one model against fixed reference statistics.
+
+    Args:
+        model: the diffusion model.
+        settings: solver, guidance, labels and common-random-number seed.
+        extractor: feature network of the FID (its ``num_features`` must match ``reference``).
+        reference: feature statistics of the real data.
+    """
+
+    def __init__(self, model: DiffusionModel, settings: SamplingSettings, extractor: nn.Module, reference: ReferenceStats) -> None:
+        self.model = model
+        self.settings = settings
+        self.sampler = PlanSampler(model, settings)
+        self.meter = FIDMeter(reference, extractor)
+        self.macs_table = MacsTable.for_model(model.unet, model.sample_shape, **_conditioning(model, settings))
+
+    def macs(self, plan: Plan) -> int:
+        """MACs to generate one image with ``plan`` (guidance doubles every evaluation)."""
+        return self.macs_table.plan_macs(plan, guidance=self.settings.uses_guidance)
+
+    def evaluate(self, plan: Plan, num_samples: int) -> Evaluation:
+        """FID of ``num_samples`` images of ``plan`` and its MACs."""
+        started = time.perf_counter()
+        macs = self.macs(plan)
+        self.meter.reset()
+        for images in self.sampler.batches(plan, num_samples):
+            if not torch.isfinite(images).all():
+                return Evaluation(math.inf, macs, num_samples, time.perf_counter() - started, "samples became NaN or inf")
+            self.meter.update(images.clamp(-1, 1))
+        fid = self.meter.compute()
+        failure = None if math.isfinite(fid) else "FID is not finite"
+        return Evaluation(fid, macs, num_samples, time.perf_counter() - started, failure)
+
+    def samples(self, plan: Plan, num_samples: int) -> torch.Tensor:
+        """The first ``num_samples`` images of ``plan`` in [-1, 1] (for previews)."""
+        return torch.cat(list(self.sampler.batches(plan, num_samples))).clamp(-1, 1)
+
+    def close(self) -> None:
+        """Remove the block wrappers from the model."""
+        self.sampler.close()
+
+
+def _conditioning(model: DiffusionModel, settings: SamplingSettings) -> dict:
+    return {"class_labels": model.num_class_embeds is not None}
+
+
+DIGITS_SETTINGS = SamplingSettings(num_classes=10, null_class=10)
+
+
+def default_cache_dir() -> Path:
+    """Where reference statistics are cached: ``$XDG_CACHE_HOME/optuna-diffusion`` (or ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "optuna-diffusion"
+
+
+def digits_evaluator(settings: SamplingSettings = DIGITS_SETTINGS, *, cache_dir: Path | None = None) -> PlanEvaluator:
+    """Evaluator of the bundled digits model: FID in the digits feature space against all 1,797 digits."""
+    from .fid import load_feature_extractor, reference_stats
+    from .models import load_diffusion_model
+    from .zoo.data import load_digits_images
+
+    extractor = load_feature_extractor("digits")
+    images, _ = load_digits_images()
+    reference = reference_stats(images, extractor, cache_dir=cache_dir or default_cache_dir())
+    return PlanEvaluator(load_diffusion_model("digits"), settings, extractor, reference)
