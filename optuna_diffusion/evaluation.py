@@ -53,7 +53,7 @@ class PlanEvaluator:
         self.settings = settings
         self.sampler = PlanSampler(model, settings)
         self.meter = FIDMeter(reference, extractor)
-        self.macs_table = MacsTable.for_model(model.unet, model.sample_shape, **_conditioning(model, settings))
+        self.macs_table = MacsTable.for_model(model.unet, model.sample_shape)
 
     def macs(self, plan: Plan) -> int:
         """MACs to generate one image with ``plan`` (guidance doubles every evaluation)."""
@@ -79,10 +79,6 @@ class PlanEvaluator:
     def close(self) -> None:
         """Remove the block wrappers from the model."""
         self.sampler.close()
-
-
-def _conditioning(model: DiffusionModel, settings: SamplingSettings) -> dict:
-    return {"class_labels": model.num_class_embeds is not None}
 
 
 DIGITS_SETTINGS = SamplingSettings(num_classes=10, null_class=10)
