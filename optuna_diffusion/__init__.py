@@ -1,0 +1,31 @@
+"""optuna-diffusion: search few-step diffusion sampling plans (time steps and skipped UNet blocks) with Optuna."""
+
+from .apply import apply
+from .baselines import baseline_plan, baseline_plans
+from .blocks import Block, BlockSwitch, find_blocks
+from .errors import OptunaDiffusionError, PlanError
+from .evaluation import Evaluation, PlanEvaluator, digits_evaluator
+from .models import DiffusionModel, load_diffusion_model
+from .plan import Plan
+from .sampling import PlanSampler, SamplingSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Block",
+    "BlockSwitch",
+    "DiffusionModel",
+    "Evaluation",
+    "OptunaDiffusionError",
+    "Plan",
+    "PlanError",
+    "PlanEvaluator",
+    "PlanSampler",
+    "SamplingSettings",
+    "apply",
+    "baseline_plan",
+    "baseline_plans",
+    "digits_evaluator",
+    "find_blocks",
+    "load_diffusion_model",
+]

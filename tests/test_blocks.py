@@ -136,3 +136,21 @@ def test_random_skip_sets_run_on_a_conditional_transformer_unet():
     switch.remove()
     with torch.inference_mode():
         assert torch.equal(unet(x, 10, encoder_hidden_states=context).sample, full)
+
+
+def test_apply_follows_the_plan_on_a_pipeline_and_replaces_a_previous_plan():
+    from types import SimpleNamespace
+
+    from optuna_diffusion import apply
+
+    unet = tiny_unet()
+    pipeline = SimpleNamespace(unet=unet)
+    x, labels = torch.randn(1, 1, 8, 8), torch.tensor([0])
+    full = _call(unet, x, 700, labels)
+    apply(pipeline, Plan([700, 300], skips=[["mid.attn.0"], []]))
+    skipped = _call(unet, x, 700, labels)
+    assert not torch.equal(skipped, full)
+    switch = apply(unet, Plan([700, 300]))
+    assert torch.equal(_call(unet, x, 700, labels), full)
+    switch.remove()
+    assert "forward" not in vars(unet.mid_block.attentions[0])
