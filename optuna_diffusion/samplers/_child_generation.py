@@ -1,0 +1,120 @@
+"""Child generation of the time-step search: which operator makes a trial's genome, and no repeats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Sequence
+
+import numpy as np
+import optuna
+
+from ._genome import Genome, GenomeSpace
+
+_logger = optuna.logging.get_logger(__name__)
+
+
+class ChildGeneration:
+    """The genome of one new trial, from its slot in its generation.
+
+    Slots are the trial's rank among the trials of its generation. In generation 0 the first slots
+    hold the initial plans, the next ``num_mutants`` slots their mutants (when there are initial
+    plans), the rest random genomes. In later generations, slot ``s`` (taken modulo
+    ``population_size``) is a mutant of a random parent when ``s < num_mutants``, a crossover of
+    two random parents when ``s < num_mutants + num_crossovers``, else a random genome -- the
+    AutoDiffusion / Once-for-All recipe. Without parents (every trial failed) all slots are random.
+
+    A genome already taken (evaluated or running) is drawn again: ``max_attempts // 2`` fresh draws
+    of the same operator, then ever stronger mutations of the last draw, then one random genome.
+    If that is taken too, the space is (nearly) exhausted: the duplicate is returned with a warning.
+    Every step is bounded, and deterministic given ``rng``.
+
+    Args:
+        space: the genome space.
+        population_size: trials per generation.
+        num_mutants: mutants per generation.
+        num_crossovers: crossovers per generation.
+        mutation_prob: probability that a mutant changes each step.
+        initial_plans: genomes of generation 0.
+        max_attempts: draws before giving up on a fresh genome.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: GenomeSpace,
+        population_size: int,
+        num_mutants: int,
+        num_crossovers: int,
+        mutation_prob: float,
+        initial_plans: Sequence[Genome] = (),
+        max_attempts: int = 8,
+    ) -> None:
+        self._space = space
+        self._population_size = population_size
+        self._num_mutants = num_mutants
+        self._num_crossovers = num_crossovers
+        self._mutation_prob = mutation_prob
+        self._initial_plans = tuple(initial_plans)
+        self._max_attempts = max_attempts
+
+    def operator(
+        self, *, generation: int, slot: int, parents: Sequence[Genome]
+    ) -> Callable[[np.random.Generator], Genome]:
+        """The operator that makes genomes for ``slot`` of ``generation``."""
+        space, initial = self._space, self._initial_plans
+
+        def mutant_of(pool: Sequence[Genome]) -> Callable[[np.random.Generator], Genome]:
+            return lambda rng: space.mutate(pool[int(rng.integers(len(pool)))], rng, replace_prob=self._mutation_prob)
+
+        def crossover_of(pool: Sequence[Genome]) -> Callable[[np.random.Generator], Genome]:
+            def make(rng: np.random.Generator) -> Genome:
+                a, b = rng.choice(len(pool), size=2, replace=False)
+                return space.crossover(pool[int(a)], pool[int(b)], rng)
+
+            return make
+
+        if generation == 0:
+            if slot < len(initial):
+                plan = initial[slot]
+                return lambda rng: plan
+            if initial and slot < len(initial) + self._num_mutants:
+                return mutant_of(initial)
+            return space.random
+        if not parents:
+            return space.random
+        position = slot % self._population_size
+        if position < self._num_mutants:
+            return mutant_of(parents)
+        if position < self._num_mutants + self._num_crossovers:
+            return crossover_of(parents) if len(parents) >= 2 else mutant_of(parents)
+        return space.random
+
+    def __call__(
+        self,
+        rng: np.random.Generator,
+        *,
+        generation: int,
+        slot: int,
+        parents: Sequence[Genome],
+        taken: Container[Genome],
+    ) -> Genome:
+        """A genome for ``slot`` of ``generation`` that is not in ``taken`` (when one can be found)."""
+        make = self.operator(generation=generation, slot=slot, parents=parents)
+        candidate = make(rng)
+        for attempt in range(self._max_attempts):
+            if candidate not in taken:
+                return candidate
+            if attempt < self._max_attempts // 2:
+                candidate = make(rng)
+            else:
+                harder = min(1.0, self._mutation_prob * 2 ** (attempt - self._max_attempts // 2 + 1))
+                candidate = self._space.mutate(candidate, rng, replace_prob=harder)
+        if candidate not in taken:
+            return candidate
+        candidate = self._space.random(rng)
+        if candidate in taken:
+            _logger.warning(
+                f"No new time steps found for generation {generation}, slot {slot} after "
+                f"{self._max_attempts + 1} draws: the search space {self._space} is (nearly) exhausted; "
+                f"{list(candidate)} is evaluated again."
+            )
+        return candidate
