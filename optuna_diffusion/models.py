@@ -77,7 +77,7 @@ def _load_from_folder(folder: Path, device: str | torch.device, dtype: torch.dty
     scheduler_sub = _subfolder_of(folder, "scheduler", "scheduler_config.json")
     try:
         unet_config = UNet2DModel.load_config(folder, subfolder=unet_sub)
-        unet = _unet_class(unet_config).from_pretrained(folder, subfolder=unet_sub, torch_dtype=dtype)
+        unet = _unet_class(unet_config).from_pretrained(folder, subfolder=unet_sub, torch_dtype=dtype, low_cpu_mem_usage=False)
         scheduler_config = dict(DDPMScheduler.load_config(folder, subfolder=scheduler_sub))
     except (OSError, ValueError, EnvironmentError) as error:
         raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(error)}") from None
@@ -92,7 +92,7 @@ def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype,
         try:
             config = UNet2DModel.load_config(repo_id, subfolder=unet_sub, local_files_only=local_files_only)
             unet = _unet_class(config).from_pretrained(
-                repo_id, subfolder=unet_sub, torch_dtype=dtype, local_files_only=local_files_only
+                repo_id, subfolder=unet_sub, torch_dtype=dtype, local_files_only=local_files_only, low_cpu_mem_usage=False
             )
             scheduler_config = dict(
                 DDPMScheduler.load_config(repo_id, subfolder=scheduler_sub, local_files_only=local_files_only)

@@ -38,7 +38,7 @@ def test_bundled_digits_model_loads_and_denoises():
 
     torch.manual_seed(0)
     untrained = UNet2DModel(**digits_unet_config()).eval()
-    for t in (50, 200):
+    for t in (200, 400):
         trained_error = _x0_error(model.unet, schedule, images, labels, t)
         untrained_error = _x0_error(untrained, schedule, images, labels, t)
         assert trained_error < 0.1 * untrained_error, (t, trained_error, untrained_error)
