@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -17,13 +17,18 @@ from .errors import ConfigError
 from .plan import Plan
 
 
-def _strictly_decreasing(steps: np.ndarray, num_train_timesteps: int) -> tuple[int, ...]:
-    """Sort ``steps`` largest first and push collisions apart (rounding can map two to one t)."""
+def strictly_decreasing(steps: Iterable[float], num_train_timesteps: int) -> tuple[int, ...]:
+    """Sort ``steps`` largest first and push repeated values to the nearest free steps.
+
+    Rounding (or a sampler drawing K integers independently) can map two steps to one t.
+    """
     ordered = sorted((int(s) for s in steps), reverse=True)
-    for i in range(len(ordered) - 2, -1, -1):
-        ordered[i] = max(ordered[i], ordered[i + 1] + 1)
-    if ordered[0] > num_train_timesteps - 1:
+    if len(ordered) > num_train_timesteps:
         raise ConfigError(f"cannot place {len(ordered)} distinct steps in [0, {num_train_timesteps - 1}]")
+    for i in range(1, len(ordered)):
+        ordered[i] = min(ordered[i], ordered[i - 1] - 1)
+    for i in range(len(ordered) - 1, -1, -1):
+        ordered[i] = max(ordered[i], 0 if i == len(ordered) - 1 else ordered[i + 1] + 1)
     return tuple(ordered)
 
 
@@ -70,7 +75,7 @@ def baseline_plan(name: str, num_steps: int, alphas_cumprod: torch.Tensor) -> Pl
     if not 1 <= num_steps <= num_train:
         raise ConfigError(f"number of steps must be in [1, {num_train}], got {num_steps}")
     steps = BASELINES[name](num_steps, alphas_cumprod)
-    return Plan(_strictly_decreasing(np.round(steps), num_train), num_train_timesteps=num_train)
+    return Plan(strictly_decreasing(np.round(steps), num_train), num_train_timesteps=num_train)
 
 
 def baseline_plans(num_steps: int, alphas_cumprod: torch.Tensor) -> dict[str, Plan]:

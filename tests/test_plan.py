@@ -56,3 +56,19 @@ def test_from_json_rejects_garbage():
         Plan.from_json("{oops")
     with pytest.raises(PlanError, match="unknown plan fields"):
         Plan.from_json('{"timesteps": [3], "skip": []}')
+
+
+def test_baselines_are_valid_plans_of_k_distinct_steps():
+    from optuna_diffusion.baselines import BASELINES, baseline_plan, strictly_decreasing
+    from optuna_diffusion.solvers import NoiseSchedule
+
+    from .conftest import scheduler_config
+
+    alphas_cumprod = NoiseSchedule.from_scheduler_config(scheduler_config()).alphas_cumprod
+    for name in BASELINES:
+        for k in (1, 2, 4, 6, 10, 50, 1000):
+            assert baseline_plan(name, k, alphas_cumprod).num_steps == k
+    assert baseline_plan("uniform", 4, alphas_cumprod).timesteps == (750, 500, 250, 0)
+    assert baseline_plan("quadratic", 4, alphas_cumprod).timesteps == (800, 356, 89, 0)
+    assert baseline_plan("karras", 4, alphas_cumprod).timesteps[0] == 999
+    assert strictly_decreasing([999, 999, 3, 0, 0], 1000) == (999, 998, 3, 1, 0)
