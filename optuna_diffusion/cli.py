@@ -100,6 +100,7 @@ def optimize(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the samplers and the common random numbers.")] = None,
     device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
     batch_size: Annotated[Optional[int], typer.Option(help="Images per UNet batch.")] = None,
+    num_samples: Annotated[Optional[int], typer.Option(help="Samples per candidate in both stages.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model: bundled name, diffusers folder or hub id.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits or an .npz with mu, sigma.")] = None,
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
@@ -110,11 +111,13 @@ def optimize(
 
     if stage is not None and stage not in ("timesteps", "architecture"):
         raise typer.BadParameter("--stage must be timesteps or architecture")
-    for name, value in (("--n-trials", n_trials), ("--batch-size", batch_size), ("--timeout", timeout)):
+    for name, value in (("--n-trials", n_trials), ("--batch-size", batch_size), ("--timeout", timeout), ("--num-samples", num_samples)):
         if value is not None and value <= 0:
             raise typer.BadParameter(f"{name} must be positive")
+    if num_samples == 1:
+        raise typer.BadParameter("--num-samples must be at least 2")
     cfg = _config(study, config, model=model, reference=reference, features=features,
-                  feature_weights=feature_weights, seed=seed, batch_size=batch_size)
+                  feature_weights=feature_weights, seed=seed, batch_size=batch_size, num_samples=num_samples)
     try:
         run_optimize(cfg, _storage_url(storage, cfg), stages=(stage,) if stage else ("timesteps", "architecture"),
                      n_trials=n_trials, timeout=timeout, device=device, echo=typer.echo)

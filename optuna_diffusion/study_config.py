@@ -186,9 +186,16 @@ def load_study_config(study: str | None = None, *, config: str | Path | None = N
 def with_overrides(config: StudyConfig, **overrides: Any) -> StudyConfig:
     """``config`` with CLI overrides applied (``None`` values are ignored).
 
-    Known keys: model, features, reference, feature_weights, seed, batch_size, solver.
+    Known keys: model, features, reference, feature_weights, seed, batch_size, solver, num_samples.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
+    num_samples = given.pop("num_samples", None)
+    if num_samples is not None:
+        config = dataclasses.replace(
+            config,
+            timesteps=dataclasses.replace(config.timesteps, num_samples=num_samples),
+            architecture=dataclasses.replace(config.architecture, num_samples=num_samples),
+        )
     sampling_keys = {"seed", "batch_size", "solver"}
     sampling = dataclasses.replace(config.sampling, **{k: v for k, v in given.items() if k in sampling_keys})
     top = {k: v for k, v in given.items() if k not in sampling_keys}

@@ -1,0 +1,182 @@
+"""The command line: optimize/resume, show, export, evaluate, the dashboard, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from optuna_diffusion.cli import app
+
+from .conftest import scheduler_config, tiny_unet
+
+runner = CliRunner()
+FAST = ["--n-trials", "3", "--num-samples", "16", "--batch-size", "16"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def _values(storage: str, name: str) -> list[tuple]:
+    study = optuna.load_study(study_name=name, storage=storage)
+    return [(t.number, t.state, t.values) for t in study.trials]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits")
+    storage = f"sqlite:///{folder / 'digits.db'}"
+    result = invoke("optimize", "--study", "digits", "--storage", storage, *FAST)
+    assert result.exit_code == 0, result.output
+    return folder, storage, result.output
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("optimize", "show", "export", "evaluate", "baselines", "dashboard", "zoo"):
+        assert command in result.output
+
+
+def test_optimize_runs_both_stages_and_prints_the_front(digits_run):
+    folder, storage, output = digits_run
+    assert "stage timesteps" in output and "stage architecture" in output
+    assert "GMACs" in output and f"stored in {storage}" in output
+    for stage in ("timesteps", "architecture"):
+        study = optuna.load_study(study_name=f"digits-{stage}", storage=storage)
+        assert study.metric_names == ["FID", "MACs"]
+        complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        assert len(complete) == 3
+        assert all({"timesteps", "macs", "num_samples"} <= set(t.user_attrs) for t in complete)
+    assert list((folder / "digits-artifacts").iterdir()), "each trial uploads a sample grid"
+
+
+def test_running_again_resumes_and_keeps_completed_trials(digits_run):
+    _, storage, _ = digits_run
+    before = _values(storage, "digits-timesteps")
+    result = invoke("optimize", "--study", "digits", "--storage", storage, "--stage", "timesteps", *FAST[2:], "--n-trials", "4")
+    assert result.exit_code == 0, result.output
+    after = _values(storage, "digits-timesteps")
+    assert after[: len(before)] == before
+    assert sum(state == optuna.trial.TrialState.COMPLETE for _, state, _ in after) == 4
+
+
+def test_show_export_and_evaluate_the_exported_plan(digits_run, tmp_path):
+    _, storage, _ = digits_run
+    shown = invoke("show", "--study", "digits", "--storage", storage, "--stage", "architecture")
+    assert shown.exit_code == 0 and "digits-architecture" in shown.output
+    out = tmp_path / "plan.json"
+    exported = invoke("export", "--study", "digits", "--storage", storage, "--out", str(out))
+    assert exported.exit_code == 0, exported.output
+    data = json.loads(out.read_text())
+    study = optuna.load_study(study_name="digits-timesteps", storage=storage)
+    assert data["fid"] == min(t.values[0] for t in study.trials if t.values)
+    evaluated = invoke("evaluate", str(out), "--study", "digits", "--samples", "16")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "FID" in evaluated.output and str(data["plan"]["timesteps"][0]) in evaluated.output
+
+
+def _write(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _save_tiny_model(folder, num_class_embeds):
+    from diffusers import DDPMScheduler
+
+    tiny_unet(num_class_embeds=num_class_embeds).save_pretrained(folder / "unet")
+    DDPMScheduler(**scheduler_config()).save_pretrained(folder / "scheduler")
+    return str(folder)
+
+
+def _bad_inputs(tmp_path, storage):
+    unconditional = _save_tiny_model(tmp_path / "uncond", None)
+    guided = _write(tmp_path, "guided.toml", f'[model]\nsource = "{unconditional}"\n[sampling]\nguidance_scale = 3.0\n')
+    return {
+        "unknown study": (["optimize", "--study", "nope", "--storage", storage], "unknown study 'nope'"),
+        "malformed toml": (["optimize", "--config", _write(tmp_path, "bad.toml", "[model\nsource = 1\n"), "--storage", storage], "line 1"),
+        "unknown key": (["optimize", "--config", _write(tmp_path, "key.toml", "[sampling]\nsolver = 'ddim'\nsteps = 4\n"), "--storage", storage], "line 3: unknown key sampling.steps"),
+        "wrong type": (["optimize", "--config", _write(tmp_path, "type.toml", "[timesteps]\n\nk_min = 'four'\n"), "--storage", storage], "line 3: timesteps.k_min must be int"),
+        "missing model": (["optimize", "--study", "imagenet64", "--storage", storage], "--model"),
+        "guidance on unconditional": (["optimize", "--config", guided, "--storage", storage], "guidance_scale = 3.0 needs a class-conditional"),
+        "out of range plan": (["evaluate", _write(tmp_path, "plan.json", '{"timesteps": [1200, 3]}'), "--study", "digits"], "outside [0, 999]"),
+        "non-integer plan": (["evaluate", _write(tmp_path, "plan2.json", '{"timesteps": [900.5, 3]}'), "--study", "digits"], "must be an integer"),
+        "unreachable storage": (["optimize", "--study", "digits", "--storage", "postgresql+psycopg2://nobody:secret@127.0.0.1:1/none"], "cannot open storage"),
+        "impossible budget": (["optimize", "--config", _write(tmp_path, "budget.toml", '[model]\nsource = "digits"\n[sampling]\nnum_classes = 10\n[architecture]\nmacs_budget = 10\n'), "--storage", storage, "--stage", "architecture"], "below the cheapest possible plan"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown study", "malformed toml", "unknown key", "wrong type", "missing model", "guidance on unconditional",
+     "out of range plan", "non-integer plan", "unreachable storage", "impossible budget"],
+)
+def test_bad_input_is_one_line_nonzero_and_leaves_the_study_alone(case, digits_run, tmp_path):
+    _, storage, _ = digits_run
+    args, message = _bad_inputs(tmp_path, storage)[case]
+    before = {name: _values(storage, name) for name in ("digits-timesteps", "digits-architecture")}
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    assert "secret" not in result.output
+    assert {name: _values(storage, name) for name in before} == before
+
+
+def test_imagenet64_preset_runs_with_local_stand_ins(tmp_path):
+    """The paper's preset, with its model, reference and features replaced by small local files."""
+    from optuna_diffusion.fid import load_feature_extractor, reference_stats
+    from optuna_diffusion.zoo.data import load_digits_images
+
+    model = _save_tiny_model(tmp_path / "adm-stand-in", 1000)
+    images, _ = load_digits_images()
+    reference = reference_stats(images[:200], load_feature_extractor("digits")).save_npz(tmp_path / "ref.npz")
+    storage = f"sqlite:///{tmp_path / 'imagenet64.db'}"
+    result = invoke(
+        "optimize", "--study", "imagenet64", "--storage", storage, "--model", model, "--reference", str(reference),
+        "--features", "digits", "--stage", "timesteps", "--n-trials", "2", "--num-samples", "8", "--batch-size", "8",
+    )
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="imagenet64-timesteps", storage=storage)
+    assert all(len(t.user_attrs["timesteps"]) == 4 for t in study.trials)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_and_its_pareto_trials(digits_run):
+    from optuna_diffusion.runner import serve_dashboard
+    from optuna_diffusion.study_config import load_study_config
+
+    folder, storage, _ = digits_run
+    port = _free_port()
+    thread = threading.Thread(
+        target=serve_dashboard, args=(load_study_config("digits"), storage), kwargs={"port": port}, daemon=True
+    )
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=5))
+            break
+        except OSError:
+            time.sleep(0.1)
+    names = {s["study_name"]: s["study_id"] for s in studies["study_summaries"]}
+    assert {"digits-timesteps", "digits-architecture"} <= set(names)
+    detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{names['digits-timesteps']}", timeout=5))
+    stored = optuna.load_study(study_name="digits-timesteps", storage=storage)
+    assert sorted(t["number"] for t in detail["best_trials"]) == sorted(t.number for t in stored.best_trials)
+    assert detail["objective_names"] == ["FID", "MACs"]
+    assert any(t["artifacts"] for t in detail["trials"])
