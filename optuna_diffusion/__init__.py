@@ -6,6 +6,7 @@ from .blocks import Block, BlockSwitch, find_blocks
 from .errors import OptunaDiffusionError, PlanError
 from .evaluation import Evaluation, PlanEvaluator, digits_evaluator
 from .models import DiffusionModel, load_diffusion_model
+from .objective import PlanObjective
 from .plan import Plan
 from .sampling import PlanSampler, SamplingSettings
 
@@ -20,6 +21,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "PlanEvaluator",
+    "PlanObjective",
     "PlanSampler",
     "SamplingSettings",
     "apply",

@@ -24,6 +24,8 @@ from optuna_diffusion.samplers import (
     quadratic_timesteps,
     random_genome,
     suggest_plan,
+    suggest_timesteps,
+    timesteps_from_trial,
     uniform_timesteps,
 )
 from optuna_diffusion.samplers._genome import check_genome
@@ -53,7 +55,7 @@ def small_sampler(**kwargs):
 
 
 def genomes_of(study):
-    return [plan_from_trial(t) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    return [timesteps_from_trial(t) for t in study.get_trials(states=(TrialState.COMPLETE,))]
 
 
 # Operators ---------------------------------------------------------------------------------------
@@ -173,11 +175,11 @@ def test_arguments_are_checked_up_front(kwargs, name):
 def test_first_generation_holds_initial_plans_and_their_mutants():
     plans = [uniform_timesteps(6), quadratic_timesteps(6)]
     study = optuna.create_study(sampler=small_sampler(initial_plans=plans))
-    study.optimize(lambda trial: distance(plan_from_trial(trial), HIDDEN), n_trials=20)
+    study.optimize(lambda trial: distance(timesteps_from_trial(trial), HIDDEN), n_trials=20)
     trials = study.trials
-    assert [plan_from_trial(t) for t in trials[:2]] == plans
+    assert [timesteps_from_trial(t) for t in trials[:2]] == plans
     assert all(t.system_attrs[GENERATION_KEY] == 0 for t in trials)
-    mutants = [plan_from_trial(t) for t in trials[2:12]]
+    mutants = [timesteps_from_trial(t) for t in trials[2:12]]
     assert all(max(len(set(m) & set(p)) for p in plans) >= 1 for m in mutants)
     # What people and plots see.
     assert trials[0].params == {"num_steps": 6}
@@ -187,7 +189,7 @@ def test_first_generation_holds_initial_plans_and_their_mutants():
 def test_sampler_improves_over_generations_and_beats_random_search():
     for seed in range(3):
         study = optuna.create_study(sampler=small_sampler(seed=seed, initial_plans=[uniform_timesteps(6)]))
-        study.optimize(lambda trial: distance(plan_from_trial(trial), HIDDEN), n_trials=150)
+        study.optimize(lambda trial: distance(timesteps_from_trial(trial), HIDDEN), n_trials=150)
         best_per_generation = collections.defaultdict(lambda: float("inf"))
         for trial in study.trials:
             generation = trial.system_attrs[GENERATION_KEY]
@@ -198,14 +200,14 @@ def test_sampler_improves_over_generations_and_beats_random_search():
         assert len(set(genomes)) == len(genomes) == 150
 
         random_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-        random_study.optimize(lambda trial: distance(suggest_plan(trial, k_min=6), HIDDEN), n_trials=150)
+        random_study.optimize(lambda trial: distance(suggest_timesteps(trial, k_min=6), HIDDEN), n_trials=150)
         assert study.best_value < random_study.best_value
 
 
 def test_seeded_search_is_reproducible():
     def run():
         study = optuna.create_study(sampler=small_sampler(k_min=3, k_max=8, seed=7))
-        study.optimize(lambda trial: distance(plan_from_trial(trial), HIDDEN), n_trials=50)
+        study.optimize(lambda trial: distance(timesteps_from_trial(trial), HIDDEN), n_trials=50)
         return genomes_of(study)
 
     assert run() == run()
@@ -215,13 +217,13 @@ def test_two_objective_search_keeps_a_front_over_several_k():
     hidden = {k: random_genome(np.random.default_rng(k), num_train_timesteps=1000, k_range=(k, k)) for k in range(3, 9)}
 
     def objective(trial):
-        steps = plan_from_trial(trial)
+        steps = timesteps_from_trial(trial)
         fid = 1000 / len(steps) + distance(steps, hidden[len(steps)]) / (10 * len(steps))
         return fid, len(steps)
 
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=small_sampler(k_min=3, k_max=8))
     study.optimize(objective, n_trials=150)
-    assert len({len(plan_from_trial(t)) for t in study.best_trials}) >= 3
+    assert len({len(timesteps_from_trial(t)) for t in study.best_trials}) >= 3
     genomes = genomes_of(study)
     assert len(set(genomes)) == len(genomes)
     assert {t.params["num_steps"] for t in study.trials} == set(range(3, 9))
@@ -259,7 +261,7 @@ def test_exhausted_space_stops_without_hanging():
         k_min=3, num_train_timesteps=6, population_size=5, num_parents=2, num_mutants=2, num_crossovers=2, seed=0
     )
     study = optuna.create_study(sampler=sampler)
-    study.optimize(lambda trial: distance(plan_from_trial(trial), (5, 3, 1)), n_trials=24)
+    study.optimize(lambda trial: distance(timesteps_from_trial(trial), (5, 3, 1)), n_trials=24)
     genomes = genomes_of(study)
     assert len(set(genomes[:18])) == 18
     assert len(set(genomes)) >= 19
@@ -267,7 +269,7 @@ def test_exhausted_space_stops_without_hanging():
 
 def test_failed_trials_do_not_stall_the_search():
     def objective(trial):
-        steps = plan_from_trial(trial)
+        steps = timesteps_from_trial(trial)
         if trial.number % 3 == 0:
             raise RuntimeError("out of memory")
         return distance(steps, HIDDEN)
@@ -283,32 +285,32 @@ def test_failed_trials_do_not_stall_the_search():
 # Helpers -----------------------------------------------------------------------------------------
 
 
-def test_suggest_plan_works_under_any_sampler():
+def test_suggest_timesteps_works_under_any_sampler():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(lambda trial: len(suggest_plan(trial, k_min=2, k_max=5, num_train_timesteps=8)), n_trials=60)
+    study.optimize(lambda trial: len(suggest_timesteps(trial, k_min=2, k_max=5, num_train_timesteps=8)), n_trials=60)
     for trial in study.trials:
         steps = tuple(trial.user_attrs["timesteps"])
         assert_valid(steps, 8, (2, 5))
         assert len(steps) == trial.params["num_steps"]
-        assert plan_from_trial(trial) == steps
+        assert timesteps_from_trial(trial) == steps
     # Code i is the index among the values still free: 3 -> step 3, then 3 -> the 4th of {0, 1, 2, 4, ...}.
     fixed = optuna.trial.FixedTrial({"num_steps": 2, "timestep_code_0": 3, "timestep_code_1": 3})
-    assert suggest_plan(fixed, k_min=2, num_train_timesteps=8) == (4, 3)
+    assert suggest_timesteps(fixed, k_min=2, num_train_timesteps=8) == (4, 3)
 
 
 def test_plan_from_trial_explains_missing_or_conflicting_steps():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     with pytest.raises(PlanError, match="suggest_plan"):
-        plan_from_trial(study.ask())
+        timesteps_from_trial(study.ask())
 
     study = optuna.create_study(sampler=small_sampler(k_min=3, k_max=5, initial_plans=[(999, 500, 1)]))
     study.enqueue_trial({"num_steps": 4})
     with pytest.raises(PlanError, match="fixed or enqueued"):
-        plan_from_trial(study.ask())
+        timesteps_from_trial(study.ask())
 
     study = optuna.create_study(sampler=small_sampler(k_min=3, k_max=5))
     with pytest.raises(PlanError, match="does not fit"):
-        suggest_plan(study.ask(), k_min=6)
+        suggest_timesteps(study.ask(), k_min=6)
 
 
 # Storage: parallel workers and resumed studies ---------------------------------------------------
@@ -318,7 +320,7 @@ WORKER = textwrap.dedent(
     import sys, time
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
-    from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
+    from optuna_diffusion.samplers import TimestepSampler, timesteps_from_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     hidden = (944, 834, 574, 354, 217, 94)
@@ -328,7 +330,7 @@ WORKER = textwrap.dedent(
     study = optuna.load_study(study_name="parallel", storage=storage, sampler=sampler)
 
     def objective(trial):
-        steps = plan_from_trial(trial)
+        steps = timesteps_from_trial(trial)
         time.sleep(0.01)
         return sum(abs(a - b) for a, b in zip(steps, hidden))
 
@@ -366,7 +368,7 @@ def test_resumed_study_continues_the_generation_count(tmp_path):
         storage = JournalStorage(JournalFileBackend(path))
         sampler = small_sampler(population_size=10, num_parents=3, num_mutants=5, num_crossovers=3)
         study = optuna.create_study(study_name="resume", storage=storage, sampler=sampler, load_if_exists=True)
-        study.optimize(lambda trial: distance(plan_from_trial(trial), HIDDEN), n_trials=n_trials)
+        study.optimize(lambda trial: distance(timesteps_from_trial(trial), HIDDEN), n_trials=n_trials)
         return study
 
     run(25)
@@ -375,3 +377,18 @@ def test_resumed_study_continues_the_generation_count(tmp_path):
     assert generations == [n // 10 for n in range(50)]
     genomes = genomes_of(study)
     assert len(set(genomes)) == len(genomes)
+
+
+def test_plan_from_trial_gives_a_plan_that_skips_nothing():
+    from optuna_diffusion.plan import Plan
+
+    study = optuna.create_study(sampler=small_sampler(k_min=3, k_max=5, num_train_timesteps=500))
+    study.optimize(lambda trial: plan_from_trial(trial).num_steps, n_trials=3)
+    for trial in study.trials:
+        plan = plan_from_trial(trial)
+        assert isinstance(plan, Plan) and plan.is_full_network and plan.num_train_timesteps == 500
+        assert plan.timesteps == timesteps_from_trial(trial)
+        assert trial.user_attrs == {"timesteps": list(plan.timesteps), "skips": [[]] * plan.num_steps, "reuses": [[]] * plan.num_steps}
+
+    fixed = optuna.trial.FixedTrial({"num_steps": 2, "timestep_code_0": 3, "timestep_code_1": 3})
+    assert suggest_plan(fixed, k_min=2, num_train_timesteps=8) == Plan((4, 3), num_train_timesteps=8)

@@ -1,18 +1,27 @@
-"""Child generation of the time-step search: which operator makes a trial's genome, and no repeats."""
+"""Child generation of both searches: which operator makes a trial's genome, and no repeats.
+
+The operators come from a *space*: any object with ``random(rng)``, ``mutate(genome, rng,
+replace_prob=...)`` and ``crossover(a, b, rng)`` -- :class:`~optuna_diffusion.samplers.GenomeSpace`
+for time steps, :class:`~optuna_diffusion.samplers.ArchitectureSpace` (bound to a generation) for
+whole plans. Genomes must be hashable and compare by value.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Hashable, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import optuna
 
-from ._genome import Genome, GenomeSpace
+from ._genome import GenomeSpace
+
+G = TypeVar("G", bound=Hashable)  # a genome: time steps, or a whole Plan
 
 _logger = optuna.logging.get_logger(__name__)
 
 
-class ChildGeneration:
+class ChildGeneration(Generic[G]):
     """The genome of one new trial, from its slot in its generation.
 
     Slots are the trial's rank among the trials of its generation. In generation 0 the first slots
@@ -28,11 +37,11 @@ class ChildGeneration:
     Every step is bounded, and deterministic given ``rng``.
 
     Args:
-        space: the genome space.
+        space: the genome space (its operators).
         population_size: trials per generation.
         num_mutants: mutants per generation.
         num_crossovers: crossovers per generation.
-        mutation_prob: probability that a mutant changes each step.
+        mutation_prob: probability that a mutant changes each gene (a time step; a (step, block) choice).
         initial_plans: genomes of generation 0.
         max_attempts: draws before giving up on a fresh genome.
     """
@@ -40,12 +49,12 @@ class ChildGeneration:
     def __init__(
         self,
         *,
-        space: GenomeSpace,
+        space: GenomeSpace | Any,
         population_size: int,
         num_mutants: int,
         num_crossovers: int,
         mutation_prob: float,
-        initial_plans: Sequence[Genome] = (),
+        initial_plans: Sequence[G] = (),
         max_attempts: int = 8,
     ) -> None:
         self._space = space
@@ -57,16 +66,16 @@ class ChildGeneration:
         self._max_attempts = max_attempts
 
     def operator(
-        self, *, generation: int, slot: int, parents: Sequence[Genome]
-    ) -> Callable[[np.random.Generator], Genome]:
+        self, *, generation: int, slot: int, parents: Sequence[G]
+    ) -> Callable[[np.random.Generator], G]:
         """The operator that makes genomes for ``slot`` of ``generation``."""
         space, initial = self._space, self._initial_plans
 
-        def mutant_of(pool: Sequence[Genome]) -> Callable[[np.random.Generator], Genome]:
+        def mutant_of(pool: Sequence[G]) -> Callable[[np.random.Generator], G]:
             return lambda rng: space.mutate(pool[int(rng.integers(len(pool)))], rng, replace_prob=self._mutation_prob)
 
-        def crossover_of(pool: Sequence[Genome]) -> Callable[[np.random.Generator], Genome]:
-            def make(rng: np.random.Generator) -> Genome:
+        def crossover_of(pool: Sequence[G]) -> Callable[[np.random.Generator], G]:
+            def make(rng: np.random.Generator) -> G:
                 a, b = rng.choice(len(pool), size=2, replace=False)
                 return space.crossover(pool[int(a)], pool[int(b)], rng)
 
@@ -94,9 +103,9 @@ class ChildGeneration:
         *,
         generation: int,
         slot: int,
-        parents: Sequence[Genome],
-        taken: Container[Genome],
-    ) -> Genome:
+        parents: Sequence[G],
+        taken: Container[G],
+    ) -> G:
         """A genome for ``slot`` of ``generation`` that is not in ``taken`` (when one can be found)."""
         make = self.operator(generation=generation, slot=slot, parents=parents)
         candidate = make(rng)
@@ -113,8 +122,12 @@ class ChildGeneration:
         candidate = self._space.random(rng)
         if candidate in taken:
             _logger.warning(
-                f"No new time steps found for generation {generation}, slot {slot} after "
+                f"No new genome found for generation {generation}, slot {slot} after "
                 f"{self._max_attempts + 1} draws: the search space {self._space} is (nearly) exhausted; "
-                f"{list(candidate)} is evaluated again."
+                f"{_describe(candidate)} is evaluated again."
             )
         return candidate
+
+
+def _describe(genome: Any) -> str:
+    return str(list(genome)) if isinstance(genome, tuple) else str(genome)

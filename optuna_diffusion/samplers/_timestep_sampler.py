@@ -6,41 +6,27 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, IntDistribution
-from optuna.samplers import BaseGASampler, RandomSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from ..errors import ConfigError
+from ._base import PlanSearchSampler, check_int, check_population, check_probability
 from ._child_generation import ChildGeneration
 from ._genome import Genome, GenomeSpace
-from ._selection import ParentSelection
-from ._trial_plan import NUM_STEPS_PARAM, SPACE_KEY, TIMESTEPS_KEY, stored_timesteps
-
-# Trials whose genome is not proposed again. FAIL is left out: a failure may be transient (memory,
-# a lost worker), and drawing its genome again is harmless.
-_TAKEN_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED, TrialState.WAITING)
-# Rounds of "write, then look for a concurrent worker that wrote the same genome".
-_MAX_WRITE_ROUNDS = 3
+from ._trial_plan import SPACE_KEY, TIMESTEPS_KEY, stored_timesteps
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-class TimestepSampler(BaseGASampler):
+class TimestepSampler(PlanSearchSampler):
     """Evolutionary search of K distinct time steps (AutoDiffusion stage 1), NSGA-II selection.
 
     Each trial gets a genome: K distinct time steps of ``[0, T - 1]``, sorted largest first, K in
     ``[k_min, k_max]``. The objective reads it with
-    :func:`~optuna_diffusion.samplers.plan_from_trial` (or
-    :func:`~optuna_diffusion.samplers.suggest_plan`) and returns FID, or (FID, MACs).
+    :func:`~optuna_diffusion.samplers.timesteps_from_trial` or
+    :func:`~optuna_diffusion.samplers.plan_from_trial` (or ``suggest_timesteps`` / ``suggest_plan``)
+    and returns FID, or (FID, MACs).
 
     How the genome reaches the trial: in ``before_trial`` the sampler writes it as one system
-    attribute, ``"optuna_diffusion:timesteps"``; ``plan_from_trial`` reads it, suggests the
+    attribute, ``"optuna_diffusion:timesteps"``; ``timesteps_from_trial`` reads it, suggests the
     parameter ``"num_steps"`` (answered here with K) and records the user attribute
     ``"timesteps"``, so the dashboard shows the steps and plots have a parameter. Time steps do not
     fit Optuna's distributions (varying length, distinct values), hence this route.
@@ -90,41 +76,28 @@ class TimestepSampler(BaseGASampler):
         initial_plans: Sequence[Iterable[int] | Any] | None = None,
         seed: int | None = None,
     ) -> None:
-        k_min = _check_int(k_min, "k_min", 1)
-        k_max = k_min if k_max is None else _check_int(k_max, "k_max", k_min)
-        num_train_timesteps = _check_int(num_train_timesteps, "num_train_timesteps", 1)
+        k_min = check_int(k_min, "k_min", 1)
+        k_max = k_min if k_max is None else check_int(k_max, "k_max", k_min)
+        num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", 1)
         if k_max > num_train_timesteps:
             raise ConfigError(f"`k_max` must be <= num_train_timesteps = {num_train_timesteps}, got {k_max}")
-        population_size = _check_int(population_size, "population_size", 2)
-        num_parents = _check_int(num_parents, "num_parents", 2)
-        if num_parents > population_size:
-            raise ConfigError(f"`num_parents` must be <= population_size = {population_size}, got {num_parents}")
-        num_mutants = _check_int(num_mutants, "num_mutants", 0)
-        num_crossovers = _check_int(num_crossovers, "num_crossovers", 0)
-        if num_mutants + num_crossovers > population_size:
-            raise ConfigError(
-                f"`num_mutants` + `num_crossovers` must be <= population_size = {population_size}, "
-                f"got {num_mutants} + {num_crossovers}"
-            )
-        is_number = isinstance(mutation_prob, (int, float)) and not isinstance(mutation_prob, bool)
-        if not is_number or not 0 <= mutation_prob <= 1:
-            raise ConfigError(f"`mutation_prob` must be in [0, 1], got {mutation_prob!r}")
+        population_size, num_parents, num_mutants, num_crossovers = check_population(
+            population_size, num_parents, num_mutants, num_crossovers
+        )
+        mutation_prob = check_probability(mutation_prob, "mutation_prob")
         if seed is not None:
-            seed = _check_int(seed, "seed", 0)
+            seed = check_int(seed, "seed", 0)
 
         self._space = GenomeSpace(num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max)
         plans = self._check_initial_plans(initial_plans, population_size)
 
-        super().__init__(population_size=population_size)
-        self._seed = self._fresh_seed() if seed is None else seed
-        self._random_sampler = RandomSampler(seed=seed)
-        self._parent_selection = ParentSelection(num_parents=num_parents)
-        self._child_generation = ChildGeneration(
+        super().__init__(population_size=population_size, num_parents=num_parents, seed=seed)
+        self._child_generation: ChildGeneration[Genome] = ChildGeneration(
             space=self._space,
             population_size=population_size,
             num_mutants=num_mutants,
             num_crossovers=num_crossovers,
-            mutation_prob=float(mutation_prob),
+            mutation_prob=mutation_prob,
             initial_plans=plans,
         )
 
@@ -145,85 +118,23 @@ class TimestepSampler(BaseGASampler):
             )
         return tuple(plans)
 
-    @staticmethod
-    def _fresh_seed() -> int:
-        return int(np.random.SeedSequence().entropy)
-
     @property
     def space(self) -> GenomeSpace:
         """The genomes searched."""
         return self._space
-
-    def reseed_rng(self) -> None:
-        self._seed = self._fresh_seed()
-        self._random_sampler.reseed_rng()
 
     def _genome(self, trial: FrozenTrial) -> Genome | None:
         """The trial's time steps when they belong to this sampler's space."""
         steps = stored_timesteps(trial)
         return steps if steps is not None and self._space.contains(list(steps)) else None
 
-    def _taken(self, trials: Sequence[FrozenTrial], trial: FrozenTrial) -> set[Genome]:
-        return {
-            genome
-            for other in trials
-            if other.number != trial.number and other.state in _TAKEN_STATES
-            if (genome := stored_timesteps(other)) is not None
-        }
+    def _stored_genome(self, trial: FrozenTrial) -> Genome | None:
+        return stored_timesteps(trial)
 
-    def select_parent(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
-        """Parents of ``generation``: NSGA-II elites among all complete trials with time steps."""
-        trials = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
-        return self._parent_selection(study, [trial for trial in trials if self._genome(trial) is not None])
+    def _children(self, study: optuna.Study, generation: int, parents: Sequence[Any]) -> ChildGeneration[Genome]:
+        return self._child_generation
 
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Choose the trial's time steps and store them in its system attributes.
-
-        The trial's generation and slot come from the storage; parents come from the storage's
-        per-generation cache (``BaseGASampler``); the genome is re-drawn while another evaluated or
-        running trial has it, also after writing, in case a concurrent worker wrote the same one.
-        """
-        generation = self.get_trial_generation(study, trial)
-        parent_trials = self.get_parent_population(study, generation)
-        parents = [genome for parent in parent_trials if (genome := self._genome(parent)) is not None]
-        trials = study._get_trials(deepcopy=False, use_cache=True)
-        key = self._get_generation_key()
-        slot = sum(1 for other in trials if other.number < trial.number and other.system_attrs.get(key) == generation)
-        rng = np.random.default_rng([self._seed, trial.number])
-        taken = self._taken(trials, trial)
+    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Any) -> None:
         storage = study._storage
         storage.set_trial_system_attr(trial._trial_id, SPACE_KEY, dataclasses.asdict(self._space))
-        for _ in range(_MAX_WRITE_ROUNDS):
-            genome = self._child_generation(rng, generation=generation, slot=slot, parents=parents, taken=taken)
-            storage.set_trial_system_attr(trial._trial_id, TIMESTEPS_KEY, list(genome))
-            if genome in taken:
-                break  # the space is exhausted (ChildGeneration warned): nothing new to look for
-            # Another worker may have written the same genome since `trials` was read.
-            taken = self._taken(storage.get_all_trials(study._study_id, deepcopy=False), trial)
-            if genome not in taken:
-                break
-        self._random_sampler.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return {}
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        """``"num_steps"`` is the genome's K; other parameters are drawn at random."""
-        if param_name == NUM_STEPS_PARAM and isinstance(param_distribution, IntDistribution):
-            steps = study._storage.get_trial_system_attrs(trial._trial_id).get(TIMESTEPS_KEY)
-            low, high, step = param_distribution.low, param_distribution.high, param_distribution.step
-            if steps is not None and low <= len(steps) <= high and (len(steps) - low) % step == 0:
-                return len(steps)
-        return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(
-        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
-        self._random_sampler.after_trial(study, trial, state, values)
+        storage.set_trial_system_attr(trial._trial_id, TIMESTEPS_KEY, list(genome))

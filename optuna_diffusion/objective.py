@@ -1,0 +1,121 @@
+"""The Optuna objective of a plan search: a trial's plan in, (FID, MACs) out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+
+from .errors import ConfigError, PlanError
+from .evaluation import PlanEvaluator
+from .plan import Plan
+from .samplers._trial_plan import PLAN_KEY, TIMESTEPS_KEY, _system_attrs, plan_from_trial, suggest_plan
+
+OBJECTIVES = ("fid", "macs")
+"""Values an objective can return, in any order."""
+MACS_CONSTRAINT = "macs"
+"""Name of the MACs constraint (``trial.set_constraint``)."""
+DASHBOARD_CONSTRAINTS_KEY = "constraints"
+"""Trial system attribute that optuna-dashboard 0.21 reads constraints from: a list of floats."""
+
+
+class PlanObjective:
+    """Scores a trial's plan with a :class:`~optuna_diffusion.evaluation.PlanEvaluator`.
+
+    The plan comes from the sampler (:class:`~optuna_diffusion.samplers.TimestepSampler` or
+    :class:`~optuna_diffusion.samplers.ArchitectureSampler`, read with
+    :func:`~optuna_diffusion.samplers.plan_from_trial`); under any other sampler it is suggested
+    with :func:`~optuna_diffusion.samplers.suggest_plan`, which needs ``k_min`` (and ``k_max``).
+
+    Each trial records the user attributes ``"timesteps"``, ``"skips"``, ``"reuses"``, ``"macs"``,
+    ``"num_samples"``, ``"seconds"`` and, when the evaluation failed (samples turned NaN),
+    ``"failure"`` with the reason. A failed plan scores FID ``inf`` -- never NaN -- so the trial
+    completes as a very bad one and the search goes on.
+
+    With ``macs_budget``, the constraint ``macs - macs_budget`` (feasible when <= 0) is set with
+    ``trial.set_constraint("macs", ...)``, which Optuna's samplers and ``study.best_trials`` read,
+    and also written as the list of the system attribute ``"constraints"``, the only form
+    optuna-dashboard 0.21 shows. Optuna merges both forms into ``trial.constraints`` as
+    ``{"0": v, "macs": v}``: feasibility is the same, violations count twice for every trial alike.
+
+    Name the objectives for the dashboard and plots where the study is created::
+
+        study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+        study.set_metric_names(["FID", "MACs"])
+        study.optimize(PlanObjective(evaluator, num_samples=1000, macs_budget=4e8), n_trials=500)
+
+    Args:
+        evaluator: scores a plan (FID of ``num_samples`` images, MACs of one image).
+        num_samples: images per FID.
+        macs_budget: most MACs a plan may spend per image; None: no constraint.
+        objectives: what ``__call__`` returns, in order: ``("fid", "macs")`` (default, two
+            objectives), ``("fid",)`` (one value), ...
+        k_min: fewest time steps, for samplers that do not choose plans (``suggest_plan``).
+        k_max: most time steps there; default ``k_min``.
+    """
+
+    def __init__(
+        self,
+        evaluator: PlanEvaluator,
+        *,
+        num_samples: int,
+        macs_budget: float | None = None,
+        objectives: tuple[str, ...] = OBJECTIVES,
+        k_min: int | None = None,
+        k_max: int | None = None,
+    ) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+            raise ConfigError(f"`num_samples` must be an integer >= 2, got {num_samples!r}")
+        if macs_budget is not None:
+            is_number = isinstance(macs_budget, (int, float)) and not isinstance(macs_budget, bool)
+            if not is_number or not math.isfinite(macs_budget) or macs_budget <= 0:
+                raise ConfigError(f"`macs_budget` must be a positive number, got {macs_budget!r}")
+        if isinstance(objectives, str) or not objectives or any(o not in OBJECTIVES for o in objectives):
+            raise ConfigError(f"`objectives` must be a non-empty tuple of {OBJECTIVES}, got {objectives!r}")
+        if len(set(objectives)) != len(objectives):
+            raise ConfigError(f"`objectives` names a value twice: {objectives!r}")
+        if k_max is not None and k_min is None:
+            raise ConfigError("`k_max` needs `k_min`")
+        self.evaluator = evaluator
+        self.num_samples = num_samples
+        self.macs_budget = macs_budget
+        self.objectives = tuple(objectives)
+        self.k_min = k_min
+        self.k_max = k_max
+
+    def plan(self, trial: optuna.trial.BaseTrial) -> Plan:
+        """The trial's plan: the sampler's, else one suggested within ``[k_min, k_max]`` steps."""
+        system_attrs = _system_attrs(trial)
+        if PLAN_KEY in system_attrs or TIMESTEPS_KEY in system_attrs:
+            return plan_from_trial(trial)  # type: ignore[arg-type]
+        if self.k_min is None:
+            raise PlanError(
+                f"trial {trial.number} carries no plan: use TimestepSampler or ArchitectureSampler, "
+                "or give PlanObjective(..., k_min=..., k_max=...) to suggest time steps under any sampler"
+            )
+        num_train = self.evaluator.model.num_train_timesteps
+        return suggest_plan(trial, k_min=self.k_min, k_max=self.k_max, num_train_timesteps=num_train)
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, ...]:
+        """Evaluate the trial's plan and return the chosen objectives (FID ``inf`` on failure)."""
+        plan = self.plan(trial)
+        result = self.evaluator.evaluate(plan, self.num_samples)
+        trial.set_user_attr("macs", int(result.macs))
+        trial.set_user_attr("num_samples", int(result.num_samples))
+        trial.set_user_attr("seconds", float(result.seconds))
+        fid = float(result.fid)
+        if not result.ok or not math.isfinite(fid):
+            trial.set_user_attr("failure", result.failure or f"FID is {fid}")
+            fid = math.inf
+        if self.macs_budget is not None:
+            self._set_macs_constraint(trial, float(result.macs) - float(self.macs_budget))
+        values: dict[str, float] = {"fid": fid, "macs": float(result.macs)}
+        chosen = tuple(values[name] for name in self.objectives)
+        return chosen[0] if len(chosen) == 1 else chosen
+
+    @staticmethod
+    def _set_macs_constraint(trial: Any, violation: float) -> None:
+        trial.set_constraint(MACS_CONSTRAINT, violation)
+        if isinstance(trial, optuna.Trial):
+            trial.study._storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS_KEY, [violation])

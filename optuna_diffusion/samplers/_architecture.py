@@ -1,0 +1,355 @@
+"""Genomes of the joint search (AutoDiffusion stage 2) and the operators that breed them.
+
+A genome is a whole :class:`~optuna_diffusion.plan.Plan`: K time steps and, per step, a choice for
+every block of :func:`~optuna_diffusion.blocks.find_blocks` -- run it (the default), skip it, or
+reuse its output of the previous step. Every operator builds a valid plan by construction:
+
+* reuse is never chosen at step 0 (there is no previous output);
+* a branch block (``"up.0"`` ...) is only ever reused, never skipped;
+* choosing to reuse a branch at a step drops that step's choices for the blocks inside it (they do
+  not run anyway), and blocks inside a branch reused at a step are not offered at that step;
+* the plan stays within the allowed *skip ratio* (below): extra choices are dropped at random.
+
+So :func:`~optuna_diffusion.blocks.check_plan_blocks` always passes and no operator loops.
+
+Skip ratio: a (step, block) pair is *not run* when the block is skipped or reused at that step, or
+lies inside a branch reused at that step. The ratio of a plan is its not-run pairs over
+``K * len(blocks)``; a plan may have at most ``floor(max_ratio * K * len(blocks))`` of them.
+
+Notation: ``K`` number of steps, ``B`` number of blocks, a *choice* is ``"skip"`` or ``"reuse"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..blocks import Block, check_plan_blocks
+from ..errors import ConfigError, PlanError
+from ..plan import Plan
+from ._genome import GenomeSpace
+
+Choices = dict[str, str]
+"""One step's explicit choices: block name -> ``"skip"`` or ``"reuse"`` (absent: the block runs)."""
+
+
+def _inside(inner: Block, branch: Block) -> bool:
+    """Whether ``inner`` lies in one of ``branch``'s member subtrees (the rule of ``check_plan_blocks``)."""
+    path = inner.members[0]
+    return any(path == member or path.startswith(member + ".") for member in branch.members)
+
+
+def check_blocks(blocks: object) -> tuple[Block, ...]:
+    """``blocks`` as a tuple, or :class:`ConfigError`: a non-empty list of :class:`Block` of distinct names."""
+    if isinstance(blocks, (str, bytes, Block)) or not isinstance(blocks, Sequence):
+        raise ConfigError("`blocks` must be a list of Block (from find_blocks(unet))")
+    blocks = tuple(blocks)
+    if not blocks or not all(isinstance(block, Block) for block in blocks):
+        raise ConfigError("`blocks` must be a non-empty list of Block (from find_blocks(unet))")
+    names = [block.name for block in blocks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"`blocks` names {sorted({n for n in names if names.count(n) > 1})} more than once")
+    return blocks
+
+
+class ArchitectureSpace:
+    """The plans of a joint search: time steps of ``timestep_space`` and per-step block choices.
+
+    Binds the operators of this module to one set of blocks and one time-step space.
+
+    Args:
+        blocks: the searchable blocks (from :func:`~optuna_diffusion.blocks.find_blocks`).
+        timestep_space: the allowed time steps (T and the range of K).
+    """
+
+    def __init__(self, *, blocks: Sequence[Block], timestep_space: GenomeSpace) -> None:
+        blocks = check_blocks(blocks)
+        names = [block.name for block in blocks]
+        self.blocks = blocks
+        self.timestep_space = timestep_space
+        self._names = tuple(names)
+        self._by_name = {block.name: block for block in blocks}
+        self._covered = {
+            branch.name: frozenset(other.name for other in blocks if other is not branch and _inside(other, branch))
+            for branch in blocks
+            if branch.kind == "branch"
+        }
+
+    def __str__(self) -> str:
+        space = self.timestep_space
+        steps = f"{space.k_min}..{space.k_max} of {space.num_train_timesteps} time steps"
+        return f"plans of {steps} over {len(self.blocks)} blocks"
+
+    # Measures --------------------------------------------------------------------------------------
+
+    def _covered_at(self, choices: Choices) -> frozenset[str]:
+        """Blocks that do not run at a step because a branch around them is reused."""
+        reused = [name for name, choice in choices.items() if choice == "reuse" and name in self._covered]
+        return frozenset().union(*(self._covered[name] for name in reused))
+
+    def _step_not_run(self, choices: Choices) -> int:
+        return len(set(choices) | self._covered_at(choices))
+
+    def not_run(self, plan: Plan) -> int:
+        """The plan's (step, block) pairs that do not run: skipped, reused, or inside a reused branch."""
+        return sum(self._step_not_run(choices) for choices in self._choices(plan))
+
+    def skip_ratio(self, plan: Plan) -> float:
+        """:meth:`not_run` over ``K * len(blocks)``."""
+        return self.not_run(plan) / (plan.num_steps * len(self.blocks))
+
+    def budget(self, num_steps: int, max_ratio: float) -> int:
+        """Most not-run pairs a plan of ``num_steps`` steps may have under ``max_ratio``."""
+        return math.floor(max_ratio * num_steps * len(self.blocks) + 1e-9)
+
+    def contains(self, plan: object) -> bool:
+        """Whether ``plan`` is a plan of this space (ratio aside), without raising."""
+        if not isinstance(plan, Plan):
+            return False
+        space = self.timestep_space
+        if plan.num_train_timesteps != space.num_train_timesteps or not space.k_min <= plan.num_steps <= space.k_max:
+            return False
+        try:
+            self.check(plan)
+        except PlanError:
+            return False
+        return True
+
+    def check(self, plan: Plan) -> None:
+        """Raise :class:`PlanError` if ``plan`` names unknown blocks or choices they do not allow."""
+        check_plan_blocks(plan, self.blocks)
+
+    # Building blocks -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _choices(plan: Plan) -> list[Choices]:
+        return [
+            {**{name: "skip" for name in skipped}, **{name: "reuse" for name in reused}}
+            for skipped, reused in zip(plan.skips, plan.reuses)
+        ]
+
+    def _allowed(self, name: str, step: int) -> tuple[str, ...]:
+        actions = tuple(action for action in ("skip", "reuse") if action in self._by_name[name].actions)
+        return actions if step > 0 else tuple(a for a in actions if a != "reuse")
+
+    def _normalised_step(self, choices: Choices, step: int) -> Choices:
+        """Drop reuse at step 0 and the choices of blocks inside a branch reused at this step."""
+        if step == 0:
+            choices = {name: choice for name, choice in choices.items() if choice != "reuse"}
+        covered = self._covered_at(choices)
+        return {name: choice for name, choice in choices.items() if name not in covered}
+
+    def _plan(self, timesteps: Sequence[int], steps: Sequence[Choices]) -> Plan:
+        steps = [self._normalised_step(choices, i) for i, choices in enumerate(steps)]
+        skips = [sorted(n for n, c in choices.items() if c == "skip") for choices in steps]
+        reuses = [sorted(n for n, c in choices.items() if c == "reuse") for choices in steps]
+        return Plan(tuple(timesteps), skips, reuses, self.timestep_space.num_train_timesteps)
+
+    def _add(self, steps: list[Choices], step: int, name: str, rng: np.random.Generator) -> bool:
+        """Choose a random allowed action for a running block at ``step``; False when none applies."""
+        choices = steps[step]
+        if name in choices or name in self._covered_at(choices):
+            return False
+        actions = self._allowed(name, step)
+        if not actions:
+            return False
+        steps[step] = self._normalised_step({**choices, name: actions[int(rng.integers(len(actions)))]}, step)
+        return True
+
+    def _trim(self, steps: list[Choices], max_ratio: float, rng: np.random.Generator) -> None:
+        """Drop random explicit choices until the plan fits the ratio (each drop lowers the count)."""
+        budget = self.budget(len(steps), max_ratio)
+        count = sum(self._step_not_run(choices) for choices in steps)
+        while count > budget:
+            explicit = [(i, name) for i, choices in enumerate(steps) for name in sorted(choices)]
+            i, name = explicit[int(rng.integers(len(explicit)))]
+            before = self._step_not_run(steps[i])
+            steps[i] = {n: c for n, c in steps[i].items() if n != name}
+            count += self._step_not_run(steps[i]) - before
+
+    def _fill(self, steps: list[Choices], target: int, rng: np.random.Generator) -> None:
+        """Add random choices, one pass over the (step, block) pairs, while the count stays <= target."""
+        count = sum(self._step_not_run(choices) for choices in steps)
+        pairs = [(i, name) for i in range(len(steps)) for name in self._names]
+        for index in rng.permutation(len(pairs)):
+            if count >= target:
+                break
+            i, name = pairs[int(index)]
+            before, saved = self._step_not_run(steps[i]), steps[i]
+            if not self._add(steps, i, name, rng):
+                continue
+            after = self._step_not_run(steps[i])
+            if count - before + after <= target:
+                count += after - before
+            else:
+                steps[i] = saved
+
+    def _moved_choices(self, plan: Plan, timesteps: Sequence[int]) -> list[Choices]:
+        """Each new step takes the choices of the parent's step nearest in time (ties: the noisier)."""
+        old = self._choices(plan)
+        nearest = [min(range(plan.num_steps), key=lambda j: (abs(plan.timesteps[j] - t), j)) for t in timesteps]
+        return [dict(old[j]) for j in nearest]
+
+    # Operators -------------------------------------------------------------------------------------
+
+    def random(
+        self,
+        rng: np.random.Generator,
+        *,
+        timesteps: Sequence[int] | None = None,
+        max_ratio: float,
+    ) -> Plan:
+        """Random block choices on ``timesteps`` (default: random time steps).
+
+        The number of not-run pairs is drawn uniformly in ``[1, budget]`` (0 when the budget is 0),
+        then choices are added in one random pass over the (step, block) pairs while they fit.
+        """
+        timesteps = self.timestep_space.random(rng) if timesteps is None else tuple(timesteps)
+        steps: list[Choices] = [{} for _ in timesteps]
+        budget = self.budget(len(timesteps), max_ratio)
+        if budget > 0:
+            self._fill(steps, int(rng.integers(1, budget + 1)), rng)
+        return self._plan(timesteps, steps)
+
+    def mutate(
+        self,
+        plan: Plan,
+        rng: np.random.Generator,
+        *,
+        toggle_prob: float = 0.1,
+        max_ratio: float = 1.0,
+        timestep_mutation_prob: float = 0.0,
+    ) -> Plan:
+        """A mutant of ``plan``; it differs from ``plan`` whenever any change fits the ratio.
+
+        1. With probability ``timestep_mutation_prob`` the time steps mutate (the stage-1
+           operator, which may add or drop a step when ``k_min < k_max``); each new step takes the
+           block choices of the parent's step nearest in time.
+        2. Each (step, block) pair toggles with probability ``toggle_prob``: a skipped or reused
+           block runs again; a running block gets a random allowed choice (a reused branch drops
+           the choices inside it; blocks inside a branch reused at the step are left alone).
+        3. Random explicit choices are dropped until the plan fits ``max_ratio``.
+        4. When nothing changed, one random toggle that fits the ratio is made, or else (no block
+           change fits) the time steps mutate.
+        """
+        timesteps = plan.timesteps
+        if timestep_mutation_prob > 0 and rng.random() < timestep_mutation_prob:
+            timesteps = self.timestep_space.mutate(timesteps, rng)
+        if timesteps != plan.timesteps:
+            steps = [self._normalised_step(c, i) for i, c in enumerate(self._moved_choices(plan, timesteps))]
+        else:
+            steps = self._choices(plan)
+        pairs = [(i, name) for i in range(len(steps)) for name in self._names]
+        toggling = np.flatnonzero(rng.random(len(pairs)) < toggle_prob)
+        for index in rng.permutation(toggling):
+            i, name = pairs[int(index)]
+            if name in steps[i]:
+                steps[i] = {n: c for n, c in steps[i].items() if n != name}
+            else:
+                self._add(steps, i, name, rng)
+        self._trim(steps, max_ratio, rng)
+        child = self._plan(timesteps, steps)
+        if child == plan:
+            child = self._one_toggle(plan, rng, max_ratio)
+        if child == plan:  # no block change fits the ratio: move the time steps instead
+            timesteps = self.timestep_space.mutate(plan.timesteps, rng)
+            steps = [self._normalised_step(c, i) for i, c in enumerate(self._moved_choices(plan, timesteps))]
+            self._trim(steps, max_ratio, rng)
+            child = self._plan(timesteps, steps)
+        return child
+
+    def _one_toggle(self, plan: Plan, rng: np.random.Generator, max_ratio: float) -> Plan:
+        """``plan`` with one random change that fits the ratio (``plan`` itself when none does)."""
+        steps = self._choices(plan)
+        budget = self.budget(plan.num_steps, max_ratio)
+        count = sum(self._step_not_run(choices) for choices in steps)
+        pairs = [(i, name) for i in range(plan.num_steps) for name in self._names]
+        for index in rng.permutation(len(pairs)):  # at most K * B tries
+            i, name = pairs[int(index)]
+            before, saved = self._step_not_run(steps[i]), steps[i]
+            if name in saved:
+                steps[i] = {n: c for n, c in saved.items() if n != name}
+            elif not self._add(steps, i, name, rng):
+                continue
+            if count - before + self._step_not_run(steps[i]) <= budget:
+                return self._plan(plan.timesteps, steps)
+            steps[i] = saved
+        return plan
+
+    def crossover(self, parent_a: Plan, parent_b: Plan, rng: np.random.Generator, *, max_ratio: float = 1.0) -> Plan:
+        """A child of two parents: the time steps of one, per (step, block) the choice of either.
+
+        The child takes the time steps (and K) of one parent, each with probability 1/2. Block
+        choices are matched by step position: at step i each block takes its choice from either
+        parent with probability 1/2, or from the time-step parent when the other has no step i.
+        Then branches drop the choices inside them and the child is trimmed to ``max_ratio``.
+        """
+        base, other = (parent_a, parent_b) if rng.random() < 0.5 else (parent_b, parent_a)
+        base_steps, other_steps = self._choices(base), self._choices(other)
+        steps: list[Choices] = []
+        for i in range(base.num_steps):
+            take_other = rng.random(len(self._names)) < 0.5
+            choices: Choices = {}
+            for name, from_other in zip(self._names, take_other):
+                source = other_steps[i] if from_other and i < other.num_steps else base_steps[i]
+                if name in source:
+                    choices[name] = source[name]
+            steps.append(self._normalised_step(choices, i))
+        self._trim(steps, max_ratio, rng)
+        return self._plan(base.timesteps, steps)
+
+    def bind(
+        self,
+        *,
+        max_ratio: float,
+        pool: Sequence[Plan] = (),
+        timestep_mutation_prob: float = 0.0,
+    ) -> "BoundArchitectureSpace":
+        """The operators of one generation: its ratio, and the plans random children take time steps from."""
+        return BoundArchitectureSpace(
+            self, max_ratio=max_ratio, pool=tuple(pool), timestep_mutation_prob=timestep_mutation_prob
+        )
+
+
+class BoundArchitectureSpace:
+    """An :class:`ArchitectureSpace` fixed to one generation, with the operator signatures of
+    :class:`~optuna_diffusion.samplers._child_generation.ChildGeneration`.
+
+    ``random`` takes the time steps of a random plan of ``pool`` (random time steps when the pool
+    is empty), mutated with probability ``timestep_mutation_prob``: stage 2 refines the time steps
+    stage 1 found instead of drawing them anew.
+    """
+
+    def __init__(
+        self, space: ArchitectureSpace, *, max_ratio: float, pool: tuple[Plan, ...], timestep_mutation_prob: float
+    ) -> None:
+        self.space = space
+        self.max_ratio = max_ratio
+        self.pool = pool
+        self.timestep_mutation_prob = timestep_mutation_prob
+
+    def __str__(self) -> str:
+        return f"{self.space} (skip ratio <= {self.max_ratio:.3g})"
+
+    def random(self, rng: np.random.Generator) -> Plan:
+        timesteps = None
+        if self.pool:
+            timesteps = self.pool[int(rng.integers(len(self.pool)))].timesteps
+            if self.timestep_mutation_prob > 0 and rng.random() < self.timestep_mutation_prob:
+                timesteps = self.space.timestep_space.mutate(timesteps, rng)
+        return self.space.random(rng, timesteps=timesteps, max_ratio=self.max_ratio)
+
+    def mutate(self, plan: Plan, rng: np.random.Generator, *, replace_prob: float) -> Plan:
+        return self.space.mutate(
+            plan,
+            rng,
+            toggle_prob=replace_prob,
+            max_ratio=self.max_ratio,
+            timestep_mutation_prob=self.timestep_mutation_prob,
+        )
+
+    def crossover(self, parent_a: Plan, parent_b: Plan, rng: np.random.Generator) -> Plan:
+        return self.space.crossover(parent_a, parent_b, rng, max_ratio=self.max_ratio)
+

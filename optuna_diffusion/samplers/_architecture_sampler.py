@@ -1,0 +1,284 @@
+"""ArchitectureSampler: stage 2 of AutoDiffusion -- time steps and skipped/reused blocks searched together."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.samplers import RandomSampler
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
+
+from ..blocks import Block, check_plan_blocks
+from ..errors import ConfigError, PlanError
+from ..plan import Plan
+from ._architecture import ArchitectureSpace, check_blocks
+from ._base import PlanSearchSampler, check_int, check_population, check_probability
+from ._child_generation import ChildGeneration
+from ._genome import GenomeSpace
+from ._trial_plan import PLAN_KEY, SPACE_KEY, stored_plan
+
+_logger = optuna.logging.get_logger(__name__)
+
+
+def pareto_plans(storage: BaseStorage, study_name: str) -> list[Plan]:
+    """The plans of the Pareto set (``study.best_trials``) of a study in ``storage``.
+
+    Only complete trials with finite values and a plan count (a failed evaluation scores FID inf and
+    may still sit on the front of MACs). Trials sampled by ``TimestepSampler`` give plans that skip
+    nothing. In trial-number order, without repeats.
+
+    Raises:
+        ConfigError: no study of that name is in ``storage`` (the message lists the studies there).
+    """
+    names = [summary.study_name for summary in storage.get_all_studies()]
+    if study_name not in names:
+        listed = ", ".join(repr(name) for name in names) or "none"
+        raise ConfigError(f"source study {study_name!r} is not in the storage; its studies are: {listed}")
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=RandomSampler(seed=0))
+    plans: list[Plan] = []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        plan = stored_plan(trial)
+        if plan is not None and all(math.isfinite(v) for v in trial.values) and plan not in plans:
+            plans.append(plan)
+    return plans
+
+
+class ArchitectureSampler(PlanSearchSampler):
+    """Evolutionary search of time steps and per-step block choices (AutoDiffusion stage 2), NSGA-II selection.
+
+    Each trial gets a genome: a whole :class:`~optuna_diffusion.plan.Plan` -- K time steps and, per
+    step, the blocks of ``blocks`` that are skipped or reused. The sampler writes it in
+    ``before_trial`` as the trial system attribute ``"optuna_diffusion:plan"``
+    (``Plan.to_dict()``); the objective reads it with
+    :func:`~optuna_diffusion.samplers.plan_from_trial`, which suggests ``"num_steps"`` and records
+    the user attributes ``"timesteps"``, ``"skips"`` and ``"reuses"``.
+    :class:`~optuna_diffusion.objective.PlanObjective` does all of that::
+
+        source = optuna.create_study(study_name="steps", storage=storage, directions=["minimize"] * 2,
+                                     sampler=TimestepSampler(k_min=4, k_max=6))
+        source.optimize(PlanObjective(evaluator, num_samples=5000), n_trials=500)
+        sampler = ArchitectureSampler(source_study="steps", blocks=find_blocks(model.unet), k_max=8)
+        study = optuna.create_study(study_name="joint", storage=storage, directions=["minimize"] * 2,
+                                    sampler=sampler)
+        study.set_metric_names(["FID", "MACs"])
+        study.optimize(PlanObjective(evaluator, num_samples=1000, macs_budget=budget), n_trials=500)
+
+    Generation 0 holds the Pareto set of the source study (a study of the SAME storage, usually the
+    stage-1 study: its plans skip nothing) and ``initial_plans``, then ``num_mutants`` mutants of
+    them (which add skips and reuses), then random block choices on their time steps. Each later
+    generation takes ``num_parents`` parents among ALL complete trials by non-dominated rank and
+    crowding distance over (FID, MACs) -- constraints the objective sets (a MACs budget) rank
+    infeasible trials after feasible ones -- and makes ``num_mutants`` mutants, ``num_crossovers``
+    crossovers and random children for the rest (see :class:`ArchitectureSpace` for the operators).
+
+    The allowed skip ratio (not-run (step, block) pairs over ``K * len(blocks)``) grows linearly
+    from ``max_skip_ratio_start`` in generation 0 to ``max_skip_ratio_end`` in generation
+    ``ratio_generations``, as the method's growing skip ratio: the search first keeps what stage 1
+    found and removes ever more of the network later. ``initial_plans`` and source plans are
+    evaluated as they are; every child fits its generation's ratio. With ``k_max`` above the source
+    plans' K, time-step mutations may add a step: skipping blocks can pay for more steps.
+
+    Children are valid by construction (``check_plan_blocks`` passes, no loops). A plan that an
+    evaluated or running trial of THIS study already has is not proposed again (the bounded re-draws
+    of stage 1). Generations live in the storage, keyed by this class's name, so workers on one
+    storage share one sequence of generations. One sampler serves one study: the source plans are
+    read at its first trial.
+
+    Args:
+        source_study: name of the study (in the same storage as the optimised one) whose Pareto set
+            seeds generation 0, or None.
+        blocks: the searchable blocks, from :func:`~optuna_diffusion.blocks.find_blocks`.
+        population_size: complete trials per generation.
+        num_parents: parents kept for each generation (at least 2).
+        num_mutants: mutants per generation.
+        num_crossovers: crossovers per generation; the rest of a generation is random.
+        skip_prob: probability that a mutation toggles each (step, block) choice.
+        max_skip_ratio_start: allowed skip ratio of generation 0.
+        max_skip_ratio_end: allowed skip ratio from generation ``ratio_generations`` on.
+        ratio_generations: generations over which the ratio grows (0: the end ratio at once).
+        timestep_mutation_prob: probability that a mutant (or a random child) also moves its time
+            steps with the stage-1 mutation, which may add or drop a step within ``[k_min, k_max]``.
+        k_min: fewest time steps; default the fewest of the source and initial plans.
+        k_max: most time steps; default the most of the source and initial plans.
+        num_train_timesteps: T of the model's noise schedule.
+        initial_plans: plans to evaluate in generation 0 besides the source Pareto set.
+        seed: seed of the random number generators.
+    """
+
+    def __init__(
+        self,
+        *,
+        source_study: str | None,
+        blocks: Sequence[Block],
+        population_size: int = 50,
+        num_parents: int = 10,
+        num_mutants: int = 25,
+        num_crossovers: int = 15,
+        skip_prob: float = 0.1,
+        max_skip_ratio_start: float = 0.1,
+        max_skip_ratio_end: float = 0.5,
+        ratio_generations: int = 10,
+        timestep_mutation_prob: float = 0.2,
+        k_min: int | None = None,
+        k_max: int | None = None,
+        num_train_timesteps: int = 1000,
+        initial_plans: Sequence[Plan] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if source_study is not None and (not isinstance(source_study, str) or not source_study):
+            raise ConfigError(f"`source_study` must be a study name or None, got {source_study!r}")
+        self._blocks = check_blocks(blocks)
+        population_size, num_parents, num_mutants, num_crossovers = check_population(
+            population_size, num_parents, num_mutants, num_crossovers
+        )
+        self._skip_prob = check_probability(skip_prob, "skip_prob")
+        ratio_start = check_probability(max_skip_ratio_start, "max_skip_ratio_start")
+        ratio_end = check_probability(max_skip_ratio_end, "max_skip_ratio_end")
+        if ratio_end < ratio_start:
+            raise ConfigError(f"`max_skip_ratio_end` must be >= max_skip_ratio_start = {ratio_start}, got {ratio_end}")
+        self._ratio = (ratio_start, ratio_end, check_int(ratio_generations, "ratio_generations", 0))
+        self._timestep_mutation_prob = check_probability(timestep_mutation_prob, "timestep_mutation_prob")
+        self._num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", 1)
+        self._k_min = None if k_min is None else check_int(k_min, "k_min", 1)
+        low = 1 if self._k_min is None else self._k_min
+        self._k_max = None if k_max is None else check_int(k_max, "k_max", low)
+        if max(self._k_min or 0, self._k_max or 0) > self._num_train_timesteps:
+            raise ConfigError(f"`k_min` and `k_max` must be <= num_train_timesteps = {self._num_train_timesteps}")
+        self._initial_plans = self._check_initial_plans(initial_plans, population_size)
+        if source_study is None and not self._initial_plans and self._k_min is None:
+            raise ConfigError(
+                "give `source_study`, `initial_plans` or `k_min`: nothing tells how many time steps to search"
+            )
+        if seed is not None:
+            seed = check_int(seed, "seed", 0)
+
+        super().__init__(population_size=population_size, num_parents=num_parents, seed=seed)
+        self._source_study = source_study
+        self._num_mutants = num_mutants
+        self._num_crossovers = num_crossovers
+        self._space: ArchitectureSpace | None = None
+        self._initial: tuple[Plan, ...] = ()
+
+    def _check_plan(self, plan: Any, what: str) -> Plan:
+        if not isinstance(plan, Plan):
+            raise ConfigError(f"{what} must be Plan objects, got {plan!r}")
+        if plan.num_train_timesteps != self._num_train_timesteps:
+            raise ConfigError(
+                f"{what} holds {plan} of T = {plan.num_train_timesteps}, "
+                f"but num_train_timesteps = {self._num_train_timesteps}"
+            )
+        try:
+            check_plan_blocks(plan, self._blocks)
+        except PlanError as error:
+            raise ConfigError(f"{what} holds a plan that does not fit `blocks`: {error}") from None
+        return plan
+
+    def _check_initial_plans(self, initial_plans: Sequence[Plan] | None, population_size: int) -> tuple[Plan, ...]:
+        if initial_plans is None:
+            return ()
+        if isinstance(initial_plans, (str, bytes, Plan)) or not isinstance(initial_plans, Sequence):
+            raise ConfigError("`initial_plans` must be a list of Plan")
+        plans: list[Plan] = []
+        for plan in initial_plans:
+            plan = self._check_plan(plan, "`initial_plans`")
+            if plan in plans:
+                raise ConfigError(f"`initial_plans` holds {plan} twice")
+            low, high = self._k_min or 1, self._k_max or self._num_train_timesteps
+            if not low <= plan.num_steps <= high:
+                raise ConfigError(f"`initial_plans` holds {plan}, outside the allowed [{low}, {high}] steps")
+            plans.append(plan)
+        if len(plans) > population_size:
+            raise ConfigError(
+                f"`initial_plans` must hold at most population_size = {population_size} plans, got {len(plans)}"
+            )
+        return tuple(plans)
+
+    # What the search is --------------------------------------------------------------------------
+
+    @property
+    def space(self) -> ArchitectureSpace | None:
+        """The plans searched; None until the first trial has read the source study."""
+        return self._space
+
+    @property
+    def initial_plans(self) -> tuple[Plan, ...]:
+        """The plans of generation 0: the source Pareto set, then ``initial_plans`` (after the first trial)."""
+        return self._initial
+
+    def max_skip_ratio(self, generation: int) -> float:
+        """The skip ratio children of ``generation`` may have."""
+        start, end, generations = self._ratio
+        if generations == 0:
+            return end
+        return start + (end - start) * min(1.0, generation / generations)
+
+    def _prepare(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Read the source study's Pareto set once, and fix the range of K."""
+        if self._space is not None:
+            return
+        source: list[Plan] = []
+        if self._source_study is not None:
+            for plan in pareto_plans(study._storage, self._source_study):
+                source.append(self._check_plan(plan, f"the Pareto set of source study {self._source_study!r}"))
+        plans = list(dict.fromkeys([*source, *self._initial_plans]))
+        sizes = [plan.num_steps for plan in plans]
+        if self._k_min is None and not sizes:
+            raise ConfigError(
+                f"source study {self._source_study!r} has no complete trial with a plan; "
+                "give `k_min` (and `k_max`) or `initial_plans`"
+            )
+        if self._k_min is not None:
+            k_min = self._k_min
+        else:
+            k_min = min(sizes) if self._k_max is None else min(min(sizes), self._k_max)
+        k_max = self._k_max if self._k_max is not None else max([k_min, *sizes])
+        outside = [plan for plan in plans if not k_min <= plan.num_steps <= k_max]
+        if outside:
+            _logger.warning(f"{len(outside)} source plans have a number of steps outside [{k_min}, {k_max}]: left out.")
+            plans = [plan for plan in plans if plan not in outside]
+        population_size = self.population_size or 0
+        if len(plans) > population_size:
+            _logger.warning(
+                f"The source study has {len(plans)} Pareto plans; generation 0 holds the first {population_size}."
+            )
+            plans = plans[:population_size]
+        self._initial = tuple(plans)
+        timestep_space = GenomeSpace(num_train_timesteps=self._num_train_timesteps, k_min=k_min, k_max=k_max)
+        self._space = ArchitectureSpace(blocks=self._blocks, timestep_space=timestep_space)
+
+    # Hooks of PlanSearchSampler -------------------------------------------------------------------
+
+    def _genome(self, trial: FrozenTrial) -> Plan | None:
+        """The trial's plan when it belongs to this sampler's space."""
+        plan = stored_plan(trial)
+        return plan if self._space is not None and self._space.contains(plan) else None
+
+    def _stored_genome(self, trial: FrozenTrial) -> Plan | None:
+        return stored_plan(trial)
+
+    def _children(self, study: optuna.Study, generation: int, parents: Sequence[Any]) -> ChildGeneration[Plan]:
+        assert self._space is not None  # set by _prepare
+        space = self._space.bind(
+            max_ratio=self.max_skip_ratio(generation),
+            pool=parents if generation > 0 and parents else self._initial,
+            timestep_mutation_prob=self._timestep_mutation_prob,
+        )
+        return ChildGeneration(
+            space=space,
+            population_size=self.population_size or 0,
+            num_mutants=self._num_mutants,
+            num_crossovers=self._num_crossovers,
+            mutation_prob=self._skip_prob,
+            initial_plans=self._initial,
+        )
+
+    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Any) -> None:
+        assert self._space is not None
+        space = dataclasses.asdict(self._space.timestep_space)  # {"num_train_timesteps", "k_min", "k_max"}
+        study._storage.set_trial_system_attr(trial._trial_id, SPACE_KEY, space)
+        study._storage.set_trial_system_attr(trial._trial_id, PLAN_KEY, genome.to_dict())
+
