@@ -43,3 +43,12 @@ def tiny_model():
     from optuna_diffusion.models import DiffusionModel
 
     return DiffusionModel(tiny_unet().requires_grad_(False), scheduler_config(), "tiny")
+
+
+def baseline_steps(name: str, num_steps: int) -> tuple[int, ...]:
+    """Time steps of a hand-designed schedule for the linear-beta test schedule."""
+    from optuna_diffusion.baselines import baseline_plan
+    from optuna_diffusion.solvers import NoiseSchedule
+
+    alphas_cumprod = NoiseSchedule.from_scheduler_config(scheduler_config()).alphas_cumprod
+    return baseline_plan(name, num_steps, alphas_cumprod).timesteps

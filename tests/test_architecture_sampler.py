@@ -25,10 +25,9 @@ from optuna_diffusion.samplers import (
     GenomeSpace,
     TimestepSampler,
     plan_from_trial,
-    uniform_timesteps,
 )
 
-from .conftest import tiny_unet
+from .conftest import baseline_steps, tiny_unet
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -58,7 +57,7 @@ def synthetic_fid(plan, penalty):
 def stage1(storage, table, *, n_trials=30, name="steps"):
     """A small stage-1 study whose Pareto set has a plan per useful K."""
     sampler = TimestepSampler(k_min=3, k_max=5, population_size=10, num_parents=3, num_mutants=5, num_crossovers=3,
-                              initial_plans=[uniform_timesteps(k) for k in (3, 4, 5)], seed=0)
+                              initial_plans=[baseline_steps("uniform", k) for k in (3, 4, 5)], seed=0)
     study = optuna.create_study(study_name=name, storage=storage, directions=["minimize", "minimize"], sampler=sampler)
     study.optimize(lambda t: (synthetic_fid(plan := plan_from_trial(t), {}), table.plan_macs(plan)), n_trials=n_trials)
     return study

@@ -16,9 +16,11 @@ from optuna_diffusion.fid import reference_stats
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.sampling import SamplingSettings
-from optuna_diffusion.samplers import ArchitectureSampler, TimestepSampler, plan_from_trial, uniform_timesteps
+from optuna_diffusion.samplers import ArchitectureSampler, TimestepSampler, plan_from_trial
 from optuna_diffusion.zoo.data import load_digits_images
 from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
+
+from .conftest import baseline_steps
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -93,7 +95,7 @@ def test_macs_budget_sets_the_constraint_in_both_forms(evaluator):
     from optuna_dashboard._serializer import serialize_frozen_trial
 
     budget = 2.5 * evaluator.macs_table.full  # 2 steps fit, 3 do not
-    sampler = stage1_sampler(initial_plans=[uniform_timesteps(2), uniform_timesteps(3)])
+    sampler = stage1_sampler(initial_plans=[baseline_steps("uniform", 2), baseline_steps("uniform", 3)])
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     study.optimize(PlanObjective(evaluator, num_samples=NUM_SAMPLES, macs_budget=budget), n_trials=3)
     feasibility = set()

@@ -21,15 +21,15 @@ from optuna_diffusion.samplers import (
     crossover,
     mutate,
     plan_from_trial,
-    quadratic_timesteps,
     random_genome,
     suggest_plan,
     suggest_timesteps,
     timesteps_from_trial,
-    uniform_timesteps,
 )
 from optuna_diffusion.samplers._genome import check_genome
 from optuna_diffusion.samplers._selection import ParentSelection
+
+from .conftest import baseline_steps
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -101,17 +101,6 @@ def test_mutation_moves_locally_or_anywhere_and_can_resize():
     assert min(moves) <= 50 and max(moves) > 50  # local moves (<= T // 20) and free replacements
 
 
-def test_baseline_spacings():
-    assert uniform_timesteps(4) == (999, 749, 499, 249)
-    assert quadratic_timesteps(4) == (999, 561, 249, 61)
-    for num_train in (10, 64, 1000):
-        for k in range(1, min(num_train, 120) + 1):
-            for spacing in (uniform_timesteps, quadratic_timesteps):
-                genome = spacing(k, num_train_timesteps=num_train)
-                assert_valid(genome, num_train, (k, k))
-                assert genome[0] == num_train - 1
-
-
 @pytest.mark.parametrize(
     "steps, message",
     [
@@ -173,7 +162,7 @@ def test_arguments_are_checked_up_front(kwargs, name):
 
 
 def test_first_generation_holds_initial_plans_and_their_mutants():
-    plans = [uniform_timesteps(6), quadratic_timesteps(6)]
+    plans = [baseline_steps("uniform", 6), baseline_steps("quadratic", 6)]
     study = optuna.create_study(sampler=small_sampler(initial_plans=plans))
     study.optimize(lambda trial: distance(timesteps_from_trial(trial), HIDDEN), n_trials=20)
     trials = study.trials
@@ -188,7 +177,7 @@ def test_first_generation_holds_initial_plans_and_their_mutants():
 
 def test_sampler_improves_over_generations_and_beats_random_search():
     for seed in range(3):
-        study = optuna.create_study(sampler=small_sampler(seed=seed, initial_plans=[uniform_timesteps(6)]))
+        study = optuna.create_study(sampler=small_sampler(seed=seed, initial_plans=[baseline_steps("uniform", 6)]))
         study.optimize(lambda trial: distance(timesteps_from_trial(trial), HIDDEN), n_trials=150)
         best_per_generation = collections.defaultdict(lambda: float("inf"))
         for trial in study.trials:

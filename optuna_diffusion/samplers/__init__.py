@@ -8,20 +8,20 @@ with :func:`suggest_plan`, which works under any sampler;
 :class:`~optuna_diffusion.objective.PlanObjective` does it for you::
 
     import optuna
-    from optuna_diffusion.samplers import TimestepSampler, timesteps_from_trial, uniform_timesteps
+    from optuna_diffusion.samplers import TimestepSampler, timesteps_from_trial
 
     def objective(trial):
         timesteps = timesteps_from_trial(trial)
         return fid_of(timesteps), macs_of(timesteps)
 
-    sampler = TimestepSampler(k_min=4, k_max=8, initial_plans=[uniform_timesteps(4)], seed=0)
+    sampler = TimestepSampler(k_min=4, k_max=8, initial_plans=[(750, 500, 250, 0)], seed=0)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     study.optimize(objective, n_trials=500)
 """
 
 from ._architecture import ArchitectureSpace
 from ._architecture_sampler import ArchitectureSampler, pareto_plans
-from ._genome import GenomeSpace, crossover, mutate, quadratic_timesteps, random_genome, uniform_timesteps
+from ._genome import GenomeSpace, crossover, mutate, random_genome
 from ._timestep_sampler import TimestepSampler
 from ._trial_plan import (
     NUM_STEPS_PARAM,
@@ -52,11 +52,9 @@ __all__ = [
     "mutate",
     "pareto_plans",
     "plan_from_trial",
-    "quadratic_timesteps",
     "random_genome",
     "stored_plan",
     "suggest_plan",
     "suggest_timesteps",
     "timesteps_from_trial",
-    "uniform_timesteps",
 ]

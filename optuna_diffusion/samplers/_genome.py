@@ -186,30 +186,6 @@ def crossover(
     return tuple(sorted(child, reverse=True))
 
 
-def uniform_timesteps(num_steps: int, *, num_train_timesteps: int = 1000) -> Genome:
-    """Evenly spaced steps from ``T - 1`` down ("trailing" spacing): ``t_i = floor(T (K - i) / K) - 1``.
-
-    For T = 1000, K = 4: (999, 749, 499, 249).
-    """
-    num_train, num_steps, _ = _check_space(num_train_timesteps, (num_steps, num_steps))
-    return tuple(num_train * (num_steps - i) // num_steps - 1 for i in range(num_steps))
-
-
-def quadratic_timesteps(num_steps: int, *, num_train_timesteps: int = 1000) -> Genome:
-    """Quadratically spaced steps, dense near 0 as DDIM's quadratic schedule: ``floor(T (j / K)^2) - 1``.
-
-    j runs K..1, so the first step is ``T - 1``; steps that would collide near 0 are pushed up by
-    one so all K stay distinct. For T = 1000, K = 4: (999, 561, 249, 61).
-    """
-    num_train, num_steps, _ = _check_space(num_train_timesteps, (num_steps, num_steps))
-    ascending: list[int] = []
-    for j in range(1, num_steps + 1):
-        ideal = num_train * j * j // (num_steps * num_steps) - 1
-        floor = ascending[-1] + 1 if ascending else 0
-        ascending.append(max(ideal, floor))
-    return tuple(reversed(ascending))
-
-
 @dataclass(frozen=True)
 class GenomeSpace:
     """The genomes of a search: K of ``[k_min, k_max]`` distinct steps of ``[0, T - 1]``.

@@ -32,7 +32,7 @@ class TimestepSampler(PlanSearchSampler):
     fit Optuna's distributions (varying length, distinct values), hence this route.
 
     A generation is ``population_size`` complete trials. Generation 0 holds ``initial_plans`` (e.g.
-    :func:`uniform_timesteps` and :func:`quadratic_timesteps`), ``num_mutants`` of their mutants,
+    :func:`optuna_diffusion.baselines.baseline_plans`), ``num_mutants`` of their mutants,
     and random genomes. Each later generation takes ``num_parents`` parents among ALL complete
     trials by non-dominated rank and crowding distance (constraints set with
     ``trial.set_constraint`` are honoured; one objective reduces to FID order), then makes
