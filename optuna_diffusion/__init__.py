@@ -8,7 +8,7 @@ from .evaluation import Evaluation, PlanEvaluator, digits_evaluator
 from .models import DiffusionModel, load_diffusion_model
 from .objective import PlanObjective
 from .plan import Plan
-from .sampling import PlanSampler, SamplingSettings
+from .sampling import PlanSampler, SamplingSettings, TextConditioning
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "PlanObjective",
     "PlanSampler",
     "SamplingSettings",
+    "TextConditioning",
     "apply",
     "baseline_plan",
     "baseline_plans",

@@ -48,8 +48,11 @@ class SamplingSettings:
     def uses_guidance(self) -> bool:
         return self.guidance_scale > 1.0
 
-    def check(self, model: DiffusionModel) -> None:
-        """Raise :class:`ConfigError` if these settings cannot run on ``model``."""
+    def check(self, model: DiffusionModel, *, text_guidance: bool = False) -> None:
+        """Raise :class:`ConfigError` if these settings cannot run on ``model``.
+
+        ``text_guidance``: the unconditional pass of guidance comes from negative prompt embeddings.
+        """
         get_solver(self.solver)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
@@ -58,7 +61,7 @@ class SamplingSettings:
             raise ConfigError(f"num_classes = {self.num_classes} but the model {model.source} is unconditional")
         if self.num_classes is not None and self.num_classes > embeds:
             raise ConfigError(f"num_classes = {self.num_classes} but the model has {embeds} class embeddings")
-        if self.uses_guidance:
+        if self.uses_guidance and not text_guidance:
             if self.num_classes is None or self.null_class is None:
                 raise ConfigError(
                     f"guidance_scale = {self.guidance_scale} needs a class-conditional model with a null class "
@@ -85,8 +88,35 @@ def class_labels(seed: int, num_samples: int, num_classes: int) -> torch.Tensor:
     return labels[torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + 7919))]
 
 
+@dataclass(frozen=True)
+class TextConditioning:
+    """Prompt embeddings for a ``UNet2DConditionModel``: ``(1, L, D)`` each, shared by the whole batch.
+
+    ``negative_prompt_embeds`` (e.g. of the empty prompt) is the unconditional pass of guidance.
+    """
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None = None
+
+
+def _unet_kwargs(
+    settings: SamplingSettings, labels: torch.Tensor | None, text: TextConditioning | None, size: int, unconditional: bool
+) -> dict[str, torch.Tensor]:
+    kwargs = {}
+    if labels is not None:
+        kwargs["class_labels"] = torch.full_like(labels, settings.null_class) if unconditional else labels
+    if text is not None:
+        embeds = text.negative_prompt_embeds if unconditional else text.prompt_embeds
+        kwargs["encoder_hidden_states"] = embeds.expand(size, -1, -1)
+    return kwargs
+
+
 def make_denoiser(
-    model: DiffusionModel, schedule: NoiseSchedule, settings: SamplingSettings, labels: torch.Tensor | None
+    model: DiffusionModel,
+    schedule: NoiseSchedule,
+    settings: SamplingSettings,
+    labels: torch.Tensor | None,
+    text: TextConditioning | None = None,
 ) -> Denoise:
     """``denoise(x_t, t) -> epsilon`` with guidance, learned-variance split and optional x0 clipping."""
     unet = model.unet
@@ -94,13 +124,14 @@ def make_denoiser(
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t_int = int(round(float(t)))
+        conditional = _unet_kwargs(settings, labels, text, len(x), unconditional=False)
         if settings.uses_guidance:
-            null = torch.full_like(labels, settings.null_class)
-            both = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample[:, :channels]
-            conditional, unconditional = both.chunk(2)
-            output = unconditional + settings.guidance_scale * (conditional - unconditional)
+            unconditional = _unet_kwargs(settings, labels, text, len(x), unconditional=True)
+            both = {key: torch.cat([conditional[key], unconditional[key]]) for key in conditional}
+            out_cond, out_uncond = unet(torch.cat([x, x]), t, **both).sample[:, :channels].chunk(2)
+            output = out_uncond + settings.guidance_scale * (out_cond - out_uncond)
         else:
-            output = unet(x, t, class_labels=labels).sample[:, :channels]
+            output = unet(x, t, **conditional).sample[:, :channels]
         eps = schedule.epsilon(output.float(), x.float(), t_int)
         if settings.clip_x0:
             alpha_prod_t = schedule.alpha_prod(t_int).float()
@@ -114,10 +145,16 @@ def make_denoiser(
 class PlanSampler:
     """Draws samples of any Plan from one model; installs the block switch once per model."""
 
-    def __init__(self, model: DiffusionModel, settings: SamplingSettings) -> None:
-        settings.check(model)
+    def __init__(self, model: DiffusionModel, settings: SamplingSettings, text: TextConditioning | None = None) -> None:
+        is_text_model = type(model.unet).__name__ == "UNet2DConditionModel"
+        if is_text_model and text is None:
+            raise ConfigError(f"{model.source} is a UNet2DConditionModel: give prompt embeddings (TextConditioning)")
+        if is_text_model and settings.uses_guidance and text.negative_prompt_embeds is None:
+            raise ConfigError("guidance on a UNet2DConditionModel needs negative_prompt_embeds (e.g. of the empty prompt)")
+        settings.check(model, text_guidance=is_text_model)
         self.model = model
         self.settings = settings
+        self.text = text
         self.schedule = NoiseSchedule.from_scheduler_config(model.scheduler_config)
         self.solver = get_solver(settings.solver)
         self.switch = BlockSwitch(model.unet)
@@ -137,7 +174,7 @@ class PlanSampler:
                     stop = min(start + settings.batch_size, num_samples)
                     x = initial_noise(settings.seed, start, stop, self.model.sample_shape).to(self.model.device)
                     batch_labels = labels[start:stop].to(self.model.device) if labels is not None else None
-                    denoise = make_denoiser(self.model, self.schedule, settings, batch_labels)
+                    denoise = make_denoiser(self.model, self.schedule, settings, batch_labels, self.text)
                     generator = torch.Generator().manual_seed(settings.seed * 7 + start)
                     yield self.solver(denoise, x, plan.timesteps, self.schedule, generator)
         finally:

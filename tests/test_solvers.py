@@ -107,3 +107,29 @@ def test_x0_clipping_bounds_the_output(tiny_model):
     settings = SamplingSettings(num_classes=10, clip_x0=True)
     (images,) = PlanSampler(tiny_model, settings).batches(Plan([999, 500]), 8)
     assert images.abs().max() <= 1.0 + 1e-5
+
+
+def test_a_text_conditional_unet_runs_a_plan_with_guidance_and_skips():
+    from diffusers import UNet2DConditionModel
+
+    from optuna_diffusion.errors import ConfigError
+    from optuna_diffusion.models import DiffusionModel
+    from optuna_diffusion.sampling import TextConditioning
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=8, norm_num_groups=8,
+    ).eval().requires_grad_(False)
+    model = DiffusionModel(unet, scheduler_config("v_prediction"), "tiny-text")
+    text = TextConditioning(torch.randn(1, 3, 16), torch.zeros(1, 3, 16))
+    settings = SamplingSettings(guidance_scale=7.5, batch_size=3)
+    plan = Plan([900, 500, 100], skips=[[], ["down.0.attn.0"], []], reuses=[[], [], ["mid.attn.0"]])
+    with PlanSampler(model, settings, text) as sampler:
+        (images,) = sampler.batches(plan, 3)
+    assert images.shape == (3, 4, 8, 8) and torch.isfinite(images).all()
+    with pytest.raises(ConfigError, match="prompt embeddings"):
+        PlanSampler(model, settings)
+    with pytest.raises(ConfigError, match="negative_prompt_embeds"):
+        PlanSampler(model, settings, TextConditioning(torch.randn(1, 3, 16)))
