@@ -1,0 +1,77 @@
+"""What stage 2 (skipped and reused blocks) adds over stage 1 (time steps) on the digits model.
+
+Runs the digits study's two stages with their default budgets into a fresh SQLite storage, prints both
+Pareto fronts and their hypervolumes (one reference point), then re-scores with all 1,797 samples:
+stage 1's best 4-step plan, the best stage-2 plan with no more MACs, and the cheapest stage-2 plan
+within 5% of its FID. Targets: FID >= 10% lower at no more MACs, or FID within 5% at >= 20% fewer MACs.
+Run: python benchmarks/stage2.py [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from optuna._hypervolume import compute_hypervolume  # Optuna's exact hypervolume (private module)
+
+from optuna_diffusion.runner import run_optimize
+from optuna_diffusion.study import build_evaluator, format_front, pareto_front
+from optuna_diffusion.study_config import load_study_config
+
+FULL_SAMPLES = 1797
+
+
+def hypervolume(rows, reference: np.ndarray) -> float:
+    points = np.array([[row.fid, row.macs] for row in rows if row.fid < reference[0] and row.macs < reference[1]])
+    return float(compute_hypervolume(points, reference)) if len(points) else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference-fid", type=float, default=20.0, help="FID coordinate of the hypervolume reference")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    config = load_study_config("digits")
+    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, seed=args.seed))
+    with tempfile.TemporaryDirectory() as folder:
+        storage = f"sqlite:///{Path(folder) / 'digits.db'}"
+        studies = run_optimize(config, storage, echo=lambda _: None)
+        fronts = {stage: pareto_front(study) for stage, study in studies.items()}
+    max_macs = max(row.macs for rows in fronts.values() for row in rows)
+    reference = np.array([args.reference_fid, 1.1 * max_macs])
+    for stage, rows in fronts.items():
+        print(f"{stage} front ({len(studies[stage].trials)} trials, {config.timesteps.num_samples} samples per trial), "
+              f"hypervolume {hypervolume(rows, reference):.4g} (reference FID {reference[0]:g}, MACs {reference[1]:.4g})")
+        print(format_front(rows))
+    stage1_four = [row for row in fronts["timesteps"] if row.plan.num_steps == 4]
+    if not stage1_four:
+        print("stage 1 front has no 4-step plan")
+        return
+    anchor = min(stage1_four, key=lambda row: row.fid)
+    cheaper = [row for row in fronts["architecture"] if row.macs <= anchor.macs]
+    evaluator = build_evaluator(config)
+    anchor_fid = evaluator.evaluate(anchor.plan, FULL_SAMPLES).fid
+    print(f"\nre-scored with {FULL_SAMPLES} samples (same seeded noise and labels)")
+    print(f"stage 1 best 4-step plan: FID {anchor_fid:.3f}, {anchor.macs / 1e9:.4f} GMACs  [{anchor.plan}]")
+    if cheaper:
+        best = min(cheaper, key=lambda row: row.fid)
+        fid = evaluator.evaluate(best.plan, FULL_SAMPLES).fid
+        print(f"stage 2 best at <= its MACs: FID {fid:.3f} ({(1 - fid / anchor_fid) * 100:+.1f}% lower), "
+              f"{best.macs / 1e9:.4f} GMACs ({(1 - best.macs / anchor.macs) * 100:.1f}% fewer)  [{best.plan}]")
+    rescored = [(evaluator.evaluate(row.plan, FULL_SAMPLES).fid, row) for row in cheaper]
+    within = [(fid, row) for fid, row in rescored if fid <= 1.05 * anchor_fid]
+    if within:
+        fid, row = min(within, key=lambda pair: pair[1].macs)
+        print(f"stage 2 cheapest within 5% of its FID: FID {fid:.3f}, {row.macs / 1e9:.4f} GMACs "
+              f"({(1 - row.macs / anchor.macs) * 100:.1f}% fewer)  [{row.plan}]")
+    evaluator.close()
+    print(f"total {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
