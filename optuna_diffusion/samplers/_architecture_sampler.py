@@ -16,7 +16,7 @@ from ..blocks import Block, check_plan_blocks
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
 from ._architecture import ArchitectureSpace, check_blocks
-from ._base import PlanSearchSampler, check_int, check_population, check_probability
+from ._base import PlanSearchSampler, check_int, check_population, check_probability, distinct_initial_genomes
 from ._child_generation import ChildGeneration
 from ._genome import GenomeSpace
 from ._trial_plan import PLAN_KEY, SPACE_KEY, stored_plan
@@ -182,20 +182,15 @@ class ArchitectureSampler(PlanSearchSampler):
             return ()
         if isinstance(initial_plans, (str, bytes, Plan)) or not isinstance(initial_plans, Sequence):
             raise ConfigError("`initial_plans` must be a list of Plan")
-        plans: list[Plan] = []
-        for plan in initial_plans:
+        low, high = self._k_min or 1, self._k_max or self._num_train_timesteps
+
+        def checked(plan: Plan) -> Plan:
             plan = self._check_plan(plan, "`initial_plans`")
-            if plan in plans:
-                raise ConfigError(f"`initial_plans` holds {plan} twice")
-            low, high = self._k_min or 1, self._k_max or self._num_train_timesteps
             if not low <= plan.num_steps <= high:
                 raise ConfigError(f"`initial_plans` holds {plan}, outside the allowed [{low}, {high}] steps")
-            plans.append(plan)
-        if len(plans) > population_size:
-            raise ConfigError(
-                f"`initial_plans` must hold at most population_size = {population_size} plans, got {len(plans)}"
-            )
-        return tuple(plans)
+            return plan
+
+        return distinct_initial_genomes(map(checked, initial_plans), population_size)
 
     # What the search is --------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,20 @@ def check_population(
             f"got {num_mutants} + {num_crossovers}"
         )
     return population_size, num_parents, num_mutants, num_crossovers
+
+
+def distinct_initial_genomes(
+    genomes: Iterable[Hashable], population_size: int, describe: Callable[[Any], str] = str
+) -> tuple[Hashable, ...]:
+    """``initial_plans`` as checked genomes: no repeats, at most one population."""
+    kept: list[Hashable] = []
+    for genome in genomes:
+        if genome in kept:
+            raise ConfigError(f"`initial_plans` holds {describe(genome)} twice")
+        kept.append(genome)
+    if len(kept) > population_size:
+        raise ConfigError(f"`initial_plans` must hold at most population_size = {population_size} plans, got {len(kept)}")
+    return tuple(kept)
 
 
 class PlanSearchSampler(BaseGASampler, abc.ABC):

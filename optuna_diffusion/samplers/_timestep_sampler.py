@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ..errors import ConfigError
-from ._base import PlanSearchSampler, check_int, check_population, check_probability
+from ._base import PlanSearchSampler, check_int, check_population, check_probability, distinct_initial_genomes
 from ._child_generation import ChildGeneration
 from ._genome import Genome, GenomeSpace
 from ._trial_plan import SPACE_KEY, TIMESTEPS_KEY, stored_timesteps
@@ -106,17 +106,8 @@ class TimestepSampler(PlanSearchSampler):
             return ()
         if isinstance(initial_plans, (str, bytes)):
             raise ConfigError("`initial_plans` must be a list of time-step lists")
-        plans: list[Genome] = []
-        for plan in initial_plans:
-            genome = self._space.check(getattr(plan, "timesteps", plan))
-            if genome in plans:
-                raise ConfigError(f"`initial_plans` holds {list(genome)} twice")
-            plans.append(genome)
-        if len(plans) > population_size:
-            raise ConfigError(
-                f"`initial_plans` must hold at most population_size = {population_size} plans, got {len(plans)}"
-            )
-        return tuple(plans)
+        genomes = (self._space.check(getattr(plan, "timesteps", plan)) for plan in initial_plans)
+        return distinct_initial_genomes(genomes, population_size, describe=list)
 
     @property
     def space(self) -> GenomeSpace:
