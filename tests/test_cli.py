@@ -180,3 +180,15 @@ def test_dashboard_serves_the_study_and_its_pareto_trials(digits_run):
     assert sorted(t["number"] for t in detail["best_trials"]) == sorted(t.number for t in stored.best_trials)
     assert detail["objective_names"] == ["FID", "MACs"]
     assert any(t["artifacts"] for t in detail["trials"])
+
+
+def test_zoo_train_writes_a_loadable_model_folder(tmp_path):
+    from optuna_diffusion.models import load_diffusion_model
+
+    result = invoke("zoo", "train", "digits", "--out", str(tmp_path), "--steps", "2")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "training.json").read_text())
+    assert report["diffusion"]["steps"] == 2 and report["feature_net"]["held_out_accuracy"] > 0.9
+    model = load_diffusion_model(str(tmp_path))
+    assert model.num_class_embeds == 11 and model.sample_shape == (1, 8, 8)
+    assert invoke("zoo", "train", "cifar", "--out", str(tmp_path)).exit_code == 2
