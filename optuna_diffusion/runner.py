@@ -18,6 +18,7 @@ from .study import (
     PreviewUploader,
     artifact_dir,
     build_evaluator,
+    check_device,
     completed_trials,
     format_front,
     open_storage,
@@ -105,6 +106,7 @@ def run_optimize(
     echo: Echo = print,
 ) -> dict[str, optuna.Study]:
     """Run (or resume) the chosen stages; each stage stops at its trial budget counted over all workers."""
+    check_device(device)
     storage = open_storage(storage_url)
     evaluator = build_evaluator(config, device=device)
     budget = config.architecture.macs_budget

@@ -70,11 +70,23 @@ def _redacted(url: str) -> str:
     return url
 
 
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device that exists on this machine, else a one-line error."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r} (try cpu or cuda)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here")
+    return parsed
+
+
 def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluator:
     """Load the model, feature network and reference statistics of ``config`` (missing inputs: one line)."""
     from .fid import load_feature_extractor, load_reference_npz, reference_stats
     from .models import load_diffusion_model
 
+    check_device(device)
     if not config.model:
         raise ConfigError(
             f"study {config.name!r} needs a model: pass --model with a diffusers folder or hub id"

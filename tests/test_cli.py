@@ -115,6 +115,17 @@ def _bad_inputs(tmp_path, storage):
     }
 
 
+def test_an_absent_or_unknown_device_is_one_line(tmp_path):
+    import torch
+
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    for device, message in (("tpu9", "unknown device 'tpu9'"), ("cuda", "no CUDA GPU")):
+        if device == "cuda" and torch.cuda.is_available():
+            continue
+        result = invoke("optimize", "--study", "digits", "--storage", storage, "--device", device)
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and message in result.output, result.output
+
+
 @pytest.mark.parametrize(
     "case",
     ["unknown study", "malformed toml", "unknown key", "wrong type", "missing model", "guidance on unconditional",
