@@ -1,0 +1,46 @@
+"""Storage behaviour the CLI relies on: a killed worker's trial is retried on the next run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+
+from optuna_diffusion.study import open_storage
+
+
+def test_a_trial_killed_with_sigkill_is_retried_when_the_search_resumes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    worker = textwrap.dedent(
+        f"""
+        import time, optuna
+        from optuna_diffusion.study import open_storage
+        study = optuna.create_study(study_name="s", storage=open_storage({url!r}, heartbeat_interval=1))
+        study.optimize(lambda trial: time.sleep(120) or 1.0, n_trials=1)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", worker])
+    try:
+        for _ in range(300):
+            time.sleep(0.1)
+            try:
+                trials = optuna.load_study(study_name="s", storage=url).trials
+            except KeyError:
+                continue
+            if trials and trials[0].state == optuna.trial.TrialState.RUNNING:
+                break
+        time.sleep(1.5)  # in the middle of the trial, after its first heartbeats
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    time.sleep(3.5)  # past the grace period (3 heartbeats of 1 s)
+    study = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat_interval=1))
+    study.optimize(lambda trial: 2.0, n_trials=1)
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert study.trials[1].system_attrs.get("failed_trial") == 0  # the retry of trial 0
