@@ -7,6 +7,14 @@ one-line message meant for a person, so the CLI can print it as it is and exit n
 from __future__ import annotations
 
 
+def first_line(error: BaseException | None) -> str:
+    """The first line of ``error``'s message (its type name when the message is empty), for one-line errors."""
+    if error is None:
+        return "unknown error"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class OptunaDiffusionError(Exception):
     """Base class of the library's own errors: one line, written for the user."""
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from optuna_diffusion.errors import ModelLoadError, OptunaDiffusionError
+from optuna_diffusion.errors import ModelLoadError, OptunaDiffusionError, first_line
 
 __all__ = [
     "FEATURE_EXTRACTORS",
@@ -105,11 +105,6 @@ class _ScriptedFeatures(nn.Module):
         return features.reshape(images.shape[0], -1).float()
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _torch_fidelity_available() -> bool:
     return importlib.util.find_spec("torch_fidelity") is not None
 
@@ -149,8 +144,8 @@ def _load_inception(weights_path: str | None) -> nn.Module:
         inception = _new_inception(weights_path)
     except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError
         if weights_path is None:
-            raise ModelLoadError(_missing_inception_weights_message(_first_line(error))) from error
-        raise ModelLoadError(f"cannot load InceptionV3 weights from {weights_path}: {_first_line(error)}") from error
+            raise ModelLoadError(_missing_inception_weights_message(first_line(error))) from error
+        raise ModelLoadError(f"cannot load InceptionV3 weights from {weights_path}: {first_line(error)}") from error
     return InceptionFeatures(inception, num_features=2048)
 
 
@@ -165,7 +160,7 @@ def _load_digits(weights_path: str | None) -> nn.Module:
             f"digits feature network not found in {folder} (needs model.safetensors and config.json)"
         ) from error
     except (OSError, RuntimeError, ValueError, TypeError) as error:
-        raise ModelLoadError(f"cannot load the digits feature network from {folder}: {_first_line(error)}") from error
+        raise ModelLoadError(f"cannot load the digits feature network from {folder}: {first_line(error)}") from error
 
 
 def _load_torchscript(path: Path) -> nn.Module:
@@ -174,7 +169,7 @@ def _load_torchscript(path: Path) -> nn.Module:
     try:
         scripted = torch.jit.load(str(path), map_location="cpu")
     except (OSError, RuntimeError, ValueError) as error:
-        raise ModelLoadError(f"cannot load TorchScript feature extractor {path}: {_first_line(error)}") from error
+        raise ModelLoadError(f"cannot load TorchScript feature extractor {path}: {first_line(error)}") from error
     num_features = getattr(scripted, "num_features", None)
     if isinstance(num_features, torch.Tensor):
         num_features = int(num_features.item())
@@ -308,7 +303,7 @@ def load_reference_npz(path: str | Path) -> ReferenceStats:
             num_samples = int(data["num_samples"]) if "num_samples" in data.files else 0
             return ReferenceStats(mu=data["mu"], sigma=data["sigma"], num_samples=num_samples)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise OptunaDiffusionError(f"cannot read reference statistics file {path}: {_first_line(error)}") from error
+        raise OptunaDiffusionError(f"cannot read reference statistics file {path}: {first_line(error)}") from error
 
 
 def _hash_tensor(digest: "hashlib._Hash", name: str, tensor: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 from .zoo import BUNDLED_MODELS, bundled_model_path
 
 _UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -80,7 +80,7 @@ def _load_from_folder(folder: Path, device: str | torch.device, dtype: torch.dty
         unet = _unet_class(unet_config).from_pretrained(folder, subfolder=unet_sub, torch_dtype=dtype, low_cpu_mem_usage=False)
         scheduler_config = dict(DDPMScheduler.load_config(folder, subfolder=scheduler_sub))
     except (OSError, ValueError, EnvironmentError) as error:
-        raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
     return DiffusionModel(unet.to(device).eval().requires_grad_(False), scheduler_config, str(folder))
 
 
@@ -104,14 +104,9 @@ def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype,
     where = "in the local Hugging Face cache" if local_files_only else "on the Hugging Face Hub or in its cache"
     raise ModelLoadError(
         f"model {repo_id!r} is not a bundled model ({', '.join(BUNDLED_MODELS)}), not a local folder, "
-        f"and could not be loaded {where} ({_first_line(last_error)}); download it where there is internet "
+        f"and could not be loaded {where} ({first_line(last_error)}); download it where there is internet "
         f"(huggingface-cli download {repo_id} --local-dir DIR) and pass the folder instead"
     )
-
-
-def _first_line(error: BaseException | None) -> str:
-    text = str(error or "unknown error").strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_diffusion_model(

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 import torch
 
-from .errors import ConfigError, OptunaDiffusionError
+from .errors import ConfigError, OptunaDiffusionError, first_line
 from .evaluation import PlanEvaluator, default_cache_dir
 from .plan import Plan
 from .preview import save_image_grid
@@ -56,8 +56,7 @@ def open_storage(url: str, *, heartbeat_interval: int = 30) -> optuna.storages.B
             engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
         )
     except Exception as error:  # SQLAlchemy raises many kinds; all mean the same to the user
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"cannot open storage {_redacted(url)}: {message}") from None
+        raise ConfigError(f"cannot open storage {_redacted(url)}: {first_line(error)}") from None
 
 
 def _redacted(url: str) -> str:

@@ -27,6 +27,18 @@ def tiny_unet(num_class_embeds: int | None = 11, prediction_channels: int = 1, s
     ).eval()
 
 
+def tiny_text_unet(seed: int = 0):
+    """A 2-level UNet2DConditionModel with cross-attention (context dimension 16) on 4x8x8 latents."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=8, norm_num_groups=8,
+    ).eval()
+
+
 def scheduler_config(prediction_type: str = "epsilon") -> dict:
     return dict(
         num_train_timesteps=1000,

@@ -7,7 +7,7 @@ from optuna_diffusion.blocks import BlockSwitch, check_plan_blocks, find_blocks
 from optuna_diffusion.errors import PlanError
 from optuna_diffusion.plan import Plan
 
-from .conftest import tiny_unet
+from .conftest import tiny_text_unet, tiny_unet
 
 
 def _call(unet, x, t, labels):
@@ -112,14 +112,7 @@ def test_unet_called_off_plan_is_a_clear_error():
 
 
 def test_random_skip_sets_run_on_a_conditional_transformer_unet():
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=8, norm_num_groups=8,
-    ).eval()
+    unet = tiny_text_unet()
     blocks = find_blocks(unet)
     names = [b.name for b in blocks if b.kind != "branch"]
     assert "down.0.attn.0" in names and "mid.attn.0" in names

@@ -9,7 +9,7 @@ from optuna_diffusion.errors import ConfigError, PlanError
 from optuna_diffusion.macs import MacsTable, count_macs, macs_analysis
 from optuna_diffusion.plan import Plan
 
-from .conftest import tiny_unet
+from .conftest import tiny_text_unet, tiny_unet
 
 # Ops fvcore leaves uncounted that carry no multiply-accumulate work worth counting.
 POINTWISE = {
@@ -26,17 +26,6 @@ def unet():
 @pytest.fixture(scope="module")
 def table(unet):
     return MacsTable.for_model(unet, class_labels=True)
-
-
-def _cond_unet():
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=8, norm_num_groups=8,
-    ).eval()
 
 
 def test_full_count_covers_every_matmul_like_op(unet, table):
@@ -171,7 +160,7 @@ def test_table_refuses_a_model_with_blocks_switched_off():
 
 
 def test_conditional_unet_counts_cross_attention():
-    unet = _cond_unet()
+    unet = tiny_text_unet()
     with pytest.raises(ConfigError, match="needs encoder_hidden_states"):
         count_macs(unet)
     tokens, context_dim = 3, 16

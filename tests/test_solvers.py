@@ -5,7 +5,7 @@ from optuna_diffusion.plan import Plan
 from optuna_diffusion.sampling import PlanSampler, SamplingSettings, class_labels, initial_noise
 from optuna_diffusion.solvers import NoiseSchedule, sample_ddim, sample_dpmpp_2m, sample_euler
 
-from .conftest import scheduler_config, tiny_unet
+from .conftest import scheduler_config, tiny_text_unet, tiny_unet
 
 
 def _denoiser(unet, labels):
@@ -110,18 +110,11 @@ def test_x0_clipping_bounds_the_output(tiny_model):
 
 
 def test_a_text_conditional_unet_runs_a_plan_with_guidance_and_skips():
-    from diffusers import UNet2DConditionModel
-
     from optuna_diffusion.errors import ConfigError
     from optuna_diffusion.models import DiffusionModel
     from optuna_diffusion.sampling import TextConditioning
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=8, norm_num_groups=8,
-    ).eval().requires_grad_(False)
+    unet = tiny_text_unet().requires_grad_(False)
     model = DiffusionModel(unet, scheduler_config("v_prediction"), "tiny-text")
     text = TextConditioning(torch.randn(1, 3, 16), torch.zeros(1, 3, 16))
     settings = SamplingSettings(guidance_scale=7.5, batch_size=3)

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import ConversionError, MissingFileError
+from ..errors import ConversionError, MissingFileError, first_line
 
 __all__ = [
     "ADMConfig",
@@ -533,8 +533,7 @@ def _load_adm_state_dict(checkpoint_path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConversionError(f"{checkpoint_path} is not a loadable torch checkpoint: {first_line}") from None
+        raise ConversionError(f"{checkpoint_path} is not a loadable torch checkpoint: {first_line(exc)}") from None
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
     ):
