@@ -20,6 +20,7 @@ from .fid import FIDMeter, ReferenceStats
 from .macs import MacsTable
 from .models import DiffusionModel
 from .plan import Plan
+from .prefix_cache import PrefixCache
 from .sampling import PlanSampler, SamplingSettings
 
 
@@ -46,12 +47,23 @@ class PlanEvaluator:
         settings: solver, guidance, labels and common-random-number seed.
         extractor: feature network of the FID (its ``num_features`` must match ``reference``).
         reference: feature statistics of the real data.
+        prefix_cache: a :class:`PrefixCache` for the sampler, or a byte bound for a new one (0: no cache).
     """
 
-    def __init__(self, model: DiffusionModel, settings: SamplingSettings, extractor: nn.Module, reference: ReferenceStats) -> None:
+    def __init__(
+        self,
+        model: DiffusionModel,
+        settings: SamplingSettings,
+        extractor: nn.Module,
+        reference: ReferenceStats,
+        *,
+        prefix_cache: PrefixCache | int = 0,
+    ) -> None:
         self.model = model
         self.settings = settings
-        self.sampler = PlanSampler(model, settings)
+        if prefix_cache is not None and not isinstance(prefix_cache, PrefixCache):
+            prefix_cache = PrefixCache(prefix_cache) if prefix_cache != 0 else None
+        self.sampler = PlanSampler(model, settings, prefix_cache=prefix_cache)
         self.meter = FIDMeter(reference, extractor)
         self.macs_table = MacsTable.for_model(model.unet, model.sample_shape)
 

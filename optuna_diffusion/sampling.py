@@ -4,12 +4,16 @@ Every candidate of a study is judged on the same initial noise and the same clas
 from the study's seed (common random numbers), so FID differences come from the plans and not
 from the draw. Noise is drawn in fixed chunks, so sample i gets the same noise whatever the batch
 size. Images come out in batches; only one batch is alive at a time.
+
+With a :class:`~optuna_diffusion.prefix_cache.PrefixCache`, plans that share their first steps
+(time steps and block choices) with a recent plan take those steps' denoiser outputs from memory;
+the solver still runs every update, so results equal an uncached run bit for bit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Hashable, Iterator
 
 import torch
 
@@ -17,6 +21,7 @@ from .blocks import BlockSwitch
 from .errors import ConfigError
 from .models import DiffusionModel
 from .plan import Plan
+from .prefix_cache import PrefixCache
 from .solvers import Denoise, NoiseSchedule, get_solver
 
 _NOISE_CHUNK = 64
@@ -143,14 +148,36 @@ def make_denoiser(
 
 
 class PlanSampler:
-    """Draws samples of any Plan from one model; installs the block switch once per model."""
+    """Draws samples of any Plan from one model; installs the block switch once per model.
 
-    def __init__(self, model: DiffusionModel, settings: SamplingSettings, text: TextConditioning | None = None) -> None:
+    Args:
+        model: the diffusion model.
+        settings: how samples are drawn.
+        text: prompt embeddings, for a ``UNet2DConditionModel``.
+        prefix_cache: where denoiser outputs of trajectory prefixes are kept (None: no caching).
+            Its entries belong to this sampler (a cache shared by several samplers shares only its
+            memory bound). It assumes the model does not change; call its ``clear()`` if it does.
+
+    Counters (over the sampler's life): ``forward_passes``, the UNet calls (one batched call per
+    step under guidance), and ``image_evaluations``, the images of those calls (an image with
+    guidance counts once, although the UNet sees it twice).
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        settings: SamplingSettings,
+        text: TextConditioning | None = None,
+        *,
+        prefix_cache: PrefixCache | None = None,
+    ) -> None:
         is_text_model = type(model.unet).__name__ == "UNet2DConditionModel"
         if is_text_model and text is None:
             raise ConfigError(f"{model.source} is a UNet2DConditionModel: give prompt embeddings (TextConditioning)")
         if is_text_model and settings.uses_guidance and text.negative_prompt_embeds is None:
             raise ConfigError("guidance on a UNet2DConditionModel needs negative_prompt_embeds (e.g. of the empty prompt)")
+        if prefix_cache is not None and not isinstance(prefix_cache, PrefixCache):
+            raise ConfigError(f"prefix_cache must be a PrefixCache or None, got {type(prefix_cache).__name__}")
         settings.check(model, text_guidance=is_text_model)
         self.model = model
         self.settings = settings
@@ -158,27 +185,101 @@ class PlanSampler:
         self.schedule = NoiseSchedule.from_scheduler_config(model.scheduler_config)
         self.solver = get_solver(settings.solver)
         self.switch = BlockSwitch(model.unet)
+        self.prefix_cache = prefix_cache
+        self.forward_passes = 0
+        self.image_evaluations = 0
+        # Stands for the model, settings and text in cache keys; never equal to another sampler's.
+        self._cache_scope = object()
 
-    def batches(self, plan: Plan, num_samples: int) -> Iterator[torch.Tensor]:
-        """Yield images of ``plan`` in [-1, 1] (unclipped), batch by batch, for samples 0..num_samples-1."""
+    def batches(self, plan: Plan, num_samples: int, *, start: int = 0) -> Iterator[torch.Tensor]:
+        """Yield images of ``plan`` in [-1, 1] (unclipped), batch by batch, for samples ``start..num_samples-1``.
+
+        Batches begin at ``start`` and step by ``batch_size``. Noise, class labels (drawn for all
+        ``num_samples``) and the DDPM generator follow absolute sample indices, so with ``start`` a
+        multiple of ``batch_size`` these batches are exactly the later batches of the run from 0.
+        """
         if plan.num_train_timesteps != self.schedule.num_train_timesteps:
             raise ConfigError(
                 f"plan is for T = {plan.num_train_timesteps} but the model has T = {self.schedule.num_train_timesteps}"
             )
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= num_samples:
+            raise ConfigError(f"start must be an integer in [0, num_samples = {num_samples}], got {start!r}")
         settings = self.settings
         labels = class_labels(settings.seed, num_samples, settings.num_classes) if settings.num_classes else None
         self.switch.follow(plan)
         try:
             with torch.inference_mode():
-                for start in range(0, num_samples, settings.batch_size):
-                    stop = min(start + settings.batch_size, num_samples)
-                    x = initial_noise(settings.seed, start, stop, self.model.sample_shape).to(self.model.device)
-                    batch_labels = labels[start:stop].to(self.model.device) if labels is not None else None
-                    denoise = make_denoiser(self.model, self.schedule, settings, batch_labels, self.text)
-                    generator = torch.Generator().manual_seed(settings.seed * 7 + start)
-                    yield self.solver(denoise, x, plan.timesteps, self.schedule, generator)
+                for first in range(start, num_samples, settings.batch_size):
+                    stop = min(first + settings.batch_size, num_samples)
+                    x = initial_noise(settings.seed, first, stop, self.model.sample_shape).to(self.model.device)
+                    batch_labels = labels[first:stop].to(self.model.device) if labels is not None else None
+                    denoise = self._counted(make_denoiser(self.model, self.schedule, settings, batch_labels, self.text))
+                    generator = torch.Generator().manual_seed(settings.seed * 7 + first)
+                    if self.prefix_cache is None:
+                        yield self.solver(denoise, x, plan.timesteps, self.schedule, generator)
+                    else:
+                        # Labels are drawn for the whole set, so a batch's labels depend on num_samples.
+                        batch = (first, stop, num_samples if labels is not None else None)
+                        yield self._solve_with_cache(plan, denoise, x, generator, batch)
         finally:
             self.switch.unfollow()
+
+    def _counted(self, denoise: Denoise) -> Denoise:
+        def counted(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            self.forward_passes += 1
+            self.image_evaluations += len(x)
+            return denoise(x, t)
+
+        return counted
+
+    def _solve_with_cache(
+        self, plan: Plan, denoise: Denoise, x: torch.Tensor, generator: torch.Generator, batch: tuple[Hashable, ...]
+    ) -> torch.Tensor:
+        """Run the solver on one batch, taking the outputs of the longest cached prefix from the cache.
+
+        The output at step i depends only on ``batch`` (fixed noise, labels and generator seed), the
+        number of steps K (DPM-Solver++ lowers its order near the end), the time steps 0..i and the
+        block choices of steps 0..i, so those form its key.
+        """
+        cache = self.prefix_cache
+        assert cache is not None
+        num_steps = plan.num_steps
+        prefix = (self._cache_scope, str(x.device), *batch, num_steps)
+        keys = [prefix + (plan.timesteps[: i + 1], plan.skips[: i + 1], plan.reuses[: i + 1]) for i in range(num_steps)]
+        resume = cache.prefix_length(keys)
+        # A step that reuses blocks needs the block outputs of the UNet call before it, which the
+        # block switch has only if that call ran: start the UNet at a step without reuses (step 0
+        # never has any). Its input is bit-identical, so running it again gives the cached output.
+        while resume < num_steps and plan.reuses[resume]:
+            resume -= 1
+        served = cache.fetch(keys[:resume])
+        computed: list[torch.Tensor] = []
+        calls = 0
+
+        def cached_denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            nonlocal calls
+            step, calls = calls, calls + 1
+            if step >= num_steps or int(round(float(t))) != plan.timesteps[step]:
+                raise RuntimeError(
+                    f"internal error: solver {self.settings.solver!r} called the denoiser at t={float(t)} as call "
+                    f"{step + 1}, but the prefix cache expects one call per plan step {list(plan.timesteps)}"
+                )
+            if step < resume:
+                return served[step].clone()
+            eps = denoise(x_t, t)
+            computed.append(eps.clone())  # a copy, in case the solver updates its argument in place
+            return eps
+
+        x0 = self.solver(cached_denoise, x, plan.timesteps, self.schedule, generator)
+        if calls != num_steps:
+            raise RuntimeError(
+                f"internal error: solver {self.settings.solver!r} called the denoiser {calls} times for a "
+                f"{num_steps}-step plan; the prefix cache needs exactly one call per step"
+            )
+        # Stored only now, so a solver that broke the one-call-per-step rule leaves no wrong entries.
+        for key, eps in zip(keys[resume:], computed):
+            cache.store(key, eps)
+        return x0
 
     def close(self) -> None:
         """Remove the block wrappers from the model."""
