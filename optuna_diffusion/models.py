@@ -61,6 +61,21 @@ def _subfolder_of(folder: Path, name: str, marker: str) -> str | None:
     raise ModelLoadError(f"model folder {folder} has no {name}/{marker} or {marker}")
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+def _check_weights(folder: Path, subfolder: str | None) -> None:
+    """A one-line error when the UNet folder holds a config but no weights file (diffusers would log
+    two warnings, then name only the last file name it tried)."""
+    unet_dir = folder / subfolder if subfolder else folder
+    names = [p.name for p in unet_dir.iterdir() if p.is_file()]
+    if not any(n.startswith("diffusion_pytorch_model") and n.endswith(_WEIGHT_SUFFIXES) for n in names):
+        raise ModelLoadError(
+            f"model folder {folder} has no UNet weights: expected diffusion_pytorch_model.safetensors "
+            f"(or .bin) next to {unet_dir / 'config.json'}"
+        )
+
+
 def _unet_class(config: dict[str, Any]) -> type:
     import diffusers
 
@@ -75,6 +90,7 @@ def _load_from_folder(folder: Path, device: str | torch.device, dtype: torch.dty
 
     unet_sub = _subfolder_of(folder, "unet", "config.json")
     scheduler_sub = _subfolder_of(folder, "scheduler", "scheduler_config.json")
+    _check_weights(folder, unet_sub)
     try:
         unet_config = UNet2DModel.load_config(folder, subfolder=unet_sub)
         unet = _unet_class(unet_config).from_pretrained(folder, subfolder=unet_sub, torch_dtype=dtype, low_cpu_mem_usage=False)

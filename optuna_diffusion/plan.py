@@ -32,11 +32,11 @@ def _as_int(value: Any, what: str) -> int:
 def _as_name_sets(value: Iterable[Iterable[str]] | None, num_steps: int, what: str) -> tuple[frozenset[str], ...]:
     if value is None:
         return tuple(frozenset() for _ in range(num_steps))
-    if isinstance(value, (str, bytes)):
-        raise PlanError(f"{what} must be a list of block-name lists, one per step")
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise PlanError(f"{what} must be a list of block-name lists, one per step, got {value!r}")
     sets = []
     for step, names in enumerate(value):
-        if isinstance(names, (str, bytes)):
+        if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
             raise PlanError(f"{what} of step {step} must be a list of block names, got {names!r}")
         names = tuple(names)
         for name in names:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -98,21 +100,97 @@ def _save_tiny_model(folder, num_class_embeds):
     return str(folder)
 
 
-def _bad_inputs(tmp_path, storage):
-    unconditional = _save_tiny_model(tmp_path / "uncond", None)
-    guided = _write(tmp_path, "guided.toml", f'[model]\nsource = "{unconditional}"\n[sampling]\nguidance_scale = 3.0\n')
-    return {
-        "unknown study": (["optimize", "--study", "nope", "--storage", storage], "unknown study 'nope'"),
-        "malformed toml": (["optimize", "--config", _write(tmp_path, "bad.toml", "[model\nsource = 1\n"), "--storage", storage], "line 1"),
-        "unknown key": (["optimize", "--config", _write(tmp_path, "key.toml", "[sampling]\nsolver = 'ddim'\nsteps = 4\n"), "--storage", storage], "line 3: unknown key sampling.steps"),
-        "wrong type": (["optimize", "--config", _write(tmp_path, "type.toml", "[timesteps]\n\nk_min = 'four'\n"), "--storage", storage], "line 3: timesteps.k_min must be int"),
-        "missing model": (["optimize", "--study", "imagenet64", "--storage", storage], "--model"),
-        "guidance on unconditional": (["optimize", "--config", guided, "--storage", storage], "guidance_scale = 3.0 needs a class-conditional"),
-        "out of range plan": (["evaluate", _write(tmp_path, "plan.json", '{"timesteps": [1200, 3]}'), "--study", "digits"], "outside [0, 999]"),
-        "non-integer plan": (["evaluate", _write(tmp_path, "plan2.json", '{"timesteps": [900.5, 3]}'), "--study", "digits"], "must be an integer"),
-        "unreachable storage": (["optimize", "--study", "digits", "--storage", "postgresql+psycopg2://nobody:secret@127.0.0.1:1/none"], "cannot open storage"),
-        "impossible budget": (["optimize", "--config", _write(tmp_path, "budget.toml", '[model]\nsource = "digits"\n[sampling]\nnum_classes = 10\n[architecture]\nmacs_budget = 10\n'), "--storage", storage, "--stage", "architecture"], "below the cheapest possible plan"),
+WRONG_PASSWORD = "wrong-secret-pw"
+
+
+def _mysql_url_with_a_wrong_password() -> str:
+    """A MySQL/MariaDB URL whose password the server on 127.0.0.1:3306 rejects; skip the test without one.
+
+    PostgreSQL here trusts every local connection (any password works), so only MariaDB can reject one.
+    """
+    pymysql = pytest.importorskip("pymysql")
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", password=WRONG_PASSWORD, connect_timeout=5).close()
+    except pymysql.err.OperationalError as error:
+        if error.args and error.args[0] == 1045:  # ER_ACCESS_DENIED_ERROR: the server checked the password
+            return f"mysql+pymysql://root:{WRONG_PASSWORD}@127.0.0.1:3306/test"
+        pytest.skip(f"no MySQL/MariaDB server that checks passwords on 127.0.0.1:3306 ({error})")
+    pytest.skip("the MySQL/MariaDB server on 127.0.0.1:3306 accepted a wrong password for root")
+
+
+def _foreign_study_storage(tmp_path) -> str:
+    """A fresh SQLite storage holding 'digits-timesteps' made with plain Optuna, with two trials."""
+    storage = f"sqlite:///{tmp_path / 'foreign.db'}"
+    foreign = optuna.create_study(study_name="digits-timesteps", storage=storage)
+    foreign.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    return storage
+
+
+def _model_without_weights(tmp_path) -> str:
+    folder = Path(_save_tiny_model(tmp_path / "no-weights", 11))
+    for path in (folder / "unet").iterdir():
+        if path.name != "config.json":
+            path.unlink()
+    return str(folder)
+
+
+def _garbage_sqlite(tmp_path) -> str:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(np.random.default_rng(0).bytes(8192))
+    return f"sqlite:///{path}"
+
+
+def _bad_input(case: str, tmp_path, storage):
+    """(CLI arguments, part of the one-line error) of a bad-input case; its files are made in ``tmp_path``."""
+    w = functools.partial(_write, tmp_path)
+    cases = {
+        "unknown study": lambda: (["optimize", "--study", "nope", "--storage", storage], "unknown study 'nope'"),
+        "malformed toml": lambda: (["optimize", "--config", w("bad.toml", "[model\nsource = 1\n"), "--storage", storage], "line 1"),
+        "unknown key": lambda: (["optimize", "--config", w("key.toml", "[sampling]\nsolver = 'ddim'\nsteps = 4\n"), "--storage", storage], "line 3: unknown key sampling.steps"),
+        "wrong type": lambda: (["optimize", "--config", w("type.toml", "[timesteps]\n\nk_min = 'four'\n"), "--storage", storage], "line 3: timesteps.k_min must be int"),
+        "missing model": lambda: (["optimize", "--study", "imagenet64", "--storage", storage], "--model"),
+        "guidance on unconditional": lambda: (
+            ["optimize", "--config", w("guided.toml", f'[model]\nsource = "{_save_tiny_model(tmp_path / "uncond", None)}"\n[sampling]\nguidance_scale = 3.0\n'), "--storage", storage],
+            "guidance_scale = 3.0 needs a class-conditional",
+        ),
+        "out of range plan": lambda: (["evaluate", w("plan.json", '{"timesteps": [1200, 3]}'), "--study", "digits"], "outside [0, 999]"),
+        "non-integer plan": lambda: (["evaluate", w("plan2.json", '{"timesteps": [900.5, 3]}'), "--study", "digits"], "must be an integer"),
+        "NaN in plan": lambda: (["evaluate", w("nan.json", '{"timesteps": [NaN, 3]}'), "--study", "digits"], "must be an integer, got nan"),
+        "inf in plan": lambda: (["evaluate", w("inf.json", '{"plan": {"timesteps": [Infinity, 3]}}'), "--study", "digits"], "must be an integer, got inf"),
+        "unknown block in plan": lambda: (
+            ["evaluate", w("block.json", '{"timesteps": [900, 3], "skips": [["mid.nope"], []]}'), "--study", "digits"],
+            "unknown block 'mid.nope'",
+        ),
+        "model without weights": lambda: (
+            ["optimize", "--study", "digits", "--model", _model_without_weights(tmp_path), "--storage", storage, *FAST],
+            "has no UNet weights",
+        ),
+        "corrupted sqlite": lambda: (["optimize", "--study", "digits", "--storage", _garbage_sqlite(tmp_path), *FAST], "file is not a database"),
+        "study of another tool": lambda: (
+            ["optimize", "--study", "digits", "--storage", _foreign_study_storage(tmp_path), *FAST],
+            "'digits-timesteps' in this storage was not created by optuna-diffusion",
+        ),
+        "unreachable storage": lambda: (["optimize", "--study", "digits", "--storage", "postgresql+psycopg2://nobody:secret@127.0.0.1:1/none"], "cannot open storage"),
+        "wrong password": lambda: (["optimize", "--study", "digits", "--storage", _mysql_url_with_a_wrong_password(), *FAST], "Access denied"),
+        "impossible budget": lambda: (
+            ["optimize", "--config", w("budget.toml", '[model]\nsource = "digits"\n[sampling]\nnum_classes = 10\n[architecture]\nmacs_budget = 10\n'), "--storage", storage, "--stage", "architecture"],
+            "below the cheapest possible plan",
+        ),
     }
+    return cases[case]()
+
+
+def _stored_state(folder) -> dict:
+    """Every SQLite file under ``folder``: its studies' trials if Optuna can read it, else its bytes."""
+    state = {}
+    for path in sorted(folder.rglob("*.db")):
+        data = path.read_bytes()
+        if data.startswith(b"SQLite format 3\x00"):
+            url = f"sqlite:///{path}"
+            state[path.name] = {s.study_name: _values(url, s.study_name) for s in optuna.get_all_study_summaries(url)}
+        else:
+            state[path.name] = data
+    return state
 
 
 def test_an_absent_or_unknown_device_is_one_line(tmp_path):
@@ -126,21 +204,27 @@ def test_an_absent_or_unknown_device_is_one_line(tmp_path):
         assert result.exit_code == 2 and result.output.count("\n") == 1 and message in result.output, result.output
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["unknown study", "malformed toml", "unknown key", "wrong type", "missing model", "guidance on unconditional",
-     "out of range plan", "non-integer plan", "unreachable storage", "impossible budget"],
-)
-def test_bad_input_is_one_line_nonzero_and_leaves_the_study_alone(case, digits_run, tmp_path):
-    _, storage, _ = digits_run
-    args, message = _bad_inputs(tmp_path, storage)[case]
-    before = {name: _values(storage, name) for name in ("digits-timesteps", "digits-architecture")}
+BAD_INPUTS = [
+    "unknown study", "malformed toml", "unknown key", "wrong type", "missing model", "guidance on unconditional",
+    "out of range plan", "non-integer plan", "NaN in plan", "inf in plan", "unknown block in plan",
+    "model without weights", "corrupted sqlite", "study of another tool", "unreachable storage", "wrong password",
+    "impossible budget",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_nonzero_and_leaves_the_study_alone(case, digits_run, tmp_path, capfd):
+    folder, storage, _ = digits_run
+    args, message = _bad_input(case, tmp_path, storage)
+    before = _stored_state(folder), _stored_state(tmp_path)
+    capfd.readouterr()
     result = invoke(*args)
+    leaked = capfd.readouterr()  # what bypassed click's streams (library loggers, warnings) also reaches the user
     assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    lines = (result.output + leaked.out + leaked.err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "secret" not in result.output
-    assert {name: _values(storage, name) for name in before} == before
+    assert (_stored_state(folder), _stored_state(tmp_path)) == before
 
 
 def test_imagenet64_preset_runs_with_local_stand_ins(tmp_path):

@@ -142,3 +142,34 @@ def test_objective_works_under_a_stock_sampler_through_suggest_plan(evaluator):
 def test_arguments_are_checked_up_front(kwargs, name):
     with pytest.raises(ConfigError, match=name):
         PlanObjective(None, **{"num_samples": NUM_SAMPLES, **kwargs})  # type: ignore[arg-type]
+
+
+def test_a_plan_whose_samples_blow_up_is_an_infinitely_bad_trial_and_the_search_goes_on(evaluator, tmp_path):
+    """The UNet's output turns inf at t = 500 only, so exactly the plans through 500 fail, deterministically."""
+    poisoned = 500
+
+    def blow_up_at_the_poisoned_step(module, args, kwargs, output):
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        if int(torch.as_tensor(timestep).flatten()[0]) == poisoned:
+            output.sample.fill_(math.inf)
+
+    handle = evaluator.model.unet.register_forward_hook(blow_up_at_the_poisoned_step, with_kwargs=True)
+    try:
+        sampler = stage1_sampler(initial_plans=[(900, poisoned), (900, 300), (800, 400, 100)])
+        storage = f"sqlite:///{tmp_path / 'faults.db'}"  # inf must survive the storage round trip
+        study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler, storage=storage)
+        study.optimize(PlanObjective(evaluator, num_samples=NUM_SAMPLES), n_trials=6)  # 1.5 generations of 4
+    finally:
+        handle.remove()
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert plan_from_trial(trials[0]).timesteps == (900, poisoned)
+    for trial in trials:
+        fid, macs = trial.values
+        assert macs == evaluator.macs(plan_from_trial(trial))  # the cost is still known
+        if poisoned in trial.user_attrs["timesteps"]:
+            assert fid == math.inf and trial.user_attrs["failure"] == "samples became NaN or inf"
+        else:
+            assert math.isfinite(fid) and "failure" not in trial.user_attrs
+    assert sum(math.isfinite(t.values[0]) for t in trials[1:]) >= 3  # later trials, the next generation too
+    assert trials[0].number not in {t.number for t in study.best_trials}
