@@ -105,13 +105,15 @@ def optimize(
     reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits or an .npz with mu, sigma.")] = None,
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
+    heartbeat_interval: Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats (RDB storage); a trial silent for 3 is retried.")] = 30,
 ) -> None:
     """Search a study's time steps (stage 1), then its skipped and reused blocks (stage 2); rerun to resume."""
     from .runner import run_optimize
 
     if stage is not None and stage not in ("timesteps", "architecture"):
         raise typer.BadParameter("--stage must be timesteps or architecture")
-    for name, value in (("--n-trials", n_trials), ("--batch-size", batch_size), ("--timeout", timeout), ("--num-samples", num_samples)):
+    for name, value in (("--n-trials", n_trials), ("--batch-size", batch_size), ("--timeout", timeout),
+                        ("--num-samples", num_samples), ("--heartbeat-interval", heartbeat_interval)):
         if value is not None and value <= 0:
             raise typer.BadParameter(f"{name} must be positive")
     if num_samples == 1:
@@ -120,7 +122,7 @@ def optimize(
                   feature_weights=feature_weights, seed=seed, batch_size=batch_size, num_samples=num_samples)
     try:
         run_optimize(cfg, _storage_url(storage, cfg), stages=(stage,) if stage else ("timesteps", "architecture"),
-                     n_trials=n_trials, timeout=timeout, device=device, echo=typer.echo)
+                     n_trials=n_trials, timeout=timeout, device=device, heartbeat_interval=heartbeat_interval, echo=typer.echo)
     except KeyboardInterrupt:
         typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
         raise typer.Exit(code=130) from None

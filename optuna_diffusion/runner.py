@@ -9,6 +9,7 @@ from typing import Any, Callable
 import optuna
 
 from .baselines import BASELINES, baseline_plan
+from .budget import TrialBudget
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator
 from .objective import PlanObjective
@@ -79,7 +80,9 @@ def _sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> o
     )
 
 
-def _objective(stage: str, config: StudyConfig, evaluator: PlanEvaluator, preview: PreviewUploader) -> Callable[[optuna.Trial], Any]:
+def _objective(
+    stage: str, config: StudyConfig, evaluator: PlanEvaluator, preview: PreviewUploader, budget: TrialBudget
+) -> Callable[[optuna.Trial], Any]:
     if stage == "timesteps":
         objective = PlanObjective(evaluator, num_samples=config.timesteps.num_samples)
     else:
@@ -88,6 +91,8 @@ def _objective(stage: str, config: StudyConfig, evaluator: PlanEvaluator, previe
         )
 
     def with_preview(trial: optuna.Trial) -> Any:
+        if not budget.claim(trial):
+            budget.stop_trial(trial)
         values = objective(trial)
         preview(trial, plan_from_trial(trial))
         return values
@@ -103,11 +108,16 @@ def run_optimize(
     n_trials: int | None = None,
     timeout: float | None = None,
     device: str = "cpu",
+    heartbeat_interval: int = 30,
     echo: Echo = print,
 ) -> dict[str, optuna.Study]:
-    """Run (or resume) the chosen stages; each stage stops at its trial budget counted over all workers."""
+    """Run (or resume) the chosen stages; each stage stops at its trial budget counted over all workers.
+
+    On an RDB storage a trial whose worker died (no heartbeat for 3 x ``heartbeat_interval``
+    seconds) is failed and retried with the same plan by the next worker that starts a trial.
+    """
     check_device(device)
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval)
     evaluator = build_evaluator(config, device=device)
     budget = config.architecture.macs_budget
     if "architecture" in stages and budget is not None and budget < _cheapest_possible_macs(evaluator):
@@ -120,16 +130,22 @@ def run_optimize(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for stage in stages:
         study = open_study(config, stage, storage, _sampler_for(stage, config, evaluator))
-        total = n_trials or getattr(config, stage).n_trials
-        remaining = total - completed_trials(study)
-        echo(f"stage {stage}: study {study.study_name}, {total - remaining}/{total} trials done")
+        budget = TrialBudget(n_trials or getattr(config, stage).n_trials)
+        remaining = budget.total - completed_trials(study)
+        echo(f"stage {stage}: study {study.study_name}, {budget.total - remaining}/{budget.total} trials done")
         if remaining > 0:
             study.optimize(
-                _objective(stage, config, evaluator, preview),
+                _objective(stage, config, evaluator, preview, budget),
                 n_trials=remaining,
                 timeout=timeout,
-                callbacks=[optuna.study.MaxTrialsCallback(total, states=(optuna.trial.TrialState.COMPLETE,))],
+                callbacks=[optuna.study.MaxTrialsCallback(budget.total, states=(optuna.trial.TrialState.COMPLETE,))],
                 show_progress_bar=True,
+            )
+        complete, running = budget.counts(study)
+        if complete < budget.total and running:
+            echo(
+                f"{complete}/{budget.total} trials complete; {running} still running elsewhere. A crashed "
+                "worker's trial is retried once its heartbeat is stale: run this command again then."
             )
         echo(format_front(pareto_front(study)))
         echo(f"stored in {storage_url} as study {study.study_name!r}")

@@ -20,6 +20,8 @@ from ._trial_plan import NUM_STEPS_PARAM, stored_num_steps
 # Trials whose genome is not proposed again. FAIL is left out: a failure may be transient (memory,
 # a lost worker), and drawing its genome again is harmless.
 TAKEN_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED, TrialState.WAITING)
+# Set by Optuna's retry callbacks on the retry of a failed trial.
+RETRIED_FROM_KEY = "failed_trial"
 # Rounds of "write, then look for a concurrent worker that wrote the same genome".
 MAX_WRITE_ROUNDS = 3
 
@@ -137,6 +139,11 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         per-generation cache (``BaseGASampler``); the genome is re-drawn while another evaluated or
         running trial has it, also after writing, in case a concurrent worker wrote the same one.
         """
+        if self._is_unclaimed_retry(study, trial):
+            # A heartbeat retry (``RetryHeartbeatStaleTrialCallback``) copies the failed trial's
+            # system attributes: it evaluates the same genome, in the same generation.
+            self._random_sampler.before_trial(study, trial)
+            return
         try:
             self._prepare(study, trial)
         except ConfigError:
@@ -162,6 +169,13 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
             if genome not in taken:
                 break
         self._random_sampler.before_trial(study, trial)
+
+    def _is_unclaimed_retry(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Whether ``trial`` retries a failed trial whose genome no other trial has taken since."""
+        genome = self._stored_genome(trial)
+        if RETRIED_FROM_KEY not in trial.system_attrs or genome is None:
+            return False
+        return genome not in self._taken(study._storage.get_all_trials(study._study_id, deepcopy=False), trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
