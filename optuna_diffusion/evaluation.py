@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .fid import FIDMeter, ReferenceStats
 from .macs import MacsTable
 from .models import DiffusionModel
@@ -33,6 +35,8 @@ class Evaluation:
     num_samples: int
     seconds: float
     failure: str | None = None
+    images: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    """The first generated images in [-1, 1], when asked for (``keep_images``)."""
 
     @property
     def ok(self) -> bool:
@@ -71,18 +75,44 @@ class PlanEvaluator:
         """MACs to generate one image with ``plan`` (guidance doubles every evaluation)."""
         return self.macs_table.plan_macs(plan, guidance=self.settings.uses_guidance)
 
-    def evaluate(self, plan: Plan, num_samples: int) -> Evaluation:
-        """FID of ``num_samples`` images of ``plan`` and its MACs."""
+    def evaluate(self, plan: Plan, num_samples: int, *, keep_images: int = 0) -> Evaluation:
+        """FID of ``num_samples`` images of ``plan`` and its MACs; ``keep_images`` first images ride along."""
+        return list(self.evaluate_progressively(plan, [num_samples], keep_images=keep_images))[-1]
+
+    def evaluate_progressively(
+        self, plan: Plan, sample_counts: Sequence[int], *, keep_images: int = 0
+    ) -> Iterator[Evaluation]:
+        """FID of ``plan`` after each of the increasing ``sample_counts``, generating each sample once.
+
+        Sample i is the same whatever the counts: the counts are prefixes of one sample set of
+        ``sample_counts[-1]`` images. Stop iterating to stop generating (e.g. when a small-sample FID
+        already shows the plan is not worth the full count). A failure ends the iteration.
+        """
+        counts = list(sample_counts)
+        if not counts or any(b <= a for a, b in zip(counts, counts[1:])) or counts[0] < 2:
+            raise ConfigError(f"sample_counts must increase from at least 2, got {counts}")
         started = time.perf_counter()
         macs = self.macs(plan)
+        total = counts[-1]
+        kept: list[torch.Tensor] = []
         self.meter.reset()
-        for images in self.sampler.batches(plan, num_samples):
-            if not torch.isfinite(images).all():
-                return Evaluation(math.inf, macs, num_samples, time.perf_counter() - started, "samples became NaN or inf")
-            self.meter.update(images.clamp(-1, 1))
-        fid = self.meter.compute()
-        failure = None if math.isfinite(fid) else "FID is not finite"
-        return Evaluation(fid, macs, num_samples, time.perf_counter() - started, failure)
+        done = 0
+        for count in counts:
+            for images in self.sampler.batches(plan, total, start=done, stop=count):
+                if not torch.isfinite(images).all():
+                    yield Evaluation(math.inf, macs, count, time.perf_counter() - started, "samples became NaN or inf")
+                    return
+                images = images.clamp(-1, 1)
+                if sum(len(k) for k in kept) < keep_images:
+                    kept.append(images[: keep_images - sum(len(k) for k in kept)])
+                self.meter.update(images)
+            done = count
+            fid = self.meter.compute()
+            failure = None if math.isfinite(fid) else "FID is not finite"
+            first = torch.cat(kept) if kept else None
+            yield Evaluation(fid, macs, count, time.perf_counter() - started, failure, images=first)
+            if failure:
+                return
 
     def samples(self, plan: Plan, num_samples: int) -> torch.Tensor:
         """The first ``num_samples`` images of ``plan`` in [-1, 1] (for previews)."""

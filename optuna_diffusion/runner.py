@@ -12,10 +12,12 @@ from .baselines import BASELINES, baseline_plan
 from .budget import TrialBudget
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator
+from .fidelity import FidelityPolicy
 from .objective import PlanObjective
 from .plan import Plan
 from .samplers import ArchitectureSampler, TimestepSampler, plan_from_trial
 from .study import (
+    PREVIEW_SAMPLES,
     PreviewUploader,
     artifact_dir,
     build_evaluator,
@@ -83,21 +85,25 @@ def _sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> o
 def _objective(
     stage: str, config: StudyConfig, evaluator: PlanEvaluator, preview: PreviewUploader, budget: TrialBudget
 ) -> Callable[[optuna.Trial], Any]:
-    if stage == "timesteps":
-        objective = PlanObjective(evaluator, num_samples=config.timesteps.num_samples)
-    else:
-        objective = PlanObjective(
-            evaluator, num_samples=config.architecture.num_samples, macs_budget=config.architecture.macs_budget
-        )
+    settings = getattr(config, stage)
+    population = _population_split(settings.population_size)
+    low_samples = config.low_fidelity_samples(stage)
+    fidelity = None if low_samples is None else FidelityPolicy(low_samples=low_samples, keep=population["num_parents"])
+    objective = PlanObjective(
+        evaluator,
+        num_samples=settings.num_samples,
+        macs_budget=getattr(settings, "macs_budget", None),
+        fidelity=fidelity,
+        keep_images=PREVIEW_SAMPLES,
+        after_evaluation=preview,
+    )
 
-    def with_preview(trial: optuna.Trial) -> Any:
+    def within_budget(trial: optuna.Trial) -> Any:
         if not budget.claim(trial):
             budget.stop_trial(trial)
-        values = objective(trial)
-        preview(trial, plan_from_trial(trial))
-        return values
+        return objective(trial)
 
-    return with_preview
+    return within_budget
 
 
 def run_optimize(
@@ -125,7 +131,7 @@ def run_optimize(
             f"architecture.macs_budget = {budget:g} MACs is below the cheapest possible plan "
             f"({_cheapest_possible_macs(evaluator):g} MACs: one step with every skippable block skipped)"
         )
-    preview = PreviewUploader(evaluator, artifact_dir(storage_url, config))
+    preview = PreviewUploader(artifact_dir(storage_url, config))
     studies = {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for stage in stages:

@@ -191,12 +191,13 @@ class PlanSampler:
         # Stands for the model, settings and text in cache keys; never equal to another sampler's.
         self._cache_scope = object()
 
-    def batches(self, plan: Plan, num_samples: int, *, start: int = 0) -> Iterator[torch.Tensor]:
-        """Yield images of ``plan`` in [-1, 1] (unclipped), batch by batch, for samples ``start..num_samples-1``.
+    def batches(self, plan: Plan, num_samples: int, *, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
+        """Yield images of ``plan`` in [-1, 1] (unclipped), batch by batch, for samples ``start..stop-1``.
 
-        Batches begin at ``start`` and step by ``batch_size``. Noise, class labels (drawn for all
-        ``num_samples``) and the DDPM generator follow absolute sample indices, so with ``start`` a
-        multiple of ``batch_size`` these batches are exactly the later batches of the run from 0.
+        ``stop`` defaults to ``num_samples``, the size of the whole sample set. Batches begin at
+        ``start`` and step by ``batch_size``. Noise, class labels (drawn for all ``num_samples``)
+        and the DDPM generator follow absolute sample indices, so with ``start`` a multiple of
+        ``batch_size`` these batches are exactly the later batches of the run from 0.
         """
         if plan.num_train_timesteps != self.schedule.num_train_timesteps:
             raise ConfigError(
@@ -204,22 +205,25 @@ class PlanSampler:
             )
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= num_samples:
             raise ConfigError(f"start must be an integer in [0, num_samples = {num_samples}], got {start!r}")
+        stop = num_samples if stop is None else stop
+        if isinstance(stop, bool) or not isinstance(stop, int) or not start <= stop <= num_samples:
+            raise ConfigError(f"stop must be an integer in [start = {start}, num_samples = {num_samples}], got {stop!r}")
         settings = self.settings
         labels = class_labels(settings.seed, num_samples, settings.num_classes) if settings.num_classes else None
         self.switch.follow(plan)
         try:
             with torch.inference_mode():
-                for first in range(start, num_samples, settings.batch_size):
-                    stop = min(first + settings.batch_size, num_samples)
-                    x = initial_noise(settings.seed, first, stop, self.model.sample_shape).to(self.model.device)
-                    batch_labels = labels[first:stop].to(self.model.device) if labels is not None else None
+                for first in range(start, stop, settings.batch_size):
+                    last = min(first + settings.batch_size, stop)
+                    x = initial_noise(settings.seed, first, last, self.model.sample_shape).to(self.model.device)
+                    batch_labels = labels[first:last].to(self.model.device) if labels is not None else None
                     denoise = self._counted(make_denoiser(self.model, self.schedule, settings, batch_labels, self.text))
                     generator = torch.Generator().manual_seed(settings.seed * 7 + first)
                     if self.prefix_cache is None:
                         yield self.solver(denoise, x, plan.timesteps, self.schedule, generator)
                     else:
                         # Labels are drawn for the whole set, so a batch's labels depend on num_samples.
-                        batch = (first, stop, num_samples if labels is not None else None)
+                        batch = (first, last, num_samples if labels is not None else None)
                         yield self._solve_with_cache(plan, denoise, x, generator, batch)
         finally:
             self.switch.unfollow()

@@ -19,7 +19,7 @@ import optuna
 import torch
 
 from .errors import ConfigError, OptunaDiffusionError, first_line
-from .evaluation import PlanEvaluator, default_cache_dir
+from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
 from .plan import Plan
 from .preview import save_image_grid
 from .study_config import StudyConfig
@@ -104,7 +104,8 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluato
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
     else:
         reference = load_reference_npz(config.reference)
-    return PlanEvaluator(model, config.sampling, extractor.to(device), reference)
+    cache_bytes = int(config.prefix_cache_mb * 2**20)
+    return PlanEvaluator(model, config.sampling, extractor.to(device), reference, prefix_cache=cache_bytes)
 
 
 def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseStorage, sampler: Any = None) -> optuna.Study:
@@ -135,20 +136,23 @@ def stored_config(study: optuna.Study) -> StudyConfig:
 
 
 class PreviewUploader:
-    """Uploads a PNG grid of a trial's first samples as an Optuna artifact (shown by optuna-dashboard)."""
+    """Uploads a PNG grid of a trial's first samples as an Optuna artifact (shown by optuna-dashboard).
 
-    def __init__(self, evaluator: PlanEvaluator, directory: Path) -> None:
+    Use it as a :class:`~optuna_diffusion.objective.PlanObjective`'s ``after_evaluation`` with
+    ``keep_images=PREVIEW_SAMPLES``: the images are those the FID was computed from.
+    """
+
+    def __init__(self, directory: Path) -> None:
         from optuna.artifacts import FileSystemArtifactStore
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.evaluator = evaluator
         self.store = FileSystemArtifactStore(str(directory))
 
-    def __call__(self, trial: optuna.Trial, plan: Plan) -> None:
+    def __call__(self, trial: optuna.Trial, plan: Plan, evaluation: Evaluation) -> None:
         from optuna.artifacts import upload_artifact
 
-        images = self.evaluator.samples(plan, PREVIEW_SAMPLES)
-        if not torch.isfinite(images).all():
+        images = evaluation.images
+        if images is None or not torch.isfinite(images).all():
             return
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"trial-{trial.number}-samples.png"

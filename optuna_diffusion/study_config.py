@@ -7,6 +7,7 @@ Every mistake is one line that names the file, the key and, where it can, the li
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class TimestepStage:
     n_trials: int = 200
     num_samples: int = 500
     population_size: int = 20
+    low_fidelity_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ArchitectureStage:
     num_samples: int = 500
     population_size: int = 20
     macs_budget: float | None = None
+    low_fidelity_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class StudyConfig:
     feature_weights: str | None = None
     timesteps: TimestepStage = field(default_factory=TimestepStage)
     architecture: ArchitectureStage = field(default_factory=ArchitectureStage)
+    prefix_cache_mb: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -69,6 +73,12 @@ class StudyConfig:
                 "architecture": ArchitectureStage(**data["architecture"]),
             }
         )
+
+    def low_fidelity_samples(self, stage: str) -> int | None:
+        """Samples of a candidate's first look in ``stage``; None when every candidate gets the full count."""
+        settings = getattr(self, stage)
+        low = round(settings.low_fidelity_fraction * settings.num_samples)
+        return low if 2 <= low < settings.num_samples else None
 
     def stage_study_name(self, stage: str) -> str:
         """Name of the Optuna study of ``stage`` ("timesteps" or "architecture")."""
@@ -85,10 +95,15 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "clip_x0": bool,
         "seed": int,
         "batch_size": int,
+        "prefix_cache_mb": (int, float),
     },
     "fid": {"features": str, "reference": str, "feature_weights": str},
-    "timesteps": {"k_min": int, "k_max": int, "n_trials": int, "num_samples": int, "population_size": int},
-    "architecture": {"n_trials": int, "num_samples": int, "population_size": int, "macs_budget": (int, float)},
+    "timesteps": {
+        "k_min": int, "k_max": int, "n_trials": int, "num_samples": int, "population_size": int, "low_fidelity_fraction": (int, float),
+    },
+    "architecture": {
+        "n_trials": int, "num_samples": int, "population_size": int, "macs_budget": (int, float), "low_fidelity_fraction": (int, float),
+    },
 }
 _POSITIVE = {"batch_size", "k_min", "k_max", "n_trials", "num_samples", "population_size", "macs_budget"}
 
@@ -136,6 +151,8 @@ def _check_types(data: dict[str, Any], origin: str, text: str) -> None:
             if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
                 names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
                 raise ConfigError(f"{where}: {section}.{key} must be {names}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{where}: {section}.{key} must be a finite number, got {value!r}")
             if key in _POSITIVE and value <= 0:
                 raise ConfigError(f"{where}: {section}.{key} must be positive, got {value!r}")
 
@@ -152,10 +169,20 @@ def parse_study_config(text: str, *, name: str, origin: str) -> StudyConfig:
     if timesteps.k_min > timesteps.k_max:
         where = _where(origin, text, "timesteps", "k_max")
         raise ConfigError(f"{where}: timesteps.k_max ({timesteps.k_max}) is below k_min ({timesteps.k_min})")
+    for stage in ("timesteps", "architecture"):
+        fraction = data.get(stage, {}).get("low_fidelity_fraction", 0)
+        if not 0 <= fraction < 1:
+            where = _where(origin, text, stage, "low_fidelity_fraction")
+            raise ConfigError(f"{where}: {stage}.low_fidelity_fraction must be in [0, 1) (0: off), got {fraction}")
+    sampling = dict(data.get("sampling", {}))
+    prefix_cache_mb = sampling.pop("prefix_cache_mb", 0.0)
+    if prefix_cache_mb < 0:
+        raise ConfigError(f"{_where(origin, text, 'sampling', 'prefix_cache_mb')}: sampling.prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
     return StudyConfig(
         name=name,
         model=data.get("model", {}).get("source", ""),
-        sampling=SamplingSettings(**data.get("sampling", {})),
+        sampling=SamplingSettings(**sampling),
+        prefix_cache_mb=float(prefix_cache_mb),
         features=fid.get("features", "digits"),
         reference=fid.get("reference", "digits"),
         feature_weights=fid.get("feature_weights"),
@@ -174,7 +201,11 @@ def load_study_config(study: str | None = None, *, config: str | Path | None = N
         path = Path(config)
         if not path.is_file():
             raise ConfigError(f"study file {path} does not exist")
-        return parse_study_config(path.read_text(), name=study or path.stem, origin=str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+        return parse_study_config(text, name=study or path.stem, origin=str(path))
     if study is None:
         raise ConfigError("name a study preset (--study) or a study file (--config)")
     preset = _presets_dir() / f"{study}.toml"
