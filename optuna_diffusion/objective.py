@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
 from .errors import ConfigError, PlanError
-from .evaluation import PlanEvaluator
+from .evaluation import Evaluation, PlanEvaluator
+from .fidelity import BOUND_USER_ATTR, ESTIMATE_USER_ATTR, LOW_FID_USER_ATTR, FidelityPolicy, decide
 from .plan import Plan
+from .samplers._selection import FIDELITY_USER_ATTR, LOW_FIDELITY
 from .samplers._trial_plan import PLAN_KEY, TIMESTEPS_KEY, _system_attrs, plan_from_trial, suggest_plan
 
 OBJECTIVES = ("fid", "macs")
@@ -31,7 +35,10 @@ class PlanObjective:
     Each trial records the user attributes ``"timesteps"``, ``"skips"``, ``"reuses"``, ``"macs"``,
     ``"num_samples"``, ``"seconds"`` and, when the evaluation failed (samples turned NaN),
     ``"failure"`` with the reason. A failed plan scores FID ``inf`` -- never NaN -- so the trial
-    completes as a very bad one and the search goes on.
+    completes as a very bad one and the search goes on. With ``fidelity``, every trial also records
+    ``"fidelity"`` (``"full"`` or ``"low"``) and ``"fid_low"``, the FID of its first
+    ``fidelity.low_samples`` images; a trial stopped there returns its estimated full-size FID,
+    ``"fid_estimate"``, and records the optimistic estimate it was judged by, ``"fid_optimistic"``.
 
     With ``macs_budget``, the constraint ``macs - macs_budget`` (feasible when <= 0) is set with
     ``trial.set_constraint("macs", ...)``, which Optuna's samplers and ``study.best_trials`` read,
@@ -53,6 +60,10 @@ class PlanObjective:
             objectives), ``("fid",)`` (one value), ...
         k_min: fewest time steps, for samplers that do not choose plans (``suggest_plan``).
         k_max: most time steps there; default ``k_min``.
+        fidelity: score on a small sample first and go on to ``num_samples`` only for plans that
+            could still matter (:mod:`optuna_diffusion.fidelity`); None: always the full count.
+        keep_images: how many first images the evaluation passed to ``after_evaluation`` keeps.
+        after_evaluation: called with the trial, its plan and its Evaluation (e.g. to upload a preview).
     """
 
     def __init__(
@@ -64,6 +75,9 @@ class PlanObjective:
         objectives: tuple[str, ...] = OBJECTIVES,
         k_min: int | None = None,
         k_max: int | None = None,
+        fidelity: FidelityPolicy | None = None,
+        keep_images: int = 0,
+        after_evaluation: Callable[[optuna.trial.BaseTrial, Plan, Evaluation], None] | None = None,
     ) -> None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
             raise ConfigError(f"`num_samples` must be an integer >= 2, got {num_samples!r}")
@@ -81,8 +95,17 @@ class PlanObjective:
         self.num_samples = num_samples
         self.macs_budget = macs_budget
         self.objectives = tuple(objectives)
+        if fidelity is not None and not isinstance(fidelity, FidelityPolicy):
+            raise ConfigError(f"`fidelity` must be a FidelityPolicy or None, got {fidelity!r}")
+        if fidelity is not None and not fidelity.low_samples < num_samples:
+            raise ConfigError(f"`fidelity.low_samples` ({fidelity.low_samples}) must be below num_samples ({num_samples})")
+        if fidelity is not None and "fid" not in objectives:
+            raise ConfigError("`fidelity` needs FID among the objectives")
         self.k_min = k_min
         self.k_max = k_max
+        self.fidelity = fidelity
+        self.keep_images = keep_images
+        self.after_evaluation = after_evaluation
 
     def plan(self, trial: optuna.trial.BaseTrial) -> Plan:
         """The trial's plan: the sampler's, else one suggested within ``[k_min, k_max]`` steps."""
@@ -100,19 +123,56 @@ class PlanObjective:
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, ...]:
         """Evaluate the trial's plan and return the chosen objectives (FID ``inf`` on failure)."""
         plan = self.plan(trial)
-        result = self.evaluator.evaluate(plan, self.num_samples)
+        result, fidelity = self._evaluate(trial, plan)
         trial.set_user_attr("macs", int(result.macs))
         trial.set_user_attr("num_samples", int(result.num_samples))
         trial.set_user_attr("seconds", float(result.seconds))
+        if self.fidelity is not None:
+            trial.set_user_attr(FIDELITY_USER_ATTR, fidelity)
         fid = float(result.fid)
         if not result.ok or not math.isfinite(fid):
             trial.set_user_attr("failure", result.failure or f"FID is {fid}")
             fid = math.inf
         if self.macs_budget is not None:
             self._set_macs_constraint(trial, float(result.macs) - float(self.macs_budget))
+        if self.after_evaluation is not None:
+            self.after_evaluation(trial, plan, result)
         values: dict[str, float] = {"fid": fid, "macs": float(result.macs)}
         chosen = tuple(values[name] for name in self.objectives)
         return chosen[0] if len(chosen) == 1 else chosen
+
+    def _evaluate(self, trial: optuna.trial.BaseTrial, plan: Plan) -> tuple[Evaluation, str]:
+        """The plan's evaluation and its fidelity: ``"full"``, or ``"low"`` when it stopped early."""
+        policy = self.fidelity
+        study = getattr(trial, "study", None)
+        if policy is None or study is None:
+            return self.evaluator.evaluate(plan, self.num_samples, keep_images=self.keep_images), "full"
+        steps = self.evaluator.evaluate_progressively(
+            plan, [policy.low_samples, self.num_samples], keep_images=self.keep_images
+        )
+        try:
+            low = next(steps)
+            if not low.ok:
+                return low, LOW_FIDELITY
+            trial.set_user_attr(LOW_FID_USER_ATTR, float(low.fid))
+            complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            macs = float(low.macs) if "macs" in self.objectives else None
+            decision = decide(
+                policy, complete, fid_low=low.fid, macs=macs, fid_of=self._stored_fid, macs_budget=self.macs_budget
+            )
+            if decision.promote:
+                return next(steps), "full"
+        finally:
+            steps.close()
+        trial.set_user_attr(ESTIMATE_USER_ATTR, decision.estimate)
+        trial.set_user_attr(BOUND_USER_ATTR, decision.optimistic)
+        return dataclasses.replace(low, fid=decision.estimate), LOW_FIDELITY
+
+    def _stored_fid(self, trial: optuna.trial.FrozenTrial) -> float:
+        """A complete trial's FID as this objective returned it."""
+        values = trial.values or []
+        index = self.objectives.index("fid")
+        return float(values[index]) if len(values) > index else math.inf
 
     @staticmethod
     def _set_macs_constraint(trial: Any, violation: float) -> None:

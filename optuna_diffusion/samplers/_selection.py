@@ -10,6 +10,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ConfigError
 
+FIDELITY_USER_ATTR = "fidelity"
+"""User attribute: ``"full"``, or ``"low"`` for a trial whose FID is a small-sample estimate."""
+LOW_FIDELITY = "low"
+
 
 class ParentSelection:
     """The ``num_parents`` best complete trials by non-dominated rank, then crowding distance.
@@ -20,6 +24,10 @@ class ParentSelection:
     by total violation. With one objective -- or two where one never differs, as MACs at a fixed K
     -- this is the ordering by FID that AutoDiffusion uses.
 
+    Trials whose FID is a small-sample estimate (user attribute ``"fidelity": "low"``, see
+    :mod:`optuna_diffusion.fidelity`) come after every full-size trial; they are parents only when
+    there are too few full-size trials.
+
     Args:
         num_parents: how many parents to keep (at least 2).
     """
@@ -27,6 +35,7 @@ class ParentSelection:
     def __init__(self, *, num_parents: int) -> None:
         if isinstance(num_parents, bool) or not isinstance(num_parents, int) or num_parents < 2:
             raise ConfigError(f"`num_parents` must be an integer >= 2, got {num_parents!r}")
+        self._num_parents = num_parents
         self._elite = NSGAIIElitePopulationSelectionStrategy(population_size=num_parents)
 
     def __call__(self, study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -40,4 +49,10 @@ class ParentSelection:
             The parents, best first within each front.
         """
         complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
-        return self._elite(study, complete)
+        full = [trial for trial in complete if trial.user_attrs.get(FIDELITY_USER_ATTR) != LOW_FIDELITY]
+        parents = self._elite(study, full)
+        missing = self._num_parents - len(parents)
+        if missing > 0:
+            low = [trial for trial in complete if trial.user_attrs.get(FIDELITY_USER_ATTR) == LOW_FIDELITY]
+            parents += self._elite(study, low)[:missing]
+        return parents

@@ -1,0 +1,123 @@
+"""Multi-fidelity FID: score a candidate on a few samples first, finish only those that could matter.
+
+FID from n samples is biased upwards by roughly a constant over plans (the finite-sample term) and
+scatters around that. Every promoted candidate is scored at both sizes -- the small sample is the
+first part of the full one -- so the study itself measures the shift ``full - low`` and its spread.
+A candidate stops at the small sample when even its optimistic full-size estimate,
+``low + mean shift - margin_sigmas * spread``, is matched or beaten by ``keep`` full-size trials
+that cost no more MACs: it could enter neither the Pareto front nor the ``keep`` best parents.
+
+Such a trial is stored COMPLETE with user attribute ``"fidelity": "low"`` and its central estimate
+``low + mean shift`` as its FID, which the ``keep`` trials dominate: it never reaches
+``study.best_trials``, and parent selection ranks it after every full-size trial.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial
+
+from .errors import ConfigError
+from .samplers._selection import FIDELITY_USER_ATTR, LOW_FIDELITY
+
+LOW_FID_USER_ATTR = "fid_low"
+"""User attribute: the FID of the first ``low_samples`` samples."""
+ESTIMATE_USER_ATTR = "fid_estimate"
+"""User attribute of a trial stopped at the small sample: its estimated full-size FID (its value)."""
+BOUND_USER_ATTR = "fid_optimistic"
+"""User attribute of a trial stopped at the small sample: the optimistic estimate it was judged by."""
+
+
+@dataclass(frozen=True)
+class FidelityPolicy:
+    """When a candidate scored on ``low_samples`` samples goes on to the full count.
+
+    Args:
+        low_samples: samples of the first look (e.g. a quarter of the full count).
+        keep: stop a candidate when this many full-size trials with no more MACs have an FID at
+            or below its optimistic estimate (use the sampler's ``num_parents``).
+        margin_sigmas: how many measured standard deviations of ``full - low`` the optimistic
+            estimate subtracts.
+        min_pairs: full-size trials (each with its small-sample FID) needed before anything is
+            stopped early; until then every candidate gets the full count.
+    """
+
+    low_samples: int
+    keep: int = 4
+    margin_sigmas: float = 2.0
+    min_pairs: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("low_samples", "keep", "min_pairs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ConfigError(f"`{name}` must be an integer >= 2, got {value!r}")
+        margin = self.margin_sigmas
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
+            raise ConfigError(f"`margin_sigmas` must be a number >= 0, got {margin!r}")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured ``full - low`` FID differences of the study's full-size trials."""
+
+    shift: float
+    spread: float
+    pairs: int
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[tuple[float, float]]) -> "Calibration | None":
+        """From ``(low, full)`` FID pairs; None with fewer than 2."""
+        differences = [full - low for low, full in pairs if math.isfinite(low) and math.isfinite(full)]
+        if len(differences) < 2:
+            return None
+        return cls(statistics.fmean(differences), statistics.stdev(differences), len(differences))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a candidate gets the full sample count, and its estimate if it does not."""
+
+    promote: bool
+    estimate: float | None = None
+    optimistic: float | None = None
+
+
+def is_low_fidelity(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get(FIDELITY_USER_ATTR) == LOW_FIDELITY
+
+
+def decide(
+    policy: FidelityPolicy,
+    trials: Sequence[FrozenTrial],
+    *,
+    fid_low: float,
+    macs: float | None,
+    fid_of: Callable[[FrozenTrial], float],
+    macs_budget: float | None = None,
+) -> Decision:
+    """Decide on a candidate with small-sample FID ``fid_low`` costing ``macs`` (None: MACs not compared).
+
+    ``trials`` are the study's complete trials; ``fid_of`` reads a trial's full-size FID.
+    """
+    full = [t for t in trials if not is_low_fidelity(t) and math.isfinite(fid_of(t))]
+    pairs = [(t.user_attrs[LOW_FID_USER_ATTR], fid_of(t)) for t in full if LOW_FID_USER_ATTR in t.user_attrs]
+    calibration = Calibration.from_pairs(pairs)
+    if calibration is None or calibration.pairs < policy.min_pairs or not math.isfinite(fid_low):
+        return Decision(promote=True)
+    estimate = fid_low + calibration.shift
+    optimistic = estimate - policy.margin_sigmas * calibration.spread
+
+    def no_dearer(trial: FrozenTrial) -> bool:
+        trial_macs = trial.user_attrs.get("macs", math.inf)
+        affordable = macs_budget is None or trial_macs <= macs_budget
+        return affordable and (macs is None or trial_macs <= macs)
+
+    as_good = sum(1 for t in full if no_dearer(t) and fid_of(t) <= optimistic)
+    if as_good < policy.keep:
+        return Decision(promote=True)
+    return Decision(promote=False, estimate=estimate, optimistic=optimistic)

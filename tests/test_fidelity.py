@@ -1,0 +1,130 @@
+"""Multi-fidelity FID: the promotion rule, parent selection, and a real search that stops losers early."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState, create_trial
+
+from optuna_diffusion.errors import ConfigError
+from optuna_diffusion.evaluation import PlanEvaluator
+from optuna_diffusion.fid import reference_stats
+from optuna_diffusion.fidelity import Calibration, FidelityPolicy, decide
+from optuna_diffusion.objective import PlanObjective
+from optuna_diffusion.plan import Plan
+from optuna_diffusion.sampling import SamplingSettings
+from optuna_diffusion.samplers import TimestepSampler
+from optuna_diffusion.samplers._selection import ParentSelection
+from optuna_diffusion.zoo.data import load_digits_images
+from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def stored(fid: float, macs: float, *, fid_low: float | None = None, fidelity: str = "full"):
+    user_attrs = {"macs": macs, "fidelity": fidelity}
+    if fid_low is not None:
+        user_attrs["fid_low"] = fid_low
+    return create_trial(values=[fid, macs], user_attrs=user_attrs)
+
+
+def first_value(trial) -> float:
+    return trial.values[0]
+
+
+# Ten full-size trials whose small-sample FID was 2.0 above, give or take 0.1.
+CALIBRATED = [stored(10.0 + i, 100.0, fid_low=12.0 + i + (0.1 if i % 2 else -0.1)) for i in range(10)]
+
+
+def test_every_candidate_gets_the_full_count_until_the_shift_is_measured():
+    policy = FidelityPolicy(low_samples=8, keep=2, min_pairs=10)
+    decision = decide(policy, CALIBRATED[:9], fid_low=1e6, macs=100.0, fid_of=first_value)
+    assert decision.promote
+
+
+def test_a_candidate_that_cannot_reach_the_best_parents_stops_with_its_estimate():
+    policy = FidelityPolicy(low_samples=8, keep=2, margin_sigmas=2.0, min_pairs=10)
+    calibration = Calibration.from_pairs([(t.user_attrs["fid_low"], t.values[0]) for t in CALIBRATED])
+    assert calibration.shift == pytest.approx(-2.0) and calibration.spread == pytest.approx(0.1054, abs=1e-3)
+
+    # Optimistic estimate 14.0 - 2.0 - 0.21 = 11.79: only trials 10 and 11 are as good -> keep = 2 reached.
+    stopped = decide(policy, CALIBRATED, fid_low=14.0, macs=100.0, fid_of=first_value)
+    assert not stopped.promote and stopped.estimate == pytest.approx(12.0)
+    assert stopped.optimistic == pytest.approx(12.0 - 2 * calibration.spread)
+    # Within the margin of the second best: it might still be a parent.
+    assert decide(policy, CALIBRATED, fid_low=13.1, macs=100.0, fid_of=first_value).promote
+    # Cheaper than every full-size trial: it could enter the Pareto front, whatever its FID.
+    assert decide(policy, CALIBRATED, fid_low=50.0, macs=50.0, fid_of=first_value).promote
+    # MACs not compared (FID-only objective): it is judged by FID alone.
+    assert not decide(policy, CALIBRATED, fid_low=50.0, macs=None, fid_of=first_value).promote
+    # Trials over the MACs budget do not count.
+    assert decide(policy, CALIBRATED, fid_low=14.0, macs=100.0, fid_of=first_value, macs_budget=99.0).promote
+
+
+def test_small_sample_estimates_are_ranked_after_every_full_size_trial():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    full = [stored(10.0 + i, 100.0) for i in range(3)]
+    low = stored(1.0, 1.0, fidelity="low")  # would dominate everything if taken at face value
+    for trial in (*full, low):
+        study.add_trial(trial)
+    trials = study.get_trials()
+    parents = ParentSelection(num_parents=2)(study, trials)
+    assert [p.values[0] for p in parents] == [10.0, 11.0]
+    with_too_few_full = ParentSelection(num_parents=2)(study, [trials[0], trials[3]])
+    assert [p.values[0] for p in with_too_few_full] == [10.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"low_samples": 1}, "low_samples"), ({"low_samples": 8, "keep": 0}, "keep"), ({"low_samples": 8, "margin_sigmas": -1}, "margin")],
+)
+def test_policy_arguments_are_checked(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        FidelityPolicy(**kwargs)
+
+
+@pytest.fixture
+def evaluator(tiny_model):
+    torch.manual_seed(0)
+    extractor = DigitsFeatureNet().eval()
+    images, _ = load_digits_images()
+    settings = SamplingSettings(num_classes=10, batch_size=16)
+    evaluator = PlanEvaluator(tiny_model, settings, extractor, reference_stats(images, extractor))
+    yield evaluator
+    evaluator.close()
+
+
+def test_progressive_evaluation_continues_the_same_sample_set(evaluator):
+    plan = Plan((900, 500, 100))
+    low, full = evaluator.evaluate_progressively(plan, [16, 48])
+    assert (low.num_samples, full.num_samples) == (16, 48)
+    assert full.fid == pytest.approx(evaluator.evaluate(plan, 48).fid, rel=1e-9)
+    with pytest.raises(ConfigError, match="increase"):
+        list(evaluator.evaluate_progressively(plan, [48, 16]))
+
+
+def test_a_search_stops_hopeless_candidates_at_the_small_sample(evaluator):
+    policy = FidelityPolicy(low_samples=16, keep=2, min_pairs=4)
+    sampler = TimestepSampler(k_min=2, k_max=3, population_size=6, num_parents=2, num_mutants=3, num_crossovers=2, seed=0)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    study.optimize(PlanObjective(evaluator, num_samples=48, fidelity=policy), n_trials=16)
+
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    full = [t for t in trials if t.user_attrs["fidelity"] == "full"]
+    low = [t for t in trials if t.user_attrs["fidelity"] == "low"]
+    assert len(full) >= policy.min_pairs and low, "some candidates stop early once the shift is measured"
+    assert all(t.user_attrs["num_samples"] == 48 and "fid_low" in t.user_attrs for t in full)
+    for trial in low:
+        assert trial.user_attrs["num_samples"] == 16
+        assert trial.values[0] == pytest.approx(trial.user_attrs["fid_estimate"])
+        assert trial.user_attrs["fid_optimistic"] <= trial.user_attrs["fid_estimate"]
+    # A full-size trial's FID is the FID of all its samples: the same as evaluating the plan outright.
+    from optuna_diffusion.samplers import plan_from_trial
+
+    assert full[-1].values[0] == pytest.approx(evaluator.evaluate(plan_from_trial(full[-1]), 48).fid, rel=1e-9)
+    # An early-stopped estimate is dominated by full-size trials: never on the front.
+    assert all(t.user_attrs["fidelity"] == "full" for t in study.best_trials)
+    assert all(math.isfinite(t.values[0]) for t in trials)
