@@ -1,0 +1,121 @@
+"""Soak test: several workers run the digits study's stage 1 against one PostgreSQL database.
+
+Prints trials per hour, the time spent in storage calls per trial (target: < 2% of trial time) and
+checks that nothing was lost: exactly the budget of complete trials, no failed or running ones left,
+no plan evaluated twice.
+
+Run: python benchmarks/soak.py [--workers 3] [--trials-per-worker 100] [--storage URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+
+POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+# The storage API that trials call; record_heartbeat runs in a background thread and is not counted.
+STORAGE_METHODS = [name for name in vars(optuna.storages.BaseStorage) if not name.startswith("_") and name != "record_heartbeat"]
+
+
+def time_storage_calls(storage: optuna.storages.BaseStorage, totals: dict[str, float]) -> optuna.storages.BaseStorage:
+    """Wrap ``storage``'s API methods so that main-thread time spent in them adds up in ``totals``."""
+    main = threading.main_thread()
+
+    def timed(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            if threading.current_thread() is not main:
+                return method(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                totals["seconds"] += time.perf_counter() - started
+                totals["calls"] += 1
+
+        return wrapper
+
+    for name in STORAGE_METHODS:
+        if callable(getattr(storage, name, None)):
+            setattr(storage, name, timed(getattr(storage, name)))
+    return storage
+
+
+def worker(name: str, storage_url: str, budget: int, out: Path) -> None:
+    from optuna_diffusion import runner
+    from optuna_diffusion.study import open_storage
+    from optuna_diffusion.study_config import load_study_config
+
+    totals = {"seconds": 0.0, "calls": 0}
+    runner.open_storage = lambda url, **kwargs: time_storage_calls(open_storage(url, **kwargs), totals)
+    config = load_study_config("digits")
+    config = dataclasses.replace(config, name=name, timesteps=dataclasses.replace(config.timesteps, n_trials=budget))
+    started = time.perf_counter()
+    studies = runner.run_optimize(config, storage_url, stages=("timesteps",), echo=lambda line: None)
+    seconds = time.perf_counter() - started
+    mine = [t for t in studies["timesteps"].trials if t.state == optuna.trial.TrialState.COMPLETE]
+    out.write_text(json.dumps({"seconds": seconds, "storage_seconds": totals["seconds"], "storage_calls": totals["calls"],
+                               "trial_seconds": sum(t.duration.total_seconds() for t in mine)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--trials-per-worker", type=int, default=100)
+    parser.add_argument("--storage", default=POSTGRES)
+    parser.add_argument("--worker", nargs=3, metavar=("NAME", "BUDGET", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        name, budget, out = args.worker
+        worker(name, args.storage, int(budget), Path(out))
+        return
+
+    name = f"soak-{uuid.uuid4().hex[:8]}"
+    budget = args.workers * args.trials_per_worker
+    with tempfile.TemporaryDirectory() as folder:
+        outs = [Path(folder) / f"worker-{i}.json" for i in range(args.workers)]
+        started = time.perf_counter()
+        processes = [
+            subprocess.Popen([sys.executable, __file__, "--storage", args.storage, "--worker", name, str(budget), str(out)],
+                             cwd=folder, stderr=subprocess.DEVNULL)
+            for out in outs
+        ]
+        codes = [p.wait() for p in processes]
+        wall = time.perf_counter() - started
+        reports = [json.loads(out.read_text()) for out in outs if out.exists()]
+
+    study = optuna.load_study(study_name=f"{name}-timesteps", storage=args.storage)
+    trials = study.get_trials(deepcopy=False)
+    states = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    plans = {tuple(t.user_attrs["timesteps"]) for t in complete}
+    durations = sum(t.duration.total_seconds() for t in complete)
+    storage_seconds = sum(r["storage_seconds"] for r in reports)
+    calls = sum(r["storage_calls"] for r in reports)
+    worker_seconds = sum(r["seconds"] for r in reports)
+
+    print(f"{args.workers} workers x {args.trials_per_worker} trials, digits stage 1 (500 samples), {args.storage.split('@')[-1]}")
+    print(f"exit codes {codes}; wall {wall:.0f} s; {len(complete) / wall * 3600:.0f} complete trials/hour")
+    print(f"trial states: {', '.join(f'{k} {v}' for k, v in states.items() if v)}")
+    print(f"storage calls: {calls} ({calls / max(len(complete), 1):.1f} per trial), "
+          f"{storage_seconds / max(len(complete), 1) * 1000:.1f} ms per trial")
+    print(f"storage time / worker time: {storage_seconds / worker_seconds:.2%} "
+          f"(/ sum of trial durations: {storage_seconds / durations:.2%}; target < 2%)")
+    lost = len(complete) != budget or states["FAIL"] or states["RUNNING"] or len(plans) != len(complete)
+    print(f"nothing lost: {'NO' if lost else 'yes'} ({len(complete)}/{budget} complete, {len(plans)} distinct plans)")
+    optuna.delete_study(study_name=f"{name}-timesteps", storage=args.storage)
+
+
+if __name__ == "__main__":
+    main()
