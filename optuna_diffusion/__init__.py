@@ -5,9 +5,11 @@ from .baselines import baseline_plan, baseline_plans
 from .blocks import Block, BlockSwitch, find_blocks
 from .errors import OptunaDiffusionError, PlanError
 from .evaluation import Evaluation, PlanEvaluator, digits_evaluator
+from .fidelity import FidelityPolicy
 from .models import DiffusionModel, load_diffusion_model
 from .objective import PlanObjective
 from .plan import Plan
+from .prefix_cache import PrefixCache
 from .sampling import PlanSampler, SamplingSettings, TextConditioning
 
 __version__ = "0.1.0"
@@ -17,12 +19,14 @@ __all__ = [
     "BlockSwitch",
     "DiffusionModel",
     "Evaluation",
+    "FidelityPolicy",
     "OptunaDiffusionError",
     "Plan",
     "PlanError",
     "PlanEvaluator",
     "PlanObjective",
     "PlanSampler",
+    "PrefixCache",
     "SamplingSettings",
     "TextConditioning",
     "apply",
