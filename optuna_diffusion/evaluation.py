@@ -103,8 +103,9 @@ class PlanEvaluator:
                     yield Evaluation(math.inf, macs, count, time.perf_counter() - started, "samples became NaN or inf")
                     return
                 images = images.clamp(-1, 1)
-                if sum(len(k) for k in kept) < keep_images:
-                    kept.append(images[: keep_images - sum(len(k) for k in kept)])
+                missing = keep_images - sum(len(k) for k in kept)
+                if missing > 0:
+                    kept.append(images[:missing])
                 self.meter.update(images)
             done = count
             fid = self.meter.compute()

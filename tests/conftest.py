@@ -64,3 +64,36 @@ def baseline_steps(name: str, num_steps: int) -> tuple[int, ...]:
 
     alphas_cumprod = NoiseSchedule.from_scheduler_config(scheduler_config()).alphas_cumprod
     return baseline_plan(name, num_steps, alphas_cumprod).timesteps
+
+
+WRONG_PASSWORD = "wrong-secret-pw"
+
+
+def mysql_url_with_a_wrong_password() -> str:
+    """A MySQL/MariaDB URL whose password the server on 127.0.0.1:3306 rejects; skip the test without one.
+
+    PostgreSQL here trusts every local connection (any password works), so only MariaDB can reject one.
+    """
+    pymysql = pytest.importorskip("pymysql")
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", password=WRONG_PASSWORD, connect_timeout=5).close()
+    except pymysql.err.OperationalError as error:
+        if error.args and error.args[0] == 1045:  # ER_ACCESS_DENIED_ERROR: the server checked the password
+            return f"mysql+pymysql://root:{WRONG_PASSWORD}@127.0.0.1:3306/test"
+        pytest.skip(f"no MySQL/MariaDB server that checks passwords on 127.0.0.1:3306 ({error})")
+    pytest.skip("the MySQL/MariaDB server on 127.0.0.1:3306 accepted a wrong password for root")
+
+
+def tiny_evaluator(model, batch_size: int):
+    """A PlanEvaluator of ``model`` with an untrained digits feature net (seeded) and the digits reference."""
+    from optuna_diffusion.evaluation import PlanEvaluator
+    from optuna_diffusion.fid import reference_stats
+    from optuna_diffusion.sampling import SamplingSettings
+    from optuna_diffusion.zoo.data import load_digits_images
+    from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
+
+    torch.manual_seed(0)
+    extractor = DigitsFeatureNet().eval()
+    images, _ = load_digits_images()
+    settings = SamplingSettings(num_classes=10, batch_size=batch_size)
+    return PlanEvaluator(model, settings, extractor, reference_stats(images, extractor))

@@ -24,9 +24,7 @@ from optuna_diffusion.samplers import ArchitectureSampler, TimestepSampler
 from optuna_diffusion.study import open_storage
 from optuna_diffusion.study_config import load_study_config, with_overrides
 
-from .conftest import scheduler_config, tiny_unet
-
-WRONG_PASSWORD = "wrong-secret-pw"
+from .conftest import WRONG_PASSWORD, mysql_url_with_a_wrong_password, scheduler_config, tiny_unet
 
 
 def raises_one_line(call, error_type=OptunaDiffusionError) -> str:
@@ -258,21 +256,6 @@ def stored(tmp_path_factory):
     return url
 
 
-def _mysql_url_with_a_wrong_password() -> str:
-    """A MySQL/MariaDB URL whose password the server on 127.0.0.1:3306 rejects; skip without such a server.
-
-    PostgreSQL here trusts every local connection (any password works), so only MariaDB can reject one.
-    """
-    pymysql = pytest.importorskip("pymysql")
-    try:
-        pymysql.connect(host="127.0.0.1", port=3306, user="root", password=WRONG_PASSWORD, connect_timeout=5).close()
-    except pymysql.err.OperationalError as error:
-        if error.args and error.args[0] == 1045:  # ER_ACCESS_DENIED_ERROR: the server checked the password
-            return f"mysql+pymysql://root:{WRONG_PASSWORD}@127.0.0.1:3306/test"
-        pytest.skip(f"no MySQL/MariaDB server that checks passwords on 127.0.0.1:3306 ({error})")
-    pytest.skip("the MySQL/MariaDB server on 127.0.0.1:3306 accepted a wrong password for root")
-
-
 def _garbage_sqlite(tmp_path: Path, stored: str) -> tuple:
     path = tmp_path / "garbage.db"
     path.write_bytes(np.random.default_rng(0).bytes(8192))
@@ -300,7 +283,7 @@ RUN_CASES = {
     "corrupted sqlite": (_garbage_sqlite, "file is not a database"),
     "study of another tool": (_foreign_study, "'digits-timesteps' in this storage was not created by optuna-diffusion"),
     "two-objective study of another tool": (_foreign_study_of_two_objectives, "was not created by optuna-diffusion"),
-    "wrong password": (lambda tmp_path, stored: (_config(), _mysql_url_with_a_wrong_password(), {}), "Access denied"),
+    "wrong password": (lambda tmp_path, stored: (_config(), mysql_url_with_a_wrong_password(), {}), "Access denied"),
     "unknown storage dialect": (lambda tmp_path, stored: (_config(), "nosuchdb://x/y", {}), "cannot open storage nosuchdb://x/y"),
     "model without weights": (_no_weights, "has no UNet weights"),
     "impossible budget": (
@@ -326,7 +309,7 @@ def test_run_optimize_on_bad_input_is_one_line_and_changes_no_study(case, stored
 
 
 def test_open_storage_with_a_wrong_password_is_one_line_and_hides_it():
-    url = _mysql_url_with_a_wrong_password()
+    url = mysql_url_with_a_wrong_password()
     message = raises_one_line(lambda: open_storage(url), ConfigError)
     assert message.startswith("cannot open storage mysql+pymysql://root:***@127.0.0.1:3306/test: ")
     assert "Access denied for user 'root'" in message and WRONG_PASSWORD not in message

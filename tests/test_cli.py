@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from optuna_diffusion.cli import app
 
-from .conftest import scheduler_config, tiny_unet
+from .conftest import mysql_url_with_a_wrong_password, scheduler_config, tiny_unet
 
 runner = CliRunner()
 FAST = ["--n-trials", "3", "--num-samples", "16", "--batch-size", "16"]
@@ -102,24 +102,6 @@ def _save_tiny_model(folder, num_class_embeds):
     return str(folder)
 
 
-WRONG_PASSWORD = "wrong-secret-pw"
-
-
-def _mysql_url_with_a_wrong_password() -> str:
-    """A MySQL/MariaDB URL whose password the server on 127.0.0.1:3306 rejects; skip the test without one.
-
-    PostgreSQL here trusts every local connection (any password works), so only MariaDB can reject one.
-    """
-    pymysql = pytest.importorskip("pymysql")
-    try:
-        pymysql.connect(host="127.0.0.1", port=3306, user="root", password=WRONG_PASSWORD, connect_timeout=5).close()
-    except pymysql.err.OperationalError as error:
-        if error.args and error.args[0] == 1045:  # ER_ACCESS_DENIED_ERROR: the server checked the password
-            return f"mysql+pymysql://root:{WRONG_PASSWORD}@127.0.0.1:3306/test"
-        pytest.skip(f"no MySQL/MariaDB server that checks passwords on 127.0.0.1:3306 ({error})")
-    pytest.skip("the MySQL/MariaDB server on 127.0.0.1:3306 accepted a wrong password for root")
-
-
 def _foreign_study_storage(tmp_path) -> str:
     """A fresh SQLite storage holding 'digits-timesteps' made with plain Optuna, with two trials."""
     storage = f"sqlite:///{tmp_path / 'foreign.db'}"
@@ -173,7 +155,7 @@ def _bad_input(case: str, tmp_path, storage):
             "'digits-timesteps' in this storage was not created by optuna-diffusion",
         ),
         "unreachable storage": lambda: (["optimize", "--study", "digits", "--storage", "postgresql+psycopg2://nobody:secret@127.0.0.1:1/none"], "cannot open storage"),
-        "wrong password": lambda: (["optimize", "--study", "digits", "--storage", _mysql_url_with_a_wrong_password(), *FAST], "Access denied"),
+        "wrong password": lambda: (["optimize", "--study", "digits", "--storage", mysql_url_with_a_wrong_password(), *FAST], "Access denied"),
         "impossible budget": lambda: (
             ["optimize", "--config", w("budget.toml", '[model]\nsource = "digits"\n[sampling]\nnum_classes = 10\n[architecture]\nmacs_budget = 10\n'), "--storage", storage, "--stage", "architecture"],
             "below the cheapest possible plan",

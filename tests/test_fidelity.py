@@ -6,20 +6,16 @@ import math
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState, create_trial
 
 from optuna_diffusion.errors import ConfigError
-from optuna_diffusion.evaluation import PlanEvaluator
-from optuna_diffusion.fid import reference_stats
 from optuna_diffusion.fidelity import Calibration, FidelityPolicy, decide
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import SamplingSettings
 from optuna_diffusion.samplers import TimestepSampler
 from optuna_diffusion.samplers._selection import ParentSelection
-from optuna_diffusion.zoo.data import load_digits_images
-from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
+
+from .conftest import tiny_evaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -88,11 +84,7 @@ def test_policy_arguments_are_checked(kwargs, message):
 
 @pytest.fixture
 def evaluator(tiny_model):
-    torch.manual_seed(0)
-    extractor = DigitsFeatureNet().eval()
-    images, _ = load_digits_images()
-    settings = SamplingSettings(num_classes=10, batch_size=16)
-    evaluator = PlanEvaluator(tiny_model, settings, extractor, reference_stats(images, extractor))
+    evaluator = tiny_evaluator(tiny_model, batch_size=16)
     yield evaluator
     evaluator.close()
 

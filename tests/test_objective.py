@@ -11,16 +11,11 @@ from optuna.trial import TrialState
 
 from optuna_diffusion.blocks import find_blocks
 from optuna_diffusion.errors import ConfigError, PlanError
-from optuna_diffusion.evaluation import PlanEvaluator
-from optuna_diffusion.fid import reference_stats
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import SamplingSettings
 from optuna_diffusion.samplers import ArchitectureSampler, TimestepSampler, plan_from_trial
-from optuna_diffusion.zoo.data import load_digits_images
-from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 
-from .conftest import baseline_steps
+from .conftest import baseline_steps, tiny_evaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -29,11 +24,7 @@ NUM_SAMPLES = 32
 
 @pytest.fixture
 def evaluator(tiny_model):
-    torch.manual_seed(0)
-    extractor = DigitsFeatureNet().eval()
-    images, _ = load_digits_images()
-    settings = SamplingSettings(num_classes=10, batch_size=32)
-    evaluator = PlanEvaluator(tiny_model, settings, extractor, reference_stats(images, extractor))
+    evaluator = tiny_evaluator(tiny_model, batch_size=32)
     yield evaluator
     evaluator.close()
 
