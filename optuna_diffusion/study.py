@@ -113,18 +113,32 @@ def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseSto
     name = config.stage_study_name(stage)
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     if name in existing:
-        marker = existing[name].user_attrs.get(MARKER)
-        if not isinstance(marker, dict) or marker.get("stage") != stage:
-            raise ConfigError(f"study {name!r} in this storage was not created by optuna-diffusion; choose another study name")
-        if len(existing[name].directions) != 2:
-            raise ConfigError(f"study {name!r} has {len(existing[name].directions)} objectives; optuna-diffusion studies have 2")
+        _check_ours(existing[name], stage)
     study = optuna.create_study(
         study_name=name, storage=storage, sampler=sampler, directions=["minimize", "minimize"], load_if_exists=True
     )
-    if name not in existing:
+    if MARKER not in study.user_attrs:
         study.set_metric_names(["FID", "MACs"])
         study.set_user_attr(MARKER, {"stage": stage, "config": config.to_dict()})
     return study
+
+
+def _check_ours(summary: optuna.study.StudySummary, stage: str) -> None:
+    """Refuse a study made by another tool; accept one of ours, or an empty one another worker is creating."""
+    name = summary.study_name
+    foreign = ConfigError(f"study {name!r} in this storage was not created by optuna-diffusion; choose another study name")
+    minimizes_two = summary.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
+    if not summary.user_attrs and summary.n_trials == 0:
+        # Creating a study and marking it are two storage calls, so a worker starting at the same
+        # moment as another can see the study before its marker. An empty study holds nothing to spoil.
+        if not minimizes_two:
+            raise foreign
+        return
+    marker = summary.user_attrs.get(MARKER)
+    if not isinstance(marker, dict) or marker.get("stage") != stage:
+        raise foreign
+    if not minimizes_two:
+        raise ConfigError(f"study {name!r} has directions {[d.name for d in summary.directions]}; optuna-diffusion studies minimize 2 objectives")
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:

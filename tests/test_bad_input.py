@@ -271,7 +271,8 @@ def _foreign_study(tmp_path: Path, stored: str) -> tuple:
 
 def _foreign_study_of_two_objectives(tmp_path: Path, stored: str) -> tuple:
     url = f"sqlite:///{tmp_path / 'foreign2.db'}"
-    optuna.create_study(study_name="digits-timesteps", storage=url, directions=["minimize", "minimize"])
+    foreign = optuna.create_study(study_name="digits-timesteps", storage=url, directions=["minimize", "minimize"])
+    foreign.optimize(lambda trial: (trial.suggest_float("x", 0, 1), 1.0), n_trials=1)
     return _config(), url, {}
 
 

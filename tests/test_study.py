@@ -44,3 +44,18 @@ def test_a_trial_killed_with_sigkill_is_retried_when_the_search_resumes(tmp_path
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert study.trials[1].system_attrs.get("failed_trial") == 0  # the retry of trial 0
+
+
+def test_a_study_another_worker_has_just_created_but_not_yet_marked_is_joined(tmp_path):
+    # Two workers starting together: one has created NAME-architecture, not yet marked it as ours.
+    from optuna_diffusion.study import MARKER, open_study
+    from optuna_diffusion.study_config import load_study_config
+
+    config = load_study_config("digits")
+    storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    optuna.create_study(study_name=config.stage_study_name("architecture"), storage=storage, directions=["minimize"] * 2)
+
+    study = open_study(config, "architecture", storage)
+
+    assert study.user_attrs[MARKER]["stage"] == "architecture"
+    assert study.metric_names == ["FID", "MACs"]
