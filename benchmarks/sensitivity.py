@@ -13,13 +13,15 @@ import argparse
 from optuna_diffusion.evaluation import digits_evaluator
 from optuna_diffusion.plan import Plan
 
+PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, nargs="+", default=[834, 439, 199, 86])
     parser.add_argument("--samples", type=int, default=500)
     args = parser.parse_args()
-    evaluator = digits_evaluator()
+    evaluator = digits_evaluator(prefix_cache=PREFIX_CACHE_BYTES)
     base = Plan(args.timesteps)
     base_fid = evaluator.evaluate(base, args.samples).fid
     full = evaluator.macs_table.full

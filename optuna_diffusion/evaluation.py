@@ -132,8 +132,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "optuna-diffusion"
 
 
-def digits_evaluator(settings: SamplingSettings = DIGITS_SETTINGS, *, cache_dir: Path | None = None) -> PlanEvaluator:
-    """Evaluator of the bundled digits model: FID in the digits feature space against all 1,797 digits."""
+def digits_evaluator(
+    settings: SamplingSettings = DIGITS_SETTINGS, *, cache_dir: Path | None = None, prefix_cache: PrefixCache | int = 0
+) -> PlanEvaluator:
+    """Evaluator of the bundled digits model: FID in the digits feature space against all 1,797 digits.
+
+    ``prefix_cache`` as for :class:`PlanEvaluator` (it changes the speed, never the results).
+    """
     from .fid import load_feature_extractor, reference_stats
     from .models import load_diffusion_model
     from .zoo.data import load_digits_images
@@ -141,4 +146,4 @@ def digits_evaluator(settings: SamplingSettings = DIGITS_SETTINGS, *, cache_dir:
     extractor = load_feature_extractor("digits")
     images, _ = load_digits_images()
     reference = reference_stats(images, extractor, cache_dir=cache_dir or default_cache_dir())
-    return PlanEvaluator(load_diffusion_model("digits"), settings, extractor, reference)
+    return PlanEvaluator(load_diffusion_model("digits"), settings, extractor, reference, prefix_cache=prefix_cache)
