@@ -31,33 +31,46 @@ def first_value(trial) -> float:
     return trial.values[0]
 
 
-# Ten full-size trials whose small-sample FID was 2.0 above, give or take 0.1.
-CALIBRATED = [stored(10.0 + i, 100.0, fid_low=12.0 + i + (0.1 if i % 2 else -0.1)) for i in range(10)]
+# Ten full-size trials on a power law: full = 0.5 * low ** 1.5, times exp(+-0.05) alternately.
+LOWS = [4.0 + i for i in range(10)]
+CALIBRATED = [stored(0.5 * low**1.5 * math.exp(0.05 if i % 2 else -0.05), 100.0, fid_low=low) for i, low in enumerate(LOWS)]
+BEST, SECOND = sorted(t.values[0] for t in CALIBRATED)[:2]
 
 
-def test_every_candidate_gets_the_full_count_until_the_shift_is_measured():
+def test_every_candidate_gets_the_full_count_until_the_map_is_measured():
     policy = FidelityPolicy(low_samples=8, keep=2, min_pairs=10)
     decision = decide(policy, CALIBRATED[:9], fid_low=1e6, macs=100.0, fid_of=first_value)
     assert decision.promote
 
 
+def test_the_power_law_from_small_sample_to_full_size_fid_is_fitted_with_its_spread():
+    calibration = Calibration.from_pairs([(t.user_attrs["fid_low"], t.values[0]) for t in CALIBRATED])
+    assert calibration.slope == pytest.approx(1.5, abs=0.05)
+    assert calibration.intercept == pytest.approx(math.log(0.5), abs=0.1)
+    assert calibration.spread == pytest.approx(0.055, abs=0.01)
+    assert calibration.estimate(9.0) == pytest.approx(0.5 * 27, rel=0.02)
+    assert calibration.estimate(9.0, sigmas=2) == pytest.approx(calibration.estimate(9.0) * math.exp(-2 * calibration.spread))
+    assert Calibration.from_pairs([(4.0, 2.0), (math.nan, 1.0), (-1.0, 3.0)]) is None, "needs 3 usable pairs"
+
+
 def test_a_candidate_that_cannot_reach_the_best_parents_stops_with_its_estimate():
     policy = FidelityPolicy(low_samples=8, keep=2, margin_sigmas=2.0, min_pairs=10)
     calibration = Calibration.from_pairs([(t.user_attrs["fid_low"], t.values[0]) for t in CALIBRATED])
-    assert calibration.shift == pytest.approx(-2.0) and calibration.spread == pytest.approx(0.1054, abs=1e-3)
 
-    # Optimistic estimate 14.0 - 2.0 - 0.21 = 11.79: only trials 10 and 11 are as good -> keep = 2 reached.
-    stopped = decide(policy, CALIBRATED, fid_low=14.0, macs=100.0, fid_of=first_value)
-    assert not stopped.promote and stopped.estimate == pytest.approx(12.0)
-    assert stopped.optimistic == pytest.approx(12.0 - 2 * calibration.spread)
-    # Within the margin of the second best: it might still be a parent.
-    assert decide(policy, CALIBRATED, fid_low=13.1, macs=100.0, fid_of=first_value).promote
+    # Small-sample FID 8 predicts about 11.3: the two best trials (about 3.8 and 5.9) are better.
+    stopped = decide(policy, CALIBRATED, fid_low=8.0, macs=100.0, fid_of=first_value)
+    assert not stopped.promote and stopped.estimate == pytest.approx(calibration.estimate(8.0))
+    assert stopped.optimistic == pytest.approx(calibration.estimate(8.0, sigmas=2.0)) and stopped.optimistic > SECOND
+    # Predicted a little worse than the second best, but within the margin: it might still be a parent.
+    just_worse = math.exp((math.log(SECOND * 1.05) - calibration.intercept) / calibration.slope)
+    assert calibration.estimate(just_worse) > SECOND
+    assert decide(policy, CALIBRATED, fid_low=just_worse, macs=100.0, fid_of=first_value).promote
     # Cheaper than every full-size trial: it could enter the Pareto front, whatever its FID.
     assert decide(policy, CALIBRATED, fid_low=50.0, macs=50.0, fid_of=first_value).promote
     # MACs not compared (FID-only objective): it is judged by FID alone.
     assert not decide(policy, CALIBRATED, fid_low=50.0, macs=None, fid_of=first_value).promote
     # Trials over the MACs budget do not count.
-    assert decide(policy, CALIBRATED, fid_low=14.0, macs=100.0, fid_of=first_value, macs_budget=99.0).promote
+    assert decide(policy, CALIBRATED, fid_low=8.0, macs=100.0, fid_of=first_value, macs_budget=99.0).promote
 
 
 def test_small_sample_estimates_are_ranked_after_every_full_size_trial():
