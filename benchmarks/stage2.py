@@ -4,7 +4,7 @@ Runs the digits study's two stages with their default budgets into a fresh SQLit
 Pareto fronts and their hypervolumes (one reference point), then re-scores with all 1,797 samples:
 stage 1's best 4-step plan, the best stage-2 plan with no more MACs, and the cheapest stage-2 plan
 within 5% of its FID. Targets: FID >= 10% lower at no more MACs, or FID within 5% at >= 20% fewer MACs.
-Run: python benchmarks/stage2.py [--seed 0]
+Run: python benchmarks/stage2.py [--seed 0] [--architecture-trials 100]
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference-fid", type=float, default=20.0, help="FID coordinate of the hypervolume reference")
+    parser.add_argument("--architecture-trials", type=int, default=None, help="stage 2's budget (default: the preset's)")
     args = parser.parse_args()
     started = time.perf_counter()
     config = load_study_config("digits")
     config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, seed=args.seed))
+    if args.architecture_trials is not None:
+        config = dataclasses.replace(config, architecture=dataclasses.replace(config.architecture, n_trials=args.architecture_trials))
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{Path(folder) / 'digits.db'}"
         studies = run_optimize(config, storage, echo=lambda _: None)

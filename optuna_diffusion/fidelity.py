@@ -9,10 +9,11 @@ residuals as the uncertainty of a prediction.
 
 A candidate stops at the small sample when even its optimistic full-size estimate,
 ``exp(a + b log low - margin_sigmas * spread)``, is matched or beaten by ``keep`` full-size trials
-that cost no more MACs: it could enter neither the Pareto front nor the ``keep`` best parents.
+that cost no more MACs, or by one while the front of full-size trials has ``keep`` points or more:
+it could enter neither the Pareto front nor the ``keep`` best parents.
 
 Such a trial is stored COMPLETE with user attribute ``"fidelity": "low"`` and its central estimate
-``exp(a + b log low)`` as its FID, which the ``keep`` trials dominate: it never reaches
+``exp(a + b log low)`` as its FID, which a full-size trial dominates: it never reaches
 ``study.best_trials``, and parent selection ranks it after every full-size trial.
 """
 
@@ -134,12 +135,24 @@ def decide(
     estimate = calibration.estimate(fid_low)
     optimistic = calibration.estimate(fid_low, sigmas=policy.margin_sigmas)
 
-    def no_dearer(trial: FrozenTrial) -> bool:
-        trial_macs = trial.user_attrs.get("macs", math.inf)
-        affordable = macs_budget is None or trial_macs <= macs_budget
-        return affordable and (macs is None or trial_macs <= macs)
+    feasible = [t for t in full if macs_budget is None or _macs(t) <= macs_budget]
+    as_good = sum(1 for t in feasible if (macs is None or _macs(t) <= macs) and fid_of(t) <= optimistic)
+    # Dominated even at its optimistic estimate, it ranks behind the whole front; when the front
+    # alone fills the parents, it can be neither (several MACs levels: the variable-K search).
+    behind_a_full_front = macs is not None and as_good >= 1 and _front_size(feasible, fid_of) >= policy.keep
+    if as_good >= policy.keep or behind_a_full_front:
+        return Decision(promote=False, estimate=estimate, optimistic=optimistic)
+    return Decision(promote=True)
 
-    as_good = sum(1 for t in full if no_dearer(t) and fid_of(t) <= optimistic)
-    if as_good < policy.keep:
-        return Decision(promote=True)
-    return Decision(promote=False, estimate=estimate, optimistic=optimistic)
+
+def _macs(trial: FrozenTrial) -> float:
+    return trial.user_attrs.get("macs", math.inf)
+
+
+def _front_size(trials: Sequence[FrozenTrial], fid_of: Callable[[FrozenTrial], float]) -> int:
+    """Number of distinct Pareto-optimal (FID, MACs) points among ``trials``."""
+    size, best_fid = 0, math.inf
+    for _, fid in sorted((_macs(t), fid_of(t)) for t in trials):
+        if fid < best_fid:
+            size, best_fid = size + 1, fid
+    return size

@@ -73,6 +73,18 @@ def test_a_candidate_that_cannot_reach_the_best_parents_stops_with_its_estimate(
     assert decide(policy, CALIBRATED, fid_low=8.0, macs=100.0, fid_of=first_value, macs_budget=99.0).promote
 
 
+def test_a_dominated_candidate_stops_when_the_front_alone_fills_the_parents():
+    # Variable K: the calibrated trials cost 100 MACs; add cheaper ones so the front has 3 points.
+    policy = FidelityPolicy(low_samples=8, keep=3, min_pairs=10)
+    cheaper = [stored(20.0, 50.0), stored(40.0, 25.0)]
+    # Small-sample FID 5 predicts about 5.6 at 100 MACs: only the best calibrated trial (about 3.8) beats it.
+    assert decide(policy, CALIBRATED + cheaper, fid_low=5.0, macs=100.0, fid_of=first_value).promote is False
+    # With a front of 2 points it could still be the third parent.
+    assert decide(policy, CALIBRATED + cheaper[:1], fid_low=5.0, macs=100.0, fid_of=first_value).promote
+    # Not dominated (it would be the best at its MACs): always finished.
+    assert decide(policy, CALIBRATED + cheaper, fid_low=3.0, macs=100.0, fid_of=first_value).promote
+
+
 def test_small_sample_estimates_are_ranked_after_every_full_size_trial():
     study = optuna.create_study(directions=["minimize", "minimize"])
     full = [stored(10.0 + i, 100.0) for i in range(3)]
