@@ -3,7 +3,7 @@
 Starts from a plan (default: the 4-step plan stage 1 finds on the digits model) and, for every step and
 every block, changes only that choice; prints FID (500 samples, common random numbers) and the MACs
 saved, so it shows which blocks stage 2 can give up cheaply.
-Run: python benchmarks/sensitivity.py [--timesteps 834 439 199 86] [--samples 500]
+Run: python benchmarks/sensitivity.py [--timesteps 887 439 199 86] [--samples 500]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FID
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timesteps", type=int, nargs="+", default=[834, 439, 199, 86])
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[887, 439, 199, 86])
     parser.add_argument("--samples", type=int, default=500)
     args = parser.parse_args()
     evaluator = digits_evaluator(prefix_cache=PREFIX_CACHE_BYTES)
