@@ -3,9 +3,9 @@
 Every promoted candidate is scored at both sizes -- the small sample is the first part of the full
 one -- so the study itself measures how small-sample FID maps to full-size FID. On the digits model
 that map is close to a power law: ``log full = a + b log low`` fits with a residual spread of about
-7% over plans from FID 2 to 8, where a constant shift ``full - low`` scatters by 0.6 FID (it grows with
-FID). So the study fits the power law to its own pairs by least squares and takes the spread of the
-residuals as the uncertainty of a prediction.
+7% over plans from FID 2 to 8. A constant shift ``full - low`` fits worse: it scatters by 0.6 FID,
+and the scatter grows with FID. So the study fits the power law to its own pairs by least squares
+and takes the spread of the residuals as the uncertainty of a prediction.
 
 A candidate stops at the small sample when even its optimistic full-size estimate,
 ``exp(a + b log low - margin_sigmas * spread)``, is matched or beaten by ``keep`` full-size trials
@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from optuna.trial import FrozenTrial
 
 from .errors import ConfigError
