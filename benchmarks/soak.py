@@ -41,8 +41,10 @@ def time_storage_calls(storage: optuna.storages.BaseStorage, totals: dict[str, f
             try:
                 return method(*args, **kwargs)
             finally:
-                totals["seconds"] += time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                totals["seconds"] += seconds
                 totals["calls"] += 1
+                totals["by_method"][method.__name__] = totals["by_method"].get(method.__name__, 0.0) + seconds
 
         return wrapper
 
@@ -57,7 +59,7 @@ def worker(name: str, storage_url: str, budget: int, out: Path) -> None:
     from optuna_diffusion.study import open_storage
     from optuna_diffusion.study_config import load_study_config
 
-    totals = {"seconds": 0.0, "calls": 0}
+    totals = {"seconds": 0.0, "calls": 0, "by_method": {}}
     runner.open_storage = lambda url, **kwargs: time_storage_calls(open_storage(url, **kwargs), totals)
     config = load_study_config("digits")
     config = dataclasses.replace(config, name=name, timesteps=dataclasses.replace(config.timesteps, n_trials=budget))
@@ -66,7 +68,7 @@ def worker(name: str, storage_url: str, budget: int, out: Path) -> None:
     seconds = time.perf_counter() - started
     mine = [t for t in studies["timesteps"].trials if t.state == optuna.trial.TrialState.COMPLETE]
     out.write_text(json.dumps({"seconds": seconds, "storage_seconds": totals["seconds"], "storage_calls": totals["calls"],
-                               "trial_seconds": sum(t.duration.total_seconds() for t in mine)}))
+                               "by_method": totals["by_method"], "trial_seconds": sum(t.duration.total_seconds() for t in mine)}))
 
 
 def main() -> None:
@@ -112,6 +114,12 @@ def main() -> None:
           f"{storage_seconds / max(len(complete), 1) * 1000:.1f} ms per trial")
     print(f"storage time / worker time: {storage_seconds / worker_seconds:.2%} "
           f"(/ sum of trial durations: {storage_seconds / durations:.2%}; target < 2%)")
+    by_method: dict[str, float] = {}
+    for report in reports:
+        for method, seconds in report["by_method"].items():
+            by_method[method] = by_method.get(method, 0.0) + seconds
+    slowest = sorted(by_method.items(), key=lambda item: -item[1])[:4]
+    print("most storage time: " + ", ".join(f"{m} {s / max(len(complete), 1) * 1000:.1f} ms/trial" for m, s in slowest))
     lost = len(complete) != budget or states["FAIL"] or states["RUNNING"] or len(plans) != len(complete)
     print(f"nothing lost: {'NO' if lost else 'yes'} ({len(complete)}/{budget} complete, {len(plans)} distinct plans)")
     optuna.delete_study(study_name=f"{name}-timesteps", storage=args.storage)
