@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -28,8 +29,8 @@ POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 STORAGE_METHODS = [name for name in vars(optuna.storages.BaseStorage) if not name.startswith("_") and name != "record_heartbeat"]
 
 
-def time_storage_calls(storage: optuna.storages.BaseStorage, totals: dict[str, float]) -> optuna.storages.BaseStorage:
-    """Wrap ``storage``'s API methods so that main-thread time spent in them adds up in ``totals``."""
+def time_storage_calls(storage: optuna.storages.BaseStorage, seconds: Counter, calls: Counter) -> optuna.storages.BaseStorage:
+    """Wrap ``storage``'s API methods so that main-thread time and calls add up, per method, in ``seconds`` and ``calls``."""
     main = threading.main_thread()
 
     def timed(method):
@@ -41,10 +42,8 @@ def time_storage_calls(storage: optuna.storages.BaseStorage, totals: dict[str, f
             try:
                 return method(*args, **kwargs)
             finally:
-                seconds = time.perf_counter() - started
-                totals["seconds"] += seconds
-                totals["calls"] += 1
-                totals["by_method"][method.__name__] = totals["by_method"].get(method.__name__, 0.0) + seconds
+                seconds[method.__name__] += time.perf_counter() - started
+                calls[method.__name__] += 1
 
         return wrapper
 
@@ -59,16 +58,14 @@ def worker(name: str, storage_url: str, budget: int, out: Path) -> None:
     from optuna_diffusion.study import open_storage
     from optuna_diffusion.study_config import load_study_config
 
-    totals = {"seconds": 0.0, "calls": 0, "by_method": {}}
-    runner.open_storage = lambda url, **kwargs: time_storage_calls(open_storage(url, **kwargs), totals)
+    storage_seconds, storage_calls = Counter(), Counter()
+    runner.open_storage = lambda url, **kwargs: time_storage_calls(open_storage(url, **kwargs), storage_seconds, storage_calls)
     config = load_study_config("digits")
     config = dataclasses.replace(config, name=name, timesteps=dataclasses.replace(config.timesteps, n_trials=budget))
     started = time.perf_counter()
-    studies = runner.run_optimize(config, storage_url, stages=("timesteps",), echo=lambda line: None)
+    runner.run_optimize(config, storage_url, stages=("timesteps",), echo=lambda line: None)
     seconds = time.perf_counter() - started
-    mine = [t for t in studies["timesteps"].trials if t.state == optuna.trial.TrialState.COMPLETE]
-    out.write_text(json.dumps({"seconds": seconds, "storage_seconds": totals["seconds"], "storage_calls": totals["calls"],
-                               "by_method": totals["by_method"], "trial_seconds": sum(t.duration.total_seconds() for t in mine)}))
+    out.write_text(json.dumps({"seconds": seconds, "storage_seconds": storage_seconds, "storage_calls": storage_calls}))
 
 
 def main() -> None:
@@ -103,8 +100,9 @@ def main() -> None:
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     plans = {tuple(t.user_attrs["timesteps"]) for t in complete}
     durations = sum(t.duration.total_seconds() for t in complete)
-    storage_seconds = sum(r["storage_seconds"] for r in reports)
-    calls = sum(r["storage_calls"] for r in reports)
+    seconds_by_method = sum((Counter(r["storage_seconds"]) for r in reports), Counter())
+    storage_seconds = sum(seconds_by_method.values())
+    calls = sum(sum(r["storage_calls"].values()) for r in reports)
     worker_seconds = sum(r["seconds"] for r in reports)
 
     print(f"{args.workers} workers x {args.trials_per_worker} trials, digits stage 1 (500 samples), {args.storage.split('@')[-1]}")
@@ -114,11 +112,7 @@ def main() -> None:
           f"{storage_seconds / max(len(complete), 1) * 1000:.1f} ms per trial")
     print(f"storage time / worker time: {storage_seconds / worker_seconds:.2%} "
           f"(/ sum of trial durations: {storage_seconds / durations:.2%}; target < 2%)")
-    by_method: dict[str, float] = {}
-    for report in reports:
-        for method, seconds in report["by_method"].items():
-            by_method[method] = by_method.get(method, 0.0) + seconds
-    slowest = sorted(by_method.items(), key=lambda item: -item[1])[:4]
+    slowest = seconds_by_method.most_common(4)
     print("most storage time: " + ", ".join(f"{m} {s / max(len(complete), 1) * 1000:.1f} ms/trial" for m, s in slowest))
     lost = len(complete) != budget or states["FAIL"] or states["RUNNING"] or len(plans) != len(complete)
     print(f"nothing lost: {'NO' if lost else 'yes'} ({len(complete)}/{budget} complete, {len(plans)} distinct plans)")
