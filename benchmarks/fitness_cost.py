@@ -21,19 +21,19 @@ Run: python benchmarks/fitness_cost.py [--k 4] [--k-max 8] [--trials 200] [--see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 
 import optuna
 
-from optuna_diffusion.baselines import BASELINES, baseline_plan
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, digits_evaluator
 from optuna_diffusion.fidelity import FidelityPolicy
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.prefix_cache import PrefixCache
-from optuna_diffusion.samplers import TimestepSampler
+from optuna_diffusion.runner import population_split, sampler_for
+from optuna_diffusion.study_config import load_study_config
 
 SETUPS = {"plain": (False, False), "prefix cache": (True, False), "multi-fidelity": (False, True), "both": (True, True)}
 NUM_SAMPLES = 500
@@ -42,7 +42,7 @@ POPULATION = 20
 CACHE_BYTES = 256 * 2**20
 
 
-@dataclass
+@dataclasses.dataclass
 class Trace:
     """Per trial: cumulative image evaluations and seconds, and the best full-size FID so far."""
 
@@ -60,14 +60,14 @@ class Trace:
 def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int, trials: int) -> Trace:
     cache, multi_fidelity = SETUPS[setup]
     evaluator.sampler.prefix_cache = PrefixCache(CACHE_BYTES) if cache else None
-    alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
-    initial = list(dict.fromkeys(baseline_plan(n, k, alphas_cumprod) for k in range(k_min, k_max + 1) for n in BASELINES))
-    num_parents = POPULATION // 5
-    sampler = TimestepSampler(
-        k_min=k_min, k_max=k_max, population_size=POPULATION, num_parents=num_parents, num_mutants=POPULATION // 2,
-        num_crossovers=POPULATION * 3 // 10, initial_plans=initial[:POPULATION], seed=seed,
+    preset = load_study_config("digits")
+    config = dataclasses.replace(
+        preset,
+        sampling=dataclasses.replace(preset.sampling, seed=seed),
+        timesteps=dataclasses.replace(preset.timesteps, k_min=k_min, k_max=k_max, population_size=POPULATION),
     )
-    fidelity = FidelityPolicy(low_samples=LOW_SAMPLES, keep=num_parents) if multi_fidelity else None
+    sampler = sampler_for("timesteps", config, evaluator)  # the study's own stage-1 sampler
+    fidelity = FidelityPolicy(low_samples=LOW_SAMPLES, keep=population_split(POPULATION)["num_parents"]) if multi_fidelity else None
     objective = PlanObjective(evaluator, num_samples=NUM_SAMPLES, fidelity=fidelity)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     trace = Trace([], [], [])

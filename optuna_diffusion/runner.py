@@ -33,7 +33,7 @@ from .study_config import StudyConfig
 Echo = Callable[[str], None]
 
 
-def _population_split(population: int) -> dict[str, int]:
+def population_split(population: int) -> dict[str, int]:
     """Parents, mutants and crossovers in the method's proportions (10/25/15 of 50)."""
     return {
         "population_size": population,
@@ -59,7 +59,8 @@ def _cheapest_possible_macs(evaluator: PlanEvaluator) -> int:
     return factor * table.step_macs(skips=tuple(table.skip_savings))
 
 
-def _sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> optuna.samplers.BaseSampler:
+def sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> optuna.samplers.BaseSampler:
+    """The sampler a study runs ``stage`` with: its population split, seed and, for stage 1, the baseline seeds."""
     seed = config.sampling.seed
     if stage == "timesteps":
         t = config.timesteps
@@ -69,7 +70,7 @@ def _sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> o
             num_train_timesteps=evaluator.sampler.schedule.num_train_timesteps,
             initial_plans=_initial_plans(config, evaluator),
             seed=seed,
-            **_population_split(t.population_size),
+            **population_split(t.population_size),
         )
     return ArchitectureSampler(
         source_study=config.stage_study_name("timesteps"),
@@ -78,7 +79,7 @@ def _sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> o
         k_max=config.timesteps.k_max,
         num_train_timesteps=evaluator.sampler.schedule.num_train_timesteps,
         seed=seed,
-        **_population_split(config.architecture.population_size),
+        **population_split(config.architecture.population_size),
     )
 
 
@@ -86,7 +87,7 @@ def _objective(
     stage: str, config: StudyConfig, evaluator: PlanEvaluator, preview: PreviewUploader, budget: TrialBudget
 ) -> Callable[[optuna.Trial], Any]:
     settings = getattr(config, stage)
-    population = _population_split(settings.population_size)
+    population = population_split(settings.population_size)
     low_samples = config.low_fidelity_samples(stage)
     fidelity = None if low_samples is None else FidelityPolicy(low_samples=low_samples, keep=population["num_parents"])
     objective = PlanObjective(
@@ -135,7 +136,7 @@ def run_optimize(
     studies = {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for stage in stages:
-        study = open_study(config, stage, storage, _sampler_for(stage, config, evaluator))
+        study = open_study(config, stage, storage, sampler_for(stage, config, evaluator))
         budget = TrialBudget(n_trials or getattr(config, stage).n_trials)
         remaining = budget.total - completed_trials(study)
         echo(f"stage {stage}: study {study.study_name}, {budget.total - remaining}/{budget.total} trials done")
