@@ -111,9 +111,12 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluato
 def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseStorage, sampler: Any = None) -> optuna.Study:
     """Create or resume the study of ``stage``; refuse a same-named study made by another tool."""
     name = config.stage_study_name(stage)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
-    if name in existing:
-        _check_ours(existing[name], stage)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        study_id = None
+    if study_id is not None:
+        _check_ours(storage, study_id, name, stage)
     study = optuna.create_study(
         study_name=name, storage=storage, sampler=sampler, directions=["minimize", "minimize"], load_if_exists=True
     )
@@ -123,22 +126,29 @@ def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseSto
     return study
 
 
-def _check_ours(summary: optuna.study.StudySummary, stage: str) -> None:
-    """Refuse a study made by another tool; accept one of ours, or an empty one another worker is creating."""
-    name = summary.study_name
+def _check_ours(storage: optuna.storages.BaseStorage, study_id: int, name: str, stage: str) -> None:
+    """Refuse a study made by another tool; accept one of ours, or an empty one another worker is creating.
+
+    Creating a study and marking it are two storage calls, so a worker starting at the same moment
+    as another can see the study before its marker; an empty study holds nothing to spoil. Our
+    workers mark a study before they add a trial to it, so the trials are counted BEFORE the
+    attributes are read: a study that had trials then and has no marker now is foreign. (Read in
+    the other order, a worker could see no marker yet and then the first trial of the one marking it.)
+    """
     foreign = ConfigError(f"study {name!r} in this storage was not created by optuna-diffusion; choose another study name")
-    minimizes_two = summary.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
-    if not summary.user_attrs and summary.n_trials == 0:
-        # Creating a study and marking it are two storage calls, so a worker starting at the same
-        # moment as another can see the study before its marker. An empty study holds nothing to spoil.
+    has_trials = storage.get_n_trials(study_id) > 0
+    user_attrs = storage.get_study_user_attrs(study_id)
+    minimizes_two = storage.get_study_directions(study_id) == [optuna.study.StudyDirection.MINIMIZE] * 2
+    if not user_attrs and not has_trials:
         if not minimizes_two:
             raise foreign
         return
-    marker = summary.user_attrs.get(MARKER)
+    marker = user_attrs.get(MARKER)
     if not isinstance(marker, dict) or marker.get("stage") != stage:
         raise foreign
     if not minimizes_two:
-        raise ConfigError(f"study {name!r} has directions {[d.name for d in summary.directions]}; optuna-diffusion studies minimize 2 objectives")
+        directions = [d.name for d in storage.get_study_directions(study_id)]
+        raise ConfigError(f"study {name!r} has directions {directions}; optuna-diffusion studies minimize 2 objectives")
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:

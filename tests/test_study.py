@@ -59,3 +59,37 @@ def test_a_study_another_worker_has_just_created_but_not_yet_marked_is_joined(tm
 
     assert study.user_attrs[MARKER]["stage"] == "architecture"
     assert study.metric_names == ["FID", "MACs"]
+
+
+def test_a_worker_that_marks_and_starts_a_trial_between_our_reads_is_still_recognised(tmp_path, monkeypatch):
+    # The other worker's marker and first trial land between two reads of ours: whatever we read
+    # first, the study must not look like "trials but no marker" (foreign).
+    from optuna_diffusion.study import MARKER, open_study
+    from optuna_diffusion.study_config import load_study_config
+
+    config = load_study_config("digits")
+    storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE] * 2, config.stage_study_name("timesteps"))
+
+    def other_worker_marks_and_starts_a_trial() -> None:
+        storage.set_study_user_attr(study_id, MARKER, {"stage": "timesteps", "config": config.to_dict()})
+        storage.create_new_trial(study_id)
+
+    reads: list[str] = []
+    for method in ("get_n_trials", "get_all_trials", "get_study_user_attrs", "get_all_studies"):
+        original = getattr(storage, method)
+
+        def read(*args, _original=original, _method=method, **kwargs):
+            result = _original(*args, **kwargs)
+            if not reads:
+                other_worker_marks_and_starts_a_trial()
+            reads.append(_method)
+            return result
+
+        monkeypatch.setattr(storage, method, read)
+
+    study = open_study(config, "timesteps", storage)
+
+    assert reads, "open_study read nothing before joining"
+    assert study.user_attrs[MARKER]["stage"] == "timesteps"
+    assert len(study.trials) == 1
