@@ -26,28 +26,36 @@ import optuna
 
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 # The storage API that trials call; record_heartbeat runs in a background thread and is not counted.
+# Optuna wraps an RDBStorage in a _CachedStorage that calls some private methods of it instead.
 STORAGE_METHODS = [name for name in vars(optuna.storages.BaseStorage) if not name.startswith("_") and name != "record_heartbeat"]
+CACHED_STORAGE_CALLS = ["_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials", "_get_stale_trial_ids"]
 
 
 def time_storage_calls(storage: optuna.storages.BaseStorage, seconds: Counter, calls: Counter) -> optuna.storages.BaseStorage:
-    """Wrap ``storage``'s API methods so that main-thread time and calls add up, per method, in ``seconds`` and ``calls``."""
+    """Wrap ``storage``'s methods so that main-thread time and calls add up, per method, in ``seconds`` and ``calls``.
+
+    Only the outermost call counts: a method that calls another wrapped one is timed once.
+    """
     main = threading.main_thread()
+    depth = [0]
 
     def timed(method):
         @functools.wraps(method)
         def wrapper(*args, **kwargs):
-            if threading.current_thread() is not main:
+            if threading.current_thread() is not main or depth[0]:
                 return method(*args, **kwargs)
+            depth[0] += 1
             started = time.perf_counter()
             try:
                 return method(*args, **kwargs)
             finally:
+                depth[0] -= 1
                 seconds[method.__name__] += time.perf_counter() - started
                 calls[method.__name__] += 1
 
         return wrapper
 
-    for name in STORAGE_METHODS:
+    for name in STORAGE_METHODS + CACHED_STORAGE_CALLS:
         if callable(getattr(storage, name, None)):
             setattr(storage, name, timed(getattr(storage, name)))
     return storage
@@ -87,12 +95,16 @@ def main() -> None:
         started = time.perf_counter()
         processes = [
             subprocess.Popen([sys.executable, __file__, "--storage", args.storage, "--worker", name, str(budget), str(out)],
-                             cwd=folder, stderr=subprocess.DEVNULL)
+                             cwd=folder, stderr=subprocess.PIPE, text=True)
             for out in outs
         ]
-        codes = [p.wait() for p in processes]
+        errors = [p.communicate()[1] for p in processes]
+        codes = [p.returncode for p in processes]
         wall = time.perf_counter() - started
         reports = [json.loads(out.read_text()) for out in outs if out.exists()]
+    for code, error in zip(codes, errors):
+        if code:
+            print(f"a worker exited {code}: {error.strip().splitlines()[-1] if error.strip() else 'no message'}")
 
     study = optuna.load_study(study_name=f"{name}-timesteps", storage=args.storage)
     trials = study.get_trials(deepcopy=False)
@@ -102,7 +114,8 @@ def main() -> None:
     durations = sum(t.duration.total_seconds() for t in complete)
     seconds_by_method = sum((Counter(r["storage_seconds"]) for r in reports), Counter())
     storage_seconds = sum(seconds_by_method.values())
-    calls = sum(sum(r["storage_calls"].values()) for r in reports)
+    calls_by_method = sum((Counter(r["storage_calls"]) for r in reports), Counter())
+    calls = sum(calls_by_method.values())
     worker_seconds = sum(r["seconds"] for r in reports)
 
     print(f"{args.workers} workers x {args.trials_per_worker} trials, digits stage 1 (500 samples), {args.storage.split('@')[-1]}")
@@ -112,8 +125,9 @@ def main() -> None:
           f"{storage_seconds / max(len(complete), 1) * 1000:.1f} ms per trial")
     print(f"storage time / worker time: {storage_seconds / worker_seconds:.2%} "
           f"(/ sum of trial durations: {storage_seconds / durations:.2%}; target < 2%)")
-    slowest = seconds_by_method.most_common(4)
-    print("most storage time: " + ", ".join(f"{m} {s / max(len(complete), 1) * 1000:.1f} ms/trial" for m, s in slowest))
+    per_trial = 1000 / max(len(complete), 1)
+    print("storage time per trial, by method: " + ", ".join(
+        f"{m} {s * per_trial:.1f} ms ({calls_by_method[m] * per_trial / 1000:.1f} calls)" for m, s in seconds_by_method.most_common()))
     lost = len(complete) != budget or states["FAIL"] or states["RUNNING"] or len(plans) != len(complete)
     print(f"nothing lost: {'NO' if lost else 'yes'} ({len(complete)}/{budget} complete, {len(plans)} distinct plans)")
     optuna.delete_study(study_name=f"{name}-timesteps", storage=args.storage)
