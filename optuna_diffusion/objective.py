@@ -14,7 +14,7 @@ from .evaluation import Evaluation, PlanEvaluator
 from .fidelity import BOUND_USER_ATTR, ESTIMATE_USER_ATTR, LOW_FID_USER_ATTR, FidelityPolicy, decide
 from .plan import Plan
 from .samplers._selection import FIDELITY_USER_ATTR, LOW_FIDELITY
-from .samplers._trial_plan import PLAN_KEY, TIMESTEPS_KEY, _system_attrs, plan_from_trial, suggest_plan
+from .samplers._trial_plan import PLAN_KEY, TIMESTEPS_KEY, _system_attrs, plan_from_trial, record_live_plan, suggest_plan
 
 OBJECTIVES = ("fid", "macs")
 """Values an objective can return, in any order."""
@@ -32,8 +32,8 @@ class PlanObjective:
     :func:`~optuna_diffusion.samplers.plan_from_trial`); under any other sampler it is suggested
     with :func:`~optuna_diffusion.samplers.suggest_plan`, which needs ``k_min`` (and ``k_max``).
 
-    Each trial records the user attributes ``"timesteps"``, ``"skips"``, ``"reuses"``, ``"macs"``,
-    ``"num_samples"``, ``"seconds"`` and, when the evaluation failed (samples turned NaN),
+    Each trial records the user attributes ``"timesteps"`` (with ``"skips"`` and ``"reuses"`` when
+    the plan skips or reuses a block), ``"macs"``, ``"num_samples"``, ``"seconds"`` and, when the evaluation failed (samples turned NaN),
     ``"failure"`` with the reason. A failed plan scores FID ``inf`` -- never NaN -- so the trial
     completes as a very bad one and the search goes on. With ``fidelity``, every trial also records
     ``"fidelity"`` (``"full"`` or ``"low"``) and ``"fid_low"``, the FID of its first
@@ -111,6 +111,8 @@ class PlanObjective:
         """The trial's plan: the sampler's, else one suggested within ``[k_min, k_max]`` steps."""
         system_attrs = _system_attrs(trial)
         if PLAN_KEY in system_attrs or TIMESTEPS_KEY in system_attrs:
+            if isinstance(trial, optuna.Trial):
+                return record_live_plan(trial, system_attrs)
             return plan_from_trial(trial)  # type: ignore[arg-type]
         if self.k_min is None:
             raise PlanError(

@@ -271,9 +271,11 @@ class ArchitectureSampler(PlanSearchSampler):
             initial_plans=self._initial,
         )
 
-    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Any) -> None:
+    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Any) -> dict[str, Any]:
         assert self._space is not None
         space = dataclasses.asdict(self._space.timestep_space)  # {"num_train_timesteps", "k_min", "k_max"}
-        study._storage.set_trial_system_attr(trial._trial_id, SPACE_KEY, space)
-        study._storage.set_trial_system_attr(trial._trial_id, PLAN_KEY, genome.to_dict())
+        written = {SPACE_KEY: space, PLAN_KEY: genome.to_dict()}
+        for key, value in written.items():
+            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+        return written
 

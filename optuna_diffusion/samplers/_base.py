@@ -87,6 +87,9 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         self._seed = self._fresh_seed() if seed is None else check_int(seed, "seed", 0)
         self._random_sampler = RandomSampler(seed=seed)
         self._parent_selection = ParentSelection(num_parents=num_parents)
+        # K of the genome written for each running trial of this process, so that answering
+        # "num_steps" needs no storage read (the FrozenTrial Optuna passes predates the write).
+        self._num_steps: dict[int, int] = {}
 
     # Hooks -----------------------------------------------------------------------------------------
 
@@ -103,8 +106,8 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         """The child generation of ``generation``."""
 
     @abc.abstractmethod
-    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Hashable) -> None:
-        """Store ``genome`` in the trial's system attributes."""
+    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Hashable) -> dict[str, Any]:
+        """Store ``genome`` in the trial's system attributes; return what was written."""
 
     def _prepare(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Work to do before the first child (e.g. read another study); may raise ConfigError."""
@@ -161,13 +164,16 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         taken = self._taken(trials, trial)
         for _ in range(MAX_WRITE_ROUNDS):
             genome = children(rng, generation=generation, slot=slot, parents=parents, taken=taken)
-            self._write(study, trial, genome)
+            written = self._write(study, trial, genome)
             if genome in taken:
                 break  # the space is exhausted (ChildGeneration warned): nothing new to look for
             # Another worker may have written the same genome since `trials` was read.
             taken = self._taken(study._storage.get_all_trials(study._study_id, deepcopy=False), trial)
             if genome not in taken:
                 break
+        num_steps = stored_num_steps(written)
+        if num_steps is not None:
+            self._num_steps[trial._trial_id] = num_steps
         self._random_sampler.before_trial(study, trial)
 
     def _is_unclaimed_retry(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -190,7 +196,9 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
     ) -> Any:
         """``"num_steps"`` is the genome's K; other parameters are drawn at random."""
         if param_name == NUM_STEPS_PARAM and isinstance(param_distribution, IntDistribution):
-            num_steps = stored_num_steps(study._storage.get_trial_system_attrs(trial._trial_id))
+            num_steps = self._num_steps.get(trial._trial_id) or stored_num_steps(trial.system_attrs)
+            if num_steps is None:
+                num_steps = stored_num_steps(study._storage.get_trial_system_attrs(trial._trial_id))
             low, high, step = param_distribution.low, param_distribution.high, param_distribution.step
             if num_steps is not None and low <= num_steps <= high and (num_steps - low) % step == 0:
                 return num_steps
@@ -199,4 +207,5 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
+        self._num_steps.pop(trial._trial_id, None)
         self._random_sampler.after_trial(study, trial, state, values)

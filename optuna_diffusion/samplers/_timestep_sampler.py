@@ -125,7 +125,8 @@ class TimestepSampler(PlanSearchSampler):
     def _children(self, study: optuna.Study, generation: int, parents: Sequence[Any]) -> ChildGeneration[Genome]:
         return self._child_generation
 
-    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Any) -> None:
-        storage = study._storage
-        storage.set_trial_system_attr(trial._trial_id, SPACE_KEY, dataclasses.asdict(self._space))
-        storage.set_trial_system_attr(trial._trial_id, TIMESTEPS_KEY, list(genome))
+    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Any) -> dict[str, Any]:
+        written = {SPACE_KEY: dataclasses.asdict(self._space), TIMESTEPS_KEY: list(genome)}
+        for key, value in written.items():
+            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+        return written

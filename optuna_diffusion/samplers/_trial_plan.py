@@ -14,8 +14,9 @@ Both also store their space, ``"optuna_diffusion:genome_space"``. The objective 
 alone give a plan that skips nothing) or, for a stage-1 objective, :func:`timesteps_from_trial`.
 Both make the genome visible where people and plots look:
 
-* user attributes ``"timesteps"`` (and, from :func:`plan_from_trial`, ``"skips"`` and ``"reuses"``,
-  per step the sorted block names): dashboard trial table and detail page;
+* user attributes ``"timesteps"`` (and, from :func:`plan_from_trial` when the plan skips or reuses
+  any block, ``"skips"`` and ``"reuses"``, per step the sorted block names): dashboard trial table
+  and detail page;
 * parameter ``"num_steps"``: ``trial.suggest_int("num_steps", k_min, k_max)``, answered by the
   sampler with the genome's K, so slice, importance and Pareto plots have a parameter.
 
@@ -115,16 +116,21 @@ def stored_plan(trial: FrozenTrial) -> Plan | None:
 
 
 def _record(trial: optuna.trial.BaseTrial, plan: Plan, *, blocks: bool) -> None:
+    # Every attribute is its own storage transaction: leave out the empty skips of a full-network plan.
     trial.set_user_attr(TIMESTEPS_USER_ATTR, list(plan.timesteps))
-    if blocks:
+    if blocks and not plan.is_full_network:
         data = plan.to_dict()
         trial.set_user_attr(SKIPS_USER_ATTR, data["skips"])
         trial.set_user_attr(REUSES_USER_ATTR, data["reuses"])
 
 
-def _live_plan(trial: optuna.Trial) -> Plan:
-    """The plan a sampler stored on a live trial, after suggesting ``"num_steps"`` (answered with K)."""
-    system_attrs = _system_attrs(trial)
+def _live_plan(trial: optuna.Trial, system_attrs: dict[str, Any] | None = None) -> Plan:
+    """The plan a sampler stored on a live trial, after suggesting ``"num_steps"`` (answered with K).
+
+    ``system_attrs``: the trial's system attributes when the caller has read them already.
+    """
+    if system_attrs is None:
+        system_attrs = _system_attrs(trial)
     space = system_attrs.get(SPACE_KEY)
     if PLAN_KEY in system_attrs:
         plan = Plan.from_dict(system_attrs[PLAN_KEY])
@@ -150,8 +156,8 @@ def plan_from_trial(trial: optuna.Trial | FrozenTrial) -> Plan:
     """The plan :class:`TimestepSampler` or :class:`ArchitectureSampler` chose for ``trial``.
 
     On a live trial this also suggests ``"num_steps"`` (the sampler answers with K) and sets the
-    user attributes ``"timesteps"``, ``"skips"`` and ``"reuses"``; on a
-    :class:`~optuna.trial.FrozenTrial` it only reads (see :func:`stored_plan`).
+    user attributes ``"timesteps"`` and, when the plan skips or reuses any block, ``"skips"`` and
+    ``"reuses"``; on a :class:`~optuna.trial.FrozenTrial` it only reads (see :func:`stored_plan`).
 
     Args:
         trial: the objective's trial, or a finished one.
@@ -167,7 +173,12 @@ def plan_from_trial(trial: optuna.Trial | FrozenTrial) -> Plan:
         if plan is None:
             raise PlanError(f"trial {trial.number} carries no plan")
         return plan
-    plan = _live_plan(trial)
+    return record_live_plan(trial)
+
+
+def record_live_plan(trial: optuna.Trial, system_attrs: dict[str, Any] | None = None) -> Plan:
+    """:func:`plan_from_trial` of a live trial, given its system attributes if already read."""
+    plan = _live_plan(trial, system_attrs)
     _record(trial, plan, blocks=True)
     return plan
 
@@ -188,7 +199,7 @@ def timesteps_from_trial(trial: optuna.Trial | FrozenTrial) -> Genome:
 def _suggest(trial: optuna.trial.BaseTrial, space: GenomeSpace, *, blocks: bool) -> Plan:
     system_attrs = _system_attrs(trial)
     if PLAN_KEY in system_attrs or TIMESTEPS_KEY in system_attrs:
-        plan = _live_plan(trial)  # type: ignore[arg-type]
+        plan = _live_plan(trial, system_attrs)  # type: ignore[arg-type]
         _record(trial, plan, blocks=blocks)
         if not space.contains(list(plan.timesteps)) or plan.num_train_timesteps != space.num_train_timesteps:
             raise PlanError(f"the sampler chose {list(plan.timesteps)}, which does not fit {space}")
@@ -214,7 +225,7 @@ def suggest_plan(
     Under ``TimestepSampler`` or ``ArchitectureSampler`` this is :func:`plan_from_trial` (after
     checking that the sampler's time steps fit the bounds given here). Under any other sampler, K
     and the steps are suggested as integer parameters (see the module docstring); the plan skips
-    nothing. The user attributes ``"timesteps"``, ``"skips"`` and ``"reuses"`` are recorded.
+    nothing. The user attributes are recorded as by :func:`plan_from_trial`.
 
     Args:
         trial: the objective's trial.
