@@ -140,6 +140,36 @@ def test_mutation_moves_time_steps_and_can_trade_blocks_for_a_step(unet_blocks):
     assert set(sizes) == {2, 3, 4}
 
 
+class OneToggle:
+    """A stand-in for numpy's Generator that makes ``mutate`` toggle exactly one (step, block) pair."""
+
+    def __init__(self, index: int, coin: float) -> None:
+        self.index, self.coin = index, coin
+
+    def random(self, size=None):
+        if size is None:
+            return self.coin
+        draws = np.ones(size)
+        draws[self.index] = 0.0
+        return draws
+
+    def permutation(self, values):
+        return np.asarray(values)
+
+
+def test_mutation_can_grow_a_reused_block_into_the_branch_around_it(unet_blocks):
+    blocks, _ = unet_blocks
+    space = ArchitectureSpace(blocks=blocks, timestep_space=GenomeSpace(num_train_timesteps=1000, k_min=3, k_max=3))
+    parent = Plan((900, 500, 100), reuses=[[], [], ["up.0.resnet.1"]])
+    toggled = 2 * len(blocks) + [block.name for block in blocks].index("up.0.resnet.1")  # step 2, that block
+
+    grown = space.mutate(parent, OneToggle(toggled, coin=0.0), toggle_prob=0.5, max_ratio=1.0)
+    again = space.mutate(parent, OneToggle(toggled, coin=0.9), toggle_prob=0.5, max_ratio=1.0)
+
+    assert grown.reuses[2] == frozenset({"up.0"})  # up.0: the smallest branch around up.0.resnet.1
+    assert again.reuses[2] == frozenset() and again.is_full_network
+
+
 def test_skip_ratio_counts_blocks_inside_a_reused_branch(unet_blocks):
     blocks, _ = unet_blocks
     space = ArchitectureSpace(blocks=blocks, timestep_space=GenomeSpace(num_train_timesteps=1000, k_min=2, k_max=2))

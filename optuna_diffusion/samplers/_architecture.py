@@ -76,6 +76,13 @@ class ArchitectureSpace:
             for branch in blocks
             if branch.kind == "branch"
         }
+        # The smallest branch around each block inside one. Reusing a block throws away what the
+        # branch computed below it; reusing the branch does not compute that at all.
+        self._branch_around = {
+            name: min((b for b, inside in self._covered.items() if name in inside), key=lambda b: len(self._covered[b]))
+            for name in names
+            if any(name in inside for inside in self._covered.values())
+        }
 
     def __str__(self) -> str:
         space = self.timestep_space
@@ -227,9 +234,12 @@ class ArchitectureSpace:
         1. With probability ``timestep_mutation_prob`` the time steps mutate (the stage-1
            operator, which may add or drop a step when ``k_min < k_max``); each new step takes the
            block choices of the parent's step nearest in time.
-        2. Each (step, block) pair toggles with probability ``toggle_prob``: a skipped or reused
-           block runs again; a running block gets a random allowed choice (a reused branch drops
-           the choices inside it; blocks inside a branch reused at the step are left alone).
+        2. Each (step, block) pair toggles with probability ``toggle_prob``: a skipped block runs
+           again; a reused block inside a branch either runs again or, with probability 1/2, its
+           reuse grows to the smallest branch around it (often the same output for far fewer
+           MACs: what follows the block in the branch may not depend on the step); a running
+           block gets a random allowed choice (a reused branch drops the choices inside it;
+           blocks inside a branch reused at the step are left alone).
         3. Random explicit choices are dropped until the plan fits ``max_ratio``.
         4. When nothing changed, one random toggle that fits the ratio is made, or else (no block
            change fits) the time steps mutate.
@@ -245,7 +255,10 @@ class ArchitectureSpace:
         toggling = np.flatnonzero(rng.random(len(pairs)) < toggle_prob)
         for index in rng.permutation(toggling):
             i, name = pairs[int(index)]
-            if name in steps[i]:
+            branch = self._branch_around.get(name)
+            if steps[i].get(name) == "reuse" and branch is not None and rng.random() < 0.5:
+                steps[i] = self._normalised_step({**steps[i], branch: "reuse"}, i)
+            elif name in steps[i]:
                 steps[i] = {n: c for n, c in steps[i].items() if n != name}
             else:
                 self._add(steps, i, name, rng)
