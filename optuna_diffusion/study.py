@@ -138,7 +138,8 @@ def _check_ours(storage: optuna.storages.BaseStorage, study_id: int, name: str, 
     foreign = ConfigError(f"study {name!r} in this storage was not created by optuna-diffusion; choose another study name")
     has_trials = storage.get_n_trials(study_id) > 0
     user_attrs = storage.get_study_user_attrs(study_id)
-    minimizes_two = storage.get_study_directions(study_id) == [optuna.study.StudyDirection.MINIMIZE] * 2
+    directions = storage.get_study_directions(study_id)
+    minimizes_two = directions == [optuna.study.StudyDirection.MINIMIZE] * 2
     if not user_attrs and not has_trials:
         if not minimizes_two:
             raise foreign
@@ -147,8 +148,7 @@ def _check_ours(storage: optuna.storages.BaseStorage, study_id: int, name: str, 
     if not isinstance(marker, dict) or marker.get("stage") != stage:
         raise foreign
     if not minimizes_two:
-        directions = [d.name for d in storage.get_study_directions(study_id)]
-        raise ConfigError(f"study {name!r} has directions {directions}; optuna-diffusion studies minimize 2 objectives")
+        raise ConfigError(f"study {name!r} has directions {[d.name for d in directions]}; optuna-diffusion studies minimize 2 objectives")
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:
