@@ -271,11 +271,8 @@ class ArchitectureSampler(PlanSearchSampler):
             initial_plans=self._initial,
         )
 
-    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Any) -> dict[str, Any]:
+    def _genome_attrs(self, genome: Any) -> dict[str, Any]:
         assert self._space is not None
         space = dataclasses.asdict(self._space.timestep_space)  # {"num_train_timesteps", "k_min", "k_max"}
-        written = {SPACE_KEY: space, PLAN_KEY: genome.to_dict()}
-        for key, value in written.items():
-            study._storage.set_trial_system_attr(trial._trial_id, key, value)
-        return written
+        return {SPACE_KEY: space, PLAN_KEY: genome.to_dict()}
 

@@ -106,8 +106,8 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         """The child generation of ``generation``."""
 
     @abc.abstractmethod
-    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Hashable) -> dict[str, Any]:
-        """Store ``genome`` in the trial's system attributes; return what was written."""
+    def _genome_attrs(self, genome: Hashable) -> dict[str, Any]:
+        """The trial system attributes that store ``genome`` (and the sampler's space)."""
 
     def _prepare(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Work to do before the first child (e.g. read another study); may raise ConfigError."""
@@ -164,17 +164,23 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         taken = self._taken(trials, trial)
         for _ in range(MAX_WRITE_ROUNDS):
             genome = children(rng, generation=generation, slot=slot, parents=parents, taken=taken)
-            written = self._write(study, trial, genome)
+            self._write(study, trial, genome)
             if genome in taken:
                 break  # the space is exhausted (ChildGeneration warned): nothing new to look for
             # Another worker may have written the same genome since `trials` was read.
             taken = self._taken(study._storage.get_all_trials(study._study_id, deepcopy=False), trial)
             if genome not in taken:
                 break
-        num_steps = stored_num_steps(written)
+        self._random_sampler.before_trial(study, trial)
+
+    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Hashable) -> None:
+        """Store ``genome`` in the trial's system attributes and remember its K for ``"num_steps"``."""
+        attrs = self._genome_attrs(genome)
+        for key, value in attrs.items():
+            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+        num_steps = stored_num_steps(attrs)
         if num_steps is not None:
             self._num_steps[trial._trial_id] = num_steps
-        self._random_sampler.before_trial(study, trial)
 
     def _is_unclaimed_retry(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether ``trial`` retries a failed trial whose genome no other trial has taken since."""

@@ -125,8 +125,5 @@ class TimestepSampler(PlanSearchSampler):
     def _children(self, study: optuna.Study, generation: int, parents: Sequence[Any]) -> ChildGeneration[Genome]:
         return self._child_generation
 
-    def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Any) -> dict[str, Any]:
-        written = {SPACE_KEY: dataclasses.asdict(self._space), TIMESTEPS_KEY: list(genome)}
-        for key, value in written.items():
-            study._storage.set_trial_system_attr(trial._trial_id, key, value)
-        return written
+    def _genome_attrs(self, genome: Any) -> dict[str, Any]:
+        return {SPACE_KEY: dataclasses.asdict(self._space), TIMESTEPS_KEY: list(genome)}
