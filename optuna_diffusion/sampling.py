@@ -242,13 +242,14 @@ class PlanSampler:
         """Run the solver on one batch, taking the outputs of the longest cached prefix from the cache.
 
         The output at step i depends only on ``batch`` (fixed noise, labels and generator seed), the
-        number of steps K (DPM-Solver++ lowers its order near the end), the time steps 0..i and the
-        block choices of steps 0..i, so those form its key.
+        time steps 0..i and the block choices of steps 0..i, so those form its key. Not on the number
+        of steps: every solver's denoiser input at step i is fixed by the steps so far (see
+        :mod:`optuna_diffusion.solvers`), so plans of different lengths share their common prefix.
         """
         cache = self.prefix_cache
         assert cache is not None
         num_steps = plan.num_steps
-        prefix = (self._cache_scope, str(x.device), *batch, num_steps)
+        prefix = (self._cache_scope, str(x.device), *batch)
         keys = [prefix + (plan.timesteps[: i + 1], plan.skips[: i + 1], plan.reuses[: i + 1]) for i in range(num_steps)]
         resume = cache.prefix_length(keys)
         # A step that reuses blocks needs the block outputs of the UNet call before it, which the

@@ -4,6 +4,9 @@ Every solver has one signature, ``solver(denoise, x_T, timesteps, schedule, gene
 where ``denoise(x_t, t)`` returns the noise prediction epsilon (guidance, learned-variance
 channels, v-prediction and x0 clipping are already handled by the denoiser). The schedule is plain
 data, so solvers are interchangeable. The last update of every solver jumps to x0 (alpha = 1).
+Every solver calls ``denoise`` once per time step, and its input at step i depends only on time steps
+0..i, not on the steps after them or their number (DPM-Solver++ lowers its order only in the last
+update); the prefix cache relies on both.
 
 Notation (DDIM paper, Song et al. 2021, eq. 12 with sigma = 0):
     alpha_prod_t       cumulative product of (1 - beta) up to t ("alpha_t" in the paper)

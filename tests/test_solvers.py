@@ -3,7 +3,7 @@ import torch
 
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.sampling import PlanSampler, SamplingSettings, class_labels, initial_noise
-from optuna_diffusion.solvers import NoiseSchedule, sample_ddim, sample_dpmpp_2m, sample_euler
+from optuna_diffusion.solvers import SOLVERS, NoiseSchedule, sample_ddim, sample_dpmpp_2m, sample_euler
 
 from .conftest import scheduler_config, tiny_text_unet, tiny_unet
 
@@ -66,6 +66,32 @@ def test_diffusers_solvers_visit_exactly_the_plan_time_steps(solver):
         out = solver(denoise, torch.randn(2, 1, 8, 8), [900, 600, 250, 40], schedule)
     assert seen == [900, 600, 250, 40]
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_the_denoiser_input_at_a_step_depends_only_on_the_steps_so_far(solver):
+    # The prefix cache's contract; 16 steps cross DPM-Solver++'s lower_order_final threshold (15).
+    unet = tiny_unet()
+    schedule = NoiseSchedule.from_scheduler_config(scheduler_config())
+    steps = list(range(960, 0, -60))
+
+    def inputs(num_steps):
+        seen = []
+
+        def denoise(x, t):
+            seen.append(x.clone())
+            return unet(x, t, class_labels=torch.zeros(len(x), dtype=torch.long)).sample
+
+        with torch.inference_mode():
+            SOLVERS[solver](denoise, torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                            steps[:num_steps], schedule, torch.Generator().manual_seed(1))
+        return seen
+
+    longest = inputs(len(steps))
+    for num_steps in (2, 3, 4, 14, 15):
+        shorter = inputs(num_steps)
+        assert len(shorter) == num_steps
+        assert all(torch.equal(a, b) for a, b in zip(shorter, longest)), f"{num_steps} steps"
 
 
 def test_common_random_numbers_do_not_depend_on_batching():
