@@ -1,0 +1,119 @@
+"""How good can a K-step plan get? An upper bound on the best FID any sampler can reach.
+
+The search-quality objective is deterministic (common random numbers, fixed reference statistics), so
+one number is the best FID over all K-step plans. This script bounds it from above: for each sampler
+it runs a search of ``--trials`` evaluations (its first 200 are exactly ``search_quality.py``'s search
+with that seed) and then a compass search from the best plan found: move one time step by
+64, 32, ..., 1 (keeping the plan strictly decreasing), accept any improvement, halve the move when none
+improves, until no single-step move of any size helps. Run:
+python benchmarks/search_ceiling.py [--trials 1000] [--samplers tpe timestep] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import time
+
+import optuna
+import torch
+
+from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
+from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
+from optuna_diffusion.plan import Plan
+from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
+
+PREFIX_CACHE_BYTES = 512 * 2**20
+MOVES = (64, 32, 16, 8, 4, 2, 1)
+REPORT_AT = (200, 400, 600, 800, 1000)
+
+
+def search(name: str, seed: int, evaluate, k: int, trials: int, initial_plans: list[Plan]) -> list[tuple[int, ...]]:
+    """Time steps of each evaluated plan of a ``trials``-long search, as search_quality.py runs it."""
+    if name == "timestep":
+        population = 20
+        sampler: optuna.samplers.BaseSampler = TimestepSampler(
+            k_min=k, population_size=population, num_parents=population // 5, num_mutants=population // 2,
+            num_crossovers=population * 3 // 10, initial_plans=initial_plans, seed=seed,
+        )
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    visited: list[tuple[int, ...]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        if name == "timestep":
+            timesteps = plan_from_trial(trial).timesteps
+        else:
+            timesteps = strictly_decreasing([trial.suggest_int(f"t{i}", 0, 999) for i in range(k)], 1000)
+        visited.append(tuple(timesteps))
+        return evaluate(timesteps)
+
+    optuna.create_study(sampler=sampler).optimize(objective, n_trials=trials)
+    return visited
+
+
+def compass_search(start: tuple[int, ...], evaluate) -> tuple[int, ...]:
+    """Best plan reachable from ``start`` by improving one-step moves of shrinking size."""
+    best = start
+    for move in MOVES:
+        improved = True
+        while improved:
+            improved = False
+            for i in range(len(best)):
+                for direction in (1, -1):
+                    candidate = list(best)
+                    candidate[i] += direction * move
+                    if not all(a > b for a, b in zip(candidate, candidate[1:])) or not 0 <= candidate[-1] <= candidate[0] <= 999:
+                        continue
+                    if evaluate(tuple(candidate)) < evaluate(best):
+                        best, improved = tuple(candidate), True
+    return best
+
+
+def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tuple[int, ...], float, tuple[int, ...], float, int]:
+    name, args = task
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, batch_size=500), prefix_cache=PREFIX_CACHE_BYTES)
+    fids: dict[tuple[int, ...], float] = {}
+
+    def evaluate(timesteps: tuple[int, ...]) -> float:
+        if timesteps not in fids:
+            fids[timesteps] = evaluator.evaluate(Plan(timesteps), args.samples).fid
+        return fids[timesteps]
+
+    initial = list(baseline_plans(args.steps, evaluator.sampler.schedule.alphas_cumprod).values())
+    visited = search(name, args.seed, evaluate, args.steps, args.trials, initial)
+    best_after = {n: min(fids[t] for t in visited[:n]) for n in REPORT_AT if n <= len(visited)}
+    searched_best = min(visited, key=fids.get)
+    evaluations_before = len(fids)
+    polished = compass_search(searched_best, evaluate)
+    evaluator.close()
+    return name, best_after, searched_best, fids[searched_best], polished, fids[polished], len(fids) - evaluations_before
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samplers", nargs="+", default=["tpe", "timestep"], choices=["tpe", "timestep"])
+    args = parser.parse_args()
+    started = time.perf_counter()
+    print(f"digits, ddim, K={args.steps}, {args.samples} samples/eval, seed {args.seed}: "
+          f"{args.trials}-evaluation search, then compass search from its best")
+    with multiprocessing.get_context("spawn").Pool(len(args.samplers)) as pool:
+        results = pool.map(run, [(name, args) for name in args.samplers], chunksize=1)
+    for name, best_after, searched, searched_fid, polished, polished_fid, extra in results:
+        trace = ", ".join(f"{fid:.3f} after {n}" for n, fid in best_after.items())
+        print(f"{name:<9} best {trace}")
+        print(f"{'':<9} searched best {list(searched)} FID {searched_fid:.3f}; compass search "
+              f"({extra} more evaluations) -> {list(polished)} FID {polished_fid:.3f}")
+    print(f"best FID found by any: {min(r[5] for r in results):.3f}")
+    print(f"total {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
