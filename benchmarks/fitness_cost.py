@@ -28,7 +28,7 @@ import time
 
 import optuna
 
-from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, digits_evaluator
+from optuna_diffusion.evaluation import PlanEvaluator, digits_evaluator
 from optuna_diffusion.fidelity import FidelityPolicy
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.prefix_cache import PrefixCache
@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     k_max = args.k_max or args.k
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    evaluator = digits_evaluator(DIGITS_SETTINGS)
+    evaluator = digits_evaluator(load_study_config("digits").sampling)  # the study's batches of 500
     setups = ["plain", *[s for s in args.setups if s != "plain"]]
 
     traces = {}
