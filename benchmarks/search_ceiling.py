@@ -19,41 +19,17 @@ import time
 import optuna
 import torch
 
-from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
+from optuna_diffusion.baselines import baseline_plans
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
+from search_quality import PREFIX_CACHE_BYTES, make_objective, make_sampler  # the same searches, exactly
 
-PREFIX_CACHE_BYTES = 512 * 2**20
+POPULATION = 20  # search_quality.py's default
 MOVES = (64, 32, 16, 8, 4, 2, 1)
 REPORT_AT = (200, 400, 600, 800, 1000)
 
 
-def search(name: str, seed: int, evaluate, k: int, trials: int, initial_plans: list[Plan]) -> list[tuple[int, ...]]:
-    """Time steps of each evaluated plan of a ``trials``-long search, as search_quality.py runs it."""
-    if name == "timestep":
-        population = 20
-        sampler: optuna.samplers.BaseSampler = TimestepSampler(
-            k_min=k, population_size=population, num_parents=population // 5, num_mutants=population // 2,
-            num_crossovers=population * 3 // 10, initial_plans=initial_plans, seed=seed,
-        )
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
-    visited: list[tuple[int, ...]] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        if name == "timestep":
-            timesteps = plan_from_trial(trial).timesteps
-        else:
-            timesteps = strictly_decreasing([trial.suggest_int(f"t{i}", 0, 999) for i in range(k)], 1000)
-        visited.append(tuple(timesteps))
-        return evaluate(timesteps)
-
-    optuna.create_study(sampler=sampler).optimize(objective, n_trials=trials)
-    return visited
-
-
-def compass_search(start: tuple[int, ...], evaluate) -> tuple[int, ...]:
+def compass_search(start: tuple[int, ...], evaluate, num_train_timesteps: int) -> tuple[int, ...]:
     """Best plan reachable from ``start`` by improving one-step moves of shrinking size."""
     best = start
     for move in MOVES:
@@ -64,7 +40,7 @@ def compass_search(start: tuple[int, ...], evaluate) -> tuple[int, ...]:
                 for direction in (1, -1):
                     candidate = list(best)
                     candidate[i] += direction * move
-                    if not all(a > b for a, b in zip(candidate, candidate[1:])) or not 0 <= candidate[-1] <= candidate[0] <= 999:
+                    if not all(a > b for a, b in zip(candidate, candidate[1:])) or not 0 <= candidate[-1] <= candidate[0] < num_train_timesteps:
                         continue
                     if evaluate(tuple(candidate)) < evaluate(best):
                         best, improved = tuple(candidate), True
@@ -84,11 +60,14 @@ def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tu
         return fids[timesteps]
 
     initial = list(baseline_plans(args.steps, evaluator.sampler.schedule.alphas_cumprod).values())
-    visited = search(name, args.seed, evaluate, args.steps, args.trials, initial)
+    study = optuna.create_study(sampler=make_sampler(name, args.seed, args.steps, initial, POPULATION))
+    study.optimize(make_objective(name, evaluator, args.steps, args.samples), n_trials=args.trials)
+    visited = [tuple(trial.user_attrs["timesteps"]) for trial in study.trials]
+    fids.update((steps, trial.value) for steps, trial in zip(visited, study.trials))
     best_after = {n: min(fids[t] for t in visited[:n]) for n in REPORT_AT if n <= len(visited)}
     searched_best = min(visited, key=fids.get)
     evaluations_before = len(fids)
-    polished = compass_search(searched_best, evaluate)
+    polished = compass_search(searched_best, evaluate, evaluator.sampler.schedule.num_train_timesteps)
     evaluator.close()
     return name, best_after, searched_best, fids[searched_best], polished, fids[polished], len(fids) - evaluations_before
 
