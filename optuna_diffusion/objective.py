@@ -33,12 +33,13 @@ class PlanObjective:
     with :func:`~optuna_diffusion.samplers.suggest_plan`, which needs ``k_min`` (and ``k_max``).
 
     Each trial records the user attributes ``"timesteps"`` (with ``"skips"`` and ``"reuses"`` when
-    the plan skips or reuses a block), ``"macs"``, ``"num_samples"``, ``"seconds"`` and, when the evaluation failed (samples turned NaN),
-    ``"failure"`` with the reason. A failed plan scores FID ``inf`` -- never NaN -- so the trial
-    completes as a very bad one and the search goes on. With ``fidelity``, every trial also records
-    ``"fidelity"`` (``"full"`` or ``"low"``) and ``"fid_low"``, the FID of its first
-    ``fidelity.low_samples`` images; a trial stopped there returns its estimated full-size FID,
-    ``"fid_estimate"``, and records the optimistic estimate it was judged by, ``"fid_optimistic"``.
+    the plan skips or reuses a block), ``"macs"``, ``"num_samples"``, ``"seconds"`` and, when the
+    evaluation failed (samples turned NaN), ``"failure"`` with the reason. A failed plan scores FID
+    ``inf`` -- never NaN -- so the trial completes as a very bad one and the search goes on. With
+    ``fidelity``, every trial also records ``"fidelity"`` (``"full"`` or ``"low"``) and ``"fid_low"``,
+    the FID of its first ``fidelity.low_samples`` images; a trial stopped there returns its
+    estimated full-size FID, ``"fid_estimate"``, and records the optimistic estimate it was judged
+    by, ``"fid_optimistic"``.
 
     With ``macs_budget``, the constraint ``macs - macs_budget`` (feasible when <= 0) is set with
     ``trial.set_constraint("macs", ...)``, which Optuna's samplers and ``study.best_trials`` read,
