@@ -13,8 +13,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-BUDGET_USER_ATTR = "stopped"
-"""User attribute of a trial that did not run because the budget was already claimed."""
+from .compat import fresh_trials
+from .trial_plan import BUDGET_STOPPED_ATTR
 
 
 class TrialBudget:
@@ -30,9 +30,7 @@ class TrialBudget:
 
     def counts(self, study: optuna.Study, trial_number: int | None = None) -> tuple[int, int]:
         """(complete trials, running trials numbered below ``trial_number`` -- all running if None)."""
-        trials = study._storage.get_all_trials(
-            study._study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
-        )
+        trials = fresh_trials(study, states=(TrialState.COMPLETE, TrialState.RUNNING))
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         running = sum(
             t.state == TrialState.RUNNING and (trial_number is None or t.number < trial_number) for t in trials
@@ -47,6 +45,6 @@ class TrialBudget:
     @staticmethod
     def stop_trial(trial: optuna.Trial) -> None:
         """End ``trial`` unevaluated (PRUNED) and stop this worker's ``study.optimize``."""
-        trial.set_user_attr(BUDGET_USER_ATTR, "trial budget already claimed by other trials")
+        trial.set_user_attr(BUDGET_STOPPED_ATTR, "trial budget already claimed by other trials")
         trial.study.stop()
         raise optuna.TrialPruned("the trial budget is reached")

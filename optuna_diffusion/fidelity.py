@@ -27,14 +27,7 @@ import numpy as np
 from optuna.trial import FrozenTrial
 
 from .errors import ConfigError
-from .samplers._selection import FIDELITY_USER_ATTR, LOW_FIDELITY
-
-LOW_FID_USER_ATTR = "fid_low"
-"""User attribute: the FID of the first ``low_samples`` samples."""
-ESTIMATE_USER_ATTR = "fid_estimate"
-"""User attribute of a trial stopped at the small sample: its estimated full-size FID (its value)."""
-BOUND_USER_ATTR = "fid_optimistic"
-"""User attribute of a trial stopped at the small sample: the optimistic estimate it was judged by."""
+from .trial_plan import FID_LOW_ATTR, MACS_ATTR, is_low_fidelity
 
 
 @dataclass(frozen=True)
@@ -109,10 +102,6 @@ class Decision:
     optimistic: float | None = None
 
 
-def is_low_fidelity(trial: FrozenTrial) -> bool:
-    return trial.user_attrs.get(FIDELITY_USER_ATTR) == LOW_FIDELITY
-
-
 def decide(
     policy: FidelityPolicy,
     trials: Sequence[FrozenTrial],
@@ -127,7 +116,7 @@ def decide(
     ``trials`` are the study's complete trials; ``fid_of`` reads a trial's full-size FID.
     """
     full = [t for t in trials if not is_low_fidelity(t) and math.isfinite(fid_of(t))]
-    pairs = [(t.user_attrs[LOW_FID_USER_ATTR], fid_of(t)) for t in full if LOW_FID_USER_ATTR in t.user_attrs]
+    pairs = [(t.user_attrs[FID_LOW_ATTR], fid_of(t)) for t in full if FID_LOW_ATTR in t.user_attrs]
     calibration = Calibration.from_pairs(pairs)
     if calibration is None or calibration.pairs < policy.min_pairs or not 0 < fid_low < math.inf:
         return Decision(promote=True)
@@ -145,7 +134,7 @@ def decide(
 
 
 def _macs(trial: FrozenTrial) -> float:
-    return trial.user_attrs.get("macs", math.inf)
+    return trial.user_attrs.get(MACS_ATTR, math.inf)
 
 
 def _front_size(trials: Sequence[FrozenTrial], fid_of: Callable[[FrozenTrial], float]) -> int:

@@ -9,19 +9,33 @@ from typing import Any
 
 import optuna
 
+from . import compat, faults
 from .errors import ConfigError, PlanError
 from .evaluation import Evaluation, PlanEvaluator
-from .fidelity import BOUND_USER_ATTR, ESTIMATE_USER_ATTR, LOW_FID_USER_ATTR, FidelityPolicy, decide
+from .fidelity import FidelityPolicy, decide
 from .plan import Plan
-from .samplers._selection import FIDELITY_USER_ATTR, LOW_FIDELITY
-from .samplers._trial_plan import PLAN_KEY, TIMESTEPS_KEY, _system_attrs, plan_from_trial, record_live_plan, suggest_plan
+from .trial_plan import (
+    FAILURE_ATTR,
+    FID_ESTIMATE_ATTR,
+    FID_LOW_ATTR,
+    FID_OPTIMISTIC_ATTR,
+    FIDELITY_ATTR,
+    FULL_FIDELITY,
+    LOW_FIDELITY,
+    MACS_ATTR,
+    NUM_SAMPLES_ATTR,
+    PLAN_KEY,
+    SECONDS_ATTR,
+    TIMESTEPS_KEY,
+    plan_from_trial,
+    record_live_plan,
+    suggest_plan,
+)
 
 OBJECTIVES = ("fid", "macs")
 """Values an objective can return, in any order."""
 MACS_CONSTRAINT = "macs"
 """Name of the MACs constraint (``trial.set_constraint``)."""
-DASHBOARD_CONSTRAINTS_KEY = "constraints"
-"""Trial system attribute that optuna-dashboard 0.21 reads constraints from: a list of floats."""
 
 
 class PlanObjective:
@@ -110,11 +124,11 @@ class PlanObjective:
 
     def plan(self, trial: optuna.trial.BaseTrial) -> Plan:
         """The trial's plan: the sampler's, else one suggested within ``[k_min, k_max]`` steps."""
-        system_attrs = _system_attrs(trial)
+        if isinstance(trial, optuna.trial.FrozenTrial):
+            return plan_from_trial(trial)
+        system_attrs = compat.live_system_attrs(trial) if isinstance(trial, optuna.Trial) else {}
         if PLAN_KEY in system_attrs or TIMESTEPS_KEY in system_attrs:
-            if isinstance(trial, optuna.Trial):
-                return record_live_plan(trial, system_attrs)
-            return plan_from_trial(trial)  # type: ignore[arg-type]
+            return record_live_plan(trial, system_attrs)  # type: ignore[arg-type]
         if self.k_min is None:
             raise PlanError(
                 f"trial {trial.number} carries no plan: use TimestepSampler or ArchitectureSampler, "
@@ -126,15 +140,16 @@ class PlanObjective:
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, ...]:
         """Evaluate the trial's plan and return the chosen objectives (FID ``inf`` on failure)."""
         plan = self.plan(trial)
+        faults.reach("trial-running")
         result, fidelity = self._evaluate(trial, plan)
-        trial.set_user_attr("macs", int(result.macs))
-        trial.set_user_attr("num_samples", int(result.num_samples))
-        trial.set_user_attr("seconds", float(result.seconds))
+        trial.set_user_attr(MACS_ATTR, int(result.macs))
+        trial.set_user_attr(NUM_SAMPLES_ATTR, int(result.num_samples))
+        trial.set_user_attr(SECONDS_ATTR, float(result.seconds))
         if self.fidelity is not None:
-            trial.set_user_attr(FIDELITY_USER_ATTR, fidelity)
+            trial.set_user_attr(FIDELITY_ATTR, fidelity)
         fid = float(result.fid)
         if not result.ok or not math.isfinite(fid):
-            trial.set_user_attr("failure", result.failure or f"FID is {fid}")
+            trial.set_user_attr(FAILURE_ATTR, result.failure or f"FID is {fid}")
             fid = math.inf
         if self.macs_budget is not None:
             self._set_macs_constraint(trial, float(result.macs) - float(self.macs_budget))
@@ -149,7 +164,7 @@ class PlanObjective:
         policy = self.fidelity
         study = getattr(trial, "study", None)
         if policy is None or study is None:
-            return self.evaluator.evaluate(plan, self.num_samples, keep_images=self.keep_images), "full"
+            return self.evaluator.evaluate(plan, self.num_samples, keep_images=self.keep_images), FULL_FIDELITY
         steps = self.evaluator.evaluate_progressively(
             plan, [policy.low_samples, self.num_samples], keep_images=self.keep_images
         )
@@ -157,18 +172,18 @@ class PlanObjective:
             low = next(steps)
             if not low.ok:
                 return low, LOW_FIDELITY
-            trial.set_user_attr(LOW_FID_USER_ATTR, float(low.fid))
+            trial.set_user_attr(FID_LOW_ATTR, float(low.fid))
             complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             macs = float(low.macs) if "macs" in self.objectives else None
             decision = decide(
                 policy, complete, fid_low=low.fid, macs=macs, fid_of=self._stored_fid, macs_budget=self.macs_budget
             )
             if decision.promote:
-                return next(steps), "full"
+                return next(steps), FULL_FIDELITY
         finally:
             steps.close()
-        trial.set_user_attr(ESTIMATE_USER_ATTR, decision.estimate)
-        trial.set_user_attr(BOUND_USER_ATTR, decision.optimistic)
+        trial.set_user_attr(FID_ESTIMATE_ATTR, decision.estimate)
+        trial.set_user_attr(FID_OPTIMISTIC_ATTR, decision.optimistic)
         return dataclasses.replace(low, fid=decision.estimate), LOW_FIDELITY
 
     def _stored_fid(self, trial: optuna.trial.FrozenTrial) -> float:
@@ -181,4 +196,4 @@ class PlanObjective:
     def _set_macs_constraint(trial: Any, violation: float) -> None:
         trial.set_constraint(MACS_CONSTRAINT, violation)
         if isinstance(trial, optuna.Trial):
-            trial.study._storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS_KEY, [violation])
+            compat.write_dashboard_constraints(trial, [violation])

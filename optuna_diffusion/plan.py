@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 from .errors import PlanError
 
 
-def _as_int(value: Any, what: str) -> int:
+def as_int(value: Any, what: str) -> int:
     """An integer from ``value``, refusing bools, NaN/inf and non-integral floats."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise PlanError(f"{what} must be an integer, got {value!r}")
@@ -67,12 +67,12 @@ class Plan:
     num_train_timesteps: int = 1000
 
     def __post_init__(self) -> None:
-        num_train = _as_int(self.num_train_timesteps, "num_train_timesteps")
+        num_train = as_int(self.num_train_timesteps, "num_train_timesteps")
         if num_train < 1:
             raise PlanError(f"num_train_timesteps must be positive, got {num_train}")
         if isinstance(self.timesteps, (str, bytes)) or not isinstance(self.timesteps, Iterable):
             raise PlanError(f"timesteps must be a list of integers, got {self.timesteps!r}")
-        timesteps = tuple(_as_int(t, "every time step") for t in self.timesteps)
+        timesteps = tuple(as_int(t, "every time step") for t in self.timesteps)
         if not timesteps:
             raise PlanError("a plan needs at least one time step")
         for t in timesteps:

@@ -223,7 +223,7 @@ def baseline_table(config: StudyConfig, *, steps: list[int], samples: int, devic
     """FID and MACs of every hand-designed schedule at each step count, as a text table."""
     evaluator = build_evaluator(config, device=device)
     alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
-    lines = [f"{config.model}, {config.sampling.solver}, {samples} samples", f"{'K':>3} " + " ".join(f"{n:>10}" for n in BASELINES)]
+    lines = [f"{config.model.source}, {config.sampling.solver}, {samples} samples", f"{'K':>3} " + " ".join(f"{n:>10}" for n in BASELINES)]
     for k in steps:
         fids = [evaluator.evaluate(baseline_plan(name, k, alphas_cumprod), samples).fid for name in BASELINES]
         lines.append(f"{k:>3} " + " ".join(f"{fid:10.3f}" for fid in fids))

@@ -13,7 +13,7 @@ the solver still runs every update, so results equal an uncached run bit for bit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Iterator
+from typing import ClassVar, Hashable, Iterator
 
 import torch
 
@@ -22,14 +22,15 @@ from .errors import ConfigError
 from .models import DiffusionModel
 from .plan import Plan
 from .prefix_cache import PrefixCache
-from .solvers import Denoise, NoiseSchedule, get_solver
+from .settings import Section, at_least, one_of, positive, setting
+from .solvers import SOLVERS, Denoise, NoiseSchedule, get_solver
 
 _NOISE_CHUNK = 64
 
 
 @dataclass(frozen=True)
-class SamplingSettings:
-    """How samples of a plan are drawn.
+class SamplingSettings(Section):
+    """How samples of a plan are drawn (the ``[sampling]`` section of a study file).
 
     Args:
         solver: one of :data:`optuna_diffusion.solvers.SOLVERS`.
@@ -38,16 +39,20 @@ class SamplingSettings:
         null_class: label of the unconditional pass, needed for guidance.
         clip_x0: clip the predicted x0 to [-1, 1] before every update.
         seed: seed of the common random numbers (noise and labels).
-        batch_size: images per UNet batch (doubled inside under guidance).
+        batch_size: images per denoiser batch (doubled inside under guidance).
+        prefix_cache_mb: memory for denoiser outputs of shared trajectory prefixes (0: no cache).
     """
 
-    solver: str = "ddim"
-    guidance_scale: float = 1.0
-    num_classes: int | None = None
-    null_class: int | None = None
-    clip_x0: bool = False
-    seed: int = 0
-    batch_size: int = 256
+    SECTION: ClassVar[str] = "sampling"
+
+    solver: str = setting("ddim", check=one_of(lambda: SOLVERS))
+    guidance_scale: float = setting(1.0, check=at_least(0))
+    num_classes: int | None = setting(None, check=positive)
+    null_class: int | None = setting(None, check=at_least(0))
+    clip_x0: bool = setting(False)
+    seed: int = setting(0, check=at_least(0))
+    batch_size: int = setting(256, check=positive)
+    prefix_cache_mb: float = setting(0.0, check=at_least(0))
 
     @property
     def uses_guidance(self) -> bool:
@@ -58,9 +63,6 @@ class SamplingSettings:
 
         ``text_guidance``: the unconditional pass of guidance comes from negative prompt embeddings.
         """
-        get_solver(self.solver)
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         embeds = model.num_class_embeds
         if self.num_classes is not None and not embeds:
             raise ConfigError(f"num_classes = {self.num_classes} but the model {model.source} is unconditional")

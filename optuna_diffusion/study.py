@@ -23,9 +23,10 @@ from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
 from .plan import Plan
 from .preview import save_image_grid
 from .study_config import StudyConfig
+from .trial_plan import STUDY_MARKER as MARKER
+from .trial_plan import plan_from_trial
 
 STAGES = ("timesteps", "architecture")
-MARKER = "optuna_diffusion"
 PREVIEW_SAMPLES = 64
 
 
@@ -86,25 +87,25 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluato
     from .models import load_diffusion_model
 
     check_device(device)
-    if not config.model:
+    if not config.model.source:
         raise ConfigError(
             f"study {config.name!r} needs a model: pass --model with a diffusers folder or hub id"
             + (" (convert guided-diffusion's checkpoint with: optuna-diffusion zoo convert-adm)" if "imagenet" in config.name else "")
         )
-    if not config.reference:
+    if not config.fid.reference:
         raise ConfigError(f"study {config.name!r} needs reference statistics: pass --reference with an .npz holding mu and sigma")
-    if config.reference != "digits" and not Path(config.reference).is_file():
-        raise ConfigError(f"reference statistics file {config.reference} does not exist (--reference)")
-    extractor = load_feature_extractor(config.features, weights_path=config.feature_weights)
-    model = load_diffusion_model(config.model, device=device)
-    if config.reference == "digits":
+    if config.fid.reference != "digits" and not Path(config.fid.reference).is_file():
+        raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference)")
+    extractor = load_feature_extractor(config.fid.features, weights_path=config.fid.feature_weights)
+    model = load_diffusion_model(config.model.source, device=device)
+    if config.fid.reference == "digits":
         from .zoo.data import load_digits_images
 
         images, _ = load_digits_images()
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
     else:
-        reference = load_reference_npz(config.reference)
-    cache_bytes = int(config.prefix_cache_mb * 2**20)
+        reference = load_reference_npz(config.fid.reference)
+    cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)
     return PlanEvaluator(model, config.sampling, extractor.to(device), reference, prefix_cache=cache_bytes)
 
 
@@ -196,8 +197,6 @@ class FrontRow:
 
 def pareto_front(study: optuna.Study) -> list[FrontRow]:
     """The study's Pareto-optimal complete trials with their plans, by MACs."""
-    from .samplers import plan_from_trial
-
     rows = []
     for trial in study.best_trials:
         if trial.values is None or not all(math.isfinite(v) for v in trial.values):

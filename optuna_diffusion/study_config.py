@@ -1,21 +1,24 @@
 """Study presets and files: a TOML file in, a validated :class:`StudyConfig` out.
 
-Presets live in the repository's ``studies/`` folder (installed as ``optuna_diffusion/studies``).
-Every mistake is one line that names the file, the key and, where it can, the line.
+A study file has one table per section of :class:`StudyConfig`; each section is a
+:class:`~optuna_diffusion.settings.Section` that checks itself, so a study built from a TOML file,
+from a stored dict or with command-line overrides is valid by construction. Presets live in the
+repository's ``studies/`` folder (installed as ``optuna_diffusion/studies``). Every mistake is one
+line that names the file, the key and, where it can, the line.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .sampling import SamplingSettings
+from .settings import Section, SettingError, at_least, fraction, positive, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,26 +27,57 @@ else:  # pragma: no cover
 
 
 @dataclass(frozen=True)
-class TimestepStage:
-    """Stage 1: time steps only, with the full network."""
+class ModelSection(Section):
+    """``[model]``: the diffusion model to search plans for."""
 
-    k_min: int = 4
-    k_max: int = 4
-    n_trials: int = 200
-    num_samples: int = 500
-    population_size: int = 20
-    low_fidelity_fraction: float = 0.0
+    SECTION: ClassVar[str] = "model"
+
+    source: str = setting("", help="bundled name, diffusers folder or Hugging Face hub id")
 
 
 @dataclass(frozen=True)
-class ArchitectureStage:
-    """Stage 2: per-step skipped and reused blocks (time steps may be nudged)."""
+class FidSection(Section):
+    """``[fid]``: the feature network and the reference statistics FID is measured against."""
 
-    n_trials: int = 100
-    num_samples: int = 500
-    population_size: int = 20
-    macs_budget: float | None = None
-    low_fidelity_fraction: float = 0.0
+    SECTION: ClassVar[str] = "fid"
+
+    features: str = setting("digits", help="digits, inception, or a TorchScript feature network (.pt)")
+    reference: str = setting("digits", help="digits (all 1,797 real digits) or an .npz with mu and sigma")
+    feature_weights: str | None = setting(None, help="weights file of the feature network")
+
+
+@dataclass(frozen=True)
+class TimestepStage(Section):
+    """``[timesteps]``: stage 1, time steps only, with the full network."""
+
+    SECTION: ClassVar[str] = "timesteps"
+
+    k_min: int = setting(4, check=positive)
+    k_max: int = setting(4, check=positive)
+    n_trials: int = setting(200, check=positive)
+    num_samples: int = setting(500, check=at_least(2))
+    population_size: int = setting(20, check=at_least(2))
+    low_fidelity_fraction: float = setting(0.0, check=fraction)
+
+    def validate(self) -> None:
+        if self.k_min > self.k_max:
+            raise self.error("k_max", f"timesteps.k_max ({self.k_max}) is below k_min ({self.k_min})")
+
+
+@dataclass(frozen=True)
+class ArchitectureStage(Section):
+    """``[architecture]``: stage 2, per-step skipped and reused blocks (time steps may be nudged)."""
+
+    SECTION: ClassVar[str] = "architecture"
+
+    n_trials: int = setting(100, check=positive)
+    num_samples: int = setting(500, check=at_least(2))
+    population_size: int = setting(20, check=at_least(2))
+    macs_budget: float | None = setting(None, check=positive)
+    low_fidelity_fraction: float = setting(0.0, check=fraction)
+
+
+STAGES = ("timesteps", "architecture")
 
 
 @dataclass(frozen=True)
@@ -51,28 +85,28 @@ class StudyConfig:
     """Everything a search needs: model, sampling, FID reference and the two stages."""
 
     name: str
-    model: str
-    sampling: SamplingSettings
-    features: str = "digits"
-    reference: str = "digits"
-    feature_weights: str | None = None
+    model: ModelSection = field(default_factory=ModelSection)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    fid: FidSection = field(default_factory=FidSection)
     timesteps: TimestepStage = field(default_factory=TimestepStage)
     architecture: ArchitectureStage = field(default_factory=ArchitectureStage)
-    prefix_cache_mb: float = 0.0
+
+    SECTIONS: ClassVar[dict[str, type[Section]]] = {
+        "model": ModelSection,
+        "sampling": SamplingSettings,
+        "fid": FidSection,
+        "timesteps": TimestepStage,
+        "architecture": ArchitectureStage,
+    }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StudyConfig":
-        return cls(
-            **{
-                **data,
-                "sampling": SamplingSettings(**data["sampling"]),
-                "timesteps": TimestepStage(**data["timesteps"]),
-                "architecture": ArchitectureStage(**data["architecture"]),
-            }
-        )
+        """From :meth:`to_dict`'s form: ``{"name": ..., section: {key: value}}`` (sections may be left out)."""
+        sections = {name: kind.from_mapping(data.get(name, {})) for name, kind in cls.SECTIONS.items()}
+        return cls(name=data["name"], **sections)
 
     def low_fidelity_samples(self, stage: str) -> int | None:
         """Samples of a candidate's first look in ``stage``; None when every candidate gets the full count."""
@@ -83,29 +117,6 @@ class StudyConfig:
     def stage_study_name(self, stage: str) -> str:
         """Name of the Optuna study of ``stage`` ("timesteps" or "architecture")."""
         return f"{self.name}-{stage}"
-
-
-_SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "model": {"source": str},
-    "sampling": {
-        "solver": str,
-        "guidance_scale": (int, float),
-        "num_classes": int,
-        "null_class": int,
-        "clip_x0": bool,
-        "seed": int,
-        "batch_size": int,
-        "prefix_cache_mb": (int, float),
-    },
-    "fid": {"features": str, "reference": str, "feature_weights": str},
-    "timesteps": {
-        "k_min": int, "k_max": int, "n_trials": int, "num_samples": int, "population_size": int, "low_fidelity_fraction": (int, float),
-    },
-    "architecture": {
-        "n_trials": int, "num_samples": int, "population_size": int, "macs_budget": (int, float), "low_fidelity_fraction": (int, float),
-    },
-}
-_POSITIVE = {"batch_size", "k_min", "k_max", "n_trials", "num_samples", "population_size", "macs_budget"}
 
 
 def preset_names() -> list[str]:
@@ -119,42 +130,18 @@ def _presets_dir() -> Path:
     return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "studies"
 
 
-def _line_of(text: str, section: str, key: str) -> int | None:
-    """Line number of ``key`` inside ``[section]`` of a TOML text (for error messages)."""
+def _line_of(text: str, section: str, key: str | None) -> int | None:
+    """Line number of ``key`` inside ``[section]`` (of the section header when ``key`` is None)."""
     current = None
     for number, line in enumerate(text.splitlines(), start=1):
         header = re.match(r"\s*\[([^\]]+)\]", line)
         if header:
             current = header.group(1).strip()
-        elif current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            if key is None and current == section:
+                return number
+        elif key is not None and current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
             return number
     return None
-
-
-def _where(origin: str, text: str, section: str, key: str) -> str:
-    line = _line_of(text, section, key)
-    return f"{origin}, line {line}" if line else origin
-
-
-def _check_types(data: dict[str, Any], origin: str, text: str) -> None:
-    for section, values in data.items():
-        if section not in _SECTIONS:
-            raise ConfigError(f"{origin}: unknown section [{section}]; known: {', '.join(_SECTIONS)}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{origin}: [{section}] must be a table")
-        for key, value in values.items():
-            where = _where(origin, text, section, key)
-            expected = _SECTIONS[section].get(key)
-            if expected is None:
-                known = ", ".join(_SECTIONS[section])
-                raise ConfigError(f"{where}: unknown key {section}.{key}; known: {known}")
-            if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-                names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-                raise ConfigError(f"{where}: {section}.{key} must be {names}, got {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{where}: {section}.{key} must be a finite number, got {value!r}")
-            if key in _POSITIVE and value <= 0:
-                raise ConfigError(f"{where}: {section}.{key} must be positive, got {value!r}")
 
 
 def parse_study_config(text: str, *, name: str, origin: str) -> StudyConfig:
@@ -163,39 +150,21 @@ def parse_study_config(text: str, *, name: str, origin: str) -> StudyConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{origin}: malformed TOML: {error}") from None
-    _check_types(data, origin, text)
-    fid = data.get("fid", {})
-    timesteps = TimestepStage(**data.get("timesteps", {}))
-    if timesteps.k_min > timesteps.k_max:
-        where = _where(origin, text, "timesteps", "k_max")
-        raise ConfigError(f"{where}: timesteps.k_max ({timesteps.k_max}) is below k_min ({timesteps.k_min})")
-    for stage in ("timesteps", "architecture"):
-        fraction = data.get(stage, {}).get("low_fidelity_fraction", 0)
-        if not 0 <= fraction < 1:
-            where = _where(origin, text, stage, "low_fidelity_fraction")
-            raise ConfigError(f"{where}: {stage}.low_fidelity_fraction must be in [0, 1) (0: off), got {fraction}")
-    sampling = dict(data.get("sampling", {}))
-    prefix_cache_mb = sampling.pop("prefix_cache_mb", 0.0)
-    if prefix_cache_mb < 0:
-        raise ConfigError(f"{_where(origin, text, 'sampling', 'prefix_cache_mb')}: sampling.prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
-    return StudyConfig(
-        name=name,
-        model=data.get("model", {}).get("source", ""),
-        sampling=SamplingSettings(**sampling),
-        prefix_cache_mb=float(prefix_cache_mb),
-        features=fid.get("features", "digits"),
-        reference=fid.get("reference", "digits"),
-        feature_weights=fid.get("feature_weights"),
-        timesteps=timesteps,
-        architecture=ArchitectureStage(**data.get("architecture", {})),
-    )
+    for section in data:
+        if section not in StudyConfig.SECTIONS:
+            raise ConfigError(f"{origin}: unknown section [{section}]; known: {', '.join(StudyConfig.SECTIONS)}")
+    try:
+        return StudyConfig.from_dict({**data, "name": name})
+    except SettingError as error:
+        line = _line_of(text, error.section, error.key)
+        raise ConfigError(f"{origin}, line {line}: {error}" if line else f"{origin}: {error}") from None
 
 
 def load_study_config(study: str | None = None, *, config: str | Path | None = None) -> StudyConfig:
     """Load the preset ``study`` (``studies/NAME.toml``) or the file ``config``.
 
     Raises:
-        ConfigError: unknown preset, missing file, malformed TOML, unknown key or wrong type.
+        ConfigError: unknown preset, missing file, malformed TOML, unknown key or a wrong value.
     """
     if config is not None:
         path = Path(config)
@@ -214,20 +183,29 @@ def load_study_config(study: str | None = None, *, config: str | Path | None = N
     return parse_study_config(preset.read_text(), name=study, origin=f"studies/{study}.toml")
 
 
-def with_overrides(config: StudyConfig, **overrides: Any) -> StudyConfig:
-    """``config`` with CLI overrides applied (``None`` values are ignored).
+OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
+    "model": (("model", "source"),),
+    "features": (("fid", "features"),),
+    "reference": (("fid", "reference"),),
+    "feature_weights": (("fid", "feature_weights"),),
+    "seed": (("sampling", "seed"),),
+    "batch_size": (("sampling", "batch_size"),),
+    "solver": (("sampling", "solver"),),
+    "num_samples": (("timesteps", "num_samples"), ("architecture", "num_samples")),
+}
+"""What each command-line override sets: (section, key) pairs."""
 
-    Known keys: model, features, reference, feature_weights, seed, batch_size, solver, num_samples.
+
+def with_overrides(config: StudyConfig, **overrides: Any) -> StudyConfig:
+    """``config`` with command-line overrides (keys of :data:`OVERRIDES`; ``None`` values are ignored).
+
+    The changed sections check themselves again, so a bad override is a one-line ConfigError.
     """
-    given = {k: v for k, v in overrides.items() if v is not None}
-    num_samples = given.pop("num_samples", None)
-    if num_samples is not None:
-        config = dataclasses.replace(
-            config,
-            timesteps=dataclasses.replace(config.timesteps, num_samples=num_samples),
-            architecture=dataclasses.replace(config.architecture, num_samples=num_samples),
-        )
-    sampling_keys = {"seed", "batch_size", "solver"}
-    sampling = dataclasses.replace(config.sampling, **{k: v for k, v in given.items() if k in sampling_keys})
-    top = {k: v for k, v in given.items() if k not in sampling_keys}
-    return dataclasses.replace(config, sampling=sampling, **top)
+    for option, value in overrides.items():
+        if option not in OVERRIDES:
+            raise ConfigError(f"unknown override {option!r}; known: {', '.join(OVERRIDES)}")
+        if value is None:
+            continue
+        for section, key in OVERRIDES[option]:
+            config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **{key: value})})
+    return config

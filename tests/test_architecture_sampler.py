@@ -22,7 +22,7 @@ from optuna_diffusion.plan import Plan
 from optuna_diffusion.samplers import (
     ArchitectureSampler,
     ArchitectureSpace,
-    GenomeSpace,
+    TimestepSpace,
     TimestepSampler,
     plan_from_trial,
 )
@@ -89,7 +89,7 @@ def plans_of(study, states=COMPLETE):
 
 def test_operators_give_valid_plans_within_the_ratio(unet_blocks):
     blocks, _ = unet_blocks
-    space = ArchitectureSpace(blocks=blocks, timestep_space=GenomeSpace(num_train_timesteps=1000, k_min=2, k_max=5))
+    space = ArchitectureSpace(blocks=blocks, timestep_space=TimestepSpace(num_train_timesteps=1000, k_min=2, k_max=5))
     branch_reused = inner_dropped = 0
     for seed in range(150):
         rng = np.random.default_rng(seed)
@@ -125,7 +125,7 @@ def test_operators_give_valid_plans_within_the_ratio(unet_blocks):
 
 def test_mutation_moves_time_steps_and_can_trade_blocks_for_a_step(unet_blocks):
     blocks, _ = unet_blocks
-    space = ArchitectureSpace(blocks=blocks, timestep_space=GenomeSpace(num_train_timesteps=1000, k_min=2, k_max=4))
+    space = ArchitectureSpace(blocks=blocks, timestep_space=TimestepSpace(num_train_timesteps=1000, k_min=2, k_max=4))
     parent = Plan((900, 500, 100), skips=[["mid.attn.0"], ["up.0.attn.1"], ["up.1.resnet.0"]])
     sizes = collections.Counter()
     for seed in range(300):
@@ -159,7 +159,7 @@ class OneToggle:
 
 def test_mutation_can_grow_a_reused_block_into_the_branch_around_it(unet_blocks):
     blocks, _ = unet_blocks
-    space = ArchitectureSpace(blocks=blocks, timestep_space=GenomeSpace(num_train_timesteps=1000, k_min=3, k_max=3))
+    space = ArchitectureSpace(blocks=blocks, timestep_space=TimestepSpace(num_train_timesteps=1000, k_min=3, k_max=3))
     parent = Plan((900, 500, 100), reuses=[[], [], ["up.0.resnet.1"]])
     toggled = 2 * len(blocks) + [block.name for block in blocks].index("up.0.resnet.1")  # step 2, that block
 
@@ -172,7 +172,7 @@ def test_mutation_can_grow_a_reused_block_into_the_branch_around_it(unet_blocks)
 
 def test_skip_ratio_counts_blocks_inside_a_reused_branch(unet_blocks):
     blocks, _ = unet_blocks
-    space = ArchitectureSpace(blocks=blocks, timestep_space=GenomeSpace(num_train_timesteps=1000, k_min=2, k_max=2))
+    space = ArchitectureSpace(blocks=blocks, timestep_space=TimestepSpace(num_train_timesteps=1000, k_min=2, k_max=2))
     inside = sum(1 for block in blocks if block.members[0].startswith(("down_blocks.1", "mid_block", "up_blocks.0")))
     plan = Plan((900, 500), reuses=[[], ["up.0"]])
     assert space.not_run(plan) == 1 + inside
@@ -259,9 +259,22 @@ def test_stage2_starts_from_the_source_pareto_set_and_proposes_valid_new_plans(u
     assert max(t.system_attrs[GENERATION_KEY] for t in trials) >= 4
     # K stays within [the source's fewest, k_max = 6].
     assert all(3 <= p.num_steps <= 6 for p in plans)
-    # What people and plots see.
+    # What people and plots see: the time steps and every block choice as parameters.
     last = trials[-1]
-    assert last.params == {"num_steps": plans[-1].num_steps}
+    plan = plans[-1]
+    names = [block.name for block in blocks]
+    expected_names = {"num_steps", *(f"t{i}" for i in range(plan.num_steps))}
+    expected_names |= {f"step{i}/{name}" for i in range(plan.num_steps) for name in names}
+    assert set(last.params) == expected_names
+    assert [last.params[f"t{i}"] for i in range(plan.num_steps)] == list(plan.timesteps)
+    for trial, plan in zip(trials, plans):
+        for i in range(plan.num_steps):
+            for name in names:
+                choice = trial.params[f"step{i}/{name}"]
+                assert (choice == "skip") == (name in plan.skips[i])
+                assert name not in plan.reuses[i] or choice == "reuse"
+                assert choice != "run" or (name not in plan.skips[i] | plan.reuses[i])
+    plan = plans[-1]
     assert last.user_attrs == {
         "timesteps": list(plans[-1].timesteps),
         "skips": [sorted(s) for s in plans[-1].skips],

@@ -277,7 +277,7 @@ def _foreign_study_of_two_objectives(tmp_path: Path, stored: str) -> tuple:
 
 
 def _no_weights(tmp_path: Path, stored: str) -> tuple:
-    return _config(model=str(_model_folder(tmp_path, "no weights"))), stored, {}
+    return with_overrides(_config(), model=str(_model_folder(tmp_path, "no weights"))), stored, {}
 
 
 RUN_CASES = {

@@ -13,7 +13,7 @@ from optuna_diffusion.fidelity import Calibration, FidelityPolicy, decide
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.samplers import TimestepSampler
-from optuna_diffusion.samplers._selection import ParentSelection
+from optuna_diffusion.samplers import NSGA2ParentSelection
 
 from .conftest import tiny_evaluator
 
@@ -92,9 +92,9 @@ def test_small_sample_estimates_are_ranked_after_every_full_size_trial():
     for trial in (*full, low):
         study.add_trial(trial)
     trials = study.get_trials()
-    parents = ParentSelection(num_parents=2)(study, trials)
+    parents = NSGA2ParentSelection(num_parents=2)(study, trials)
     assert [p.values[0] for p in parents] == [10.0, 11.0]
-    with_too_few_full = ParentSelection(num_parents=2)(study, [trials[0], trials[3]])
+    with_too_few_full = NSGA2ParentSelection(num_parents=2)(study, [trials[0], trials[3]])
     assert [p.values[0] for p in with_too_few_full] == [10.0, 1.0]
 
 

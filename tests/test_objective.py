@@ -46,7 +46,7 @@ def test_objective_returns_fid_and_macs_and_records_the_trial(evaluator):
         assert "skips" not in trial.user_attrs and "reuses" not in trial.user_attrs  # a full-network plan
         assert trial.user_attrs["macs"] == macs and trial.user_attrs["num_samples"] == NUM_SAMPLES
         assert trial.user_attrs["seconds"] > 0 and "failure" not in trial.user_attrs
-        assert trial.params == {"num_steps": plan.num_steps}
+        assert trial.params == {"num_steps": plan.num_steps, **{f"t{i}": t for i, t in enumerate(plan.timesteps)}}
         assert trial.constraints == {}
     # Common random numbers: the same plan scores the same FID outside the study.
     first = study.trials[0]

@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 
 from optuna_diffusion.errors import PlanError
 from optuna_diffusion.samplers import (
-    GenomeSpace,
+    TimestepSpace,
     TimestepSampler,
     crossover,
     mutate,
@@ -26,8 +26,8 @@ from optuna_diffusion.samplers import (
     suggest_timesteps,
     timesteps_from_trial,
 )
-from optuna_diffusion.samplers._genome import check_genome
-from optuna_diffusion.samplers._selection import ParentSelection
+from optuna_diffusion.samplers import check_genome
+from optuna_diffusion.samplers import NSGA2ParentSelection
 
 from .conftest import baseline_steps
 
@@ -118,14 +118,14 @@ def test_check_genome_refuses_invalid_steps(steps, message):
 
 
 def test_genome_space_binds_the_operators():
-    space = GenomeSpace(num_train_timesteps=100, k_min=2, k_max=4)
+    space = TimestepSpace(num_train_timesteps=100, k_min=2, k_max=4)
     rng = np.random.default_rng(0)
     genome = space.random(rng)
     assert space.contains(genome) and space.contains(space.mutate(genome, rng))
     assert space.contains(space.crossover(genome, space.random(rng), rng))
     assert not space.contains((1, 50)) and not space.contains((99, 1, 1)) and not space.contains("99,1")
     with pytest.raises(ValueError, match="k_range"):
-        GenomeSpace(num_train_timesteps=3, k_min=2, k_max=4)
+        TimestepSpace(num_train_timesteps=3, k_min=2, k_max=4)
 
 
 # Arguments ---------------------------------------------------------------------------------------
@@ -170,9 +170,10 @@ def test_first_generation_holds_initial_plans_and_their_mutants():
     assert all(t.system_attrs[GENERATION_KEY] == 0 for t in trials)
     mutants = [timesteps_from_trial(t) for t in trials[2:12]]
     assert all(max(len(set(m) & set(p)) for p in plans) >= 1 for m in mutants)
-    # What people and plots see.
-    assert trials[0].params == {"num_steps": 6}
+    # What people and plots see: the steps as parameters t0..t5, answered by the sampler.
+    assert trials[0].params == {"num_steps": 6, **{f"t{i}": t for i, t in enumerate(plans[0])}}
     assert trials[0].user_attrs == {"timesteps": list(plans[0])}
+    assert all(t.params[f"t{i}"] == step for t in trials for i, step in enumerate(timesteps_from_trial(t)))
 
 
 def test_sampler_improves_over_generations_and_beats_random_search():
@@ -234,14 +235,14 @@ def test_parent_selection_is_nsga2_with_constraints():
         trial(4, [0.0, 0.0], 2.0),  # best values, but infeasible
         trial(5, [0.0, 0.0], 1.0),  # infeasible, smaller violation
     ]
-    numbers = [t.number for t in ParentSelection(num_parents=3)(study, population)]
+    numbers = [t.number for t in NSGA2ParentSelection(num_parents=3)(study, population)]
     assert sorted(numbers) == [0, 1, 2]
-    numbers = [t.number for t in ParentSelection(num_parents=5)(study, population)]
+    numbers = [t.number for t in NSGA2ParentSelection(num_parents=5)(study, population)]
     assert sorted(numbers) == [0, 1, 2, 3, 5]
 
     single = optuna.create_study()
     population = [trial(i, [v]) for i, v in enumerate([5.0, 1.0, 3.0, 2.0])]
-    assert [t.number for t in ParentSelection(num_parents=2)(single, population)] == [1, 3]
+    assert [t.number for t in NSGA2ParentSelection(num_parents=2)(single, population)] == [1, 3]
 
 
 def test_exhausted_space_stops_without_hanging():

@@ -2,13 +2,16 @@
 
 :class:`TimestepSampler` searches the time steps with the full network (stage 1);
 :class:`ArchitectureSampler` then searches time steps and skipped/reused blocks together, starting
-from the Pareto set of a stage-1 study in the same storage (stage 2). An objective reads a trial's
-plan with :func:`plan_from_trial` (a :class:`~optuna_diffusion.plan.Plan` under either sampler), or
-with :func:`suggest_plan`, which works under any sampler;
-:class:`~optuna_diffusion.objective.PlanObjective` does it for you::
+from the Pareto set of a stage-1 study in the same storage (stage 2). Both are genetic samplers in
+the shape of Optuna's ``NSGAIISampler``: they take their parent selection and child generation as
+strategies (:class:`NSGA2ParentSelection`, :class:`ChildGeneration`) over a :class:`GenomeSpace`
+(:class:`TimestepSpace`, :class:`ArchitectureSpace`), whose operators live in modules named for
+them. An objective reads a trial's plan with :func:`plan_from_trial`, or with :func:`suggest_plan`,
+which works under any sampler; :class:`~optuna_diffusion.objective.PlanObjective` does it for you::
 
     import optuna
-    from optuna_diffusion.samplers import TimestepSampler, timesteps_from_trial
+    from optuna_diffusion import TimestepSampler
+    from optuna_diffusion.samplers import timesteps_from_trial
 
     def objective(trial):
         timesteps = timesteps_from_trial(trial)
@@ -19,35 +22,29 @@ with :func:`suggest_plan`, which works under any sampler;
     study.optimize(objective, n_trials=500)
 """
 
-from ._architecture import ArchitectureSpace
+from ..trial_plan import plan_from_trial, stored_plan, suggest_plan, suggest_timesteps, timesteps_from_trial
 from ._architecture_sampler import ArchitectureSampler, pareto_plans
-from ._genome import GenomeSpace, crossover, mutate, random_genome
+from ._architecture_space import ArchitectureSpace
+from ._child_generation import ChildGeneration, ChildGenerationStrategy
+from ._genome_space import GenomeSpace
+from ._parent_selection import NSGA2ParentSelection, ParentSelection
+from ._timestep_crossover import crossover
+from ._timestep_genome import check_genome, random_genome
+from ._timestep_mutation import mutate
 from ._timestep_sampler import TimestepSampler
-from ._trial_plan import (
-    NUM_STEPS_PARAM,
-    PLAN_KEY,
-    REUSES_USER_ATTR,
-    SKIPS_USER_ATTR,
-    TIMESTEPS_KEY,
-    TIMESTEPS_USER_ATTR,
-    plan_from_trial,
-    stored_plan,
-    suggest_plan,
-    suggest_timesteps,
-    timesteps_from_trial,
-)
+from ._timestep_space import TimestepSpace
 
 __all__ = [
     "ArchitectureSampler",
     "ArchitectureSpace",
+    "ChildGeneration",
+    "ChildGenerationStrategy",
     "GenomeSpace",
-    "NUM_STEPS_PARAM",
-    "PLAN_KEY",
-    "REUSES_USER_ATTR",
-    "SKIPS_USER_ATTR",
-    "TIMESTEPS_KEY",
-    "TIMESTEPS_USER_ATTR",
+    "NSGA2ParentSelection",
+    "ParentSelection",
     "TimestepSampler",
+    "TimestepSpace",
+    "check_genome",
     "crossover",
     "mutate",
     "pareto_plans",

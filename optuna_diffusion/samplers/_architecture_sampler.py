@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -12,14 +11,16 @@ from optuna.samplers import RandomSampler
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
+from .. import compat
 from ..blocks import Block, check_plan_blocks
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
-from ._architecture import ArchitectureSpace, check_blocks
+from ..trial_plan import plan_genome_attrs, stored_plan
+from ._architecture_space import ArchitectureSpace, BoundArchitectureSpace, check_blocks
 from ._base import PlanSearchSampler, check_int, check_population, check_probability, distinct_initial_genomes
-from ._child_generation import ChildGeneration
-from ._genome import GenomeSpace
-from ._trial_plan import PLAN_KEY, SPACE_KEY, stored_plan
+from ._child_generation import ChildGeneration, ChildGenerationStrategy
+from ._parent_selection import NSGA2ParentSelection, ParentSelection
+from ._timestep_space import TimestepSpace
 
 _logger = optuna.logging.get_logger(__name__)
 
@@ -54,8 +55,9 @@ class ArchitectureSampler(PlanSearchSampler):
     step, the blocks of ``blocks`` that are skipped or reused. The sampler writes it in
     ``before_trial`` as the trial system attribute ``"optuna_diffusion:plan"``
     (``Plan.to_dict()``); the objective reads it with
-    :func:`~optuna_diffusion.samplers.plan_from_trial`, which suggests ``"num_steps"`` and records
-    the user attributes ``"timesteps"``, ``"skips"`` and ``"reuses"``.
+    :func:`~optuna_diffusion.samplers.plan_from_trial`, which suggests the plan's parameters
+    (``"num_steps"``, ``"t0"``.., and ``"step{i}/{block}"`` for every block choice, answered here
+    with the genome) and records the user attributes ``"timesteps"``, ``"skips"`` and ``"reuses"``.
     :class:`~optuna_diffusion.objective.PlanObjective` does all of that::
 
         source = optuna.create_study(study_name="steps", storage=storage, directions=["minimize"] * 2,
@@ -107,6 +109,9 @@ class ArchitectureSampler(PlanSearchSampler):
         num_train_timesteps: T of the model's noise schedule.
         initial_plans: plans to evaluate in generation 0 besides the source Pareto set.
         seed: seed of the random number generators.
+        parent_selection: how parents are chosen; default ``NSGA2ParentSelection(num_parents=...)``.
+        child_generation: how a child's plan is made; default ``ChildGeneration(...)`` with the
+            population split and ``skip_prob`` above.
     """
 
     def __init__(
@@ -128,6 +133,8 @@ class ArchitectureSampler(PlanSearchSampler):
         num_train_timesteps: int = 1000,
         initial_plans: Sequence[Plan] | None = None,
         seed: int | None = None,
+        parent_selection: ParentSelection | None = None,
+        child_generation: ChildGenerationStrategy | None = None,
     ) -> None:
         if source_study is not None and (not isinstance(source_study, str) or not source_study):
             raise ConfigError(f"`source_study` must be a study name or None, got {source_study!r}")
@@ -156,10 +163,19 @@ class ArchitectureSampler(PlanSearchSampler):
         if seed is not None:
             seed = check_int(seed, "seed", 0)
 
-        super().__init__(population_size=population_size, num_parents=num_parents, seed=seed)
+        super().__init__(
+            population_size=population_size,
+            seed=seed,
+            parent_selection=parent_selection or NSGA2ParentSelection(num_parents=num_parents),
+            child_generation=child_generation
+            or ChildGeneration(
+                population_size=population_size,
+                num_mutants=num_mutants,
+                num_crossovers=num_crossovers,
+                mutation_prob=self._skip_prob,
+            ),
+        )
         self._source_study = source_study
-        self._num_mutants = num_mutants
-        self._num_crossovers = num_crossovers
         self._space: ArchitectureSpace | None = None
         self._initial: tuple[Plan, ...] = ()
 
@@ -217,7 +233,7 @@ class ArchitectureSampler(PlanSearchSampler):
             return
         source: list[Plan] = []
         if self._source_study is not None:
-            for plan in pareto_plans(study._storage, self._source_study):
+            for plan in pareto_plans(compat.storage_of(study), self._source_study):
                 source.append(self._check_plan(plan, f"the Pareto set of source study {self._source_study!r}"))
         plans = list(dict.fromkeys([*source, *self._initial_plans]))
         sizes = [plan.num_steps for plan in plans]
@@ -242,7 +258,7 @@ class ArchitectureSampler(PlanSearchSampler):
             )
             plans = plans[:population_size]
         self._initial = tuple(plans)
-        timestep_space = GenomeSpace(num_train_timesteps=self._num_train_timesteps, k_min=k_min, k_max=k_max)
+        timestep_space = TimestepSpace(num_train_timesteps=self._num_train_timesteps, k_min=k_min, k_max=k_max)
         self._space = ArchitectureSpace(blocks=self._blocks, timestep_space=timestep_space)
 
     # Hooks of PlanSearchSampler -------------------------------------------------------------------
@@ -255,24 +271,17 @@ class ArchitectureSampler(PlanSearchSampler):
     def _stored_genome(self, trial: FrozenTrial) -> Plan | None:
         return stored_plan(trial)
 
-    def _children(self, study: optuna.Study, generation: int, parents: Sequence[Any]) -> ChildGeneration[Plan]:
+    def _generation_space(self, generation: int, parents: Sequence[Any]) -> BoundArchitectureSpace:
         assert self._space is not None  # set by _prepare
-        space = self._space.bind(
+        return self._space.bind(
             max_ratio=self.max_skip_ratio(generation),
             pool=parents if generation > 0 and parents else self._initial,
             timestep_mutation_prob=self._timestep_mutation_prob,
         )
-        return ChildGeneration(
-            space=space,
-            population_size=self.population_size or 0,
-            num_mutants=self._num_mutants,
-            num_crossovers=self._num_crossovers,
-            mutation_prob=self._skip_prob,
-            initial_plans=self._initial,
-        )
+
+    def _initial_genomes(self) -> tuple[Plan, ...]:
+        return self._initial
 
     def _genome_attrs(self, genome: Any) -> dict[str, Any]:
         assert self._space is not None
-        space = dataclasses.asdict(self._space.timestep_space)  # {"num_train_timesteps", "k_min", "k_max"}
-        return {SPACE_KEY: space, PLAN_KEY: genome.to_dict()}
-
+        return plan_genome_attrs(genome, self._space.to_dict())

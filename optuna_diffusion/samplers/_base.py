@@ -8,20 +8,20 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseGASampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from .. import compat
 from ..errors import ConfigError
-from ._child_generation import ChildGeneration
-from ._selection import ParentSelection
-from ._trial_plan import NUM_STEPS_PARAM, stored_num_steps
+from ..trial_plan import RETRIED_FROM_KEY, fits, genome_plan, plan_params, stored_space
+from ._child_generation import ChildGenerationStrategy
+from ._genome_space import GenomeSpace
+from ._parent_selection import ParentSelection
 
 # Trials whose genome is not proposed again. FAIL is left out: a failure may be transient (memory,
 # a lost worker), and drawing its genome again is harmless.
 TAKEN_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED, TrialState.WAITING)
-# Set by Optuna's retry callbacks on the retry of a failed trial.
-RETRIED_FROM_KEY = "failed_trial"
 # Rounds of "write, then look for a concurrent worker that wrote the same genome".
 MAX_WRITE_ROUNDS = 3
 
@@ -72,24 +72,37 @@ def distinct_initial_genomes(
 
 
 class PlanSearchSampler(BaseGASampler, abc.ABC):
-    """Base of the plan samplers: a genome per trial, written as a system attribute in ``before_trial``.
+    """Base of the plan samplers: a genome per trial, written as system attributes in ``before_trial``.
 
-    A subclass says what its genome is and how children are made (the hooks below); this class
-    runs the generation bookkeeping. Generations live in the storage, keyed by the concrete class's
-    name (``BaseGASampler``), so parallel workers and resumed runs share one sequence.
+    A subclass says what its genome is (the hooks below); the parent selection and the child
+    generation are strategies given to the constructor; this class runs the generation bookkeeping.
+    Generations live in the storage, keyed by the concrete class's name (``BaseGASampler``), so
+    parallel workers and resumed runs share one sequence.
+
+    The trial's plan also appears as trial parameters (``num_steps``, ``t0``.., block choices; see
+    :mod:`optuna_diffusion.trial_plan`): the objective suggests them and this sampler answers each
+    with the genome's value.
 
     Each trial's genome comes from ``numpy.random.default_rng([seed, trial.number])``: a seeded
     study is reproducible, and workers given the same seed still propose different children.
     """
 
-    def __init__(self, *, population_size: int, num_parents: int, seed: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        population_size: int,
+        seed: int | None,
+        parent_selection: ParentSelection,
+        child_generation: ChildGenerationStrategy,
+    ) -> None:
         super().__init__(population_size=population_size)
         self._seed = self._fresh_seed() if seed is None else check_int(seed, "seed", 0)
         self._random_sampler = RandomSampler(seed=seed)
-        self._parent_selection = ParentSelection(num_parents=num_parents)
-        # K of the genome written for each running trial of this process, so that answering
-        # "num_steps" needs no storage read (the FrozenTrial Optuna passes predates the write).
-        self._num_steps: dict[int, int] = {}
+        self._parent_selection = parent_selection
+        self._child_generation = child_generation
+        # The plan parameters of each running trial of this process, so that answering them needs no
+        # storage read (the FrozenTrial Optuna passes predates the genome's write).
+        self._live_params: dict[int, dict[str, tuple[BaseDistribution, Any]]] = {}
 
     # Hooks -----------------------------------------------------------------------------------------
 
@@ -102,8 +115,12 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         """The genome any trial of the study carries (what counts as taken)."""
 
     @abc.abstractmethod
-    def _children(self, study: optuna.Study, generation: int, parents: Sequence[Hashable]) -> ChildGeneration:
-        """The child generation of ``generation``."""
+    def _generation_space(self, generation: int, parents: Sequence[Hashable]) -> GenomeSpace:
+        """The genome space whose operators make the children of ``generation``."""
+
+    @abc.abstractmethod
+    def _initial_genomes(self) -> Sequence[Hashable]:
+        """The genomes of generation 0."""
 
     @abc.abstractmethod
     def _genome_attrs(self, genome: Hashable) -> dict[str, Any]:
@@ -131,8 +148,8 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         }
 
     def select_parent(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
-        """Parents of ``generation``: NSGA-II elites among all complete trials with a genome."""
-        trials = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+        """Parents of ``generation``: the parent selection among all complete trials with a genome."""
+        trials = compat.cached_trials(study, states=(TrialState.COMPLETE,))
         return self._parent_selection(study, [trial for trial in trials if self._genome(trial) is not None])
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -151,43 +168,49 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
             self._prepare(study, trial)
         except ConfigError:
             # ``study.ask`` has created the trial already: do not leave it RUNNING forever.
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            compat.fail_trial(study, trial)
             raise
         generation = self.get_trial_generation(study, trial)
         parent_trials = self.get_parent_population(study, generation)
         parents = [genome for parent in parent_trials if (genome := self._genome(parent)) is not None]
-        trials = study._get_trials(deepcopy=False, use_cache=True)
-        key = self._get_generation_key()
+        trials = compat.cached_trials(study)
+        key = compat.generation_key(self)
         slot = sum(1 for other in trials if other.number < trial.number and other.system_attrs.get(key) == generation)
         rng = np.random.default_rng([self._seed, trial.number])
-        children = self._children(study, generation, parents)
+        space = self._generation_space(generation, parents)
         taken = self._taken(trials, trial)
         for _ in range(MAX_WRITE_ROUNDS):
-            genome = children(rng, generation=generation, slot=slot, parents=parents, taken=taken)
+            genome = self._child_generation(
+                rng, space=space, generation=generation, slot=slot, parents=parents,
+                initial=self._initial_genomes(), taken=taken,
+            )
             self._write(study, trial, genome)
             if genome in taken:
                 break  # the space is exhausted (ChildGeneration warned): nothing new to look for
             # Another worker may have written the same genome since `trials` was read.
-            taken = self._taken(study._storage.get_all_trials(study._study_id, deepcopy=False), trial)
+            taken = self._taken(compat.fresh_trials(study), trial)
             if genome not in taken:
                 break
         self._random_sampler.before_trial(study, trial)
 
     def _write(self, study: optuna.Study, trial: FrozenTrial, genome: Hashable) -> None:
-        """Store ``genome`` in the trial's system attributes and remember its K for ``"num_steps"``."""
+        """Store ``genome`` in the trial's system attributes and remember it to answer parameters."""
         attrs = self._genome_attrs(genome)
         for key, value in attrs.items():
-            study._storage.set_trial_system_attr(trial._trial_id, key, value)
-        num_steps = stored_num_steps(attrs)
-        if num_steps is not None:
-            self._num_steps[trial._trial_id] = num_steps
+            compat.set_trial_system_attr(study, trial, key, value)
+        self._live_params[compat.trial_id_of(trial)] = self._plan_params(attrs)
+
+    @staticmethod
+    def _plan_params(system_attrs: dict[str, Any]) -> dict[str, tuple[BaseDistribution, Any]]:
+        plan, space = genome_plan(system_attrs), stored_space(system_attrs)
+        return plan_params(plan, space) if plan is not None and space is not None else {}
 
     def _is_unclaimed_retry(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether ``trial`` retries a failed trial whose genome no other trial has taken since."""
         genome = self._stored_genome(trial)
         if RETRIED_FROM_KEY not in trial.system_attrs or genome is None:
             return False
-        return genome not in self._taken(study._storage.get_all_trials(study._study_id, deepcopy=False), trial)
+        return genome not in self._taken(compat.fresh_trials(study), trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
@@ -200,18 +223,20 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        """``"num_steps"`` is the genome's K; other parameters are drawn at random."""
-        if param_name == NUM_STEPS_PARAM and isinstance(param_distribution, IntDistribution):
-            num_steps = self._num_steps.get(trial._trial_id) or stored_num_steps(trial.system_attrs)
-            if num_steps is None:
-                num_steps = stored_num_steps(study._storage.get_trial_system_attrs(trial._trial_id))
-            low, high, step = param_distribution.low, param_distribution.high, param_distribution.step
-            if num_steps is not None and low <= num_steps <= high and (num_steps - low) % step == 0:
-                return num_steps
+        """The plan's parameters (``num_steps``, ``t0``.., block choices) come from the genome;
+        any other parameter is drawn at random."""
+        trial_id = compat.trial_id_of(trial)
+        if trial_id not in self._live_params:  # a retry, or a trial another process wrote: read the storage
+            system_attrs = compat.storage_of(study).get_trial_system_attrs(trial_id)
+            self._live_params[trial_id] = self._plan_params(system_attrs)
+        entry = self._live_params[trial_id].get(param_name)
+        if entry is not None and fits(param_distribution, entry[1]):
+            return entry[1]
         return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
-        self._num_steps.pop(trial._trial_id, None)
+        self._live_params.pop(compat.trial_id_of(trial), None)
         self._random_sampler.after_trial(study, trial, state, values)
+

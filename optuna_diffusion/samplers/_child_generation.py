@@ -1,27 +1,41 @@
-"""Child generation of both searches: which operator makes a trial's genome, and no repeats.
+"""Child generation of both plan searches: which operator makes a trial's genome, and no repeats.
 
-The operators come from a *space*: any object with ``random(rng)``, ``mutate(genome, rng,
-replace_prob=...)`` and ``crossover(a, b, rng)`` -- :class:`~optuna_diffusion.samplers.GenomeSpace`
-for time steps, :class:`~optuna_diffusion.samplers.ArchitectureSpace` (bound to a generation) for
-whole plans. Genomes must be hashable and compare by value.
+The operators come from a :class:`~optuna_diffusion.samplers.GenomeSpace` given with every call:
+:class:`~optuna_diffusion.samplers.TimestepSpace` for time steps, an
+:class:`~optuna_diffusion.samplers.ArchitectureSpace` bound to a generation for whole plans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Hashable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Container, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import optuna
 
-from ._genome import GenomeSpace
-
-G = TypeVar("G", bound=Hashable)  # a genome: time steps, or a whole Plan
+from ._genome_space import G, GenomeSpace
 
 _logger = optuna.logging.get_logger(__name__)
 
 
-class ChildGeneration(Generic[G]):
+class ChildGenerationStrategy(Protocol):
+    """Makes the genome of one new trial (the samplers' child-generation strategy)."""
+
+    def __call__(
+        self,
+        rng: np.random.Generator,
+        *,
+        space: GenomeSpace,
+        generation: int,
+        slot: int,
+        parents: Sequence[Any],
+        initial: Sequence[Any],
+        taken: Container[Any],
+    ) -> Any:
+        """A genome for ``slot`` of ``generation`` that is not in ``taken`` (when one can be found)."""
+
+
+class ChildGeneration:
     """The genome of one new trial, from its slot in its generation.
 
     Slots are the trial's rank among the trials of its generation. In generation 0 the first slots
@@ -37,42 +51,29 @@ class ChildGeneration(Generic[G]):
     Every step is bounded, and deterministic given ``rng``.
 
     Args:
-        space: the genome space (its operators).
         population_size: trials per generation.
         num_mutants: mutants per generation.
         num_crossovers: crossovers per generation.
         mutation_prob: probability that a mutant changes each gene (a time step; a (step, block) choice).
-        initial_plans: genomes of generation 0.
         max_attempts: draws before giving up on a fresh genome.
     """
 
     def __init__(
-        self,
-        *,
-        space: GenomeSpace | Any,
-        population_size: int,
-        num_mutants: int,
-        num_crossovers: int,
-        mutation_prob: float,
-        initial_plans: Sequence[G] = (),
-        max_attempts: int = 8,
+        self, *, population_size: int, num_mutants: int, num_crossovers: int, mutation_prob: float, max_attempts: int = 8
     ) -> None:
-        self._space = space
-        self._population_size = population_size
-        self._num_mutants = num_mutants
-        self._num_crossovers = num_crossovers
-        self._mutation_prob = mutation_prob
-        self._initial_plans = tuple(initial_plans)
-        self._max_attempts = max_attempts
+        self.population_size = population_size
+        self.num_mutants = num_mutants
+        self.num_crossovers = num_crossovers
+        self.mutation_prob = mutation_prob
+        self.max_attempts = max_attempts
 
     def operator(
-        self, *, generation: int, slot: int, parents: Sequence[G]
+        self, *, space: GenomeSpace[G], generation: int, slot: int, parents: Sequence[G], initial: Sequence[G] = ()
     ) -> Callable[[np.random.Generator], G]:
         """The operator that makes genomes for ``slot`` of ``generation``."""
-        space, initial = self._space, self._initial_plans
 
         def mutant_of(pool: Sequence[G]) -> Callable[[np.random.Generator], G]:
-            return lambda rng: space.mutate(pool[int(rng.integers(len(pool)))], rng, replace_prob=self._mutation_prob)
+            return lambda rng: space.mutate(pool[int(rng.integers(len(pool)))], rng, replace_prob=self.mutation_prob)
 
         def crossover_of(pool: Sequence[G]) -> Callable[[np.random.Generator], G]:
             def make(rng: np.random.Generator) -> G:
@@ -85,15 +86,15 @@ class ChildGeneration(Generic[G]):
             if slot < len(initial):
                 plan = initial[slot]
                 return lambda rng: plan
-            if initial and slot < len(initial) + self._num_mutants:
+            if initial and slot < len(initial) + self.num_mutants:
                 return mutant_of(initial)
             return space.random
         if not parents:
             return space.random
-        position = slot % self._population_size
-        if position < self._num_mutants:
+        position = slot % self.population_size
+        if position < self.num_mutants:
             return mutant_of(parents)
-        if position < self._num_mutants + self._num_crossovers:
+        if position < self.num_mutants + self.num_crossovers:
             return crossover_of(parents) if len(parents) >= 2 else mutant_of(parents)
         return space.random
 
@@ -101,29 +102,31 @@ class ChildGeneration(Generic[G]):
         self,
         rng: np.random.Generator,
         *,
+        space: GenomeSpace[G],
         generation: int,
         slot: int,
         parents: Sequence[G],
-        taken: Container[G],
+        initial: Sequence[G] = (),
+        taken: Container[G] = (),
     ) -> G:
         """A genome for ``slot`` of ``generation`` that is not in ``taken`` (when one can be found)."""
-        make = self.operator(generation=generation, slot=slot, parents=parents)
+        make = self.operator(space=space, generation=generation, slot=slot, parents=parents, initial=initial)
         candidate = make(rng)
-        for attempt in range(self._max_attempts):
+        for attempt in range(self.max_attempts):
             if candidate not in taken:
                 return candidate
-            if attempt < self._max_attempts // 2:
+            if attempt < self.max_attempts // 2:
                 candidate = make(rng)
             else:
-                harder = min(1.0, self._mutation_prob * 2 ** (attempt - self._max_attempts // 2 + 1))
-                candidate = self._space.mutate(candidate, rng, replace_prob=harder)
+                harder = min(1.0, self.mutation_prob * 2 ** (attempt - self.max_attempts // 2 + 1))
+                candidate = space.mutate(candidate, rng, replace_prob=harder)
         if candidate not in taken:
             return candidate
-        candidate = self._space.random(rng)
+        candidate = space.random(rng)
         if candidate in taken:
             _logger.warning(
                 f"No new genome found for generation {generation}, slot {slot} after "
-                f"{self._max_attempts + 1} draws: the search space {self._space} is (nearly) exhausted; "
+                f"{self.max_attempts + 1} draws: the search space {space} is (nearly) exhausted; "
                 f"{_describe(candidate)} is evaluated again."
             )
         return candidate

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import optuna
 from optuna.trial import FrozenTrial
 
 from ..errors import ConfigError
+from ..trial_plan import stored_timesteps, timestep_genome_attrs
 from ._base import PlanSearchSampler, check_int, check_population, check_probability, distinct_initial_genomes
-from ._child_generation import ChildGeneration
-from ._genome import Genome, GenomeSpace
-from ._trial_plan import SPACE_KEY, TIMESTEPS_KEY, stored_timesteps
+from ._child_generation import ChildGeneration, ChildGenerationStrategy
+from ._parent_selection import NSGA2ParentSelection, ParentSelection
+from ._timestep_genome import Genome
+from ._timestep_space import TimestepSpace
 
 
 class TimestepSampler(PlanSearchSampler):
@@ -27,16 +27,18 @@ class TimestepSampler(PlanSearchSampler):
 
     How the genome reaches the trial: in ``before_trial`` the sampler writes it as one system
     attribute, ``"optuna_diffusion:timesteps"``; ``timesteps_from_trial`` reads it, suggests the
-    parameter ``"num_steps"`` (answered here with K) and records the user attribute
-    ``"timesteps"``, so the dashboard shows the steps and plots have a parameter. Time steps do not
-    fit Optuna's distributions (varying length, distinct values), hence this route.
+    parameters ``"num_steps"`` and ``"t0"`` .. ``"t{K-1}"`` (answered here with the genome) and
+    records the user attribute ``"timesteps"``, so the dashboard shows the steps and Optuna's plots
+    have parameters (:mod:`optuna_diffusion.trial_plan`). Time steps do not fit Optuna's own
+    search (varying length, distinct values), hence this route.
 
     A generation is ``population_size`` complete trials. Generation 0 holds ``initial_plans`` (e.g.
     :func:`optuna_diffusion.baselines.baseline_plans`), ``num_mutants`` of their mutants,
     and random genomes. Each later generation takes ``num_parents`` parents among ALL complete
-    trials by non-dominated rank and crowding distance (constraints set with
-    ``trial.set_constraint`` are honoured; one objective reduces to FID order), then makes
-    ``num_mutants`` mutants, ``num_crossovers`` crossovers and random genomes for the rest.
+    trials (default :class:`NSGA2ParentSelection`: non-dominated rank and crowding distance,
+    constraints set with ``trial.set_constraint`` honoured; one objective reduces to FID order),
+    then makes ``num_mutants`` mutants, ``num_crossovers`` crossovers and random genomes for the
+    rest (default :class:`ChildGeneration`).
 
     A genome that an evaluated or running trial of the study already has is never proposed again
     (bounded re-draws, see :class:`ChildGeneration`); a worker that finds, after writing, that a
@@ -60,6 +62,9 @@ class TimestepSampler(PlanSearchSampler):
         mutation_prob: probability that a mutant changes each step (AutoDiffusion: 0.25).
         initial_plans: time steps to evaluate first (sequences of int or :class:`~optuna_diffusion.Plan`).
         seed: seed of the random number generators.
+        parent_selection: how parents are chosen; default ``NSGA2ParentSelection(num_parents=...)``.
+        child_generation: how a child's genome is made; default ``ChildGeneration(...)`` with the
+            population split and ``mutation_prob`` above.
     """
 
     def __init__(
@@ -75,6 +80,8 @@ class TimestepSampler(PlanSearchSampler):
         mutation_prob: float = 0.25,
         initial_plans: Sequence[Iterable[int] | Any] | None = None,
         seed: int | None = None,
+        parent_selection: ParentSelection | None = None,
+        child_generation: ChildGenerationStrategy | None = None,
     ) -> None:
         k_min = check_int(k_min, "k_min", 1)
         k_max = k_min if k_max is None else check_int(k_max, "k_max", k_min)
@@ -88,17 +95,20 @@ class TimestepSampler(PlanSearchSampler):
         if seed is not None:
             seed = check_int(seed, "seed", 0)
 
-        self._space = GenomeSpace(num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max)
-        plans = self._check_initial_plans(initial_plans, population_size)
+        self._space = TimestepSpace(num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max)
+        self._initial = self._check_initial_plans(initial_plans, population_size)
 
-        super().__init__(population_size=population_size, num_parents=num_parents, seed=seed)
-        self._child_generation: ChildGeneration[Genome] = ChildGeneration(
-            space=self._space,
+        super().__init__(
             population_size=population_size,
-            num_mutants=num_mutants,
-            num_crossovers=num_crossovers,
-            mutation_prob=mutation_prob,
-            initial_plans=plans,
+            seed=seed,
+            parent_selection=parent_selection or NSGA2ParentSelection(num_parents=num_parents),
+            child_generation=child_generation
+            or ChildGeneration(
+                population_size=population_size,
+                num_mutants=num_mutants,
+                num_crossovers=num_crossovers,
+                mutation_prob=mutation_prob,
+            ),
         )
 
     def _check_initial_plans(self, initial_plans: Sequence[Any] | None, population_size: int) -> tuple[Genome, ...]:
@@ -110,7 +120,7 @@ class TimestepSampler(PlanSearchSampler):
         return distinct_initial_genomes(genomes, population_size, describe=list)
 
     @property
-    def space(self) -> GenomeSpace:
+    def space(self) -> TimestepSpace:
         """The genomes searched."""
         return self._space
 
@@ -122,8 +132,11 @@ class TimestepSampler(PlanSearchSampler):
     def _stored_genome(self, trial: FrozenTrial) -> Genome | None:
         return stored_timesteps(trial)
 
-    def _children(self, study: optuna.Study, generation: int, parents: Sequence[Any]) -> ChildGeneration[Genome]:
-        return self._child_generation
+    def _generation_space(self, generation: int, parents: Sequence[Any]) -> TimestepSpace:
+        return self._space
+
+    def _initial_genomes(self) -> tuple[Genome, ...]:
+        return self._initial
 
     def _genome_attrs(self, genome: Any) -> dict[str, Any]:
-        return {SPACE_KEY: dataclasses.asdict(self._space), TIMESTEPS_KEY: list(genome)}
+        return timestep_genome_attrs(genome, self._space.to_dict())

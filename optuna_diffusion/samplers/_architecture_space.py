@@ -1,4 +1,4 @@
-"""Genomes of the joint search (AutoDiffusion stage 2) and the operators that breed them.
+"""Genomes of the joint search (AutoDiffusion stage 2): plans, the measures on them, and their space.
 
 A genome is a whole :class:`~optuna_diffusion.plan.Plan`: K time steps and, per step, a choice for
 every block of :func:`~optuna_diffusion.blocks.find_blocks` -- run it (the default), skip it, or
@@ -10,7 +10,9 @@ reuse its output of the previous step. Every operator builds a valid plan by con
   not run anyway), and blocks inside a branch reused at a step are not offered at that step;
 * the plan stays within the allowed *skip ratio* (below): extra choices are dropped at random.
 
-So :func:`~optuna_diffusion.blocks.check_plan_blocks` always passes and no operator loops.
+So :func:`~optuna_diffusion.blocks.check_plan_blocks` always passes and no operator loops. The
+operators live in :mod:`._architecture_mutation` and :mod:`._architecture_crossover`; they build
+plans from the building blocks of :class:`ArchitectureSpace`.
 
 Skip ratio: a (step, block) pair is *not run* when the block is skipped or reused at that step, or
 lies inside a branch reused at that step. The ratio of a plan is its not-run pairs over
@@ -29,7 +31,9 @@ import numpy as np
 from ..blocks import Block, check_plan_blocks
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
-from ._genome import GenomeSpace
+from ._architecture_crossover import crossover_plans
+from ._architecture_mutation import mutate_plan
+from ._timestep_space import TimestepSpace
 
 Choices = dict[str, str]
 """One step's explicit choices: block name -> ``"skip"`` or ``"reuse"`` (absent: the block runs)."""
@@ -64,12 +68,12 @@ class ArchitectureSpace:
         timestep_space: the allowed time steps (T and the range of K).
     """
 
-    def __init__(self, *, blocks: Sequence[Block], timestep_space: GenomeSpace) -> None:
+    def __init__(self, *, blocks: Sequence[Block], timestep_space: TimestepSpace) -> None:
         blocks = check_blocks(blocks)
         names = [block.name for block in blocks]
         self.blocks = blocks
         self.timestep_space = timestep_space
-        self._names = tuple(names)
+        self.names = tuple(names)
         self._by_name = {block.name: block for block in blocks}
         self._covered = {
             branch.name: frozenset(other.name for other in blocks if other is not branch and _inside(other, branch))
@@ -78,7 +82,7 @@ class ArchitectureSpace:
         }
         # The smallest branch around each block inside one. Reusing a block throws away what the
         # branch computed below it; reusing the branch does not compute that at all.
-        self._branch_around = {
+        self.branch_around = {
             name: min((b for b, inside in self._covered.items() if name in inside), key=lambda b: len(self._covered[b]))
             for name in names
             if any(name in inside for inside in self._covered.values())
@@ -89,19 +93,25 @@ class ArchitectureSpace:
         steps = f"{space.k_min}..{space.k_max} of {space.num_train_timesteps} time steps"
         return f"plans of {steps} over {len(self.blocks)} blocks"
 
+    def to_dict(self) -> dict:
+        """The space as stored on every trial: the time-step space, the searched blocks and the
+        blocks inside each branch (:data:`~optuna_diffusion.trial_plan.SPACE_KEY`)."""
+        branches = {name: sorted(inside) for name, inside in self._covered.items()}
+        return {**self.timestep_space.to_dict(), "blocks": list(self.names), "branches": branches}
+
     # Measures --------------------------------------------------------------------------------------
 
-    def _covered_at(self, choices: Choices) -> frozenset[str]:
+    def covered_at(self, choices: Choices) -> frozenset[str]:
         """Blocks that do not run at a step because a branch around them is reused."""
         reused = [name for name, choice in choices.items() if choice == "reuse" and name in self._covered]
         return frozenset().union(*(self._covered[name] for name in reused))
 
-    def _step_not_run(self, choices: Choices) -> int:
-        return len(set(choices) | self._covered_at(choices))
+    def step_not_run(self, choices: Choices) -> int:
+        return len(set(choices) | self.covered_at(choices))
 
     def not_run(self, plan: Plan) -> int:
         """The plan's (step, block) pairs that do not run: skipped, reused, or inside a reused branch."""
-        return sum(self._step_not_run(choices) for choices in self._choices(plan))
+        return sum(self.step_not_run(choices) for choices in self.choices(plan))
 
     def skip_ratio(self, plan: Plan) -> float:
         """:meth:`not_run` over ``K * len(blocks)``."""
@@ -131,7 +141,7 @@ class ArchitectureSpace:
     # Building blocks -------------------------------------------------------------------------------
 
     @staticmethod
-    def _choices(plan: Plan) -> list[Choices]:
+    def choices(plan: Plan) -> list[Choices]:
         return [
             {**{name: "skip" for name in skipped}, **{name: "reuse" for name in reused}}
             for skipped, reused in zip(plan.skips, plan.reuses)
@@ -141,61 +151,61 @@ class ArchitectureSpace:
         actions = tuple(action for action in ("skip", "reuse") if action in self._by_name[name].actions)
         return actions if step > 0 else tuple(a for a in actions if a != "reuse")
 
-    def _normalised_step(self, choices: Choices, step: int) -> Choices:
+    def normalised_step(self, choices: Choices, step: int) -> Choices:
         """Drop reuse at step 0 and the choices of blocks inside a branch reused at this step."""
         if step == 0:
             choices = {name: choice for name, choice in choices.items() if choice != "reuse"}
-        covered = self._covered_at(choices)
+        covered = self.covered_at(choices)
         return {name: choice for name, choice in choices.items() if name not in covered}
 
-    def _plan(self, timesteps: Sequence[int], steps: Sequence[Choices]) -> Plan:
-        steps = [self._normalised_step(choices, i) for i, choices in enumerate(steps)]
+    def plan_of(self, timesteps: Sequence[int], steps: Sequence[Choices]) -> Plan:
+        steps = [self.normalised_step(choices, i) for i, choices in enumerate(steps)]
         skips = [sorted(n for n, c in choices.items() if c == "skip") for choices in steps]
         reuses = [sorted(n for n, c in choices.items() if c == "reuse") for choices in steps]
         return Plan(tuple(timesteps), skips, reuses, self.timestep_space.num_train_timesteps)
 
-    def _add(self, steps: list[Choices], step: int, name: str, rng: np.random.Generator) -> bool:
+    def add_choice(self, steps: list[Choices], step: int, name: str, rng: np.random.Generator) -> bool:
         """Choose a random allowed action for a running block at ``step``; False when none applies."""
         choices = steps[step]
-        if name in choices or name in self._covered_at(choices):
+        if name in choices or name in self.covered_at(choices):
             return False
         actions = self._allowed(name, step)
         if not actions:
             return False
-        steps[step] = self._normalised_step({**choices, name: actions[int(rng.integers(len(actions)))]}, step)
+        steps[step] = self.normalised_step({**choices, name: actions[int(rng.integers(len(actions)))]}, step)
         return True
 
-    def _trim(self, steps: list[Choices], max_ratio: float, rng: np.random.Generator) -> None:
+    def trim(self, steps: list[Choices], max_ratio: float, rng: np.random.Generator) -> None:
         """Drop random explicit choices until the plan fits the ratio (each drop lowers the count)."""
         budget = self.budget(len(steps), max_ratio)
-        count = sum(self._step_not_run(choices) for choices in steps)
+        count = sum(self.step_not_run(choices) for choices in steps)
         while count > budget:
             explicit = [(i, name) for i, choices in enumerate(steps) for name in sorted(choices)]
             i, name = explicit[int(rng.integers(len(explicit)))]
-            before = self._step_not_run(steps[i])
+            before = self.step_not_run(steps[i])
             steps[i] = {n: c for n, c in steps[i].items() if n != name}
-            count += self._step_not_run(steps[i]) - before
+            count += self.step_not_run(steps[i]) - before
 
     def _fill(self, steps: list[Choices], target: int, rng: np.random.Generator) -> None:
         """Add random choices, one pass over the (step, block) pairs, while the count stays <= target."""
-        count = sum(self._step_not_run(choices) for choices in steps)
-        pairs = [(i, name) for i in range(len(steps)) for name in self._names]
+        count = sum(self.step_not_run(choices) for choices in steps)
+        pairs = [(i, name) for i in range(len(steps)) for name in self.names]
         for index in rng.permutation(len(pairs)):
             if count >= target:
                 break
             i, name = pairs[int(index)]
-            before, saved = self._step_not_run(steps[i]), steps[i]
-            if not self._add(steps, i, name, rng):
+            before, saved = self.step_not_run(steps[i]), steps[i]
+            if not self.add_choice(steps, i, name, rng):
                 continue
-            after = self._step_not_run(steps[i])
+            after = self.step_not_run(steps[i])
             if count - before + after <= target:
                 count += after - before
             else:
                 steps[i] = saved
 
-    def _moved_choices(self, plan: Plan, timesteps: Sequence[int]) -> list[Choices]:
+    def moved_choices(self, plan: Plan, timesteps: Sequence[int]) -> list[Choices]:
         """Each new step takes the choices of the parent's step nearest in time (ties: the noisier)."""
-        old = self._choices(plan)
+        old = self.choices(plan)
         nearest = [min(range(plan.num_steps), key=lambda j: (abs(plan.timesteps[j] - t), j)) for t in timesteps]
         return [dict(old[j]) for j in nearest]
 
@@ -218,7 +228,7 @@ class ArchitectureSpace:
         budget = self.budget(len(timesteps), max_ratio)
         if budget > 0:
             self._fill(steps, int(rng.integers(1, budget + 1)), rng)
-        return self._plan(timesteps, steps)
+        return self.plan_of(timesteps, steps)
 
     def mutate(
         self,
@@ -229,89 +239,14 @@ class ArchitectureSpace:
         max_ratio: float = 1.0,
         timestep_mutation_prob: float = 0.0,
     ) -> Plan:
-        """A mutant of ``plan``; it differs from ``plan`` whenever any change fits the ratio.
-
-        1. With probability ``timestep_mutation_prob`` the time steps mutate (the stage-1
-           operator, which may add or drop a step when ``k_min < k_max``); each new step takes the
-           block choices of the parent's step nearest in time.
-        2. Each (step, block) pair toggles with probability ``toggle_prob``: a skipped block runs
-           again; a reused block inside a branch either runs again or, with probability 1/2, its
-           reuse grows to the smallest branch around it (often the same output for far fewer
-           MACs: what follows the block in the branch may not depend on the step); a running
-           block gets a random allowed choice (a reused branch drops the choices inside it;
-           blocks inside a branch reused at the step are left alone).
-        3. Random explicit choices are dropped until the plan fits ``max_ratio``.
-        4. When nothing changed, one random toggle that fits the ratio is made, or else (no block
-           change fits) the time steps mutate.
-        """
-        timesteps = plan.timesteps
-        if timestep_mutation_prob > 0 and rng.random() < timestep_mutation_prob:
-            timesteps = self.timestep_space.mutate(timesteps, rng)
-        if timesteps != plan.timesteps:
-            steps = [self._normalised_step(c, i) for i, c in enumerate(self._moved_choices(plan, timesteps))]
-        else:
-            steps = self._choices(plan)
-        pairs = [(i, name) for i in range(len(steps)) for name in self._names]
-        toggling = np.flatnonzero(rng.random(len(pairs)) < toggle_prob)
-        for index in rng.permutation(toggling):
-            i, name = pairs[int(index)]
-            branch = self._branch_around.get(name)
-            if steps[i].get(name) == "reuse" and branch is not None and rng.random() < 0.5:
-                steps[i] = self._normalised_step({**steps[i], branch: "reuse"}, i)
-            elif name in steps[i]:
-                steps[i] = {n: c for n, c in steps[i].items() if n != name}
-            else:
-                self._add(steps, i, name, rng)
-        self._trim(steps, max_ratio, rng)
-        child = self._plan(timesteps, steps)
-        if child == plan:
-            child = self._one_toggle(plan, rng, max_ratio)
-        if child == plan:  # no block change fits the ratio: move the time steps instead
-            timesteps = self.timestep_space.mutate(plan.timesteps, rng)
-            steps = [self._normalised_step(c, i) for i, c in enumerate(self._moved_choices(plan, timesteps))]
-            self._trim(steps, max_ratio, rng)
-            child = self._plan(timesteps, steps)
-        return child
-
-    def _one_toggle(self, plan: Plan, rng: np.random.Generator, max_ratio: float) -> Plan:
-        """``plan`` with one random change that fits the ratio (``plan`` itself when none does)."""
-        steps = self._choices(plan)
-        budget = self.budget(plan.num_steps, max_ratio)
-        count = sum(self._step_not_run(choices) for choices in steps)
-        pairs = [(i, name) for i in range(plan.num_steps) for name in self._names]
-        for index in rng.permutation(len(pairs)):  # at most K * B tries
-            i, name = pairs[int(index)]
-            before, saved = self._step_not_run(steps[i]), steps[i]
-            if name in saved:
-                steps[i] = {n: c for n, c in saved.items() if n != name}
-            elif not self._add(steps, i, name, rng):
-                continue
-            if count - before + self._step_not_run(steps[i]) <= budget:
-                return self._plan(plan.timesteps, steps)
-            steps[i] = saved
-        return plan
+        """A mutant of ``plan`` (:func:`~._architecture_mutation.mutate_plan`)."""
+        return mutate_plan(
+            self, plan, rng, toggle_prob=toggle_prob, max_ratio=max_ratio, timestep_mutation_prob=timestep_mutation_prob
+        )
 
     def crossover(self, parent_a: Plan, parent_b: Plan, rng: np.random.Generator, *, max_ratio: float = 1.0) -> Plan:
-        """A child of two parents: the time steps of one, per (step, block) the choice of either.
-
-        The child takes the time steps (and K) of one parent, each with probability 1/2. Block
-        choices are matched by step position: at step i each block takes its choice from either
-        parent with probability 1/2, or from the time-step parent when the other has no step i.
-        Then branches drop the choices inside them and the child is trimmed to ``max_ratio``.
-        """
-        base, other = (parent_a, parent_b) if rng.random() < 0.5 else (parent_b, parent_a)
-        base_steps, other_steps = self._choices(base), self._choices(other)
-        steps: list[Choices] = []
-        for i in range(base.num_steps):
-            take_other = rng.random(len(self._names)) < 0.5
-            choices: Choices = {}
-            for name, from_other in zip(self._names, take_other):
-                source = other_steps[i] if from_other and i < other.num_steps else base_steps[i]
-                if name in source:
-                    choices[name] = source[name]
-            steps.append(self._normalised_step(choices, i))
-        self._trim(steps, max_ratio, rng)
-        return self._plan(base.timesteps, steps)
+        """A child of two parents (:func:`~._architecture_crossover.crossover_plans`)."""
+        return crossover_plans(self, parent_a, parent_b, rng, max_ratio=max_ratio)
 
     def bind(
         self,
@@ -328,7 +263,7 @@ class ArchitectureSpace:
 
 class BoundArchitectureSpace:
     """An :class:`ArchitectureSpace` fixed to one generation, with the operator signatures of
-    :class:`~optuna_diffusion.samplers._child_generation.ChildGeneration`.
+    :class:`~optuna_diffusion.samplers.GenomeSpace`.
 
     ``random`` takes the time steps of a random plan of ``pool`` (random time steps when the pool
     is empty), mutated with probability ``timestep_mutation_prob``: stage 2 refines the time steps

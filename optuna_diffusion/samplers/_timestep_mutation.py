@@ -1,0 +1,76 @@
+"""Mutation of a time-step genome: resize, move steps locally or anywhere; valid by construction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from ._timestep_genome import Genome, check_genome, check_space, draw_free
+
+
+def mutate(
+    steps: Iterable[int],
+    rng: np.random.Generator,
+    *,
+    num_train_timesteps: int,
+    k_range: tuple[int, int],
+    replace_prob: float = 0.25,
+    move_prob: float = 0.5,
+    max_shift: int | None = None,
+    resize_prob: float = 0.2,
+) -> Genome:
+    """A mutant of ``steps``; it always differs from ``steps`` (unless it is the only genome there is).
+
+    1. Resize, only when ``k_min < k_max``: with probability ``resize_prob`` add one free step or
+       drop one step (whichever K allows; each with probability 1/2 when both do).
+    2. Each step, with probability ``replace_prob``, changes: with probability ``move_prob`` it
+       moves to a free value at most ``max_shift`` away (fine tuning), otherwise -- or when no
+       value nearby is free -- it is replaced by any free value (the official operator).
+    3. When neither 1 nor 2 changed anything, one uniformly chosen step changes as in 2.
+
+    Every new value is free when it is drawn, so the first changed step takes a value that the
+    parent lacks, and the mutant differs from its parent.
+
+    Args:
+        steps: the parent genome.
+        rng: source of randomness.
+        num_train_timesteps: T.
+        k_range: ``(k_min, k_max)``.
+        replace_prob: probability that a step changes.
+        move_prob: probability that a changing step moves locally rather than anywhere.
+        max_shift: largest local move; default ``max(1, T // 20)``.
+        resize_prob: probability of adding or dropping a step when K is searchable.
+    """
+    genes = list(check_genome(steps, num_train_timesteps=num_train_timesteps, k_range=k_range))
+    num_train, k_min, k_max = check_space(num_train_timesteps, k_range)
+    shift = max(1, num_train // 20) if max_shift is None else max(1, int(max_shift))
+
+    resized = False
+    must_shrink = len(genes) == num_train and len(genes) > k_min  # no value is free: only dropping changes it
+    if must_shrink or (k_min < k_max and rng.random() < resize_prob):
+        can_grow = len(genes) < k_max
+        can_shrink = len(genes) > k_min
+        if can_grow and (not can_shrink or rng.random() < 0.5):
+            new = draw_free(sorted(genes), 0, num_train - 1, rng)
+            assert new is not None  # len(genes) < k_max <= T
+            genes.append(new)
+        else:
+            genes.pop(int(rng.integers(len(genes))))
+        resized = True
+
+    changing = rng.random(len(genes)) < replace_prob
+    if not resized and not changing.any():
+        changing[int(rng.integers(len(genes)))] = True
+
+    for i in np.flatnonzero(changing):
+        used = sorted(genes)
+        step = genes[i]
+        new = None
+        if rng.random() < move_prob:
+            new = draw_free(used, max(0, step - shift), min(num_train - 1, step + shift), rng)
+        if new is None:
+            new = draw_free(used, 0, num_train - 1, rng)
+        if new is not None:  # None only when K == T: every value is in use
+            genes[i] = new
+    return tuple(sorted(genes, reverse=True))

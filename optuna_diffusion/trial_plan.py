@@ -1,0 +1,362 @@
+"""The storage protocol: every attribute optuna-diffusion writes to or reads from an Optuna storage.
+
+A search is an ordinary Optuna study, so everything it records lives in the storage and any worker,
+a resumed run, ``show``, ``export`` and optuna-dashboard read it back. This module owns the keys and
+the encoding of a :class:`~optuna_diffusion.plan.Plan` onto a trial; no other module spells a key.
+Checked against Optuna 5.0.0 (RDB and journal storages) and optuna-dashboard 0.21.0.
+
+Trial system attributes (written by the samplers in ``before_trial``, before the objective runs):
+
+=================================  ==========================================================
+``optuna_diffusion:timesteps``     ``TimestepSampler``'s genome: the time steps, largest first
+``optuna_diffusion:plan``          ``ArchitectureSampler``'s genome: ``Plan.to_dict()``
+``optuna_diffusion:genome_space``  the sampler's space: ``{"num_train_timesteps", "k_min",
+                                   "k_max"}`` and, for stage 2, ``"blocks"`` (searched names)
+``constraints``                    the MACs constraint where optuna-dashboard 0.21 reads it,
+                                   written by the objective (:mod:`optuna_diffusion.compat`)
+``<Sampler>:generation``           the trial's generation (Optuna's ``BaseGASampler``)
+``failed_trial``                   the number of the trial a heartbeat retry repeats (Optuna's
+                                   ``RetryHeartbeatStaleTrialCallback``; the retry copies the
+                                   genome attributes above, so it evaluates the same plan)
+=================================  ==========================================================
+
+Trial parameters (suggested by the objective, answered by the samplers with the genome, so that
+Optuna's plots and the dashboard's parameter views work on a plan search): ``num_steps`` (K),
+``t0`` .. ``t{K-1}`` (the time steps, largest first) and, for stage 2, ``step{i}/{block}`` for every
+step and searched block: ``"run"``, ``"skip"`` or ``"reuse"`` (a block inside a branch reused at that
+step reads ``"reuse"``). Under any other sampler, :func:`suggest_plan` suggests ``num_steps`` and the
+codes ``timestep_code_{i}`` instead (see there).
+
+Trial user attributes (written by the objective): ``timesteps``, ``skips``, ``reuses`` (the plan,
+readable in the dashboard; skips and reuses only when the plan has any), ``macs``, ``num_samples``,
+``seconds``, ``failure`` (why a plan scored FID inf), ``fidelity`` (``"full"`` or ``"low"``),
+``fid_low``, ``fid_estimate``, ``fid_optimistic`` (multi-fidelity, :mod:`optuna_diffusion.fidelity`)
+and ``stopped`` (a trial that did not run because the global budget was claimed,
+:mod:`optuna_diffusion.budget`).
+
+Study user attribute ``optuna_diffusion``: ``{"stage": ..., "config": StudyConfig.to_dict()}``,
+the marker that tells our studies from other tools' (:mod:`optuna_diffusion.study`).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import insort
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.trial import FrozenTrial
+
+from .compat import DASHBOARD_CONSTRAINTS_KEY, live_system_attrs
+from .errors import PlanError
+from .plan import Plan
+
+# Trial system attributes ---------------------------------------------------------------------------
+TIMESTEPS_KEY = "optuna_diffusion:timesteps"
+PLAN_KEY = "optuna_diffusion:plan"
+SPACE_KEY = "optuna_diffusion:genome_space"
+RETRIED_FROM_KEY = "failed_trial"
+DASHBOARD_CONSTRAINTS = DASHBOARD_CONSTRAINTS_KEY
+
+# Trial parameters ----------------------------------------------------------------------------------
+NUM_STEPS_PARAM = "num_steps"
+TIMESTEP_PARAM = "t{index}"
+BLOCK_PARAM = "step{index}/{block}"
+CODE_PARAM = "timestep_code_{index}"
+RUN, SKIP, REUSE = "run", "skip", "reuse"
+
+# Trial user attributes -----------------------------------------------------------------------------
+TIMESTEPS_ATTR = "timesteps"
+SKIPS_ATTR = "skips"
+REUSES_ATTR = "reuses"
+MACS_ATTR = "macs"
+NUM_SAMPLES_ATTR = "num_samples"
+SECONDS_ATTR = "seconds"
+FAILURE_ATTR = "failure"
+FIDELITY_ATTR = "fidelity"
+FULL_FIDELITY, LOW_FIDELITY = "full", "low"
+FID_LOW_ATTR = "fid_low"
+FID_ESTIMATE_ATTR = "fid_estimate"
+FID_OPTIMISTIC_ATTR = "fid_optimistic"
+BUDGET_STOPPED_ATTR = "stopped"
+
+# Study user attributes -----------------------------------------------------------------------------
+STUDY_MARKER = "optuna_diffusion"
+
+
+# --------------------------------------------------------------------------------------------------
+# Genomes (written by the samplers)
+# --------------------------------------------------------------------------------------------------
+
+
+def timestep_genome_attrs(steps: Sequence[int], space: dict[str, Any]) -> dict[str, Any]:
+    """System attributes of a stage-1 genome: the time steps and the sampler's space."""
+    return {SPACE_KEY: dict(space), TIMESTEPS_KEY: [int(t) for t in steps]}
+
+
+def plan_genome_attrs(plan: Plan, space: dict[str, Any]) -> dict[str, Any]:
+    """System attributes of a stage-2 genome: the whole plan and the sampler's space."""
+    return {SPACE_KEY: dict(space), PLAN_KEY: plan.to_dict()}
+
+
+def stored_space(system_attrs: dict[str, Any]) -> dict[str, Any] | None:
+    space = system_attrs.get(SPACE_KEY)
+    return space if isinstance(space, dict) else None
+
+
+def _is_int_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def stored_timesteps(trial: FrozenTrial) -> tuple[int, ...] | None:
+    """The time steps a trial of the time-step search carries, or None.
+
+    The sampler's system attribute first; else the ``timesteps`` user attribute that
+    :func:`suggest_plan` records under other samplers, so such trials can seed a later search.
+    """
+    steps = trial.system_attrs.get(TIMESTEPS_KEY)
+    if steps is None:
+        steps = trial.user_attrs.get(TIMESTEPS_ATTR)
+    return tuple(steps) if _is_int_list(steps) else None
+
+
+def stored_num_steps(system_attrs: dict[str, Any]) -> int | None:
+    """K of the genome a sampler stored in these system attributes, or None."""
+    plan = system_attrs.get(PLAN_KEY)
+    steps = plan.get("timesteps") if isinstance(plan, dict) else system_attrs.get(TIMESTEPS_KEY)
+    return len(steps) if isinstance(steps, (list, tuple)) else None
+
+
+def _num_train_timesteps(system_attrs: dict[str, Any]) -> int:
+    space = stored_space(system_attrs) or {}
+    return int(space.get("num_train_timesteps", 1000))
+
+
+def genome_plan(system_attrs: dict[str, Any]) -> Plan | None:
+    """The plan a sampler stored in these system attributes (may raise PlanError), or None."""
+    if PLAN_KEY in system_attrs:
+        return Plan.from_dict(system_attrs[PLAN_KEY])
+    if TIMESTEPS_KEY in system_attrs:
+        return Plan(system_attrs[TIMESTEPS_KEY], num_train_timesteps=_num_train_timesteps(system_attrs))
+    return None
+
+
+def stored_plan(trial: FrozenTrial) -> Plan | None:
+    """The plan a finished or running trial carries, or None when it carries none (or a broken one).
+
+    Read from, in order: the plan of ``ArchitectureSampler``; the time steps of ``TimestepSampler``
+    (a plan that skips nothing); the user attributes ``timesteps``, ``skips`` and ``reuses`` that
+    the objective records under any sampler.
+    """
+    try:
+        plan = genome_plan(trial.system_attrs)
+        if plan is not None:
+            return plan
+        steps = stored_timesteps(trial)
+        if steps is None:
+            return None
+        skips = trial.user_attrs.get(SKIPS_ATTR) or ()
+        reuses = trial.user_attrs.get(REUSES_ATTR) or ()
+        return Plan(steps, skips, reuses, _num_train_timesteps(trial.system_attrs))
+    except PlanError:
+        return None
+
+
+def plan_from_trial(trial: optuna.Trial | FrozenTrial) -> Plan:
+    """The plan :class:`~optuna_diffusion.TimestepSampler` or :class:`~optuna_diffusion.ArchitectureSampler`
+    chose for ``trial``.
+
+    On a live trial this also suggests the plan's parameters (the sampler answers with the genome)
+    and records its user attributes; on a :class:`~optuna.trial.FrozenTrial` it only reads
+    (see :func:`stored_plan`).
+
+    Raises:
+        PlanError: the trial carries no plan, or a parameter was fixed (enqueued) to another value.
+    """
+    if isinstance(trial, FrozenTrial):
+        plan = stored_plan(trial)
+        if plan is None:
+            raise PlanError(f"trial {trial.number} carries no plan")
+        return plan
+    return record_live_plan(trial)
+
+
+def record_live_plan(trial: optuna.Trial, system_attrs: dict[str, Any] | None = None) -> Plan:
+    """:func:`plan_from_trial` of a live trial, given its system attributes if already read."""
+    plan = _live_plan(trial, system_attrs)
+    record_plan_attrs(trial, plan)
+    return plan
+
+
+def timesteps_from_trial(trial: optuna.Trial | FrozenTrial) -> tuple[int, ...]:
+    """The time steps of the plan a sampler chose for ``trial`` (the stage-1 genome).
+
+    Like :func:`plan_from_trial`, but on a live trial records only the user attribute ``timesteps``.
+    """
+    if isinstance(trial, FrozenTrial):
+        return plan_from_trial(trial).timesteps
+    plan = _live_plan(trial)
+    trial.set_user_attr(TIMESTEPS_ATTR, list(plan.timesteps))
+    return plan.timesteps
+
+
+def _live_plan(trial: optuna.Trial, system_attrs: dict[str, Any] | None = None) -> Plan:
+    """The plan a sampler stored on a live trial, after suggesting its parameters (answered with it)."""
+    if system_attrs is None:
+        system_attrs = live_system_attrs(trial)
+    space = stored_space(system_attrs)
+    plan = genome_plan(system_attrs)
+    if plan is None or space is None:
+        raise PlanError(
+            f"trial {trial.number} carries no plan: create the study with sampler=TimestepSampler(...) or "
+            "ArchitectureSampler(...), or call suggest_plan(trial, k_min=..., k_max=...), which works with any sampler"
+        )
+    suggest_plan_params(trial, plan, space)
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan as trial parameters
+# --------------------------------------------------------------------------------------------------
+
+
+def _choices_of(plan: Plan, step: int, blocks: Sequence[str], branches: dict[str, Sequence[str]]) -> dict[str, str]:
+    skipped, reused = plan.skips[step], plan.reuses[step]
+    covered = {inner for branch in reused for inner in branches.get(branch, ())}
+    return {name: SKIP if name in skipped else REUSE if name in reused or name in covered else RUN for name in blocks}
+
+
+def plan_params(plan: Plan, space: dict[str, Any]) -> dict[str, tuple[BaseDistribution, Any]]:
+    """The trial parameters that show ``plan``, each with its distribution and value.
+
+    ``num_steps``, ``t0`` .. ``t{K-1}`` and, when ``space`` names blocks (stage 2), the choice of
+    every block at every step.
+    """
+    low = int(space.get("first_timestep", 0))
+    high = low + int(space["num_train_timesteps"]) - 1
+    params: dict[str, tuple[BaseDistribution, Any]] = {
+        NUM_STEPS_PARAM: (IntDistribution(int(space["k_min"]), int(space["k_max"])), plan.num_steps)
+    }
+    for i, t in enumerate(plan.timesteps):
+        params[TIMESTEP_PARAM.format(index=i)] = (IntDistribution(low, high), t)
+    blocks = space.get("blocks") or ()
+    branches = space.get("branches") or {}
+    for step in range(plan.num_steps):
+        for name, choice in _choices_of(plan, step, blocks, branches).items():
+            skippable = name not in branches
+            choices = (RUN, *((SKIP,) if skippable else ()), *((REUSE,) if step > 0 else ()))
+            params[BLOCK_PARAM.format(index=step, block=name)] = (CategoricalDistribution(choices), choice)
+    return params
+
+
+def fits(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is a value of ``distribution`` (an int or categorical one)."""
+    if isinstance(distribution, IntDistribution):
+        return isinstance(value, int) and distribution.low <= value <= distribution.high
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    return False
+
+
+def suggest_plan_params(trial: optuna.trial.BaseTrial, plan: Plan, space: dict[str, Any]) -> None:
+    """Suggest the parameters of :func:`plan_params`; the samplers answer them with ``plan``.
+
+    Raises:
+        PlanError: a parameter came back different (fixed or enqueued to another value).
+    """
+    for name, (distribution, value) in plan_params(plan, space).items():
+        if isinstance(distribution, IntDistribution):
+            got = trial.suggest_int(name, distribution.low, distribution.high)
+        else:
+            got = trial.suggest_categorical(name, distribution.choices)
+        if got != value:
+            raise PlanError(
+                f"trial {trial.number} has parameter {name} = {got!r} (fixed or enqueued?) "
+                f"but the sampler chose {value!r} for the plan {plan}"
+            )
+
+
+def record_plan_attrs(trial: optuna.trial.BaseTrial, plan: Plan, *, blocks: bool = True) -> None:
+    """The user attributes that show the plan: ``timesteps``, and ``skips``/``reuses`` when it has any."""
+    # Every attribute is its own storage transaction: leave out the empty skips of a full-network plan.
+    trial.set_user_attr(TIMESTEPS_ATTR, list(plan.timesteps))
+    if blocks and not plan.is_full_network:
+        data = plan.to_dict()
+        trial.set_user_attr(SKIPS_ATTR, data["skips"])
+        trial.set_user_attr(REUSES_ATTR, data["reuses"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Plans under any sampler
+# --------------------------------------------------------------------------------------------------
+
+
+def _nth_free(used_ascending: Sequence[int], index: int) -> int:
+    value = index
+    for used in used_ascending:
+        if used <= value:
+            value += 1
+        else:
+            break
+    return value
+
+
+def suggest_plan(
+    trial: optuna.trial.BaseTrial,
+    *,
+    k_min: int,
+    k_max: int | None = None,
+    num_train_timesteps: int = 1000,
+) -> Plan:
+    """A plan for ``trial`` under any sampler.
+
+    Under ``TimestepSampler`` or ``ArchitectureSampler`` this is :func:`plan_from_trial` (after
+    checking that the sampler's time steps fit the bounds given here). Under any other sampler
+    (RandomSampler, TPE, a baseline study) K is suggested as ``num_steps`` and the steps as K integer
+    codes ``timestep_code_{i}`` of ``[0, T - 1 - i]``: code i picks the i-th step as the code-th value
+    not yet chosen, so every draw is a valid plan and uniform codes give a uniform subset. The plan
+    skips nothing; its ``timesteps`` user attribute is recorded.
+
+    Args:
+        trial: the objective's trial.
+        k_min: fewest steps.
+        k_max: most steps; default ``k_min`` (fixed K).
+        num_train_timesteps: T.
+    """
+    k_max = k_min if k_max is None else k_max
+    if not 1 <= k_min <= k_max <= num_train_timesteps:
+        raise PlanError(f"need 1 <= k_min <= k_max <= num_train_timesteps, got {k_min}, {k_max}, {num_train_timesteps}")
+    system_attrs = live_system_attrs(trial) if isinstance(trial, optuna.Trial) else {}
+    if PLAN_KEY in system_attrs or TIMESTEPS_KEY in system_attrs:
+        plan = record_live_plan(trial, system_attrs)  # type: ignore[arg-type]
+        if not k_min <= plan.num_steps <= k_max or plan.num_train_timesteps != num_train_timesteps:
+            raise PlanError(
+                f"the sampler chose {list(plan.timesteps)}, which does not fit K in [{k_min}, {k_max}] "
+                f"of T = {num_train_timesteps}"
+            )
+        return plan
+    num_steps = trial.suggest_int(NUM_STEPS_PARAM, k_min, k_max)
+    used: list[int] = []
+    for i in range(num_steps):
+        insort(used, _nth_free(used, trial.suggest_int(CODE_PARAM.format(index=i), 0, num_train_timesteps - 1 - i)))
+    plan = Plan(tuple(reversed(used)), num_train_timesteps=num_train_timesteps)
+    record_plan_attrs(trial, plan)
+    return plan
+
+
+def suggest_timesteps(
+    trial: optuna.trial.BaseTrial, *, k_min: int, k_max: int | None = None, num_train_timesteps: int = 1000
+) -> tuple[int, ...]:
+    """The time steps of :func:`suggest_plan` (stage-1 objectives)."""
+    return suggest_plan(trial, k_min=k_min, k_max=k_max, num_train_timesteps=num_train_timesteps).timesteps
+
+
+def is_low_fidelity(trial: FrozenTrial) -> bool:
+    """Whether the trial's FID is a small-sample estimate (:mod:`optuna_diffusion.fidelity`)."""
+    return trial.user_attrs.get(FIDELITY_ATTR) == LOW_FIDELITY
+
+
+def finite_values(trial: FrozenTrial) -> bool:
+    return trial.values is not None and all(math.isfinite(v) for v in trial.values)
