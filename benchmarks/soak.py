@@ -63,7 +63,7 @@ def time_storage_calls(storage: optuna.storages.BaseStorage, seconds: Counter, c
 
 def worker(name: str, storage_url: str, budget: int, out: Path) -> None:
     from optuna_diffusion import runner
-    from optuna_diffusion.study import open_storage
+    from optuna_diffusion.storage import open_storage
     from optuna_diffusion.study_config import load_study_config
 
     storage_seconds, storage_calls = Counter(), Counter()

@@ -11,10 +11,12 @@ from .objective import PlanObjective
 from .plan import Plan
 from .prefix_cache import PrefixCache
 from .sampling import PlanSampler, SamplingSettings, TextConditioning
+from .samplers import ArchitectureSampler, TimestepSampler
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArchitectureSampler",
     "Block",
     "BlockSwitch",
     "DiffusionModel",
@@ -29,6 +31,7 @@ __all__ = [
     "PrefixCache",
     "SamplingSettings",
     "TextConditioning",
+    "TimestepSampler",
     "apply",
     "baseline_plan",
     "baseline_plans",

@@ -1,41 +1,108 @@
 """The ``optuna-diffusion`` command line: thin commands over the library.
 
-Library errors (:class:`~optuna_diffusion.errors.OptunaDiffusionError`) become one line on stderr and
-exit code 2, in :func:`_one_line_errors`; nothing else prints tracebacks on purpose.
+Every error a user can cause is one line on stderr, ``error: ...``, and a non-zero exit code: the
+library's own errors (:class:`~optuna_diffusion.errors.OptunaDiffusionError`, code 2, or the error's
+``exit_code``) in :func:`_one_line_errors`, and the option errors of Typer and Click (code 2) in
+:class:`_OneLineErrors`. ``--debug`` shows the traceback behind a library error.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
+import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import OptunaDiffusionError
 
+
+class _OneLineErrors(TyperGroup):
+    """Typer's group, with its usage errors (a bad option value, a missing argument) as one line."""
+
+    def main(
+        self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as error:  # Typer's (vendored Click's) usage and parameter errors
+            message = " ".join(error.format_message().split())
+            if message:  # empty after a help page shown for a command given without arguments
+                typer.echo(f"error: {message}", err=True)
+            if not standalone_mode:
+                raise
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            if not standalone_mode:
+                raise
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
 app = typer.Typer(
-    help="Search few-step diffusion sampling plans (time steps and skipped UNet blocks) with Optuna.",
+    help="Search few-step diffusion sampling plans (time steps and skipped or reused blocks) with Optuna.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_OneLineErrors,
 )
 zoo_app = typer.Typer(help="Bundled models: retrain them, or convert third-party checkpoints.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 
+_debug = False
+
 
 def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into ``error: ...`` on stderr and exit code 2."""
+    """Turn library errors into ``error: ...`` on stderr and exit code 2 (or the error's ``exit_code``)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except OptunaDiffusionError as error:
+            if _debug:
+                traceback.print_exc()
             typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(code=2) from None
+            raise typer.Exit(code=getattr(error, "exit_code", 2)) from None
 
     return wrapper
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{name} must be positive, got {value:g}")
+
+
+@app.callback()
+def _setup(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback behind a one-line error.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+    _quiet_library_warnings()
+
+
+def _quiet_library_warnings() -> None:
+    """Optuna marks heartbeats and metric names experimental; that is noise for CLI users."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+
+# --------------------------------------------------------------------------------------------------
+# zoo
+# --------------------------------------------------------------------------------------------------
 
 
 @zoo_app.command("train")
@@ -52,8 +119,7 @@ def zoo_train(
 
     if name != "digits":
         raise typer.BadParameter(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
-    if steps is not None and steps < 1:
-        raise typer.BadParameter("--steps must be positive")
+    _positive("--steps", steps)
     report = train_digits(out, seed=seed, diffusion_steps=steps, log=typer.echo)
     typer.echo(json.dumps(report, indent=2))
 
@@ -71,9 +137,14 @@ def zoo_convert_adm(
     typer.echo(f"wrote {folder}")
 
 
+# --------------------------------------------------------------------------------------------------
+# studies
+# --------------------------------------------------------------------------------------------------
+
 StudyOption = Annotated[Optional[str], typer.Option("--study", help="Preset study name (studies/NAME.toml).")]
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="A study TOML file instead of a preset.")]
 StorageOption = Annotated[Optional[str], typer.Option(help="Optuna storage URL or journal file (default: sqlite:///NAME.db).")]
+AllOption = Annotated[bool, typer.Option("--all", help="List every front row, also those worse than every hand-designed schedule.")]
 
 
 def _config(study: str | None, config: Path | None, **overrides: Any):
@@ -83,9 +154,43 @@ def _config(study: str | None, config: Path | None, **overrides: Any):
 
 
 def _storage_url(storage: str | None, config) -> str:
-    from .study import default_storage_url
+    from .storage import default_storage_url
 
-    return storage or default_storage_url(config)
+    return storage or default_storage_url(config.name)
+
+
+def _exit_at_once(signum: int, frame: Any) -> None:
+    os._exit(130)
+
+
+def _first_interrupt(signum: int, frame: Any) -> None:
+    """A first Ctrl-C stops the search cleanly (KeyboardInterrupt); a second exits at once."""
+    signal.signal(signal.SIGINT, _exit_at_once)
+    raise KeyboardInterrupt
+
+
+def _thread_errors_in_one_line(arguments: threading.ExceptHookArgs) -> None:
+    """A library thread's failure (Optuna's heartbeat while the database is away) as one line."""
+    from .errors import first_line
+    from .runner import root_cause
+
+    if arguments.exc_value is not None and not isinstance(arguments.exc_value, SystemExit):
+        name = arguments.thread.name if arguments.thread is not None else "a thread"
+        typer.echo(f"warning: {name} stopped: {first_line(root_cause(arguments.exc_value))}", err=True)
+
+
+def _exit_interrupted() -> None:
+    """Say what an interruption left, and exit with 130 -- also when a library thread would outlive us."""
+    typer.echo(
+        "interrupted: completed trials are stored and the interrupted trial is marked failed (it is retried); "
+        "run the same command again to resume",
+        err=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate() if thread is not threading.main_thread()):
+        os._exit(130)  # e.g. Optuna's heartbeat thread, left running when the Ctrl-C hit its start or stop
+    raise typer.Exit(code=130)
 
 
 @app.command()
@@ -99,33 +204,34 @@ def optimize(
     timeout: Annotated[Optional[float], typer.Option(help="Stop each stage after this many seconds.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the samplers and the common random numbers.")] = None,
     device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per UNet batch.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per denoiser batch.")] = None,
     num_samples: Annotated[Optional[int], typer.Option(help="Samples per candidate in both stages.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model: bundled name, diffusers folder or hub id.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits or an .npz with mu, sigma.")] = None,
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
     heartbeat_interval: Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats (RDB storage); a trial silent for 3 is retried.")] = 30,
+    show_all: AllOption = False,
 ) -> None:
     """Search a study's time steps (stage 1), then its skipped and reused blocks (stage 2); rerun to resume."""
     from .runner import run_optimize
 
     if stage is not None and stage not in ("timesteps", "architecture"):
         raise typer.BadParameter("--stage must be timesteps or architecture")
-    for name, value in (("--n-trials", n_trials), ("--batch-size", batch_size), ("--timeout", timeout),
-                        ("--num-samples", num_samples), ("--heartbeat-interval", heartbeat_interval)):
-        if value is not None and value <= 0:
-            raise typer.BadParameter(f"{name} must be positive")
-    if num_samples == 1:
-        raise typer.BadParameter("--num-samples must be at least 2")
+    for name, value in (("--n-trials", n_trials), ("--timeout", timeout), ("--heartbeat-interval", heartbeat_interval)):
+        _positive(name, value)
     cfg = _config(study, config, model=model, reference=reference, features=features,
                   feature_weights=feature_weights, seed=seed, batch_size=batch_size, num_samples=num_samples)
+    previous = signal.signal(signal.SIGINT, _first_interrupt)
+    threading.excepthook = _thread_errors_in_one_line
     try:
         run_optimize(cfg, _storage_url(storage, cfg), stages=(stage,) if stage else ("timesteps", "architecture"),
-                     n_trials=n_trials, timeout=timeout, device=device, heartbeat_interval=heartbeat_interval, echo=typer.echo)
+                     n_trials=n_trials, timeout=timeout, device=device, heartbeat_interval=heartbeat_interval,
+                     show_all=show_all, echo=typer.echo)
     except KeyboardInterrupt:
-        typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
-        raise typer.Exit(code=130) from None
+        _exit_interrupted()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
@@ -135,15 +241,14 @@ def show(
     config: ConfigOption = None,
     storage: StorageOption = None,
     stage: Annotated[str, typer.Option(help="timesteps or architecture.")] = "timesteps",
+    max_fid: Annotated[Optional[float], typer.Option(help="List only front rows with at most this FID.")] = None,
+    show_all: AllOption = False,
 ) -> None:
-    """Print the Pareto front of a stored study (steps, time steps, MACs, FID)."""
-    from .runner import load_stage_study
-    from .study import format_front, pareto_front
+    """Print the Pareto front of a stored study (steps, MACs, FID, plan)."""
+    from .runner import show_front
 
     cfg = _config(study, config)
-    stored = load_stage_study(cfg, _storage_url(storage, cfg), stage)
-    typer.echo(f"{stored.study_name}: {len(stored.trials)} trials")
-    typer.echo(format_front(pareto_front(stored)))
+    typer.echo(show_front(cfg, _storage_url(storage, cfg), stage, max_fid=max_fid, show_all=show_all))
 
 
 @app.command()
@@ -152,22 +257,27 @@ def export(
     study: StudyOption = None,
     config: ConfigOption = None,
     storage: StorageOption = None,
-    stage: Annotated[str, typer.Option(help="timesteps or architecture.")] = "timesteps",
+    stage: Annotated[Optional[str], typer.Option(help="Choose from one stage only: timesteps or architecture (default: both).")] = None,
     max_macs: Annotated[Optional[float], typer.Option(help="Best FID among plans with at most these MACs.")] = None,
-    trial: Annotated[Optional[int], typer.Option(help="Export this trial number instead.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Best FID among plans with exactly this many time steps.")] = None,
+    trial: Annotated[Optional[int], typer.Option(help="Export this trial number instead (needs --stage).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the JSON plan here (default: print it).")] = None,
 ) -> None:
-    """Export a plan as JSON: the best FID, the best under a MACs budget, or a given trial."""
-    from .runner import choose_plan, load_stage_study
+    """Export the plan with the lowest FID over both stages (or under --max-macs, with --steps K, or --trial N)."""
+    from .runner import choose_plan, stored_stage_studies
 
+    _positive("--steps", steps)
     cfg = _config(study, config)
-    stored = load_stage_study(cfg, _storage_url(storage, cfg), stage)
-    text = json.dumps(choose_plan(stored, max_macs=max_macs, trial_number=trial), indent=2)
+    chosen = choose_plan(stored_stage_studies(cfg, _storage_url(storage, cfg), stage),
+                         max_macs=max_macs, steps=steps, trial_number=trial)
+    text = json.dumps(chosen, indent=2)
+    source = f"trial {chosen['trial']} of {chosen['study']} (stage {chosen['stage']}): FID {chosen['fid']:.3f}, {chosen['macs'] / 1e9:.4f} GMACs"
     if out is None:
         typer.echo(text)
+        typer.echo(source, err=True)
     else:
         out.write_text(text + "\n")
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {out}: {source}")
 
 
 @app.command()
@@ -234,17 +344,3 @@ def dashboard(
 def main() -> None:
     """Console-script entry point."""
     app()
-
-
-def _quiet_library_warnings() -> None:
-    """Optuna marks heartbeats and metric names experimental; that is noise for CLI users."""
-    import warnings
-
-    from optuna.exceptions import ExperimentalWarning
-
-    warnings.filterwarnings("ignore", category=ExperimentalWarning)
-
-
-@app.callback()
-def _setup() -> None:
-    _quiet_library_warnings()

@@ -37,3 +37,11 @@ class ConversionError(OptunaDiffusionError, ValueError):
 
 class MissingFileError(OptunaDiffusionError, FileNotFoundError):
     """A file the user named does not exist."""
+
+
+class StorageError(OptunaDiffusionError):
+    """The storage went away during a search (completed trials are kept; rerunning resumes).
+
+    Not bad input, so the command line exits with its own code."""
+
+    exit_code = 3

@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 import json
+import math
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+import sqlalchemy.exc
+from optuna.trial import FrozenTrial, TrialState
 
+from . import compat, faults
 from .baselines import BASELINES, baseline_plan
 from .budget import TrialBudget
-from .errors import ConfigError
+from .errors import ConfigError, OptunaDiffusionError, StorageError, first_line
 from .evaluation import Evaluation, PlanEvaluator
 from .fidelity import FidelityPolicy
+from .front import baseline_limits, format_front, pareto_front
 from .objective import PlanObjective
 from .plan import Plan
-from .samplers import ArchitectureSampler, TimestepSampler, plan_from_trial
-from .study import (
-    PREVIEW_SAMPLES,
-    PreviewUploader,
-    artifact_dir,
-    build_evaluator,
-    check_device,
-    completed_trials,
-    format_front,
-    open_storage,
-    open_study,
-    pareto_front,
-)
-from .study_config import StudyConfig
+from .samplers import ArchitectureSampler, TimestepSampler
+from .storage import artifact_dir, check_storage_url, open_storage, redacted
+from .study import PREVIEW_SAMPLES, PreviewUploader, build_evaluator, check_device, completed_trials, open_study
+from .study_config import STAGES, StudyConfig
+from .trial_plan import BASELINE_FIDS_ATTR, STUDY_MARKER, is_low_fidelity, plan_from_trial, stored_plan
 
 Echo = Callable[[str], None]
+
+_STORAGE_FAILURES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, optuna.exceptions.StorageInternalError)
+"""What a database that went away raises through Optuna."""
 
 
 def population_split(population: int) -> dict[str, int]:
@@ -83,8 +84,36 @@ def sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> op
     )
 
 
+@dataclass
+class StartedTrials:
+    """The trials whose objective this process started, so that an interrupted one can be failed."""
+
+    trials: list[tuple[optuna.Study, optuna.Trial]] = field(default_factory=list)
+
+    def add(self, trial: optuna.Trial) -> None:
+        self.trials.append((trial.study, trial))
+
+    def fail_running(self, *, timeout: float = 10.0) -> None:
+        """Mark FAIL those still RUNNING (so they are retried), in a thread given ``timeout`` seconds.
+
+        A new thread gets its own database session: the main thread's may be in the middle of the
+        statement the Ctrl-C interrupted. A trial left RUNNING anyway goes stale and is retried.
+        """
+
+        def fail() -> None:
+            for study, trial in self.trials:
+                stored = compat.storage_of(study).get_trial(compat.trial_id_of(trial))
+                if stored.state == TrialState.RUNNING:
+                    compat.fail_trial(study, trial)
+
+        worker = threading.Thread(target=fail, name="fail-interrupted-trials", daemon=True)
+        worker.start()
+        worker.join(timeout)
+
+
 def _objective(
-    stage: str, config: StudyConfig, evaluator: PlanEvaluator, preview: PreviewUploader, budget: TrialBudget
+    stage: str, config: StudyConfig, evaluator: PlanEvaluator, preview: PreviewUploader, budget: TrialBudget,
+    started: StartedTrials,
 ) -> Callable[[optuna.Trial], Any]:
     settings = getattr(config, stage)
     population = population_split(settings.population_size)
@@ -100,6 +129,7 @@ def _objective(
     )
 
     def within_budget(trial: optuna.Trial) -> Any:
+        started.add(trial)
         if not budget.claim(trial):
             budget.stop_trial(trial)
         return objective(trial)
@@ -107,63 +137,170 @@ def _objective(
     return within_budget
 
 
+def _caused_by_the_storage(error: BaseException) -> bool:
+    """Whether a database that went away is anywhere in the chain of ``error``.
+
+    (Optuna 5.0's ``_run_trial`` can turn a lost connection into an UnboundLocalError while it tries
+    to store the trial's failure; the storage error is then its context.)"""
+    while error is not None:
+        if isinstance(error, _STORAGE_FAILURES):
+            return True
+        error = _inner(error)
+    return False
+
+
+def _inner(error: BaseException) -> BaseException | None:
+    """The error ``error`` was raised from or while handling (None for ``raise ... from None``)."""
+    return error.__cause__ if error.__cause__ is not None or error.__suppress_context__ else error.__context__
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost error a chain of re-raises started from (the driver's, under Optuna's and SQLAlchemy's)."""
+    while (inner := _inner(error)) is not None:
+        error = inner
+    return error
+
+
+def _between_trials(study: optuna.Study, trial: FrozenTrial) -> None:
+    faults.reach("between-trials")
+
+
 def run_optimize(
     config: StudyConfig,
     storage_url: str,
     *,
-    stages: tuple[str, ...] = ("timesteps", "architecture"),
+    stages: tuple[str, ...] = STAGES,
     n_trials: int | None = None,
     timeout: float | None = None,
     device: str = "cpu",
     heartbeat_interval: int = 30,
+    show_all: bool = False,
     echo: Echo = print,
 ) -> dict[str, optuna.Study]:
     """Run (or resume) the chosen stages; each stage stops at its trial budget counted over all workers.
 
-    On an RDB storage a trial whose worker died (no heartbeat for 3 x ``heartbeat_interval``
-    seconds) is failed and retried with the same plan by the next worker that starts a trial.
+    Everything that can be checked is checked before the storage is opened (opening creates the
+    SQLite file or the tables), the model included. On an RDB storage a trial whose worker died
+    (no heartbeat for 3 x ``heartbeat_interval`` seconds, or none at all since it started) is failed
+    and retried with the same plan by the next worker that starts a trial.
+
+    Raises:
+        KeyboardInterrupt: after a Ctrl-C, once the interrupted trials are marked FAIL (retried on resume).
+        StorageError: the database went away; completed trials are stored, rerun to resume.
     """
-    check_device(device)
-    storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval)
-    evaluator = build_evaluator(config, device=device)
-    budget = config.architecture.macs_budget
-    if "architecture" in stages and budget is not None and budget < _cheapest_possible_macs(evaluator):
-        raise ConfigError(
-            f"architecture.macs_budget = {budget:g} MACs is below the cheapest possible plan "
-            f"({_cheapest_possible_macs(evaluator):g} MACs: one step with every skippable block skipped)"
-        )
-    preview = PreviewUploader(artifact_dir(storage_url, config))
-    studies = {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for stage in stages:
-        study = open_study(config, stage, storage, sampler_for(stage, config, evaluator))
-        budget = TrialBudget(n_trials or getattr(config, stage).n_trials)
-        remaining = budget.total - completed_trials(study)
-        echo(f"stage {stage}: study {study.study_name}, {budget.total - remaining}/{budget.total} trials done")
-        if remaining > 0:
-            study.optimize(
-                _objective(stage, config, evaluator, preview, budget),
-                n_trials=remaining,
-                timeout=timeout,
-                callbacks=[optuna.study.MaxTrialsCallback(budget.total, states=(optuna.trial.TrialState.COMPLETE,))],
-                show_progress_bar=True,
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    check_device(device)
+    check_storage_url(storage_url)
+    faults.reach("model-loading")
+    evaluator = build_evaluator(config, device=device)
+    started = StartedTrials()
+    try:
+        budget = config.architecture.macs_budget
+        if "architecture" in stages and budget is not None and budget < _cheapest_possible_macs(evaluator):
+            raise ConfigError(
+                f"architecture.macs_budget = {budget:g} MACs is below the cheapest possible plan "
+                f"({_cheapest_possible_macs(evaluator):g} MACs: one step with every skippable block skipped)"
             )
-        complete, running = budget.counts(study)
-        if complete < budget.total and running:
-            echo(
-                f"{complete}/{budget.total} trials complete; {running} still running elsewhere. A crashed "
-                "worker's trial is retried once its heartbeat is stale: run this command again then."
-            )
-        echo(format_front(pareto_front(study)))
-        echo(f"stored in {storage_url} as study {study.study_name!r}")
-        studies[stage] = study
-    evaluator.close()
-    return studies
+        storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval)
+        preview = PreviewUploader(artifact_dir(storage_url, config.name))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        compat.quiet_interrupted_trials()
+        return {
+            stage: _run_stage(stage, config, storage, evaluator, preview, started, n_trials=n_trials, timeout=timeout,
+                              show_all=show_all, echo=echo, where=redacted(storage_url))
+            for stage in stages
+        }
+    except KeyboardInterrupt:
+        faults.reach("interrupt-cleanup")
+        started.fail_running()
+        raise
+    except Exception as error:
+        if isinstance(error, OptunaDiffusionError) or not _caused_by_the_storage(error):
+            raise
+        raise StorageError(
+            f"lost the storage {redacted(storage_url)} ({first_line(root_cause(error))}); completed trials are "
+            "stored, run the same command again to resume"
+        ) from None
+    finally:
+        evaluator.close()
+
+
+def _run_stage(
+    stage: str, config: StudyConfig, storage: optuna.storages.BaseStorage, evaluator: PlanEvaluator,
+    preview: PreviewUploader, started: StartedTrials, *, n_trials: int | None, timeout: float | None, show_all: bool,
+    echo: Echo, where: str,
+) -> optuna.Study:
+    study = open_study(config, stage, storage, sampler_for(stage, config, evaluator))
+    budget = TrialBudget(n_trials or getattr(config, stage).n_trials)
+    remaining = budget.total - completed_trials(study)
+    echo(f"stage {stage}: study {study.study_name}, {budget.total - remaining}/{budget.total} trials done")
+    if remaining > 0:
+        study.optimize(
+            _objective(stage, config, evaluator, preview, budget, started),
+            n_trials=remaining,
+            timeout=timeout,
+            callbacks=[optuna.study.MaxTrialsCallback(budget.total, states=(TrialState.COMPLETE,)), _between_trials],
+            show_progress_bar=True,
+        )
+    complete, running = budget.counts(study)
+    if complete < budget.total and running:
+        echo(
+            f"{complete}/{budget.total} trials complete; {running} still running elsewhere. A crashed "
+            "worker's trial is retried once its heartbeat is stale: run this command again then."
+        )
+    timestep_study = study if stage == "timesteps" else _load_or_none(storage, config.stage_study_name("timesteps"))
+    if stage == "timesteps" and complete >= budget.total:
+        record_baseline_fids(study, config, evaluator)
+    echo(format_front(pareto_front(study), limits=baseline_limits(timestep_study), show_all=show_all))
+    echo(f"stored in {where} as study {study.study_name!r}")
+    return study
+
+
+def _load_or_none(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def record_baseline_fids(
+    study: optuna.Study, config: StudyConfig, evaluator: PlanEvaluator
+) -> dict[str, dict[str, float | None]]:
+    """FID of every hand-designed schedule at every K of the study, stored on the study.
+
+    A schedule the search already evaluated at full size is read from its trial; the others are
+    evaluated now, with the study's sample count. The front tables hide plans worse than the worst
+    of them (:mod:`optuna_diffusion.front`).
+    """
+    stored = study.user_attrs.get(BASELINE_FIDS_ATTR) or {}
+    alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
+    evaluated = {
+        plan: trial.values[0]
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not is_low_fidelity(trial) and (plan := stored_plan(trial)) is not None and trial.values
+    }
+    fids: dict[str, dict[str, float | None]] = {}
+    stage = config.timesteps
+    for k in range(stage.k_min, stage.k_max + 1):
+        known = stored.get(str(k), {})
+        fids[str(k)] = {}
+        for name in BASELINES:
+            if name in known:
+                fids[str(k)][name] = known[name]
+                continue
+            plan = baseline_plan(name, k, alphas_cumprod)
+            fid = evaluated[plan] if plan in evaluated else evaluator.evaluate(plan, stage.num_samples).fid
+            fids[str(k)][name] = float(fid) if math.isfinite(fid) else None
+    if fids != stored:
+        study.set_user_attr(BASELINE_FIDS_ATTR, fids)
+    return fids
 
 
 def load_stage_study(config: StudyConfig, storage_url: str, stage: str) -> optuna.Study:
     """The stored study of ``stage``; a one-line error if it does not exist (nothing is created)."""
-    if stage not in ("timesteps", "architecture"):
+    if stage not in STAGES:
         raise ConfigError(f"--stage must be timesteps or architecture, got {stage!r}")
     if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///") :]).is_file():
         raise ConfigError(f"no storage at {storage_url}; run optuna-diffusion optimize first")
@@ -175,22 +312,75 @@ def load_stage_study(config: StudyConfig, storage_url: str, stage: str) -> optun
         raise ConfigError(f"no study {name!r} in {storage_url}; run optuna-diffusion optimize first") from None
 
 
-def choose_plan(study: optuna.Study, *, max_macs: float | None = None, trial_number: int | None = None) -> dict[str, Any]:
-    """The plan of a chosen trial with its scores: best FID, best FID under ``max_macs``, or trial ``trial_number``."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+def show_front(config: StudyConfig, storage_url: str, stage: str, *, max_fid: float | None, show_all: bool) -> str:
+    """The stored front of ``stage`` as a table, with the title line ``show`` prints."""
+    study = load_stage_study(config, storage_url, stage)
+    storage = compat.storage_of(study)
+    timestep_study = study if stage == "timesteps" else _load_or_none(storage, config.stage_study_name("timesteps"))
+    table = format_front(pareto_front(study), limits=baseline_limits(timestep_study), max_fid=max_fid, show_all=show_all)
+    return f"{study.study_name}: {len(study.trials)} trials\n{table}"
+
+
+def stored_stage_studies(config: StudyConfig, storage_url: str, stage: str | None) -> list[optuna.Study]:
+    """The studies ``export`` chooses from: ``stage``'s, or both stages' that exist."""
+    if stage is not None:
+        return [load_stage_study(config, storage_url, stage)]
+    studies = []
+    for name in STAGES:
+        try:
+            studies.append(load_stage_study(config, storage_url, name))
+        except ConfigError:
+            continue
+    if not studies:
+        raise ConfigError(f"no study {config.name!r} in {storage_url}; run optuna-diffusion optimize first")
+    return studies
+
+
+def choose_plan(
+    studies: list[optuna.Study],
+    *,
+    max_macs: float | None = None,
+    steps: int | None = None,
+    trial_number: int | None = None,
+) -> dict[str, Any]:
+    """The plan a user asked for, with its scores and where it comes from.
+
+    The lowest FID over ``studies`` (full-size evaluations only), optionally among plans with at most
+    ``max_macs`` MACs and exactly ``steps`` time steps; or trial ``trial_number`` (one study only).
+    """
     if trial_number is not None:
-        chosen = [t for t in complete if t.number == trial_number]
+        if len(studies) != 1:
+            raise ConfigError("--trial needs --stage: trial numbers are per stage")
+        chosen = [t for t in studies[0].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number == trial_number]
         if not chosen:
-            raise ConfigError(f"study {study.study_name!r} has no complete trial {trial_number}")
-        trial = chosen[0]
+            raise ConfigError(f"study {studies[0].study_name!r} has no complete trial {trial_number}")
+        study, trial = studies[0], chosen[0]
     else:
-        candidates = [t for t in complete if max_macs is None or t.values[1] <= max_macs]
+        candidates = [
+            (study, t)
+            for study in studies
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values and math.isfinite(t.values[0]) and not is_low_fidelity(t)
+            if (max_macs is None or t.values[1] <= max_macs)
+            if steps is None or ((plan := stored_plan(t)) is not None and plan.num_steps == steps)
+        ]
         if not candidates:
-            limit = f" with at most {max_macs:g} MACs" if max_macs is not None else ""
-            raise ConfigError(f"study {study.study_name!r} has no complete trial{limit}")
-        trial = min(candidates, key=lambda t: (t.values[0], t.values[1]))
+            limits = ([f"at most {max_macs:g} MACs"] if max_macs is not None else []) + (
+                [f"exactly {steps} steps"] if steps is not None else []
+            )
+            where = " and ".join(s.study_name for s in studies)
+            raise ConfigError(f"{where} has no complete plan" + (f" with {' and '.join(limits)}" if limits else ""))
+        study, trial = min(candidates, key=lambda pair: (pair[1].values[0], pair[1].values[1], pair[1].number))
     plan = plan_from_trial(trial)
-    return {"plan": plan.to_dict(), "fid": trial.values[0], "macs": trial.values[1], "study": study.study_name, "trial": trial.number}
+    marker = study.user_attrs.get(STUDY_MARKER) or {}
+    return {
+        "plan": plan.to_dict(),
+        "fid": trial.values[0],
+        "macs": trial.values[1],
+        "study": study.study_name,
+        "stage": marker.get("stage"),
+        "trial": trial.number,
+    }
 
 
 def load_plan_file(path: str | Path) -> Plan:
@@ -209,35 +399,59 @@ def evaluate_plan_file(
     config: StudyConfig, plan_path: Path | None, *, baseline: str | None, steps: int, samples: int, device: str = "cpu"
 ) -> tuple[Evaluation, Plan]:
     """Score an exported plan or a baseline with ``samples`` samples on the config's model."""
+    plan = load_plan_file(plan_path) if plan_path is not None else None
     evaluator = build_evaluator(config, device=device)
-    if plan_path is not None:
-        plan = load_plan_file(plan_path)
-    else:
-        plan = baseline_plan(baseline, steps, evaluator.sampler.schedule.alphas_cumprod)
-    result = evaluator.evaluate(plan, samples)
-    evaluator.close()
-    return result, plan
+    try:
+        if plan is None:
+            plan = baseline_plan(baseline, steps, evaluator.sampler.schedule.alphas_cumprod)
+        return evaluator.evaluate(plan, samples), plan
+    finally:
+        evaluator.close()
 
 
 def baseline_table(config: StudyConfig, *, steps: list[int], samples: int, device: str = "cpu") -> str:
     """FID and MACs of every hand-designed schedule at each step count, as a text table."""
     evaluator = build_evaluator(config, device=device)
-    alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
-    lines = [f"{config.model.source}, {config.sampling.solver}, {samples} samples", f"{'K':>3} " + " ".join(f"{n:>10}" for n in BASELINES)]
-    for k in steps:
-        fids = [evaluator.evaluate(baseline_plan(name, k, alphas_cumprod), samples).fid for name in BASELINES]
-        lines.append(f"{k:>3} " + " ".join(f"{fid:10.3f}" for fid in fids))
-    evaluator.close()
-    return "\n".join(lines)
+    try:
+        alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
+        header = f"{config.model.source}, {config.sampling.solver}, {samples} samples"
+        lines = [header, f"{'K':>3} " + " ".join(f"{n:>10}" for n in BASELINES)]
+        for k in steps:
+            fids = [evaluator.evaluate(baseline_plan(name, k, alphas_cumprod), samples).fid for name in BASELINES]
+            lines.append(f"{k:>3} " + " ".join(f"{fid:10.3f}" for fid in fids))
+        return "\n".join(lines)
+    finally:
+        evaluator.close()
+
+
+def dashboard_server(config: StudyConfig, storage_url: str, *, host: str = "127.0.0.1", port: int = 8080) -> Any:
+    """optuna-dashboard on the study's storage and artifact store, bound to ``host:port`` (0: any free
+    port) and ready for ``serve_forever()``; ``shutdown()`` stops it."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import wsgi
+
+    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///") :]).is_file():
+        raise ConfigError(f"no storage at {storage_url}; run optuna-diffusion optimize first")
+    directory = artifact_dir(storage_url, config.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    app = wsgi(open_storage(storage_url), artifact_store=FileSystemArtifactStore(str(directory)))
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # one line per request is noise in a terminal
+            pass
+
+    try:
+        return make_server(host, port, app, handler_class=QuietHandler)
+    except OSError as error:
+        raise ConfigError(f"cannot serve the dashboard on {host}:{port}: {first_line(error)}") from None
 
 
 def serve_dashboard(config: StudyConfig, storage_url: str, *, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run optuna-dashboard on the study's storage and artifact store (blocks until stopped)."""
-    from optuna.artifacts import FileSystemArtifactStore
-    from optuna_dashboard import run_server
-
-    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///") :]).is_file():
-        raise ConfigError(f"no storage at {storage_url}; run optuna-diffusion optimize first")
-    directory = artifact_dir(storage_url, config)
-    directory.mkdir(parents=True, exist_ok=True)
-    run_server(open_storage(storage_url), host=host, port=port, artifact_store=FileSystemArtifactStore(str(directory)))
+    server = dashboard_server(config, storage_url, host=host, port=port)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

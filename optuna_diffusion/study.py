@@ -1,73 +1,27 @@
-"""Run a study's two stages on an Optuna storage: resumable, multi-worker, dashboard-ready.
+"""A study's pieces: its evaluator (model, FID network, reference), its stage studies, its previews.
 
 Stage 1 (``NAME-timesteps``) and stage 2 (``NAME-architecture``) are separate Optuna studies in one
-storage, so they can be compared side by side. Trials are counted globally across workers
-(``MaxTrialsCallback``), a trial cut off by a crash is retried (RDB heartbeat +
-``RetryHeartbeatStaleTrialCallback``), and each trial uploads a PNG grid of its samples as an
-artifact for optuna-dashboard.
+storage, so they can be compared side by side; each is marked as ours (:data:`MARKER`), and each
+trial uploads a PNG grid of its samples as an artifact for optuna-dashboard.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 
-from .errors import ConfigError, OptunaDiffusionError, first_line
+from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
 from .plan import Plan
 from .preview import save_image_grid
 from .study_config import StudyConfig
 from .trial_plan import STUDY_MARKER as MARKER
-from .trial_plan import plan_from_trial
 
-STAGES = ("timesteps", "architecture")
 PREVIEW_SAMPLES = 64
-
-
-def default_storage_url(config: StudyConfig) -> str:
-    """A SQLite file named after the study, in the working directory."""
-    return f"sqlite:///{config.name}.db"
-
-
-def artifact_dir(storage_url: str, config: StudyConfig) -> Path:
-    """Where trial images go: next to a SQLite or journal file, else ``./NAME-artifacts``."""
-    if storage_url.startswith("sqlite:///"):
-        return Path(storage_url[len("sqlite:///") :]).with_suffix("").with_name(f"{config.name}-artifacts")
-    return Path(f"{config.name}-artifacts")
-
-
-def open_storage(url: str, *, heartbeat_interval: int = 30) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``: an RDB URL (heartbeat + retry of stale trials) or a journal file path."""
-    if "://" not in url:
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=heartbeat_interval * 3,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
-    except Exception as error:  # SQLAlchemy raises many kinds; all mean the same to the user
-        raise ConfigError(f"cannot open storage {_redacted(url)}: {first_line(error)}") from None
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 def check_device(device: str) -> torch.device:
@@ -152,14 +106,6 @@ def _check_ours(storage: optuna.storages.BaseStorage, study_id: int, name: str, 
         raise ConfigError(f"study {name!r} has directions {[d.name for d in directions]}; optuna-diffusion studies minimize 2 objectives")
 
 
-def stored_config(study: optuna.Study) -> StudyConfig:
-    """The StudyConfig a study was created with."""
-    marker = study.user_attrs.get(MARKER)
-    if not isinstance(marker, dict) or "config" not in marker:
-        raise ConfigError(f"study {study.study_name!r} was not created by optuna-diffusion")
-    return StudyConfig.from_dict(marker["config"])
-
-
 class PreviewUploader:
     """Uploads a PNG grid of a trial's first samples as an Optuna artifact (shown by optuna-dashboard).
 
@@ -185,49 +131,5 @@ class PreviewUploader:
             upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial, mimetype="image/png")
 
 
-@dataclass(frozen=True)
-class FrontRow:
-    """One Pareto-optimal trial, for tables."""
-
-    number: int
-    fid: float
-    macs: float
-    plan: Plan
-
-
-def pareto_front(study: optuna.Study) -> list[FrontRow]:
-    """The study's Pareto-optimal complete trials with their plans, by MACs."""
-    rows = []
-    for trial in study.best_trials:
-        if trial.values is None or not all(math.isfinite(v) for v in trial.values):
-            continue
-        rows.append(FrontRow(trial.number, trial.values[0], trial.values[1], plan_from_trial(trial)))
-    return sorted(rows, key=lambda row: (row.macs, row.fid))
-
-
-def format_front(rows: list[FrontRow]) -> str:
-    """The Pareto front as a text table (steps, time steps, MACs, FID)."""
-    lines = [f"{'trial':>6} {'steps':>5} {'GMACs':>9} {'FID':>8}  plan"]
-    for row in rows:
-        lines.append(f"{row.number:>6} {row.plan.num_steps:>5} {row.macs / 1e9:9.4f} {row.fid:8.3f}  {row.plan}")
-    return "\n".join(lines)
-
-
 def completed_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
-__all__ = [
-    "FrontRow",
-    "OptunaDiffusionError",
-    "PreviewUploader",
-    "STAGES",
-    "artifact_dir",
-    "build_evaluator",
-    "default_storage_url",
-    "format_front",
-    "open_storage",
-    "open_study",
-    "pareto_front",
-    "stored_config",
-]

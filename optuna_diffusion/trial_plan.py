@@ -34,8 +34,11 @@ readable in the dashboard; skips and reuses only when the plan has any), ``macs`
 and ``stopped`` (a trial that did not run because the global budget was claimed,
 :mod:`optuna_diffusion.budget`).
 
-Study user attribute ``optuna_diffusion``: ``{"stage": ..., "config": StudyConfig.to_dict()}``,
-the marker that tells our studies from other tools' (:mod:`optuna_diffusion.study`).
+Study user attributes: ``optuna_diffusion``, ``{"stage": ..., "config": StudyConfig.to_dict()}``,
+the marker that tells our studies from other tools' (:mod:`optuna_diffusion.study`); on the
+time-step study, ``optuna_diffusion:baseline_fids``, ``{K: {schedule name: FID}}`` of the
+hand-designed schedules at the study's sample count (written by the runner after stage 1, read by
+the front tables, :mod:`optuna_diffusion.front`).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ BUDGET_STOPPED_ATTR = "stopped"
 
 # Study user attributes -----------------------------------------------------------------------------
 STUDY_MARKER = "optuna_diffusion"
+BASELINE_FIDS_ATTR = "optuna_diffusion:baseline_fids"
 
 
 # --------------------------------------------------------------------------------------------------

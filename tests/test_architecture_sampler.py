@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -358,8 +359,9 @@ def test_seeded_search_is_reproducible(unet_blocks):
 
 WORKER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys
     import optuna
+    from tests.take_turns import take_turns
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     from optuna_diffusion.blocks import Block
     from optuna_diffusion.macs import MacsTable
@@ -377,8 +379,8 @@ WORKER = textwrap.dedent(
     study = optuna.load_study(study_name="joint", storage=storage, sampler=sampler)
 
     def objective(trial):
+        take_turns(study, trial, sys.argv[-1], int(sys.argv[3]))
         plan = plan_from_trial(trial)
-        time.sleep(0.01)
         cost = sum(data["penalty"][n] for s, r in zip(plan.skips, plan.reuses) for n in s | r)
         return cost + sum(abs(a - b) for a, b in zip(plan.timesteps, data["hidden"])) / 10, table.plan_macs(plan)
 
@@ -387,6 +389,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_generation_sequence(unet_blocks, tmp_path):
     blocks, table = unet_blocks
     path = str(tmp_path / "journal.log")
@@ -401,11 +404,11 @@ def test_two_workers_share_one_generation_sequence(unet_blocks, tmp_path):
     }
     data_path = tmp_path / "data.json"
     data_path.write_text(json.dumps(data))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-c", WORKER, path, str(data_path), "25"]
-    workers = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    workers = [subprocess.Popen([*command, f"worker-{i}"], env=env, stderr=subprocess.PIPE) for i in range(2)]
     for worker in workers:
-        _, stderr = worker.communicate(timeout=120)
+        _, stderr = worker.communicate(timeout=900)  # a safety net only
         assert worker.returncode == 0, stderr.decode()
 
     study = optuna.load_study(study_name="joint", storage=JournalStorage(JournalFileBackend(path)))

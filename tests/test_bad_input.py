@@ -21,7 +21,7 @@ from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.runner import run_optimize
 from optuna_diffusion.samplers import ArchitectureSampler, TimestepSampler
-from optuna_diffusion.study import open_storage
+from optuna_diffusion.storage import open_storage
 from optuna_diffusion.study_config import load_study_config, with_overrides
 
 from .conftest import WRONG_PASSWORD, mysql_url_with_a_wrong_password, scheduler_config, tiny_unet

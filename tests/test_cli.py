@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-import socket
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -81,8 +79,15 @@ def test_show_export_and_evaluate_the_exported_plan(digits_run, tmp_path):
     exported = invoke("export", "--study", "digits", "--storage", storage, "--out", str(out))
     assert exported.exit_code == 0, exported.output
     data = json.loads(out.read_text())
-    study = optuna.load_study(study_name="digits-timesteps", storage=storage)
-    assert data["fid"] == min(t.values[0] for t in study.trials if t.values)
+    # The best plan over both stages, and the output says where it comes from.
+    best = min(
+        (t.values[0], stage, t.number)
+        for stage in ("timesteps", "architecture")
+        for t in optuna.load_study(study_name=f"digits-{stage}", storage=storage).trials
+        if t.values and t.user_attrs.get("fidelity") != "low"
+    )
+    assert (data["fid"], data["stage"], data["trial"]) == best
+    assert f"trial {best[2]} of digits-{best[1]} (stage {best[1]})" in exported.output
     evaluated = invoke("evaluate", str(out), "--study", "digits", "--samples", "16")
     assert evaluated.exit_code == 0, evaluated.output
     assert "FID" in evaluated.output and str(data["plan"]["timesteps"][0]) in evaluated.output
@@ -229,38 +234,36 @@ def test_imagenet64_preset_runs_with_local_stand_ins(tmp_path):
     assert all(len(t.user_attrs["timesteps"]) == 4 for t in study.trials)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.slow
 def test_dashboard_serves_the_study_and_its_pareto_trials(digits_run):
-    from optuna_diffusion.runner import serve_dashboard
+    from optuna_diffusion.runner import dashboard_server
     from optuna_diffusion.study_config import load_study_config
 
-    folder, storage, _ = digits_run
-    port = _free_port()
-    thread = threading.Thread(
-        target=serve_dashboard, args=(load_study_config("digits"), storage), kwargs={"port": port}, daemon=True
-    )
+    _, storage, _ = digits_run
+    server = dashboard_server(load_study_config("digits"), storage, port=0)  # bound: requests queue up already
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
         try:
-            studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=5))
-            break
-        except OSError:
-            time.sleep(0.1)
-    names = {s["study_name"]: s["study_id"] for s in studies["study_summaries"]}
+            studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=60))
+            names = {s["study_name"]: s["study_id"] for s in studies["study_summaries"]}
+            detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{names['digits-timesteps']}", timeout=60))
+        except OSError as error:
+            pytest.fail(f"the dashboard on {base} did not answer: {error}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=60)
     assert {"digits-timesteps", "digits-architecture"} <= set(names)
-    detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{names['digits-timesteps']}", timeout=5))
     stored = optuna.load_study(study_name="digits-timesteps", storage=storage)
     assert sorted(t["number"] for t in detail["best_trials"]) == sorted(t.number for t in stored.best_trials)
     assert detail["objective_names"] == ["FID", "MACs"]
     assert any(t["artifacts"] for t in detail["trials"])
+    assert not thread.is_alive(), "the server stopped"
 
 
+@pytest.mark.slow
 def test_zoo_train_writes_a_loadable_model_folder(tmp_path):
     from optuna_diffusion.models import load_diffusion_model
 
@@ -271,3 +274,76 @@ def test_zoo_train_writes_a_loadable_model_folder(tmp_path):
     model = load_diffusion_model(str(tmp_path))
     assert model.num_class_embeds == 11 and model.sample_shape == (1, 8, 8)
     assert invoke("zoo", "train", "cifar", "--out", str(tmp_path)).exit_code == 2
+
+
+def test_export_takes_the_best_plan_with_exactly_k_steps(digits_run):
+    _, storage, _ = digits_run
+    plans = {
+        stage: [t for t in optuna.load_study(study_name=f"digits-{stage}", storage=storage).trials if t.values]
+        for stage in ("timesteps", "architecture")
+    }
+    k = len(plans["timesteps"][0].user_attrs["timesteps"])
+    exported = invoke("export", "--study", "digits", "--storage", storage, "--steps", str(k))
+    assert exported.exit_code == 0, exported.output
+    data = json.loads(exported.stdout)
+    assert len(data["plan"]["timesteps"]) == k
+    with_k = [t.values[0] for ts in plans.values() for t in ts if len(t.user_attrs["timesteps"]) == k]
+    assert data["fid"] == min(with_k)
+    missing = invoke("export", "--study", "digits", "--storage", storage, "--steps", "2")
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "exactly 2 steps" in missing.output
+
+
+def test_show_hides_front_rows_worse_than_every_baseline_unless_all(digits_run):
+    _, storage, _ = digits_run
+    default = invoke("show", "--study", "digits", "--storage", storage)
+    everything = invoke("show", "--study", "digits", "--storage", storage, "--all")
+    assert default.exit_code == everything.exit_code == 0
+    rows = lambda output: [line for line in output.splitlines()[2:] if line.split()[0].isdigit()]  # noqa: E731
+    assert len(rows(default.output)) <= len(rows(everything.output))
+    if len(rows(default.output)) < len(rows(everything.output)):
+        assert "front rows hidden" in default.output and "--all" in default.output
+    study = optuna.load_study(study_name="digits-timesteps", storage=storage)
+    assert study.user_attrs["optuna_diffusion:baseline_fids"], "stage 1 stores the baselines' FIDs"
+
+
+def test_bad_input_in_a_fresh_folder_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("optimize", "--study", "digits", "--model", "/nonexistent/model")
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "does not exist" in result.output
+    study_file = _write(tmp_path, "typo_value.toml", '[model]\nsource = "digits"\n[sampling]\nsolver = "dimm"\n')
+    result = invoke("optimize", "--config", study_file)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"{study_file}, line 4: sampling.solver must be one of ddim" in result.output and "got 'dimm'" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["typo_value.toml"], "no storage, no artifacts"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["optimize", "--study", "digits", "--n-trials", "-5"], "--n-trials must be positive, got -5"),
+        (["optimize", "--study", "digits", "--n-trials", "many"], "Invalid value for '--n-trials'"),
+        (["optimize", "--study", "digits", "--batch-size", "0"], "sampling.batch_size must be positive, got 0"),
+        (["optimize", "--no-such-option"], "No such option"),
+        (["optimze"], "No such command 'optimze'"),
+    ],
+)
+def test_option_errors_are_the_same_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: ") and message in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_debug_shows_the_traceback_behind_a_one_line_error():
+    result = invoke("--debug", "optimize", "--study", "nope")
+    assert result.exit_code == 2 and "Traceback" in result.output and "error: unknown study 'nope'" in result.output
+    assert "Traceback" not in invoke("optimize", "--study", "nope").output
+
+
+def test_the_samplers_import_from_the_top_level():
+    import optuna_diffusion
+    from optuna_diffusion.samplers import ArchitectureSampler, TimestepSampler
+
+    assert optuna_diffusion.TimestepSampler is TimestepSampler
+    assert optuna_diffusion.ArchitectureSampler is ArchitectureSampler

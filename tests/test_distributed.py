@@ -1,17 +1,14 @@
 """Real worker processes on one storage: exact global budgets, well-formed generations, kill and resume.
 
 Each test starts ``python -m optuna_diffusion optimize`` processes on the bundled digits model with
-small populations, so several generations of both samplers run in seconds.
+small populations, so several generations of both samplers run in seconds. Kills happen at exact
+points (faults, see optuna_diffusion.faults), never after a sleep.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -22,10 +19,14 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from optuna_diffusion.budget import BUDGET_USER_ATTR
 from optuna_diffusion.cli import app
 from optuna_diffusion.samplers import plan_from_trial
-from optuna_diffusion.study import open_storage
+from optuna_diffusion.storage import open_storage
+from optuna_diffusion.trial_plan import BUDGET_STOPPED_ATTR, RETRIED_FROM_KEY
+
+from .workers import Worker, completed, optimize_command, run, study_file, trials
+
+pytestmark = pytest.mark.slow
 
 POSTGRES_URL = os.environ.get("OPTUNA_DIFFUSION_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 WORKERS = 3
@@ -34,46 +35,9 @@ BUDGETS = {"timesteps": 12, "architecture": 8}
 SAMPLER_NAMES = {"timesteps": "TimestepSampler", "architecture": "ArchitectureSampler"}
 
 
-def study_file(folder: Path, *, num_samples: int = 16, budgets: dict[str, int] = BUDGETS) -> Path:
-    path = folder / "study.toml"
-    path.write_text(
-        f"""
-[model]
-source = "digits"
-[sampling]
-num_classes = 10
-null_class = 10
-batch_size = {num_samples}
-[timesteps]
-k_min = 3
-k_max = 5
-n_trials = {budgets["timesteps"]}
-num_samples = {num_samples}
-population_size = {POPULATION}
-[architecture]
-n_trials = {budgets["architecture"]}
-num_samples = {num_samples}
-population_size = {POPULATION}
-"""
-    )
-    return path
-
-
-def optimize_command(name: str, config: Path, storage: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "optuna_diffusion", "optimize", "--study", name, "--config", str(config),
-            "--storage", storage, *extra]
-
-
-def run_workers(command: list[str], folder: Path, workers: int) -> list[subprocess.CompletedProcess]:
-    processes = [
-        subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(workers)
-    ]
-    results = []
-    for process in processes:
-        out, err = process.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(command, process.returncode, out, err))
-    return results
+def run_workers(command: list[str], folder, workers: int) -> list:
+    running = [Worker(command, folder) for _ in range(workers)]
+    return [worker.finish() for worker in running]
 
 
 def non_dominated(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
@@ -84,7 +48,8 @@ def non_dominated(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 
 def shown_front(name: str, config: Path, storage: str, stage: str) -> set[int]:
-    result = CliRunner().invoke(app, ["show", "--study", name, "--config", str(config), "--storage", storage, "--stage", stage])
+    args = ["show", "--study", name, "--config", str(config), "--storage", storage, "--stage", stage, "--all"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = result.output.splitlines()[2:]  # title line, table header
     return {int(row.split()[0]) for row in rows}
@@ -97,7 +62,7 @@ def assert_well_formed_search(storage: str, name: str, config: Path, stage: str,
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == BUDGETS[stage], Counter(t.state.name for t in trials)
     # Trials beyond the budget were stopped before evaluating, and say so.
-    assert all(t.state == TrialState.COMPLETE or BUDGET_USER_ATTR in t.user_attrs for t in trials)
+    assert all(t.state == TrialState.COMPLETE or BUDGET_STOPPED_ATTR in t.user_attrs for t in trials)
     plans = [json.dumps(plan_from_trial(t).to_dict(), sort_keys=True) for t in complete]
     assert len(set(plans)) == len(plans), "a plan was evaluated twice"
 
@@ -129,11 +94,11 @@ def postgres_or_skip() -> str:
 def test_three_workers_share_one_study_with_an_exact_budget(backend, tmp_path):
     name = f"dist-{uuid.uuid4().hex[:8]}"
     storage = postgres_or_skip() if backend == "postgresql" else str(tmp_path / "journal.log")
-    config = study_file(tmp_path)
+    config = study_file(tmp_path, budgets=BUDGETS, population=POPULATION)
     try:
         results = run_workers(optimize_command(name, config, storage), tmp_path, WORKERS)
-        for result in results:
-            assert result.returncode == 0, result.stderr[-2000:]
+        for returncode, _, err in results:
+            assert returncode == 0, err[-2000:]
         for stage in ("timesteps", "architecture"):
             assert_well_formed_search(storage, name, config, stage, WORKERS)
     finally:
@@ -145,77 +110,70 @@ def test_three_workers_share_one_study_with_an_exact_budget(backend, tmp_path):
                     pass
 
 
-def signal_mid_trial(command: list[str], folder: Path, storage: str, study_name: str, sig: int, after_complete: int):
-    """Start ``command``; once ``after_complete`` trials are done, send ``sig`` during a running trial."""
-    process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    interrupted = None
-    deadline = time.monotonic() + 300
-    while interrupted is None and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        try:
-            trials = optuna.load_study(study_name=study_name, storage=open_storage(storage)).get_trials(deepcopy=False)
-        except KeyError:
-            continue
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        done = sum(t.state == TrialState.COMPLETE for t in trials)
-        # Past its first heartbeat: the trial has been running for a while.
-        if done >= after_complete and running and datetime.datetime.now() - running[0].datetime_start > datetime.timedelta(seconds=0.3):
-            process.send_signal(sig)
-            interrupted = running[0].number
-    out, err = process.communicate(timeout=120)
-    assert interrupted is not None, f"no trial was running: {err[-2000:]}"
-    return process.returncode, err, interrupted
+GRACE_SECONDS = 3  # three missed heartbeats of --heartbeat-interval 1
 
 
-def snapshot(storage: str, study_name: str) -> dict[int, list[float]]:
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    return {t.number: t.values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+def wait_out_the_grace_period(storage: str, study_name: str) -> None:
+    """Until every RUNNING trial started more than the grace period ago (a lower bound, not a race)."""
+    for trial in trials(storage, study_name):
+        if trial.state == TrialState.RUNNING:
+            left = GRACE_SECONDS + 0.5 - (time.time() - trial.datetime_start.timestamp())
+            if left > 0:
+                time.sleep(left)
 
 
-@pytest.mark.parametrize("stage", ["timesteps", "architecture"])
-def test_a_search_killed_mid_trial_resumes_and_retries_the_trial(stage, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+def storage_for(backend: str, tmp_path) -> str:
+    return postgres_or_skip() if backend == "postgresql" else f"sqlite:///{tmp_path / 'killed.db'}"
+
+
+@pytest.mark.parametrize(
+    "stage, backend, point",
+    [
+        ("timesteps", "sqlite", "trial-started"),  # killed before the trial's first heartbeat
+        ("architecture", "sqlite", "trial-started"),
+        ("timesteps", "postgresql", "trial-started"),
+        ("timesteps", "sqlite", "trial-running"),  # killed mid-evaluation, heartbeats running
+        ("architecture", "sqlite", "trial-running"),
+    ],
+)
+def test_a_worker_killed_at_any_point_of_a_trial_loses_nothing(stage, backend, point, tmp_path):
+    storage = storage_for(backend, tmp_path)
+    name = f"killed-{uuid.uuid4().hex[:6]}"
     budgets = {"timesteps": 6, "architecture": 6}
-    config = study_file(tmp_path, num_samples=300, budgets=budgets)
-    command = optimize_command("killed", config, storage, "--stage", stage, "--heartbeat-interval", "1")
-    if stage == "architecture":
-        first = subprocess.run(optimize_command("killed", config, storage, "--stage", "timesteps"), cwd=tmp_path,
-                               capture_output=True, text=True, timeout=600)
-        assert first.returncode == 0, first.stderr[-2000:]
-    study_name = f"killed-{stage}"
+    config = study_file(tmp_path, budgets=budgets, population=POPULATION)
+    command = optimize_command(name, config, storage, "--stage", stage, "--heartbeat-interval", "1")
+    study_name = f"{name}-{stage}"
+    try:
+        if stage == "architecture":
+            first = run(optimize_command(name, config, storage, "--stage", "timesteps"), tmp_path)
+            assert first.returncode == 0, first.stderr[-2000:]
 
-    returncode, _, killed = signal_mid_trial(command, tmp_path, storage, study_name, signal.SIGKILL, after_complete=2)
-    assert returncode == -signal.SIGKILL
-    before = snapshot(storage, study_name)
-    time.sleep(3.5)  # past the grace period: 3 missed heartbeats of 1 s
+        killed = run(command, tmp_path, fault=f"kill@{point}#3")
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        stranded = [t for t in trials(storage, study_name) if t.state == TrialState.RUNNING]
+        assert len(stranded) == 1, "the kill leaves the third trial RUNNING"
+        before = completed(storage, study_name)
+        assert len(before) == 2
+        wait_out_the_grace_period(storage, study_name)
 
-    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    after = snapshot(storage, study_name)
-    assert {number: after[number] for number in before} == before, "completed trials changed"
-    assert len(after) == budgets[stage], "the resumed search reaches the uninterrupted budget"
-    killed_trial = study.trials[killed]
-    assert killed_trial.state == TrialState.FAIL
-    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
-    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert plan_from_trial(retries[0]) == plan_from_trial(killed_trial), "the retry evaluates the same plan"
-
-
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'interrupted.db'}"
-    config = study_file(tmp_path, num_samples=300, budgets={"timesteps": 5, "architecture": 2})
-    command = optimize_command("interrupted", config, storage, "--stage", "timesteps")
-
-    returncode, err, interrupted = signal_mid_trial(command, tmp_path, storage, "interrupted-timesteps", signal.SIGINT, after_complete=1)
-    assert returncode == 130
-    assert "run the same command again to resume" in err and "Traceback" not in err
-    study = optuna.load_study(study_name="interrupted-timesteps", storage=open_storage(storage))
-    assert study.trials[interrupted].state == TrialState.FAIL
-    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    before = snapshot(storage, "interrupted-timesteps")
-
-    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    after = snapshot(storage, "interrupted-timesteps")
-    assert {number: after[number] for number in before} == before and len(after) == 5
+        resumed = run(command, tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        after = completed(storage, study_name)
+        assert {number: after[number] for number in before} == before, "completed trials changed"
+        assert len(after) == budgets[stage], "the resumed search reaches the uninterrupted budget"
+        everything = {t.number: t for t in trials(storage, study_name)}
+        assert everything[stranded[0].number].state == TrialState.FAIL
+        retries = [t for t in everything.values() if t.system_attrs.get(RETRIED_FROM_KEY) == stranded[0].number]
+        assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+        if point == "trial-running":  # the sampler had written the plan: the retry evaluates the same one
+            assert plan_from_trial(retries[0]) == plan_from_trial(everything[stranded[0].number])
+        plans = [json.dumps(plan_from_trial(t).to_dict(), sort_keys=True) for t in everything.values()
+                 if t.state == TrialState.COMPLETE]
+        assert len(set(plans)) == len(plans)
+    finally:
+        if backend == "postgresql":
+            for each in ("timesteps", "architecture"):
+                try:
+                    optuna.delete_study(study_name=f"{name}-{each}", storage=storage)
+                except KeyError:
+                    pass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,35 +9,31 @@ import textwrap
 import time
 
 import optuna
+import pytest
 
-from optuna_diffusion.study import open_storage
+from optuna_diffusion.storage import open_storage
+
+from .workers import SAFETY_NET, environment
 
 
+@pytest.mark.slow
 def test_a_trial_killed_with_sigkill_is_retried_when_the_search_resumes(tmp_path):
     url = f"sqlite:///{tmp_path / 'killed.db'}"
     worker = textwrap.dedent(
         f"""
-        import time, optuna
-        from optuna_diffusion.study import open_storage
+        import optuna
+        from optuna_diffusion import faults
+        from optuna_diffusion.storage import open_storage
         study = optuna.create_study(study_name="s", storage=open_storage({url!r}, heartbeat_interval=1))
-        study.optimize(lambda trial: time.sleep(120) or 1.0, n_trials=1)
+        study.optimize(lambda trial: faults.reach("trial-running") or 1.0, n_trials=1)
         """
     )
-    process = subprocess.Popen([sys.executable, "-c", worker])
-    try:
-        for _ in range(300):
-            time.sleep(0.1)
-            try:
-                trials = optuna.load_study(study_name="s", storage=url).trials
-            except KeyError:
-                continue
-            if trials and trials[0].state == optuna.trial.TrialState.RUNNING:
-                break
-        time.sleep(1.5)  # in the middle of the trial, after its first heartbeats
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
-    time.sleep(3.5)  # past the grace period (3 heartbeats of 1 s)
+    killed = subprocess.run([sys.executable, "-c", worker], env=environment("kill@trial-running"), timeout=SAFETY_NET)
+    assert killed.returncode == -signal.SIGKILL
+    running = optuna.load_study(study_name="s", storage=url).trials[0]
+    assert running.state == optuna.trial.TrialState.RUNNING
+    # Past the grace period (3 heartbeats of 1 s): a lower bound to wait for, not a race.
+    time.sleep(max(0.0, 3.5 - (time.time() - running.datetime_start.timestamp())))
     study = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat_interval=1))
     study.optimize(lambda trial: 2.0, n_trials=1)
     states = [t.state for t in study.trials]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -307,8 +308,9 @@ def test_plan_from_trial_explains_missing_or_conflicting_steps():
 
 WORKER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     import optuna
+    from tests.take_turns import take_turns
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     from optuna_diffusion.samplers import TimestepSampler, timesteps_from_trial
 
@@ -320,8 +322,8 @@ WORKER = textwrap.dedent(
     study = optuna.load_study(study_name="parallel", storage=storage, sampler=sampler)
 
     def objective(trial):
+        take_turns(study, trial, sys.argv[-1], int(sys.argv[2]))
         steps = timesteps_from_trial(trial)
-        time.sleep(0.01)
         return sum(abs(a - b) for a, b in zip(steps, hidden))
 
     study.optimize(objective, n_trials=int(sys.argv[2]))
@@ -329,15 +331,16 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_generation_sequence(tmp_path):
     path = str(tmp_path / "journal.log")
     storage = JournalStorage(JournalFileBackend(path))
     optuna.create_study(study_name="parallel", storage=storage)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-c", WORKER, path, "30"]
-    workers = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    workers = [subprocess.Popen([*command, f"worker-{i}"], env=env, stderr=subprocess.PIPE) for i in range(2)]
     for worker in workers:
-        _, stderr = worker.communicate(timeout=120)
+        _, stderr = worker.communicate(timeout=900)  # a safety net only
         assert worker.returncode == 0, stderr.decode()
 
     study = optuna.load_study(study_name="parallel", storage=JournalStorage(JournalFileBackend(path)))

@@ -1,0 +1,99 @@
+"""Where a study lives: storage URLs, their database drivers, and the storage objects Optuna gets.
+
+A storage is an RDB URL (SQLite, PostgreSQL, MySQL/MariaDB) or the path of a journal file. RDB
+storages get heartbeats and retry a trial whose worker died (:class:`~optuna_diffusion.compat.HeartbeatRDBStorage`),
+including one killed before its first heartbeat. Opening an RDB storage creates its tables, so the
+command line checks everything else first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import optuna
+
+from .compat import HeartbeatRDBStorage
+from .errors import ConfigError, first_line
+
+# SQLAlchemy's default driver for a bare URL, and the drivers it can name instead, by preference.
+_DRIVERS = {
+    "postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2"), ("pg8000", "pg8000")),
+    "mysql": (("mysqldb", "MySQLdb"), ("pymysql", "pymysql"), ("mysqlconnector", "mysql.connector")),
+    "mariadb": (("mysqldb", "MySQLdb"), ("pymysql", "pymysql"), ("mysqlconnector", "mysql.connector")),
+}
+_INSTALL_HINT = {"postgresql": "psycopg2-binary (or psycopg)", "mysql": "pymysql", "mariadb": "pymysql"}
+
+
+def default_storage_url(name: str) -> str:
+    """A SQLite file named after the study, in the working directory."""
+    return f"sqlite:///{name}.db"
+
+
+def artifact_dir(storage_url: str, name: str) -> Path:
+    """Where trial images go: ``NAME-artifacts/`` next to a SQLite file, else in the working directory."""
+    if storage_url.startswith("sqlite:///"):
+        return Path(storage_url[len("sqlite:///") :]).with_name(f"{name}-artifacts")
+    return Path(f"{name}-artifacts")
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def resolve_storage_url(url: str) -> str:
+    """``url`` with a database driver that is installed, or a one-line error saying which to install.
+
+    A bare ``postgresql://`` or ``mysql://`` URL means SQLAlchemy's default driver (psycopg and
+    mysqlclient in SQLAlchemy 2.1), which is often not the one installed (the test extra installs
+    psycopg2-binary and pymysql). Such a URL gets the first installed driver instead; a URL that
+    names its driver (``postgresql+psycopg2://``) is left as it is.
+    """
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    if scheme not in _DRIVERS:
+        return url
+    for driver, module in _DRIVERS[scheme]:
+        if importlib.util.find_spec(module.split(".")[0]) is not None:
+            return f"{scheme}+{driver}://{rest}"
+    raise ConfigError(
+        f"storage {redacted(url)} needs a {scheme} driver: pip install {_INSTALL_HINT[scheme]}, "
+        f"or name an installed one in the URL ({scheme}+DRIVER://...)"
+    )
+
+
+def check_storage_url(url: str) -> None:
+    """Check what can be checked of a storage without touching it (nothing is created)."""
+    url = resolve_storage_url(url)
+    if url.startswith("sqlite:///"):
+        folder = Path(url[len("sqlite:///") :]).parent
+        if not folder.is_dir():
+            raise ConfigError(f"cannot open storage {url}: folder {folder} does not exist")
+    elif "://" not in url and not Path(url).parent.is_dir():
+        raise ConfigError(f"cannot open journal file {url}: folder {Path(url).parent} does not exist")
+
+
+def open_storage(url: str, *, heartbeat_interval: int = 30) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``: an RDB URL (heartbeat + retry of stale trials) or a journal file path."""
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    resolved = resolve_storage_url(url)
+    try:
+        return HeartbeatRDBStorage(
+            resolved,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=heartbeat_interval * 3,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True} if not resolved.startswith("sqlite") else None,
+        )
+    except Exception as error:  # SQLAlchemy raises many kinds; all mean the same to the user
+        raise ConfigError(f"cannot open storage {redacted(url)}: {first_line(error)}") from None
