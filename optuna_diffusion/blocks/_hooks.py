@@ -111,8 +111,16 @@ class UNetModuleHook(ModelHook):
         return module
 
 
+ZERO_OUTPUT = object()
+"""A sub-layer's last output when it never ran but was skipped (alone or with its block): zeros."""
+
+
 class SubLayerHook(ModelHook):
-    """A transformer sub-layer: run it, return zeros of its output's shape, or its output of the last run."""
+    """A transformer sub-layer: run it, return zeros of its output's shape, or its output of the last run.
+
+    Reused before it ever ran (it was only skipped, alone or with its whole block), it returns zeros
+    again: the contribution it made then.
+    """
 
     _is_stateful = True
 
@@ -128,12 +136,20 @@ class SubLayerHook(ModelHook):
         if self.mode == "reuse":
             if self.last_output is None:
                 raise PlanError(f"block {self.name!r} is reused at a step that has no previous output")
+            if self.last_output is ZERO_OUTPUT:
+                return self.zeros(module, *args, **kwargs)
             return self.last_output
         if self.mode == "skip":
+            self.skipped()
             return self.zeros(module, *args, **kwargs)
         output = self.fn_ref.original_forward(*args, **kwargs)
         self.last_output = output if self.keep_output else None
         return output
+
+    def skipped(self) -> None:
+        """Note a step where the sub-layer contributed nothing (skipped, or its whole block skipped)."""
+        if self.keep_output and self.last_output is None:
+            self.last_output = ZERO_OUTPUT
 
     def reset_state(self, module: nn.Module) -> nn.Module:
         self.last_output = None
@@ -160,17 +176,19 @@ class TransformerBlockHook(ModelHook):
     """A whole transformer block.
 
     Modes: ``run``; ``skip`` (return the input streams); ``reuse`` (input + the block's residual of its
-    last run); ``tail`` (first block of a reused tail: input + the tail's residual); ``pass`` (inside a
-    reused tail, after its first block: return the input streams, compute nothing).
+    last run, or zero if it was only ever skipped); ``tail`` (first block of a reused tail: input + the
+    tail's residual); ``pass`` (inside a reused tail, after its first block: return the input streams,
+    compute nothing).
     """
 
     _is_stateful = True
 
-    def __init__(self, name: str, layout: StreamLayout, call: CallState) -> None:
+    def __init__(self, name: str, layout: StreamLayout, call: CallState, sub_layers: list[SubLayerHook]) -> None:
         super().__init__()
         self.name = name
         self.layout = layout
         self.call = call
+        self.sub_layers = sub_layers
         self.mode: BlockMode = "run"
         self.keep_residual = False
         self.residual: Streams | None = None
@@ -195,6 +213,10 @@ class TransformerBlockHook(ModelHook):
 
     def _forward(self, module: nn.Module, streams: Streams, args: tuple, kwargs: dict) -> Any:
         if self.mode == "skip":
+            if self.keep_residual and self.residual is None:
+                self.residual = {}  # skipped before it ever ran: a later reuse adds nothing, as now
+            for sub_layer in self.sub_layers:
+                sub_layer.skipped()
             return self.layout.pack(module, streams)
         if self.mode == "reuse":
             if self.residual is None:

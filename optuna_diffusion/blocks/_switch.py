@@ -112,16 +112,17 @@ class BlockSwitch:
         call = CallState()
         self._tails = {name: TailRecord(name) for name in layout.tails}
         starts = {layout.sequence[index]: self._tails[name] for name, index in layout.tails.items()}
-        for name, unit in layout.units.items():
+        for name, unit in layout.units.items():  # a block comes before its sub-layers
             path = unit.block.members[0]
             if unit.layout is not None:
-                hook: Any = TransformerBlockHook(name, unit.layout, call)
+                hook: Any = TransformerBlockHook(name, unit.layout, call, sub_layers=[])
                 hook.starts = starts.get(name)
                 hook.is_last = name == layout.sequence[-1]
                 self._block_hooks[name] = hook
             else:
                 hook = SubLayerHook(name, unit.zeros)
                 self._sub_hooks[name] = hook
+                self._block_hooks[name.rsplit(".", 1)[0]].sub_layers.append(hook)
             self._register(path, unit.module, hook)
         self._call_state = call
 
