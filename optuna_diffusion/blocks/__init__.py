@@ -23,6 +23,10 @@ Transformers (``DiTTransformer2DModel``, ``PixArtTransformer2DModel``, ``SD3Tran
   ``blocks.k.ff_context`` (SD3/Flux text stream): sub-layers. Skipped, one returns zeros of its
   output's shape, so it adds nothing to the residual stream; reused, its output of the last step
   where it ran.
+* A block or sub-layer reused before it ever ran, but after steps where it was skipped (alone, or
+  with its whole block), adds nothing again: the contribution it made then. (The architecture
+  sampler makes such skip-then-reuse plans; a UNet block reused after a skip likewise returns its
+  skipped output.)
 * ``single.j``, ``single.j.attn``, ``single.j.mlp``: Flux's single-stream blocks, likewise.
 * ``tail.k``, ``tail.single.j``: every block from ``blocks.k`` / ``single.j`` to the end of the
   network (reuse only). Reused, the tail's combined residual (output of the last block minus input of

@@ -199,7 +199,8 @@ def fvcore_analysis(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
         analysis.set_op_handle(name, handle)
     analysis.ancestor_mode("caller")
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    with warnings.catch_warnings(), torch.no_grad():  # run the lazy trace now, without fvcore's or the tracer's warnings
+    # Run the lazy trace now, without fvcore's or the tracer's warnings.
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         analysis.total()
     return analysis

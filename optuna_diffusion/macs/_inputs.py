@@ -62,7 +62,9 @@ def sample_shape_of(model: nn.Module, sample_shape: Sequence[int] | None) -> tup
         if len(shape) == 3 and shape[0] == 1:
             shape = shape[1:]
         if len(shape) != 2 or not _positive_ints(shape):
-            raise ConfigError(f"sample_shape must be (image_tokens, channels) of positive integers, got {sample_shape!r}")
+            raise ConfigError(
+                f"sample_shape must be (image_tokens, channels) of positive integers, got {sample_shape!r}"
+            )
         return shape
     if sample_shape is None:
         channels, size = _config(model, "in_channels"), _config(model, "sample_size")
@@ -182,7 +184,8 @@ def example_inputs(
         inputs["timestep"] = torch.tensor([timestep], device=device)
         if getattr(model, "use_additional_conditions", False):
             size = torch.tensor([[shape[1] * 8.0, shape[2] * 8.0]], device=device, dtype=dtype)  # pixels (any value)
-            inputs["added_cond_kwargs"] = {"resolution": size, "aspect_ratio": torch.ones(1, 1, device=device, dtype=dtype)}
+            aspect_ratio = torch.ones(1, 1, device=device, dtype=dtype)
+            inputs["added_cond_kwargs"] = {"resolution": size, "aspect_ratio": aspect_ratio}
         else:
             inputs["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
         return inputs
