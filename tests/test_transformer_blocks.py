@@ -407,6 +407,29 @@ def test_a_users_diffusers_hooks_before_and_after_the_switch_keep_working():
     assert (before.calls, after.calls) == (1, 2)
 
 
+class ScalingHook(ModelHook):
+    """A hook that replaces the forward (diffusers' new_forward) and calls the rest of the chain."""
+
+    def new_forward(self, module, *args, **kwargs):
+        return self.fn_ref.original_forward(*args, **kwargs) * 2.0
+
+
+def test_a_replacing_hook_registered_after_the_switch_still_reaches_the_block_once_the_switch_is_gone():
+    model = tiny_dit()
+    kwargs = call_kwargs(model, 500)
+    registry = HookRegistry.check_if_exists_or_initialize(model.transformer_blocks[1])
+    registry.register_hook(ScalingHook(), "user")
+    scaled = run(model, kwargs)
+    registry.remove_hook("user")
+    switch = BlockSwitch(model)
+    registry.register_hook(ScalingHook(), "user")  # captures the switch's forward as its original
+    assert torch.equal(run(model, kwargs), scaled)
+    switch.set_step(skip=["blocks.1"])
+    assert not torch.equal(run(model, kwargs), scaled)
+    switch.remove()
+    assert torch.equal(run(model, kwargs), scaled)
+
+
 def test_the_switch_works_alongside_diffusers_first_block_cache_and_leaves_it_installed():
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 

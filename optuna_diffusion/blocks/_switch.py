@@ -76,6 +76,7 @@ class BlockSwitch:
         self._block_hooks: dict[str, TransformerBlockHook] = {}
         self._tails: dict[str, TailRecord] = {}
         self._layout: TransformerLayout | None = None
+        self._call_state = CallState()
         try:
             if is_unet(model):
                 self._install_unet()
@@ -109,13 +110,12 @@ class BlockSwitch:
     def _install_transformer(self) -> None:
         layout = transformer_layout(self.model)
         self._layout = layout
-        call = CallState()
         self._tails = {name: TailRecord(name) for name in layout.tails}
         starts = {layout.sequence[index]: self._tails[name] for name, index in layout.tails.items()}
         for name, unit in layout.units.items():  # a block comes before its sub-layers
             path = unit.block.members[0]
             if unit.layout is not None:
-                hook: Any = TransformerBlockHook(name, unit.layout, call, sub_layers=[])
+                hook: Any = TransformerBlockHook(name, unit.layout, self._call_state, sub_layers=[])
                 hook.starts = starts.get(name)
                 hook.is_last = name == layout.sequence[-1]
                 self._block_hooks[name] = hook
@@ -124,7 +124,6 @@ class BlockSwitch:
                 self._sub_hooks[name] = hook
                 self._block_hooks[name.rsplit(".", 1)[0]].sub_layers.append(hook)
             self._register(path, unit.module, hook)
-        self._call_state = call
 
     # Choosing ----------------------------------------------------------------------------------------
 
@@ -184,8 +183,7 @@ class BlockSwitch:
             hook.residual = None
         for record in self._tails.values():
             record.residual = None
-        if self._layout is not None:
-            self._call_state.open_tails.clear()
+        self._call_state.open_tails.clear()
 
     # Following a plan --------------------------------------------------------------------------------
 
@@ -199,9 +197,8 @@ class BlockSwitch:
 
     def _before_call(self, args: tuple, kwargs: dict) -> None:
         plan = self._plan
+        self._call_state.open_tails.clear()  # left over only if a previous call raised
         if plan is None:
-            if self._layout is not None:
-                self._call_state.open_tails.clear()
             return
         if plan.is_full_network:
             self.set_step()
@@ -233,7 +230,10 @@ class BlockSwitch:
         if installed_switch(self.model) is not self:
             return
         self._plan = None
-        self.set_step()  # a hook another hook captured keeps passing calls through
+        # A diffusers hook with new_forward registered after ours keeps calling ours through the reference
+        # it captured (remove_hook re-links fn_ref.forward, not original_forward): in "run" mode ours passes
+        # every call through.
+        self.set_step()
         self.clear()
         self._unregister_all()
         del _INSTALLED[self.model]
