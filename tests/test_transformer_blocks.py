@@ -447,6 +447,24 @@ def test_the_switch_works_alongside_diffusers_first_block_cache_and_leaves_it_in
         assert torch.equal(run(model, kwargs), full)
 
 
+def test_the_switch_keeps_working_when_a_cache_registered_before_it_is_disabled():
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    kwargs = call_kwargs(tiny_flux(), 500)
+    reference = tiny_flux()
+    with BlockSwitch(reference) as switch:
+        switch.set_step(skip=["blocks.1"])
+        expected = run(reference, kwargs)
+    model = tiny_flux()
+    model.enable_cache(FirstBlockCacheConfig(threshold=-1.0))
+    switch = BlockSwitch(model)
+    model.disable_cache()  # diffusers' remove_hook would drop the switch's hooks from the chain
+    switch.set_step(skip=["blocks.1"])
+    assert torch.equal(run(model, kwargs), expected)
+    switch.remove()
+    assert torch.equal(run(model, kwargs), run(reference, kwargs))
+
+
 # apply and the sampler ----------------------------------------------------------------------------------
 
 

@@ -4,13 +4,14 @@ Registering through diffusers' registry chains our hook with any other diffusers
 module (a user's, FirstBlockCache, layer skip ...), and removing it re-links the others, so a user's
 hook registered before or after ours keeps running once the switch is gone.
 
-Every hook here replaces the forward (``new_forward``) and calls the rest of the chain through
+Every block hook here replaces the forward (``new_forward``) and calls the rest of the chain through
 ``self.fn_ref.original_forward`` when the module runs. Each keeps its own cache (``reset_state``
-clears it, so ``model._reset_stateful_cache()`` does too).
+clears it, so the registry's public ``reset_stateful_hooks()`` does too).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Literal
 
 from diffusers.hooks import HookRegistry, ModelHook
@@ -26,7 +27,9 @@ BlockMode = Literal["run", "skip", "reuse", "tail", "pass"]
 
 
 # --------------------------------------------------------------------------------------------------
-# Registering and removing
+# Registering and removing. diffusers 0.42's HookRegistry.remove_hook mis-links a chain around a hook
+# that replaces the forward, and leaves an empty registry behind; the repairs below go through public
+# attributes (registry.hooks, hook.fn_ref) but rely on how register_hook links a chain: all in this section.
 # --------------------------------------------------------------------------------------------------
 
 
@@ -44,10 +47,42 @@ class Registration:
         self.hook = hook
         self._created_registry = registry not in existing
 
+    def relink_if_dropped(self) -> None:
+        """Put our hook back in the chain if removing a hook registered before it dropped it.
+
+        Removing such a hook (``model.disable_cache()`` after FirstBlockCache) re-links ours the way
+        :func:`_relink_replacing_hook` describes, so ours would silently stop switching this module.
+        """
+        forward = self.hook.fn_ref.forward
+        if hasattr(self.hook, "new_forward") and getattr(forward, "func", None) != self.hook.new_forward:
+            _relink_replacing_hook(self.module, self.hook, forward)
+
     def remove(self) -> None:
+        names = list(self.registry.hooks)  # in registration order, as the registry chains them
+        later = names[names.index(HOOK_NAME) + 1 :]
+        fn_ref = self.hook.fn_ref
+        below = fn_ref.original_forward if fn_ref.original_forward is not None else fn_ref.forward
         self.registry.remove_hook(HOOK_NAME, recurse=False)
+        if later:
+            _relink_replacing_hook(self.module, self.registry.hooks[later[0]], below)
         if self._created_registry and not self.registry.hooks:
             _forget_registry(self.module, self.registry)
+
+
+def _relink_replacing_hook(module: nn.Module, hook: ModelHook, below: Callable[..., Any]) -> None:
+    """Put back a hook registered after ours that replaces the forward (``new_forward``), as diffusers 0.42 drops it.
+
+    ``HookRegistry.remove_hook`` re-links the next hook by setting its ``fn_ref.forward`` to the
+    forward below the removed hook. For a hook with ``new_forward`` (FirstBlockCache's, a user's ...)
+    ``fn_ref.forward`` *is* that new_forward, so it falls out of the chain, and its
+    ``fn_ref.original_forward`` still calls the removed hook. This restores what ``register_hook`` sets
+    up for such a hook, through its public ``fn_ref`` (a ``HookFunctionReference``). No public call
+    re-links a chain correctly.
+    """
+    if not hasattr(hook, "new_forward"):
+        return  # for a plain pre/post hook, fn_ref.forward = the forward below is right
+    hook.fn_ref.original_forward = below
+    hook.fn_ref.forward = functools.update_wrapper(functools.partial(hook.new_forward, module), hook.new_forward)
 
 
 def _forget_registry(module: nn.Module, registry: HookRegistry) -> None:

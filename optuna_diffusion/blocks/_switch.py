@@ -196,6 +196,8 @@ class BlockSwitch:
         return self
 
     def _before_call(self, args: tuple, kwargs: dict) -> None:
+        for registration in self._registrations:
+            registration.relink_if_dropped()
         plan = self._plan
         self._call_state.open_tails.clear()  # left over only if a previous call raised
         if plan is None:
