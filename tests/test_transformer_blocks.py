@@ -484,6 +484,34 @@ def test_apply_finds_a_pipelines_transformer_and_replaces_a_previous_plan():
         apply(SimpleNamespace(unet=None, transformer=None), Plan([700]))
 
 
+def test_apply_runs_a_plan_through_diffusers_dit_pipeline():
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), sample_size=8,
+    ).eval()
+    pipeline = DiTPipeline(transformer=tiny_dit(), vae=vae, scheduler=DDIMScheduler())
+    pipeline.set_progress_bar_config(disable=True)
+
+    def sample():
+        generator = torch.Generator().manual_seed(0)
+        return pipeline(class_labels=[1], guidance_scale=1.0, num_inference_steps=4, generator=generator,
+                        output_type="np").images
+
+    full = sample()
+    assert pipeline.scheduler.timesteps.tolist() == [750, 500, 250, 0]
+    apply(pipeline, Plan([750, 500, 250, 0]))
+    assert np.array_equal(sample(), full)
+    plan = Plan([750, 500, 250, 0], skips=[[], ["blocks.1.attn"], [], []], reuses=[[], [], ["tail.1"], ["blocks.0"]])
+    switch = apply(pipeline, plan)
+    planned = sample()
+    assert np.isfinite(planned).all() and not np.array_equal(planned, full)
+    switch.remove()
+    assert np.array_equal(sample(), full)
+
+
 @pytest.mark.parametrize("kind", ["sd3", "flux"])
 def test_architecture_sampler_plans_run_on_transformer_blocks(kind):
     from optuna_diffusion.samplers._architecture import ArchitectureSpace
