@@ -147,3 +147,36 @@ def test_apply_follows_the_plan_on_a_pipeline_and_replaces_a_previous_plan():
     assert torch.equal(_call(unet, x, 700, labels), full)
     switch.remove()
     assert "forward" not in vars(unet.mid_block.attentions[0])
+
+
+def test_a_users_diffusers_hooks_before_and_after_the_switch_survive_its_removal():
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    class Counting(ModelHook):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def post_forward(self, module, output):
+            self.calls += 1
+            return output
+
+    unet = tiny_unet()
+    x, labels = torch.randn(1, 1, 8, 8), torch.tensor([0])
+    full = _call(unet, x, 500, labels)
+    attention = unet.mid_block.attentions[0]
+    registry = HookRegistry.check_if_exists_or_initialize(attention)
+    before, after = Counting(), Counting()
+    registry.register_hook(before, "user_before")
+    switch = BlockSwitch(unet)
+    registry.register_hook(after, "user_after")
+    switch.set_step(skip=["mid.attn.0"])
+    skipped = _call(unet, x, 500, labels)
+    assert (before.calls, after.calls) == (0, 1)  # the block did not run; the outer hook saw the call
+    switch.remove()
+    assert not torch.equal(skipped, full)
+    assert torch.equal(_call(unet, x, 500, labels), full)
+    assert (before.calls, after.calls) == (1, 2)
+    registry.remove_hook("user_after")
+    registry.remove_hook("user_before")
+    assert torch.equal(_call(unet, x, 500, labels), full)

@@ -1,0 +1,31 @@
+"""MACs of one denoiser evaluation, and of a sampling plan that skips or reuses blocks.
+
+Counting goes through one interface, :class:`MacsCounter` (``count(model, inputs) -> MacsCount``),
+whose implementation here is :class:`FvcoreCounter`: fvcore's ``FlopCountAnalysis`` on one traced
+batch-1 call (see :mod:`optuna_diffusion.macs._fvcore` for what it counts and the handles added).
+:func:`example_inputs` builds that call's inputs from the model's config, for diffusers UNets and the
+transformers DiT, PixArt, SD3 and Flux; every function also takes explicit ``inputs``.
+
+:class:`MacsTable` is built from one count: the MACs of a full evaluation and, per block of
+:func:`~optuna_diffusion.blocks.find_blocks`, what skipping or reusing it saves. A skipped UNet
+residual block still runs its 1x1 ``conv_shortcut`` when it has one; any other skipped or reused
+block, branch ``up.i`` or tail ``tail.k`` runs nothing of its own (a reused transformer block adds its
+cached residual, a pointwise op). :meth:`MacsTable.plan_macs` then prices any
+:class:`~optuna_diffusion.plan.Plan` without tracing again.
+"""
+
+from ._count import count_macs, macs_analysis
+from ._counter import MacsCount, MacsCounter
+from ._fvcore import FvcoreCounter
+from ._inputs import example_inputs
+from ._table import MacsTable
+
+__all__ = [
+    "FvcoreCounter",
+    "MacsCount",
+    "MacsCounter",
+    "MacsTable",
+    "count_macs",
+    "example_inputs",
+    "macs_analysis",
+]

@@ -1,0 +1,232 @@
+"""fvcore's ``FlopCountAnalysis`` of one traced denoiser call: the project's MACs counter.
+
+fvcore counts one fused multiply-add as one flop, so its numbers are MACs. Its default handles count
+convolutions, linear layers and matrix products, plus the norms it knows (group/layer/batch/instance)
+and up-sampling; pointwise ops (add, mul, silu, gelu, softmax, ...) and ``aten::rms_norm`` stay
+uncounted, as fvcore leaves them. Three handles are set here:
+
+* ``aten::scaled_dot_product_attention`` (diffusers' default attention), which fvcore counts as zero:
+  ``B * heads * Lq * Lk * d`` for ``Q @ K^T`` plus ``B * heads * Lq * Lk * d_v`` for ``attn @ V``;
+* ``aten::baddbmm`` (the classic ``AttnProcessor``'s ``Q @ K^T``), counted like ``bmm``, so a model
+  counts the same whatever attention processor it runs;
+* ``aten::einsum`` with one operand (DiT, SD3 and PixArt unpatchify with ``einsum("nhwpqc->nchpwq")``):
+  a permutation or a sum, zero MACs (fvcore's handle prices it as a contraction); einsums of two or
+  more operands keep fvcore's count.
+
+The count follows eager execution: the JIT tracer would drop work whose result is discarded (the
+input of a reused block, computed and then ignored), so every module input of the traced call is
+kept as an extra output. Per-module MACs are fvcore's "caller" attribution: the ops run while a
+module is being called (see :class:`~optuna_diffusion.macs.MacsCount`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, OptunaDiffusionError, first_line
+from ._counter import MacsCount
+
+
+def _shape(value: Any) -> list[int]:
+    from fvcore.nn.jit_handles import get_shape  # fvcore.nn is imported (quietly) by fvcore_analysis
+
+    shape = get_shape(value)
+    if shape is None:
+        raise ConfigError("fvcore could not read a tensor shape in the traced model; trace with concrete inputs")
+    return list(shape)
+
+
+def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """``scaled_dot_product_attention(q, k, v, ...)``: ``Q @ K^T`` and ``attn @ V``, per query head."""
+    query, key, value = (_shape(v) for v in inputs[:3])
+    out = _shape(outputs[0])
+    batch_heads = math.prod(out[:-2])  # broadcast batch/head dims (query heads under GQA)
+    lq, d = query[-2], query[-1]
+    lk, dv = key[-2], value[-1]
+    return batch_heads * lq * lk * (d + dv)
+
+
+def _baddbmm_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """``baddbmm(input, batch1, batch2, beta, alpha)``: the ``batch1 @ batch2`` product, like ``bmm``."""
+    b, n, m = _shape(inputs[1])
+    p = _shape(inputs[2])[-1]
+    return b * n * m * p
+
+
+def _einsum_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """``einsum(equation, operands)``: zero for one operand (no products), fvcore's count otherwise."""
+    from fvcore.nn.jit_handles import einsum_flop_jit
+
+    equation = str(inputs[0].toIValue()).replace(" ", "")
+    if "," not in equation.split("->")[0]:
+        return 0
+    return int(einsum_flop_jit(inputs, outputs))
+
+
+EXTRA_HANDLES = {
+    "aten::scaled_dot_product_attention": _sdpa_macs,
+    "aten::baddbmm": _baddbmm_macs,
+    "aten::einsum": _einsum_macs,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Private torch API, fenced here
+# --------------------------------------------------------------------------------------------------
+
+
+def _computed_in_trace(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is computed in the running JIT trace (not a constant, such as a cached output).
+
+    PRIVATE torch API: ``torch._C._get_value_trace``. torch has no public way to ask whether a tensor
+    is a value of the running trace (``torch.jit.is_tracing()`` only says that a trace runs). When the
+    call is gone or fails this raises: answering False instead would let the tracer drop the work of
+    every module whose output is discarded, and the counts would silently come out too low.
+    """
+    get_value_trace = getattr(torch._C, "_get_value_trace", None)
+    if get_value_trace is None:
+        raise OptunaDiffusionError(
+            f"torch {torch.__version__} has no torch._C._get_value_trace, which MACs counting needs to keep "
+            "discarded work in the trace; use a torch version that has it"
+        )
+    try:
+        return get_value_trace(tensor).node().kind() != "prim::Constant"
+    except (AttributeError, RuntimeError) as error:
+        raise OptunaDiffusionError(
+            f"MACs counting could not read a tensor's JIT trace with torch {torch.__version__}: {first_line(error)}"
+        ) from error
+
+
+# --------------------------------------------------------------------------------------------------
+# Tracing one call
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a tensor of the flat traced inputs goes back into the keyword arguments."""
+
+    index: int
+
+
+def _flatten(value: Any, tensors: list[torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors.append(value)
+        return _Slot(len(tensors) - 1)
+    if isinstance(value, dict):
+        return {key: _flatten(item, tensors) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_flatten(item, tensors) for item in value)
+    return value
+
+
+def _unflatten(structure: Any, tensors: tuple[torch.Tensor, ...]) -> Any:
+    if isinstance(structure, _Slot):
+        return tensors[structure.index]
+    if isinstance(structure, dict):
+        return {key: _unflatten(item, tensors) for key, item in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_unflatten(item, tensors) for item in structure)
+    return structure
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    return []
+
+
+def model_prefix(model: nn.Module) -> str:
+    """``"unet"`` for UNets, ``"transformer"`` otherwise: the traced name of the model, as a pipeline names it."""
+    return "unet" if hasattr(model, "down_blocks") and hasattr(model, "up_blocks") else "transformer"
+
+
+class _ModelCall(nn.Module):
+    """``model(**inputs)`` taking its tensors as positional arguments, for JIT tracing."""
+
+    def __init__(self, model: nn.Module, structure: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.prefix = model_prefix(model)
+        self.add_module(self.prefix, model)  # traced module paths read "<prefix>.<path in the model>"
+        self.structure = structure
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        kwargs = _unflatten(dict(self.structure), tensors)
+        model = getattr(self, self.prefix)
+        # The tracer drops ops whose results reach no output. Eager PyTorch runs them anyway (the
+        # input of a reused block is computed, then ignored), so every module input is an output too.
+        consumed: dict[int, torch.Tensor] = {}
+
+        def keep_inputs(module: nn.Module, args: tuple, module_kwargs: dict) -> None:
+            for tensor in _tensors((args, module_kwargs)):
+                if _computed_in_trace(tensor):
+                    consumed.setdefault(id(tensor), tensor)
+
+        modules = list(model.modules()) if torch.jit.is_tracing() else []
+        handles = [m.register_forward_pre_hook(keep_inputs, with_kwargs=True) for m in modules]
+        try:
+            output = model(**kwargs, return_dict=False)[0]
+        finally:
+            for handle in handles:
+                handle.remove()
+        return (output, *consumed.values())
+
+
+def fvcore_analysis(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
+    """fvcore's ``FlopCountAnalysis`` of ``model(**inputs)`` with this module's handles, traced now.
+
+    Module names in its ``by_module()`` read ``"<prefix>.<module path>"`` (see :func:`model_prefix`),
+    attributed in fvcore's ``"caller"`` ancestor mode.
+    """
+    with warnings.catch_warnings():  # fvcore.nn's import scripts a loss with the deprecated torch.jit.script
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+    tensors: list[torch.Tensor] = []
+    structure = _flatten(dict(inputs), tensors)
+    analysis = FlopCountAnalysis(_ModelCall(model, structure), tuple(tensors))
+    for name, handle in EXTRA_HANDLES.items():
+        analysis.set_op_handle(name, handle)
+    analysis.ancestor_mode("caller")
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    # Run the lazy trace now, without fvcore's or the tracer's warnings.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        analysis.total()
+    return analysis
+
+
+def as_macs(value: Any, what: str) -> int:
+    """``value`` as a non-negative integer number of MACs, or :class:`ConfigError`."""
+    from numbers import Real
+
+    if isinstance(value, bool) or not isinstance(value, Real) or value != int(value) or value < 0:
+        raise ConfigError(f"MACs of {what} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+class FvcoreCounter:
+    """The project's :class:`~optuna_diffusion.macs.MacsCounter`: fvcore on one JIT-traced call."""
+
+    def count(self, model: nn.Module, inputs: Mapping[str, Any]) -> MacsCount:
+        analysis = fvcore_analysis(model, inputs)
+        prefix = model_prefix(model)
+        by_module: dict[str, int] = {}
+        for name, value in analysis.by_module().items():
+            if name == prefix or name.startswith(prefix + "."):
+                by_module[name[len(prefix) + 1 :]] = as_macs(value, f"module {name!r}")
+        return MacsCount(
+            total=as_macs(analysis.total(), "the call"),
+            by_module=by_module,
+            by_operator={op: as_macs(value, f"operator {op!r}") for op, value in analysis.by_operator().items()},
+        )
