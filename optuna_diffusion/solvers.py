@@ -1,12 +1,26 @@
-"""Few-step solvers for arbitrary time-step sequences.
+"""Few-step solvers for arbitrary time-step sequences, on DDPM-style and flow-matching schedules.
 
-Every solver has one signature, ``solver(denoise, x_T, timesteps, schedule, generator) -> x_0``,
-where ``denoise(x_t, t)`` returns the noise prediction epsilon (guidance, learned-variance
-channels, v-prediction and x0 clipping are already handled by the denoiser). The schedule is plain
-data, so solvers are interchangeable. The last update of every solver jumps to x0 (alpha = 1).
-Every solver calls ``denoise`` once per time step, and its input at step i depends only on time steps
-0..i, not on the steps after them or their number (DPM-Solver++ lowers its order only in the last
-update); the prefix cache relies on both.
+Every solver has one signature, ``solver(denoise, x_T, timesteps, schedule, generator) -> x_0``, and runs
+on one kind of schedule (:data:`SOLVER_KINDS`, checked by :func:`check_solver`):
+
+* DDPM-style (:class:`NoiseSchedule`): ``ddim``, ``dpmpp-2m``, ``euler``, ``ddpm``, ``unipc``;
+  ``denoise(x_t, t)`` returns the noise prediction epsilon (guidance, learned-variance channels,
+  v-prediction and x0 clipping are already handled by the denoiser). The last update jumps to x0
+  (alpha = 1).
+* flow matching (:class:`FlowSchedule`, ``sigma = t / T``): ``flow-euler``, ``flow-dpmpp-2m``,
+  ``flow-unipc``; ``denoise(x_t, t)`` returns the velocity ``v = noise - x0`` (the raw model output
+  after guidance), and ``t`` is the model's own timestep, ``sigma * T``. The last update goes to sigma = 0.
+
+The schedule is plain data, so solvers of one kind are interchangeable. Every solver calls
+``denoise`` once per time step, and its input at step i depends only on time steps 0..i, not on the
+steps after them or their number (multistep solvers lower their order only in the last update); the
+prefix cache relies on both. Heun-type solvers call the model twice per step and are left out.
+
+The solvers other than DDIM drive diffusers' own schedulers. ``DPMSolverMultistepScheduler`` with
+flow sigmas and ``UniPCMultistepScheduler`` take no custom time steps (the first ignores
+``timesteps=`` under ``use_flow_sigmas``, the second takes ``sigmas=`` only for flow and casts
+``sigma * T`` down to an integer, so ``sigma = 1`` is fed to the model as ``t = T - 1``): for them
+:func:`_install_schedule` sets the plan's exact sigmas and time steps on the scheduler.
 
 Notation (DDIM paper, Song et al. 2021, eq. 12 with sigma = 0):
     alpha_prod_t       cumulative product of (1 - beta) up to t ("alpha_t" in the paper)
@@ -16,53 +30,38 @@ Notation (DDIM paper, Song et al. 2021, eq. 12 with sigma = 0):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
+from .schedules import FlowSchedule, NoiseSchedule, schedule_from_config
+
+__all__ = [
+    "Denoise",
+    "FlowSchedule",
+    "NoiseSchedule",
+    "SOLVERS",
+    "SOLVER_KINDS",
+    "check_solver",
+    "get_solver",
+    "schedule_from_config",
+    "solvers_for",
+]
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Schedule = NoiseSchedule | FlowSchedule
 
 
-@dataclass(frozen=True)
-class NoiseSchedule:
-    """The discrete noise schedule of a model, read from its diffusers scheduler config."""
-
-    alphas_cumprod: torch.Tensor  # (T,), float64
-    prediction_type: str
-    config: Mapping[str, Any]
-
-    @classmethod
-    def from_scheduler_config(cls, config: Mapping[str, Any]) -> "NoiseSchedule":
-        from diffusers import DDPMScheduler
-
-        known = {k: v for k, v in config.items() if not k.startswith("_")}
-        scheduler = DDPMScheduler.from_config(known)
-        prediction_type = scheduler.config.prediction_type
-        if prediction_type not in {"epsilon", "v_prediction", "sample"}:
-            raise ConfigError(f"unsupported prediction_type {prediction_type!r}")
-        return cls(scheduler.alphas_cumprod.to(torch.float64), prediction_type, dict(known))
-
-    @property
-    def num_train_timesteps(self) -> int:
-        return len(self.alphas_cumprod)
-
-    def alpha_prod(self, t: torch.Tensor | int) -> torch.Tensor:
-        return self.alphas_cumprod[int(t)]
-
-    def epsilon(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
-        """Noise prediction epsilon from the model's raw output, whatever it predicts."""
-        if self.prediction_type == "epsilon":
-            return model_output
-        alpha_prod_t = self.alpha_prod(t).to(x_t.dtype)
-        if self.prediction_type == "v_prediction":
-            return alpha_prod_t.sqrt() * model_output + (1 - alpha_prod_t).sqrt() * x_t
-        return (x_t - alpha_prod_t.sqrt() * model_output) / (1 - alpha_prod_t).sqrt()
+def _expect(schedule: Schedule, kind: type, solver: str) -> None:
+    if not isinstance(schedule, kind):
+        raise ConfigError(f"solver {solver!r} runs on {_KIND_NAMES[kind.kind]} models, got a {type(schedule).__name__}")
 
 
-def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_prod_t: torch.Tensor, alpha_prod_t_prev: torch.Tensor) -> torch.Tensor:
+def ddim_step(
+    x_t: torch.Tensor, eps: torch.Tensor, alpha_prod_t: torch.Tensor, alpha_prod_t_prev: torch.Tensor
+) -> torch.Tensor:
     """One deterministic DDIM update (eta = 0) between any two noise levels, computed in float32."""
     dtype = x_t.dtype
     x_t, eps = x_t.float(), eps.float()
@@ -75,9 +74,11 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_prod_t: torch.Tensor, 
 
 
 def sample_ddim(
-    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule, generator: torch.Generator | None = None
+    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021) over any decreasing time steps; the last update jumps to x0."""
+    _expect(schedule, NoiseSchedule, "ddim")
     one = torch.ones((), dtype=torch.float64)
     for i, t in enumerate(timesteps):
         eps = denoise(x, torch.tensor(t, device=x.device))
@@ -86,17 +87,21 @@ def sample_ddim(
     return x
 
 
+def _run_scheduler(scheduler: Any, denoise: Denoise, x: torch.Tensor, **step_kwargs: Any) -> torch.Tensor:
+    """Diffusers' own sampling loop over a scheduler whose time steps are set."""
+    x = x * getattr(scheduler, "init_noise_sigma", 1.0)
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+        x = scheduler.step(denoise(model_input, t), t, x, **step_kwargs).prev_sample
+    return x
+
+
 def _run_diffusers_scheduler(
     scheduler: Any, denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], **step_kwargs: Any
 ) -> torch.Tensor:
-    """Drive a diffusers scheduler over custom time steps; the model is asked for epsilon."""
+    """Drive a diffusers scheduler that takes custom ``timesteps=``; the model is asked for epsilon."""
     scheduler.set_timesteps(timesteps=list(timesteps), device=x.device)
-    x = x * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(x, t)
-        eps = denoise(model_input, t)
-        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
-    return x
+    return _run_scheduler(scheduler, denoise, x, **step_kwargs)
 
 
 def _scheduler_config(schedule: NoiseSchedule, **overrides: Any) -> dict[str, Any]:
@@ -104,34 +109,150 @@ def _scheduler_config(schedule: NoiseSchedule, **overrides: Any) -> dict[str, An
     return {**schedule.config, "prediction_type": "epsilon", "clip_sample": False, "thresholding": False, **overrides}
 
 
+# --- The one place that writes diffusers scheduler state directly (public attributes, no setter API). ---
+def _install_schedule(scheduler: Any, timesteps: Sequence[int], sigmas: Sequence[float] | None = None) -> None:
+    """Make a multistep scheduler (DPM-Solver, UniPC) step through exactly ``timesteps`` and ``sigmas``.
+
+    ``set_timesteps`` has been called with ``len(timesteps)`` steps, so its per-run state (step index,
+    model-output history, warm-up counter) is reset for that many steps; this replaces only its
+    ``timesteps`` and, when given, the ``sigmas`` before the final sigma 0 that diffusers appended.
+    Both attributes are read by ``step()`` through ``step_index``; a diffusers version that changes
+    that fails here, loudly, rather than sampling on the wrong schedule.
+    """
+    if len(scheduler.timesteps) != len(timesteps) or len(scheduler.sigmas) != len(timesteps) + 1:
+        raise RuntimeError(
+            f"internal error: {type(scheduler).__name__} holds {len(scheduler.timesteps)} time steps and "
+            f"{len(scheduler.sigmas)} sigmas after set_timesteps({len(timesteps)}); cannot install the plan's schedule"
+        )
+    if float(scheduler.sigmas[-1]) != 0.0:
+        raise RuntimeError(f"internal error: {type(scheduler).__name__} does not end at sigma 0")
+    device = scheduler.timesteps.device
+    scheduler.timesteps = torch.tensor(list(timesteps), dtype=torch.int64, device=device)
+    if sigmas is not None:
+        scheduler.sigmas = torch.tensor([*sigmas, 0.0], dtype=torch.float32)
+# --- end of direct scheduler-state writes ---
+
+
 def sample_dpmpp_2m(
-    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule, generator: torch.Generator | None = None
+    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022) through diffusers' ``DPMSolverMultistepScheduler``."""
     from diffusers import DPMSolverMultistepScheduler
 
+    _expect(schedule, NoiseSchedule, "dpmpp-2m")
     config = _scheduler_config(schedule, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
     return _run_diffusers_scheduler(DPMSolverMultistepScheduler.from_config(config), denoise, x, timesteps)
 
 
 def sample_euler(
-    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule, generator: torch.Generator | None = None
+    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Euler's method on the probability-flow ODE (Karras et al. 2022) via ``EulerDiscreteScheduler``."""
     from diffusers import EulerDiscreteScheduler
 
+    _expect(schedule, NoiseSchedule, "euler")
     config = _scheduler_config(schedule, final_sigmas_type="zero", timestep_spacing="linspace")
     return _run_diffusers_scheduler(EulerDiscreteScheduler.from_config(config), denoise, x, timesteps)
 
 
 def sample_ddpm(
-    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule, generator: torch.Generator | None = None
+    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Ancestral DDPM sampling (Ho et al. 2020) via ``DDPMScheduler``; stochastic, seeded by ``generator``."""
     from diffusers import DDPMScheduler
 
+    _expect(schedule, NoiseSchedule, "ddpm")
     config = _scheduler_config(schedule, variance_type="fixed_small")
     return _run_diffusers_scheduler(DDPMScheduler.from_config(config), denoise, x, timesteps, generator=generator)
+
+
+def sample_unipc(
+    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """UniPC (Zhao et al. 2023; order 2, BH2, data prediction) via ``UniPCMultistepScheduler``.
+
+    Its ``set_timesteps`` has no custom time steps for DDPM-style schedules: the plan's steps and their
+    sigmas ``sqrt((1 - alpha_prod_t) / alpha_prod_t)`` (what ``set_timesteps`` reads off the same table)
+    are installed on it.
+    """
+    from diffusers import UniPCMultistepScheduler
+
+    _expect(schedule, NoiseSchedule, "unipc")
+    config = _scheduler_config(schedule, solver_order=2, solver_type="bh2", predict_x0=True, final_sigmas_type="zero",
+                               use_flow_sigmas=False, use_karras_sigmas=False, use_exponential_sigmas=False,
+                               use_beta_sigmas=False, use_dynamic_shifting=False, lower_order_final=True,
+                               disable_corrector=[], solver_p=None)
+    scheduler = UniPCMultistepScheduler.from_config(config)
+    scheduler.set_timesteps(len(timesteps), device=x.device)
+    table = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod) ** 0.5
+    _install_schedule(scheduler, timesteps, [float(table[int(t)]) for t in timesteps])
+    return _run_scheduler(scheduler, denoise, x)
+
+
+def sample_flow_euler(
+    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: FlowSchedule,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Euler on the flow ODE, ``x <- x + (sigma_next - sigma) v``, via ``FlowMatchEulerDiscreteScheduler``.
+
+    Driven with shift 1 and no dynamic shifting, so ``set_timesteps(sigmas=...)`` keeps the plan's
+    sigmas ``t / T`` as they are; the model sees the scheduler's timesteps ``sigma * T`` (float32).
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    _expect(schedule, FlowSchedule, "flow-euler")
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=schedule.num_train_timesteps, shift=1.0)
+    scheduler.set_timesteps(sigmas=schedule.sigmas(timesteps), device=x.device)
+    return _run_scheduler(scheduler, denoise, x)
+
+
+def _flow_multistep_config(schedule: FlowSchedule, **overrides: Any) -> dict[str, Any]:
+    return dict(num_train_timesteps=schedule.num_train_timesteps, use_flow_sigmas=True, flow_shift=1.0,
+                prediction_type="flow_prediction", solver_order=2, final_sigmas_type="zero", lower_order_final=True,
+                use_dynamic_shifting=False, **overrides)
+
+
+def sample_flow_dpmpp_2m(
+    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: FlowSchedule,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) on flow sigmas (``alpha = 1 - sigma``) via ``DPMSolverMultistepScheduler``.
+
+    With ``use_flow_sigmas`` its ``set_timesteps`` makes its own evenly spaced sigmas whatever it is
+    given, so the plan's sigmas ``t / T`` and time steps are installed on it.
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    _expect(schedule, FlowSchedule, "flow-dpmpp-2m")
+    sigmas = schedule.sigmas(timesteps)
+    scheduler = DPMSolverMultistepScheduler(**_flow_multistep_config(schedule, algorithm_type="dpmsolver++"))
+    scheduler.set_timesteps(len(timesteps), device=x.device)
+    _install_schedule(scheduler, timesteps, sigmas)
+    return _run_scheduler(scheduler, denoise, x)
+
+
+def sample_flow_unipc(
+    denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: FlowSchedule,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """UniPC (order 2, BH2) on flow sigmas via ``UniPCMultistepScheduler(use_flow_sigmas=True)``.
+
+    ``set_timesteps(sigmas=...)`` (shift 1) keeps the plan's sigmas, except that it lowers a first sigma
+    of 1 by 1e-6 (its log-SNR would be -inf); the plan's integer time steps replace its
+    ``int(sigma * T)``, which would feed ``t = T - 1`` to the model at sigma = 1.
+    """
+    from diffusers import UniPCMultistepScheduler
+
+    _expect(schedule, FlowSchedule, "flow-unipc")
+    scheduler = UniPCMultistepScheduler(**_flow_multistep_config(schedule, solver_type="bh2", predict_x0=True))
+    # A numpy array: UniPC's set_timesteps multiplies ``sigmas`` by a float, which a list does not allow.
+    scheduler.set_timesteps(sigmas=np.asarray(schedule.sigmas(timesteps), dtype=np.float64), device=x.device)
+    _install_schedule(scheduler, timesteps)
+    return _run_scheduler(scheduler, denoise, x)
 
 
 SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
@@ -139,12 +260,48 @@ SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
     "dpmpp-2m": sample_dpmpp_2m,
     "euler": sample_euler,
     "ddpm": sample_ddpm,
+    "unipc": sample_unipc,
+    "flow-euler": sample_flow_euler,
+    "flow-dpmpp-2m": sample_flow_dpmpp_2m,
+    "flow-unipc": sample_flow_unipc,
 }
+
+# The schedule kind (``schedule.kind``) each solver runs on.
+SOLVER_KINDS: dict[str, str] = {
+    "ddim": "ddpm",
+    "dpmpp-2m": "ddpm",
+    "euler": "ddpm",
+    "ddpm": "ddpm",
+    "unipc": "ddpm",
+    "flow-euler": "flow",
+    "flow-dpmpp-2m": "flow",
+    "flow-unipc": "flow",
+}
+
+_KIND_NAMES = {"ddpm": "DDPM-style (variance-preserving)", "flow": "flow-matching"}
 
 
 def get_solver(name: str) -> Callable[..., torch.Tensor]:
     """The solver called ``name`` (one of :data:`SOLVERS`)."""
     try:
         return SOLVERS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ConfigError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}") from None
+
+
+def solvers_for(kind: str) -> list[str]:
+    """Names of the solvers that run on schedules of ``kind`` (``"ddpm"`` or ``"flow"``)."""
+    if kind not in _KIND_NAMES:
+        raise ConfigError(f"unknown schedule kind {kind!r}; choose one of {', '.join(_KIND_NAMES)}")
+    return [name for name, solver_kind in SOLVER_KINDS.items() if solver_kind == kind]
+
+
+def check_solver(name: str, schedule: Schedule) -> Callable[..., torch.Tensor]:
+    """The solver called ``name``, after checking it runs on ``schedule``'s kind; a one-line ConfigError if not."""
+    solver = get_solver(name)
+    if SOLVER_KINDS[name] != schedule.kind:
+        raise ConfigError(
+            f"solver {name!r} runs on {_KIND_NAMES[SOLVER_KINDS[name]]} models, but this model has a "
+            f"{_KIND_NAMES[schedule.kind]} schedule; choose one of {', '.join(solvers_for(schedule.kind))}"
+        )
+    return solver
