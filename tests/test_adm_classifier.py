@@ -223,6 +223,13 @@ def test_published_classifiers_are_recognised_and_convert(name: str) -> None:
     assert model.mid_block.attentions[0].heads * 64 == cfg.level_channels[-1]
 
 
+def test_full_size_stand_in_of_a_preset_is_recognised() -> None:
+    state = random_classifier_state_dict("imagenet64", dtype=torch.float16)
+    shapes = adm_classifier_state_dict_shapes(CLASSIFIER_PRESETS["imagenet64"])
+    assert {k: tuple(v.shape) for k, v in state.items()} == shapes
+    assert infer_classifier_config(state) is CLASSIFIER_PRESETS["imagenet64"]
+
+
 def test_ambiguous_depth_is_settled_by_arch() -> None:
     # No attention in the encoder and equal widths: a down-sampling ResBlock looks like a plain one,
     # so depth 1 over 3 levels, depth 2 over 2 levels and depth 5 over 1 level all fit the keys.

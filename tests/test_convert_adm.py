@@ -247,6 +247,21 @@ def test_full_forward_matches_adm_reference(family: str) -> None:
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["imagenet64", "imagenet256", "lsun256"])
+def test_tiny_stand_in_of_a_preset_converts_exactly(name: str) -> None:
+    # The published flags at 32 channels (32 per head), run on 32x32 inputs: the UNet is convolutional,
+    # and attention sits at the same levels whatever the input size.
+    cfg = dataclasses.replace(ADM_PRESETS[name], num_channels=32, num_head_channels=32, num_classes=10)
+    p = {k: v.double() for k, v in random_adm_state_dict(cfg, seed=4).items()}
+    unet = _diffusers_unet(cfg, p).double()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, 32, 32, generator=gen, dtype=torch.float64)
+    t, y = torch.tensor([500]), (torch.tensor([7]) if cfg.class_cond else None)
+    with torch.no_grad():
+        expected = ref.unet_forward(p, _flags(cfg), x, t, y)
+        torch.testing.assert_close(unet(x, t, class_labels=y).sample, expected, rtol=0, atol=1e-8)
+
+
 def test_legacy_order_matters() -> None:
     # Converting a legacy-order checkpoint as if it had the new order gives a different network.
     cfg = FAMILIES["imagenet256-like"]

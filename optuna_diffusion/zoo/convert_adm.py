@@ -26,9 +26,9 @@ one width for the first level and the timestep sinusoid. So
   legacy order, linear schedule) convert exactly;
 * ``128x128_diffusion.pt`` is refused: ``num_heads=4`` gives heads of 128/192/256 channels at its
   512/768/1024-channel attention levels. ``UNet2DConditionModel`` takes one head width per level, but
-  cannot hold the model either: its ``"UNetMidBlock2D"`` mid block is built without attention
-  (ADM's has ResBlock, attention, ResBlock), its attention levels always down/up-sample by conv
-  (ADM by ResBlock), and its up blocks read the per-level widths in down-block order;
+  cannot hold the model either: its ``"UNetMidBlock2D"`` mid block is built with ``num_layers=0`` and
+  no attention (ADM's is ResBlock, attention, ResBlock), and its attention levels always down/up-sample
+  by conv (it passes no ``downsample_type``; ADM resamples by ResBlock);
 * ``512x512_diffusion.pt`` is refused: ``channel_mult[0] = 0.5`` makes its first level 128 channels
   wide but its timestep sinusoid 256, which ``UNet2DModel`` ties together;
 * the super-resolution models (6 input channels) are refused.
@@ -317,20 +317,25 @@ def adm_state_dict_shapes(config: ADMConfig = IMAGENET64_CONFIG) -> dict[str, tu
 
 
 def random_adm_state_dict(
-    config: ADMConfig, seed: int = 0, dtype: torch.dtype = torch.float32
+    config: ADMConfig | str, seed: int = 0, dtype: torch.dtype = torch.float32
 ) -> dict[str, Tensor]:
     """A seeded random stand-in for a checkpoint of ``config`` (every tensor non-zero).
 
-    Use a small ``num_channels`` for tests, or a preset for a full-size local stand-in.
+    A preset name gives a full-size stand-in of that published checkpoint, which the converter
+    recognises without ``arch``. For a tiny stand-in of a preset, shrink it, e.g.
+    ``dataclasses.replace(ADM_PRESETS["imagenet256"], num_channels=32, num_head_channels=32)``, and
+    convert with that config as ``arch`` (tiny widths match no published checkpoint).
 
     Args:
-        config: The flags of the stand-in.
+        config: The flags of the stand-in, or a preset name of :data:`ADM_PRESETS`.
         seed: Seed of the tensors.
         dtype: Their dtype.
 
     Returns:
         A state dict with the keys and shapes of ``adm_state_dict_shapes(config)``.
     """
+    if isinstance(config, str):
+        config, _ = resolve_arch(config, ADM_PRESETS, ADMConfig, "ADM UNet")
     return random_state_dict(adm_state_dict_shapes(config), seed, dtype)
 
 
@@ -458,7 +463,8 @@ def diffusers_scheduler_config(config: ADMConfig = IMAGENET64_CONFIG) -> dict:
 def _upsamples(state: Mapping[str, Tensor], idx: int) -> bool:
     """Whether ``output_blocks.{idx}`` ends with an up-sampler (a ResBlock or conv after the ResBlock)."""
     prefix = f"output_blocks.{idx}"
-    subs = {int(key.split(".")[2]) for key in state if key.startswith(prefix + ".") and key.split(".")[2].isdigit()}
+    parts = [key.split(".") for key in state if key.startswith(prefix + ".")]
+    subs = {int(p[2]) for p in parts if len(p) > 3 and p[2].isdigit()}
     return 2 in subs or (1 in subs and f"{prefix}.1.qkv.weight" not in state)
 
 

@@ -96,18 +96,23 @@ def adm_classifier_state_dict_shapes(config: ADMClassifierConfig) -> dict[str, t
 
 
 def random_classifier_state_dict(
-    config: ADMClassifierConfig, seed: int = 0, dtype: torch.dtype = torch.float32
+    config: ADMClassifierConfig | str, seed: int = 0, dtype: torch.dtype = torch.float32
 ) -> dict[str, Tensor]:
     """A seeded random stand-in for a classifier checkpoint of ``config`` (every tensor non-zero).
 
+    A preset name gives a full-size stand-in of that published classifier; for a tiny one pass a
+    config with a small ``model_channels`` (and ``num_head_channels``).
+
     Args:
-        config: The classifier's architecture (small ``model_channels`` for tests).
+        config: The classifier's architecture, or a preset name of ``CLASSIFIER_PRESETS``.
         seed: Seed of the tensors.
         dtype: Their dtype.
 
     Returns:
         A state dict with the keys and shapes of ``adm_classifier_state_dict_shapes(config)``.
     """
+    if isinstance(config, str):
+        config, _ = resolve_arch(config, CLASSIFIER_PRESETS, ADMClassifierConfig, "ADM classifier")
     return random_state_dict(adm_classifier_state_dict_shapes(config), seed, dtype)
 
 
