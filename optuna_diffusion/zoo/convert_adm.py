@@ -6,44 +6,79 @@ such a state dict, tensor by tensor, onto an equivalent diffusers ``UNet2DModel`
 folder that ``UNet2DModel.from_pretrained(out_dir / "unet")`` and
 ``DDPMScheduler.from_pretrained(out_dir / "scheduler")`` load without guided-diffusion installed.
 
-What is converted (ADM name -> diffusers name):
+**Which architecture.** The weights determine most flags (:func:`infer_adm_config`): ``num_channels``
+(``time_embed.0``), ``channel_mult`` (the ResBlock widths per level), ``num_res_blocks`` (where the
+``output_blocks`` up-sample), the attention levels (which blocks hold an ``AttentionBlock``),
+``resblock_updown`` (ResBlock or conv samplers), ``use_scale_shift_norm`` (``emb_layers`` twice the
+block width), ``learn_sigma`` (``out.2`` has 6 channels) and ``class_cond``/``num_classes``
+(``label_emb``). They do not determine the attention head layout (``num_head_channels`` or
+``num_heads``), the q/k/v order (``use_new_attention_order``), the noise schedule, the image size or
+the dropout rate. Those come from ``arch`` (a preset name, a JSON file of :class:`ADMConfig` fields or
+an :class:`ADMConfig`) or, without ``arch``, from the published checkpoint whose weight layout the
+file has (:data:`ADM_PRESETS`, flags from guided-diffusion's README); a file that matches no
+published layout is refused rather than guessed.
 
-* ``time_embed.0/2`` -> ``time_embedding.linear_1/2`` and ``label_emb`` -> ``class_embedding``;
-* ``input_blocks.0.0`` -> ``conv_in``; the residual blocks, attention blocks and residual
-  down-samplers of ``input_blocks`` -> ``down_blocks.{level}.resnets/attentions/downsamplers``;
-* ``middle_block.0/1/2`` -> ``mid_block.resnets.0``, ``mid_block.attentions.0``,
-  ``mid_block.resnets.1``;
-* ``output_blocks`` -> ``up_blocks.{i}.resnets/attentions/upsamplers`` (deepest level first);
-* ``out.0/out.2`` -> ``conv_norm_out``/``conv_out``.
+**What diffusers can express.** ``UNet2DModel`` has one ``attention_head_dim`` for every level, and
+one width for the first level and the timestep sinusoid. So
 
-Inside a residual block ``in_layers.0/2``, ``emb_layers.1``, ``out_layers.0/3`` and
-``skip_connection`` become ``norm1``, ``conv1``, ``time_emb_proj``, ``norm2``, ``conv2`` and
-``conv_shortcut``. ADM's scale-shift norm (``scale, shift = chunk(emb_out, 2)``;
-``norm(h) * (1 + scale) + shift``) uses the same half order as diffusers'
-``time_embedding_norm="scale_shift"``, so ``time_emb_proj`` is copied unchanged. Inside an
-attention block ``norm`` becomes ``group_norm``, the 1x1 ``Conv1d`` ``qkv`` (``3C x C x 1``) is
-split into the ``to_q``/``to_k``/``to_v`` linear layers (for the new attention order q, k and v
-are the three contiguous thirds; for the legacy order the rows are interleaved per head and are
-regrouped first) and ``proj_out`` becomes ``to_out.0``.
+* ``64x64_diffusion.pt`` (64 channels per head, new q/k/v order, cosine schedule),
+  ``256x256_diffusion.pt``, ``256x256_diffusion_uncond.pt`` and the LSUN models (64 channels per head,
+  legacy order, linear schedule) convert exactly;
+* ``128x128_diffusion.pt`` is refused: ``num_heads=4`` gives heads of 128/192/256 channels at its
+  512/768/1024-channel attention levels. ``UNet2DConditionModel`` takes one head width per level, but
+  cannot hold the model either: its ``"UNetMidBlock2D"`` mid block is built with ``num_layers=0`` and
+  no attention (ADM's is ResBlock, attention, ResBlock), and its attention levels always down/up-sample
+  by conv (it passes no ``downsample_type``; ADM resamples by ResBlock);
+* ``512x512_diffusion.pt`` is refused: ``channel_mult[0] = 0.5`` makes its first level 128 channels
+  wide but its timestep sinusoid 256, which ``UNet2DModel`` ties together;
+* the super-resolution models (6 input channels) are refused.
 
-Every ADM tensor is used exactly once; a missing, unexpected or mismatched tensor raises a
-one-line :class:`ValueError`. The noise schedule of the checkpoint (cosine or linear betas,
-learned-range variance, epsilon prediction, clipped ``x0``) is written as a ``DDPMScheduler``.
+**The mapping** (ADM name -> diffusers name): ``time_embed.0/2`` -> ``time_embedding.linear_1/2``,
+``label_emb`` -> ``class_embedding``; ``input_blocks.0.0`` -> ``conv_in``; the ResBlocks, attention
+blocks and down-samplers of ``input_blocks`` -> ``down_blocks.{level}.resnets/attentions/downsamplers``;
+``middle_block.0/1/2`` -> ``mid_block.resnets.0``, ``mid_block.attentions.0``, ``mid_block.resnets.1``;
+``output_blocks`` -> ``up_blocks.{i}.resnets/attentions/upsamplers`` (deepest level first);
+``out.0/out.2`` -> ``conv_norm_out``/``conv_out``. Inside blocks see
+:mod:`optuna_diffusion.zoo.adm_checkpoint`. Every ADM tensor is used exactly once; a missing,
+unexpected or mis-shaped tensor raises a one-line :class:`~optuna_diffusion.errors.ConversionError`.
+The noise schedule (cosine or linear betas, learned-range variance, epsilon prediction, clipped
+``x0``) is written as a ``DDPMScheduler``.
 """
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..errors import ConversionError, MissingFileError, first_line
+from ..errors import ConversionError
+from .adm_checkpoint import (
+    GROUPS,
+    EncoderLayout,
+    HeadLayout,
+    Record,
+    block_count,
+    check_state_dict,
+    config_from_dict,
+    convert_record,
+    describe_differences,
+    encoder_records,
+    infer_encoder_layouts,
+    load_adm_state_dict,
+    map_state_dict,
+    random_state_dict,
+    record_shapes,
+    resolve_arch,
+    skip_widths,
+)
 
 __all__ = [
+    "ADM_PRESETS",
     "ADMConfig",
     "IMAGENET64_CONFIG",
     "adm_state_dict_shapes",
@@ -51,32 +86,36 @@ __all__ = [
     "convert_adm_state_dict",
     "diffusers_scheduler_config",
     "diffusers_unet_config",
+    "infer_adm_config",
+    "random_adm_state_dict",
+    "unet2d_incompatibility",
 ]
 
-_GROUPS = 32  # guided-diffusion's normalization() is always GroupNorm32(32, channels)
 _IN_CHANNELS = 3
 
 
 @dataclass(frozen=True)
 class ADMConfig:
-    """The guided-diffusion model and diffusion flags that determine a checkpoint's layout.
+    """The guided-diffusion model and diffusion flags of a checkpoint (``script_util`` flag names).
 
     The defaults are the flags of the published ImageNet 64x64 class-conditional checkpoint
-    ``64x64_diffusion.pt`` (see :meth:`imagenet64`).
+    ``64x64_diffusion.pt``; :data:`ADM_PRESETS` holds every published UNet's.
 
     Attributes:
-        image_size: Training resolution (square images).
-        num_channels: Base channel count (``model_channels``).
+        image_size: Training resolution (square images); not stored in the weights.
+        num_channels: Base channel count (``model_channels``; the timestep sinusoid width).
         num_res_blocks: Residual blocks per resolution in the encoder.
         attention_resolutions: Feature-map resolutions (not downsample rates) with attention,
             as in the ``--attention_resolutions 32,16,8`` flag.
-        channel_mult: Channel multiplier of each resolution level.
-        num_head_channels: Channels per attention head.
+        channel_mult: Channel multiplier of each resolution level (may be fractional, e.g. 0.5).
+        num_head_channels: Channels per attention head, or -1 to use ``num_heads`` heads.
+        num_heads: Heads per attention block when ``num_head_channels == -1`` (script default 4).
         learn_sigma: Whether the model also outputs the variance interpolation (6 channels).
         class_cond: Whether the model has a class embedding ``label_emb``.
         num_classes: Number of classes of ``label_emb`` when ``class_cond``.
-        resblock_updown: Residual blocks (rather than plain convs) for up/downsampling.
-        use_new_attention_order: q/k/v split before heads (``QKVAttention``) rather than after.
+        resblock_updown: Residual blocks (rather than convs) for up/downsampling.
+        use_new_attention_order: q/k/v split before heads (``QKVAttention``) rather than after
+            (``QKVAttentionLegacy``).
         use_scale_shift_norm: FiLM-like scale-shift conditioning of the residual blocks.
         noise_schedule: ``"cosine"`` or ``"linear"``.
         diffusion_steps: Number of training diffusion steps.
@@ -87,8 +126,9 @@ class ADMConfig:
     num_channels: int = 192
     num_res_blocks: int = 3
     attention_resolutions: tuple[int, ...] = (32, 16, 8)
-    channel_mult: tuple[int, ...] = (1, 2, 3, 4)
+    channel_mult: tuple[float, ...] = (1, 2, 3, 4)
     num_head_channels: int = 64
+    num_heads: int = 4
     learn_sigma: bool = True
     class_cond: bool = True
     num_classes: int = 1000
@@ -100,29 +140,39 @@ class ADMConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        """Normalise sequences to tuples and reject layouts UNet2DModel cannot express."""
+        """Normalise sequences to tuples and reject flags guided-diffusion itself would reject."""
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
-        if not self.channel_mult or self.num_res_blocks < 1:
-            raise ConversionError("ADMConfig needs a non-empty channel_mult and num_res_blocks >= 1")
+        if not self.channel_mult or self.num_res_blocks < 1 or min(self.channel_mult) <= 0:
+            raise ConversionError("ADMConfig needs a non-empty positive channel_mult and num_res_blocks >= 1")
         if self.noise_schedule not in ("cosine", "linear"):
             raise ConversionError(f"unknown noise_schedule {self.noise_schedule!r}; expected 'cosine' or 'linear'")
-        if self.num_head_channels <= 0:
-            raise ConversionError("num_head_channels must be positive: UNet2DModel uses one head width everywhere")
-        for channels in self.level_channels:
-            if channels % _GROUPS or channels % self.num_head_channels:
-                raise ConversionError(
-                    f"level width {channels} must be divisible by {_GROUPS} groups and "
-                    f"num_head_channels={self.num_head_channels}"
-                )
+        if self.num_head_channels == 0 or self.num_head_channels < -1:
+            raise ConversionError(
+                f"num_head_channels must be positive or -1 (use num_heads), got {self.num_head_channels}"
+            )
         for resolution in self.attention_resolutions:
             if resolution <= 0 or self.image_size % resolution:
                 raise ConversionError(f"attention resolution {resolution} does not divide image_size={self.image_size}")
+        for channels in self.level_channels:
+            if channels % GROUPS:
+                raise ConversionError(f"level width {channels} must be divisible by {GROUPS} groups")
+        for level in (*self.attention_levels, len(self.channel_mult) - 1):  # the middle block has attention too
+            self.heads.check(self.level_channels[level])
 
     @classmethod
     def imagenet64(cls) -> ADMConfig:
         """Flags of the published ImageNet 64x64 class-conditional checkpoint ``64x64_diffusion.pt``."""
         return cls()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ADMConfig:
+        """Inverse of :meth:`to_dict` (JSON lists become tuples); unknown fields raise ``ConfigError``."""
+        return config_from_dict(cls, data, "ADMConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flags as a JSON-ready dict."""
+        return asdict(self)
 
     @property
     def out_channels(self) -> int:
@@ -136,15 +186,73 @@ class ADMConfig:
 
     @property
     def level_channels(self) -> tuple[int, ...]:
-        """Channel count of each resolution level."""
+        """Channel count of each resolution level (``int(mult * num_channels)``, as ADM computes it)."""
         return tuple(int(mult * self.num_channels) for mult in self.channel_mult)
+
+    @property
+    def attention_levels(self) -> tuple[int, ...]:
+        """Levels (0 = full resolution) with attention: downsample rate ``2**level`` in ADM's ``attention_ds``."""
+        rates = {self.image_size // resolution for resolution in self.attention_resolutions}
+        return tuple(level for level in range(len(self.channel_mult)) if 2**level in rates)
 
     def has_attention(self, level: int) -> bool:
         """Whether resolution ``level`` (0 = full resolution) has attention blocks."""
-        return self.image_size // 2**level in self.attention_resolutions
+        return level in self.attention_levels
+
+    @property
+    def layout(self) -> EncoderLayout:
+        """The encoder architecture these flags build (what the weights determine)."""
+        return EncoderLayout(
+            in_channels=_IN_CHANNELS,
+            model_channels=self.num_channels,
+            level_channels=self.level_channels,
+            num_res_blocks=self.num_res_blocks,
+            attention_levels=self.attention_levels,
+            resblock_updown=self.resblock_updown and len(self.channel_mult) > 1,
+            use_scale_shift_norm=self.use_scale_shift_norm,
+        )
+
+    @property
+    def heads(self) -> HeadLayout:
+        """The attention head layout (what the weights do not determine)."""
+        return HeadLayout(self.num_head_channels, self.num_heads, self.use_new_attention_order)
 
 
 IMAGENET64_CONFIG = ADMConfig.imagenet64()
+
+_IMAGENET256 = dict(
+    image_size=256,
+    num_channels=256,
+    num_res_blocks=2,
+    channel_mult=(1, 1, 2, 2, 4, 4),
+    use_new_attention_order=False,
+    noise_schedule="linear",
+    dropout=0.0,
+)
+
+#: The published guided-diffusion UNets, with the ``MODEL_FLAGS`` of guided-diffusion's README
+#: (unset flags take ``script_util``'s defaults: ``use_new_attention_order=False``, ``dropout=0``,
+#: ``channel_mult`` from the image size). ``lsun256`` covers lsun_bedroom/cat/horse.pt (and, but for
+#: its dropout of 0, lsun_horse_nodropout.pt); it shares every weight shape with ``imagenet256-uncond``
+#: and differs from it only in dropout, which inference does not use.
+ADM_PRESETS: dict[str, ADMConfig] = {
+    "imagenet64": IMAGENET64_CONFIG,
+    "imagenet128": ADMConfig(
+        image_size=128,
+        num_channels=256,
+        num_res_blocks=2,
+        channel_mult=(1, 1, 2, 3, 4),
+        num_head_channels=-1,
+        num_heads=4,
+        use_new_attention_order=False,
+        noise_schedule="linear",
+        dropout=0.0,
+    ),
+    "imagenet256": ADMConfig(**_IMAGENET256),
+    "imagenet256-uncond": ADMConfig(**_IMAGENET256, class_cond=False),
+    "lsun256": ADMConfig(**{**_IMAGENET256, "dropout": 0.1}, class_cond=False),
+    "imagenet512": ADMConfig(**{**_IMAGENET256, "image_size": 512, "channel_mult": (0.5, 1, 1, 2, 2, 4, 4)}),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,158 +260,43 @@ IMAGENET64_CONFIG = ADMConfig.imagenet64()
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Module:
-    """One ADM sub-module and the diffusers module it becomes.
-
-    Attributes:
-        kind: ``"resblock"``, ``"attention"``, ``"conv"``, ``"linear"``, ``"norm"`` or ``"embedding"``.
-        adm: ADM key prefix, e.g. ``"input_blocks.1.0"``.
-        diffusers: diffusers key prefix, e.g. ``"down_blocks.0.resnets.0"``.
-        in_ch: Input channels (rows of an embedding table).
-        out_ch: Output channels (embedding width).
-    """
-
-    kind: str
-    adm: str
-    diffusers: str
-    in_ch: int
-    out_ch: int
-
-
-def _encoder(cfg: ADMConfig) -> Iterator[_Module]:
-    """Yield ``input_blocks`` (mirrors ``UNetModel.__init__``)."""
-    ch = cfg.level_channels[0]
-    yield _Module("conv", "input_blocks.0.0", "conv_in", _IN_CHANNELS, ch)
-    idx = 1
-    for level, width in enumerate(cfg.level_channels):
-        for j in range(cfg.num_res_blocks):
-            yield _Module("resblock", f"input_blocks.{idx}.0", f"down_blocks.{level}.resnets.{j}", ch, width)
-            ch = width
-            if cfg.has_attention(level):
-                yield _Module("attention", f"input_blocks.{idx}.1", f"down_blocks.{level}.attentions.{j}", ch, ch)
-            idx += 1
-        if level != len(cfg.level_channels) - 1:
-            sampler = f"down_blocks.{level}.downsamplers.0"
-            if cfg.resblock_updown:
-                yield _Module("resblock", f"input_blocks.{idx}.0", sampler, ch, ch)
-            else:
-                yield _Module("conv", f"input_blocks.{idx}.0.op", f"{sampler}.conv", ch, ch)
-            idx += 1
-
-
-def _skip_widths(cfg: ADMConfig) -> list[int]:
-    """Channel widths pushed onto the skip stack by ``input_blocks``, in push order."""
-    widths = [cfg.level_channels[0]]
-    for level, width in enumerate(cfg.level_channels):
-        widths += [width] * cfg.num_res_blocks
-        if level != len(cfg.level_channels) - 1:
-            widths.append(width)
-    return widths
-
-
-def _middle(cfg: ADMConfig) -> Iterator[_Module]:
-    """Yield ``middle_block``: ResBlock, AttentionBlock, ResBlock."""
+def _decoder(cfg: ADMConfig) -> list[Record]:
+    """``output_blocks`` (mirrors ``UNetModel.__init__``), deepest level first."""
+    skips = skip_widths(cfg.layout)
     ch = cfg.level_channels[-1]
-    yield _Module("resblock", "middle_block.0", "mid_block.resnets.0", ch, ch)
-    yield _Module("attention", "middle_block.1", "mid_block.attentions.0", ch, ch)
-    yield _Module("resblock", "middle_block.2", "mid_block.resnets.1", ch, ch)
-
-
-def _decoder(cfg: ADMConfig) -> Iterator[_Module]:
-    """Yield ``output_blocks`` (mirrors ``UNetModel.__init__``), deepest level first."""
-    skips = _skip_widths(cfg)
-    ch = cfg.level_channels[-1]
-    idx = 0
+    records, idx = [], 0
     for i, level in enumerate(reversed(range(len(cfg.level_channels)))):
         width = cfg.level_channels[level]
         for k in range(cfg.num_res_blocks + 1):
-            yield _Module("resblock", f"output_blocks.{idx}.0", f"up_blocks.{i}.resnets.{k}", ch + skips.pop(), width)
+            in_ch = ch + skips.pop()
+            records.append(Record("resblock", f"output_blocks.{idx}.0", f"up_blocks.{i}.resnets.{k}", in_ch, width))
             ch = width
             sub = 1
             if cfg.has_attention(level):
-                yield _Module("attention", f"output_blocks.{idx}.1", f"up_blocks.{i}.attentions.{k}", ch, ch)
+                records.append(Record("attention", f"output_blocks.{idx}.1", f"up_blocks.{i}.attentions.{k}", ch, ch))
                 sub = 2
             if level and k == cfg.num_res_blocks:
                 sampler = f"up_blocks.{i}.upsamplers.0"
                 if cfg.resblock_updown:
-                    yield _Module("resblock", f"output_blocks.{idx}.{sub}", sampler, ch, ch)
+                    records.append(Record("resblock", f"output_blocks.{idx}.{sub}", sampler, ch, ch))
                 else:
-                    yield _Module("conv", f"output_blocks.{idx}.{sub}.conv", f"{sampler}.conv", ch, ch)
+                    records.append(Record("conv", f"output_blocks.{idx}.{sub}.conv", f"{sampler}.conv", ch, ch))
             idx += 1
+    return records
 
 
-def _layout(cfg: ADMConfig) -> list[_Module]:
+def _records(cfg: ADMConfig) -> list[Record]:
     """All ADM sub-modules with parameters, in ``UNetModel`` construction order."""
-    emb = cfg.time_embed_dim
-    modules = [
-        _Module("linear", "time_embed.0", "time_embedding.linear_1", cfg.num_channels, emb),
-        _Module("linear", "time_embed.2", "time_embedding.linear_2", emb, emb),
+    records = encoder_records(cfg.layout)
+    if cfg.class_cond:  # right after time_embed, as UNetModel registers it
+        records.insert(2, Record("embedding", "label_emb", "class_embedding", cfg.num_classes, cfg.time_embed_dim))
+    first = cfg.level_channels[0]
+    return [
+        *records,
+        *_decoder(cfg),
+        Record("norm", "out.0", "conv_norm_out", first, first),
+        Record("conv", "out.2", "conv_out", first, cfg.out_channels),
     ]
-    if cfg.class_cond:
-        modules.append(_Module("embedding", "label_emb", "class_embedding", cfg.num_classes, emb))
-    modules += [*_encoder(cfg), *_middle(cfg), *_decoder(cfg)]
-    modules += [
-        _Module("norm", "out.0", "conv_norm_out", cfg.level_channels[0], cfg.level_channels[0]),
-        _Module("conv", "out.2", "conv_out", cfg.level_channels[0], cfg.out_channels),
-    ]
-    return modules
-
-
-# --------------------------------------------------------------------------------------------
-# ADM parameter shapes
-# --------------------------------------------------------------------------------------------
-
-Shapes = dict[str, tuple[int, ...]]
-
-
-def _resblock_shapes(cfg: ADMConfig, in_ch: int, out_ch: int) -> Shapes:
-    """Local parameter shapes of an ADM ``ResBlock``."""
-    emb_out = 2 * out_ch if cfg.use_scale_shift_norm else out_ch
-    shapes: Shapes = {
-        "in_layers.0.weight": (in_ch,),
-        "in_layers.0.bias": (in_ch,),
-        "in_layers.2.weight": (out_ch, in_ch, 3, 3),
-        "in_layers.2.bias": (out_ch,),
-        "emb_layers.1.weight": (emb_out, cfg.time_embed_dim),
-        "emb_layers.1.bias": (emb_out,),
-        "out_layers.0.weight": (out_ch,),
-        "out_layers.0.bias": (out_ch,),
-        "out_layers.3.weight": (out_ch, out_ch, 3, 3),
-        "out_layers.3.bias": (out_ch,),
-    }
-    if in_ch != out_ch:
-        shapes["skip_connection.weight"] = (out_ch, in_ch, 1, 1)
-        shapes["skip_connection.bias"] = (out_ch,)
-    return shapes
-
-
-def _attention_shapes(ch: int) -> Shapes:
-    """Local parameter shapes of an ADM ``AttentionBlock`` (1x1 ``Conv1d`` projections)."""
-    return {
-        "norm.weight": (ch,),
-        "norm.bias": (ch,),
-        "qkv.weight": (3 * ch, ch, 1),
-        "qkv.bias": (3 * ch,),
-        "proj_out.weight": (ch, ch, 1),
-        "proj_out.bias": (ch,),
-    }
-
-
-def _module_shapes(cfg: ADMConfig, module: _Module) -> Shapes:
-    """Local parameter shapes of one layout record."""
-    i, o = module.in_ch, module.out_ch
-    if module.kind == "resblock":
-        return _resblock_shapes(cfg, i, o)
-    if module.kind == "attention":
-        return _attention_shapes(i)
-    if module.kind == "conv":
-        return {"weight": (o, i, 3, 3), "bias": (o,)}
-    if module.kind == "linear":
-        return {"weight": (o, i), "bias": (o,)}
-    if module.kind == "norm":
-        return {"weight": (o,), "bias": (o,)}
-    return {"weight": (i, o)}  # embedding: (num_classes, time_embed_dim)
 
 
 def adm_state_dict_shapes(config: ADMConfig = IMAGENET64_CONFIG) -> dict[str, tuple[int, ...]]:
@@ -315,16 +308,67 @@ def adm_state_dict_shapes(config: ADMConfig = IMAGENET64_CONFIG) -> dict[str, tu
     Returns:
         Mapping from every ADM state-dict key to its tensor shape, in construction order.
     """
-    shapes: Shapes = {}
-    for module in _layout(config):
-        for name, shape in _module_shapes(config, module).items():
-            shapes[f"{module.adm}.{name}"] = shape
+    shapes: dict[str, tuple[int, ...]] = {}
+    layout = config.layout
+    for record in _records(config):
+        for name, shape in record_shapes(record, layout).items():
+            shapes[f"{record.adm}.{name}"] = shape
     return shapes
+
+
+def random_adm_state_dict(
+    config: ADMConfig | str, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> dict[str, Tensor]:
+    """A seeded random stand-in for a checkpoint of ``config`` (every tensor non-zero).
+
+    A preset name gives a full-size stand-in of that published checkpoint, which the converter
+    recognises without ``arch``. For a tiny stand-in of a preset, shrink it, e.g.
+    ``dataclasses.replace(ADM_PRESETS["imagenet256"], num_channels=32, num_head_channels=32)``, and
+    convert with that config as ``arch`` (tiny widths match no published checkpoint).
+
+    Args:
+        config: The flags of the stand-in, or a preset name of :data:`ADM_PRESETS`.
+        seed: Seed of the tensors.
+        dtype: Their dtype.
+
+    Returns:
+        A state dict with the keys and shapes of ``adm_state_dict_shapes(config)``.
+    """
+    if isinstance(config, str):
+        config, _ = resolve_arch(config, ADM_PRESETS, ADMConfig, "ADM UNet")
+    return random_state_dict(adm_state_dict_shapes(config), seed, dtype)
 
 
 # --------------------------------------------------------------------------------------------
 # diffusers configuration
 # --------------------------------------------------------------------------------------------
+
+
+def unet2d_incompatibility(config: ADMConfig) -> str | None:
+    """Why ``UNet2DModel`` cannot reproduce ``config``'s network, or None when it can.
+
+    Args:
+        config: The checkpoint's flags.
+
+    Returns:
+        A one-line reason, or None.
+    """
+    widths = config.level_channels
+    if widths[0] != config.num_channels:
+        return (
+            f"channel_mult[0]={config.channel_mult[0]} makes the first level {widths[0]} channels wide but the "
+            f"timestep sinusoid {config.num_channels}; diffusers' UNet2DModel ties both to block_out_channels[0]"
+        )
+    levels = (*config.attention_levels, len(widths) - 1)  # the middle block has attention too
+    head_widths = sorted({config.heads.head_width(widths[level]) for level in levels})
+    if len(head_widths) > 1:
+        return (
+            f"num_heads={config.num_heads} makes the attention head width differ per level "
+            f"({'/'.join(map(str, head_widths))} channels); diffusers' UNet2DModel has one attention_head_dim for "
+            "all levels, and UNet2DConditionModel's per-level widths do not help (its UNetMidBlock2D mid block "
+            "has no attention, its attention levels resample by conv)"
+        )
+    return None
 
 
 def _block_types(cfg: ADMConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -351,7 +395,13 @@ def diffusers_unet_config(config: ADMConfig = IMAGENET64_CONFIG) -> dict:
 
     Returns:
         Keyword arguments for :class:`diffusers.UNet2DModel`.
+
+    Raises:
+        ConversionError: If ``UNet2DModel`` cannot express the network (:func:`unet2d_incompatibility`).
     """
+    reason = unet2d_incompatibility(config)
+    if reason:
+        raise ConversionError(f"cannot convert to a diffusers UNet2DModel: {reason}")
     down_types, up_types = _block_types(config)
     sampler = "resnet" if config.resblock_updown else "conv"
     return dict(
@@ -371,10 +421,10 @@ def diffusers_unet_config(config: ADMConfig = IMAGENET64_CONFIG) -> dict:
         upsample_type=sampler,
         dropout=config.dropout,
         act_fn="silu",
-        attention_head_dim=config.num_head_channels,
-        norm_num_groups=_GROUPS,
+        attention_head_dim=config.heads.head_width(config.level_channels[-1]),
+        norm_num_groups=GROUPS,
         # UNetMidBlock2D drops the attention group norm for "scale_shift" unless this is set.
-        attn_norm_num_groups=_GROUPS,
+        attn_norm_num_groups=GROUPS,
         norm_eps=1e-5,
         resnet_time_scale_shift="scale_shift" if config.use_scale_shift_norm else "default",
         add_attention=True,
@@ -406,79 +456,104 @@ def diffusers_scheduler_config(config: ADMConfig = IMAGENET64_CONFIG) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# State-dict conversion
+# Reading the architecture from a state dict
 # --------------------------------------------------------------------------------------------
 
-_RESBLOCK_NAMES = {
-    "in_layers.0": "norm1",
-    "in_layers.2": "conv1",
-    "emb_layers.1": "time_emb_proj",  # same (scale, shift) half order as diffusers: no row swap
-    "out_layers.0": "norm2",
-    "out_layers.3": "conv2",
-    "skip_connection": "conv_shortcut",
-}
 
-Take = Callable[[str], Tensor]
+def _upsamples(state: Mapping[str, Tensor], idx: int) -> bool:
+    """Whether ``output_blocks.{idx}`` ends with an up-sampler (a ResBlock or conv after the ResBlock)."""
+    prefix = f"output_blocks.{idx}"
+    parts = [key.split(".") for key in state if key.startswith(prefix + ".")]
+    subs = {int(p[2]) for p in parts if len(p) > 3 and p[2].isdigit()}
+    return 2 in subs or (1 in subs and f"{prefix}.1.qkv.weight" not in state)
 
 
-def _convert_resblock(take: Take, shapes: Shapes) -> dict[str, Tensor]:
-    """Rename an ADM ``ResBlock``'s tensors to ``ResnetBlock2D`` names."""
-    out = {}
-    for name in shapes:
-        module, param = name.rsplit(".", 1)
-        out[f"{_RESBLOCK_NAMES[module]}.{param}"] = take(name)
-    return out
+def _structure(layout: EncoderLayout, learn_sigma: bool, num_classes: int | None) -> dict[str, Any]:
+    return {**asdict(layout), "learn_sigma": learn_sigma, "num_classes": num_classes}
 
 
-def _qkv_new_order(qkv: Tensor, ch: int, num_heads: int, legacy: bool) -> Tensor:
-    """Reorder ``qkv`` rows to ``[q | k | v]`` with each third head-major (``QKVAttention``)."""
-    if not legacy:
-        return qkv
-    # QKVAttentionLegacy reads the rows as (heads, [q, k, v], head_ch).
-    head_ch = ch // num_heads
-    return qkv.reshape(num_heads, 3, head_ch, *qkv.shape[1:]).transpose(0, 1).reshape(qkv.shape)
+def _config_structure(config: ADMConfig) -> dict[str, Any]:
+    return _structure(config.layout, config.learn_sigma, config.num_classes if config.class_cond else None)
 
 
-def _convert_attention(take: Take, cfg: ADMConfig, ch: int) -> dict[str, Tensor]:
-    """Split an ADM ``AttentionBlock`` into diffusers ``Attention`` projections."""
-    heads = ch // cfg.num_head_channels
-    legacy = not cfg.use_new_attention_order
-    weight = _qkv_new_order(take("qkv.weight").squeeze(-1), ch, heads, legacy)
-    bias = _qkv_new_order(take("qkv.bias"), ch, heads, legacy)
-    out = {"group_norm.weight": take("norm.weight"), "group_norm.bias": take("norm.bias")}
-    for name, w, b in zip(("to_q", "to_k", "to_v"), weight.chunk(3), bias.chunk(3)):
-        out[f"{name}.weight"] = w.clone()  # clone: no storage shared between saved tensors
-        out[f"{name}.bias"] = b.clone()
-    out["to_out.0.weight"] = take("proj_out.weight").squeeze(-1)
-    out["to_out.0.bias"] = take("proj_out.bias")
-    return out
+def _checkpoint_structure(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """What the keys and shapes of a ``UNetModel`` state dict determine (see :func:`infer_adm_config`)."""
+    if "out.2.positional_embedding" in state:
+        raise ConversionError(
+            "this is a guided-diffusion classifier (EncoderUNetModel), not a UNetModel: "
+            "convert it with convert_adm_classifier_checkpoint"
+        )
+    required = ("time_embed.0.weight", "input_blocks.0.0.weight", "output_blocks.0.0.out_layers.3.weight")
+    for key in (*required, "out.2.weight"):
+        if key not in state:
+            raise ConversionError(f"not a guided-diffusion UNetModel state dict: it has no {key!r}")
+    in_channels = state["input_blocks.0.0.weight"].shape[1]
+    if in_channels == 2 * _IN_CHANNELS:
+        raise ConversionError(
+            "this is a guided-diffusion super-resolution model (6 input channels: the noisy image and the "
+            "up-sampled low-resolution one), which UNet2DModel pipelines cannot condition"
+        )
+    if in_channels != _IN_CHANNELS:
+        raise ConversionError(f"input_blocks.0.0 takes {in_channels} channels; guided-diffusion UNets take 3")
+    total = block_count(state, "output_blocks")
+    num_res_blocks = next((idx for idx in range(total) if _upsamples(state, idx)), total - 1)
+    layouts = infer_encoder_layouts(state, num_res_blocks) if num_res_blocks >= 1 else []
+    if not layouts:
+        raise ConversionError(
+            f"the input_blocks of this checkpoint do not form a guided-diffusion encoder with "
+            f"{num_res_blocks} ResBlocks per level (as its output_blocks have)"
+        )
+    out = state["out.2.weight"].shape[0]
+    if out not in (_IN_CHANNELS, 2 * _IN_CHANNELS):
+        raise ConversionError(f"out.2 has {out} output channels; guided-diffusion UNets have 3 or 6")
+    label = state.get("label_emb.weight")
+    return _structure(layouts[0], out == 2 * _IN_CHANNELS, None if label is None else label.shape[0])
 
 
-def _convert_module(take: Take, cfg: ADMConfig, module: _Module) -> dict[str, Tensor]:
-    """Convert one layout record's tensors to local diffusers names."""
-    if module.kind == "resblock":
-        return _convert_resblock(take, _resblock_shapes(cfg, module.in_ch, module.out_ch))
-    if module.kind == "attention":
-        return _convert_attention(take, cfg, module.in_ch)
-    return {name: take(name) for name in _module_shapes(cfg, module)}
+def infer_adm_config(state: Mapping[str, Tensor], arch: str | Path | ADMConfig | None = None) -> ADMConfig:
+    """The flags of the ``UNetModel`` whose state dict is ``state``.
 
+    The weight layout (see the module docstring) is read from the keys and shapes. With ``arch``, the
+    arch's flags are returned once the weights fit them; without, the published checkpoint with the
+    same weight layout supplies what the weights do not tell (head layout, attention order, noise
+    schedule, image size, dropout). Where two presets share a weight layout (``imagenet256-uncond``
+    and ``lsun256``) the first is returned; they differ only in dropout.
 
-def _check_keys(adm_state_dict: Mapping[str, Tensor], expected: Shapes) -> None:
-    """Raise a one-line ``ValueError`` for missing, unexpected or mis-shaped ADM tensors.
+    Args:
+        state: A guided-diffusion ``UNetModel`` state dict.
+        arch: A preset name of :data:`ADM_PRESETS`, a ``.json`` file of :class:`ADMConfig` fields,
+            an :class:`ADMConfig`, or None to match the published checkpoints.
 
-    Values are inspected through ``items()`` so that the mapping itself indexes each key once.
+    Returns:
+        The checkpoint's flags.
+
+    Raises:
+        ConversionError: If ``state`` is not a UNetModel state dict, does not fit ``arch``, or (without
+            ``arch``) matches no published checkpoint.
+        ConfigError: If ``arch`` is neither a preset, a JSON file of ADMConfig fields nor an ADMConfig.
     """
-    missing = [key for key in expected if key not in adm_state_dict]
-    if missing:
-        raise ConversionError(f"ADM state dict is missing {len(missing)} key(s), first: {missing[0]!r}")
-    unexpected = [key for key in adm_state_dict if key not in expected]
-    if unexpected:
-        raise ConversionError(f"ADM state dict has {len(unexpected)} unexpected key(s), first: {unexpected[0]!r}")
-    for key, value in adm_state_dict.items():
-        if not isinstance(value, Tensor):
-            raise ConversionError(f"ADM state dict entry {key!r} is a {type(value).__name__}, not a tensor")
-        if tuple(value.shape) != expected[key]:
-            raise ConversionError(f"ADM tensor {key!r} has shape {tuple(value.shape)}, expected {expected[key]}")
+    found = _checkpoint_structure(state)
+    if arch is not None:
+        config, label = resolve_arch(arch, ADM_PRESETS, ADMConfig, "ADM UNet")
+        differences = describe_differences(found, _config_structure(config))
+        if differences:
+            raise ConversionError(f"the checkpoint does not fit arch {label}: {differences}")
+        return config
+    for config in ADM_PRESETS.values():
+        if _config_structure(config) == found:
+            return config
+    layout = EncoderLayout(**{key: found[key] for key in asdict(IMAGENET64_CONFIG.layout)})
+    raise ConversionError(
+        f"the checkpoint's layout ({layout.describe()}, learn_sigma={found['learn_sigma']}, "
+        f"num_classes={found['num_classes']}) matches no published guided-diffusion checkpoint "
+        f"({', '.join(ADM_PRESETS)}); its attention head layout, attention order and noise schedule are not "
+        "in the weights: pass arch (a JSON file or ADMConfig of its flags)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# State-dict conversion
+# --------------------------------------------------------------------------------------------
 
 
 def convert_adm_state_dict(
@@ -496,29 +571,17 @@ def convert_adm_state_dict(
         The diffusers state dict, loadable with ``load_state_dict(..., strict=True)``.
 
     Raises:
-        ValueError: If a key is missing, unexpected or used twice, or a shape does not match.
+        ConversionError: If ``UNet2DModel`` cannot express ``config``, or a key is missing,
+            unexpected or used twice, or a shape does not match.
     """
-    _check_keys(adm_state_dict, adm_state_dict_shapes(config))
-    used: set[str] = set()
-    converted: dict[str, Tensor] = {}
-    for module in _layout(config):
-
-        def take(name: str, prefix: str = module.adm) -> Tensor:
-            key = f"{prefix}.{name}"
-            if key in used:
-                raise ConversionError(f"ADM tensor {key!r} would be mapped twice")
-            used.add(key)
-            return adm_state_dict[key]
-
-        for name, tensor in _convert_module(take, config, module).items():
-            key = f"{module.diffusers}.{name}"
-            if key in converted:
-                raise ConversionError(f"diffusers key {key!r} would be written twice")
-            converted[key] = tensor
-    unused = [key for key in adm_state_dict if key not in used]
-    if unused:
-        raise ConversionError(f"{len(unused)} ADM tensor(s) were not mapped, first: {unused[0]!r}")
-    return converted
+    reason = unet2d_incompatibility(config)
+    if reason:
+        raise ConversionError(f"cannot convert to a diffusers UNet2DModel: {reason}")
+    check_state_dict(adm_state_dict, adm_state_dict_shapes(config))
+    layout, heads = config.layout, config.heads
+    return map_state_dict(
+        adm_state_dict, _records(config), lambda take, record: convert_record(take, record, layout, heads)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,48 +589,46 @@ def convert_adm_state_dict(
 # --------------------------------------------------------------------------------------------
 
 
-def _load_adm_state_dict(checkpoint_path: Path) -> dict[str, Tensor]:
-    """Load a ``torch.save``-d ADM state dict safely (``weights_only=True``) onto the CPU."""
-    if not checkpoint_path.is_file():
-        raise MissingFileError(f"ADM checkpoint not found: {checkpoint_path}")
-    try:
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise ConversionError(f"{checkpoint_path} is not a loadable torch checkpoint: {first_line(exc)}") from None
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
-    ):
-        raise ConversionError(f"{checkpoint_path} does not hold an ADM state dict (a flat mapping of name -> tensor)")
-    return dict(state)
-
-
 def convert_adm_checkpoint(
-    checkpoint_path: str | Path, out_dir: str | Path, config: ADMConfig = IMAGENET64_CONFIG
+    checkpoint_path: str | Path, out_dir: str | Path, *, arch: str | Path | ADMConfig | None = None
 ) -> Path:
-    """Convert a guided-diffusion checkpoint file into a diffusers folder.
+    """Convert a guided-diffusion UNet checkpoint file into a diffusers folder.
 
-    Writes ``out_dir/unet`` (``UNet2DModel``, float32 safetensors) and ``out_dir/scheduler``
-    (``DDPMScheduler`` with the checkpoint's noise schedule).
+    Writes ``out_dir/unet`` (``UNet2DModel``, float32 safetensors), ``out_dir/scheduler``
+    (``DDPMScheduler`` with the checkpoint's noise schedule) and ``out_dir/adm_flags.json`` (the
+    guided-diffusion flags used). Nothing is written when the checkpoint is refused.
 
     Args:
         checkpoint_path: The ``.pt`` file, e.g. ``64x64_diffusion.pt``.
         out_dir: Destination folder (created if needed).
-        config: The checkpoint's flags; defaults to the ImageNet 64x64 conditional model.
+        arch: A preset name (``"imagenet64"``, ``"imagenet256"``, ``"imagenet256-uncond"``,
+            ``"lsun256"``, ...), a ``.json`` file of :class:`ADMConfig` fields, an :class:`ADMConfig`,
+            or None to recognise a published checkpoint by its weight layout (:func:`infer_adm_config`).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
-        FileNotFoundError: If ``checkpoint_path`` does not exist.
-        ValueError: If the file is not an ADM state dict matching ``config``.
+        MissingFileError: If ``checkpoint_path`` does not exist.
+        ConversionError: If the file is not a UNetModel state dict, does not fit ``arch``, matches no
+            published layout (without ``arch``), or is a layout ``UNet2DModel`` cannot express.
     """
     from diffusers import DDPMScheduler, UNet2DModel
 
     out_dir = Path(out_dir)
-    converted = convert_adm_state_dict(_load_adm_state_dict(Path(checkpoint_path)), config)
+    state = load_adm_state_dict(checkpoint_path)
+    config = infer_adm_config(state, arch)
+    reason = unet2d_incompatibility(config)
+    if reason:
+        preset = next((f" (the layout of preset {name!r})" for name, c in ADM_PRESETS.items() if c is config), "")
+        name = Path(checkpoint_path).name
+        raise ConversionError(f"cannot convert {name}{preset} to a diffusers UNet2DModel: {reason}")
+    converted = convert_adm_state_dict(state, config)
+    del state
     unet = UNet2DModel(**diffusers_unet_config(config))
     unet.load_state_dict(converted, strict=True)
     del converted
     unet.save_pretrained(out_dir / "unet")
     DDPMScheduler(**diffusers_scheduler_config(config)).save_pretrained(out_dir / "scheduler")
+    (out_dir / "adm_flags.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return out_dir
