@@ -24,7 +24,7 @@ def main() -> None:
     print(header)
     for solver in ("ddim", "dpmpp-2m"):
         evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=solver))
-        alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
+        alphas_cumprod = evaluator.generator.schedule.alphas_cumprod
         for k in args.steps:
             fids = [evaluator.evaluate(baseline_plan(name, k, alphas_cumprod), args.samples).fid for name in BASELINES]
             print(f"{solver:<9} {k:>3} " + " ".join(f"{fid:10.2f}" for fid in fids))

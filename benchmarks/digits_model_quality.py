@@ -38,7 +38,7 @@ def main() -> None:
         ("DDPM ancestral, 1000 steps", "ddpm", lambda ac: Plan(range(999, -1, -1)), args.ddpm_samples),
     ]:
         evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=solver))
-        plan = plan_of(evaluator.sampler.schedule.alphas_cumprod)
+        plan = plan_of(evaluator.generator.schedule.alphas_cumprod)
         result = evaluator.evaluate(plan, num_samples)
         evaluator.close()
         rows.append((label, result.fid, num_samples, result.seconds))

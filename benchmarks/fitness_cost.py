@@ -59,7 +59,7 @@ class Trace:
 
 def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int, trials: int) -> Trace:
     cache, multi_fidelity = SETUPS[setup]
-    evaluator.sampler.prefix_cache = PrefixCache(CACHE_BYTES) if cache else None
+    evaluator.generator.prefix_cache = PrefixCache(CACHE_BYTES) if cache else None
     preset = load_study_config("digits")
     config = dataclasses.replace(
         preset,
@@ -71,14 +71,14 @@ def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int,
     objective = PlanObjective(evaluator, num_samples=NUM_SAMPLES, fidelity=fidelity)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     trace = Trace([], [], [])
-    start_work, started = evaluator.sampler.image_evaluations, time.perf_counter()
+    start_work, started = evaluator.generator.image_evaluations, time.perf_counter()
     best = float("inf")
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal best
         if trial.user_attrs.get("fidelity", "full") == "full" and trial.values:
             best = min(best, trial.values[0])
-        trace.work.append(evaluator.sampler.image_evaluations - start_work)
+        trace.work.append(evaluator.generator.image_evaluations - start_work)
         trace.seconds.append(time.perf_counter() - started)
         trace.best.append(best)
 

@@ -39,7 +39,7 @@ def search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, list[in
     sampler = TimestepSampler(
         k_min=k, population_size=population, num_parents=max(2, population // 5), num_mutants=population // 2,
         num_crossovers=population * 3 // 10, seed=args.seed,
-        initial_plans=list(baseline_plans(k, evaluator.sampler.schedule.alphas_cumprod).values()),
+        initial_plans=list(baseline_plans(k, evaluator.generator.schedule.alphas_cumprod).values()),
     )
     study = optuna.create_study(sampler=sampler)
     study.optimize(PlanObjective(evaluator, num_samples=args.samples, objectives=("fid",)), n_trials=args.trials)

@@ -59,7 +59,7 @@ def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tu
             fids[timesteps] = evaluator.evaluate(Plan(timesteps), args.samples).fid
         return fids[timesteps]
 
-    initial = list(baseline_plans(args.steps, evaluator.sampler.schedule.alphas_cumprod).values())
+    initial = list(baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod).values())
     study = optuna.create_study(sampler=make_sampler(name, args.seed, args.steps, initial, POPULATION))
     study.optimize(make_objective(name, evaluator, args.steps, args.samples), n_trials=args.trials)
     visited = [tuple(trial.user_attrs["timesteps"]) for trial in study.trials]
@@ -67,7 +67,7 @@ def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tu
     best_after = {n: min(fids[t] for t in visited[:n]) for n in REPORT_AT if n <= len(visited)}
     searched_best = min(visited, key=fids.get)
     evaluations_before = len(fids)
-    polished = compass_search(searched_best, evaluate, evaluator.sampler.schedule.num_train_timesteps)
+    polished = compass_search(searched_best, evaluate, evaluator.generator.schedule.num_train_timesteps)
     evaluator.close()
     return name, best_after, searched_best, fids[searched_best], polished, fids[polished], len(fids) - evaluations_before
 

@@ -35,7 +35,7 @@ SAMPLERS = ("timestep", "random", "nsga2", "tpe")
 
 
 def make_objective(name: str, evaluator: PlanEvaluator, k: int, num_samples: int):
-    num_train = evaluator.sampler.schedule.num_train_timesteps
+    num_train = evaluator.generator.schedule.num_train_timesteps
 
     def plan_of(trial: optuna.Trial) -> Plan:
         if name == "timestep":
@@ -83,7 +83,7 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=args.solver, batch_size=500), prefix_cache=PREFIX_CACHE_BYTES)
-    initial_plans = list(baseline_plans(args.steps, evaluator.sampler.schedule.alphas_cumprod).values())
+    initial_plans = list(baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod).values())
     study = optuna.create_study(sampler=make_sampler(name, seed, args.steps, initial_plans, args.population))
     study.optimize(make_objective(name, evaluator, args.steps, args.samples), n_trials=args.trials)
     evaluator.close()
@@ -127,7 +127,7 @@ def main() -> None:
     if best_plan is not None:
         torch.set_num_threads(args.threads * args.jobs)
         evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=args.solver, batch_size=500))
-        baselines = baseline_plans(args.steps, evaluator.sampler.schedule.alphas_cumprod)
+        baselines = baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod)
         full = 1797
         rescored = evaluator.evaluate(best_plan, full).fid
         baseline_fids = {n: evaluator.evaluate(p, full).fid for n, p in baselines.items()}

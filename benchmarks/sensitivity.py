@@ -27,7 +27,7 @@ def main() -> None:
     full = evaluator.macs_table.full
     print(f"base plan {base}: FID {base_fid:.3f} ({args.samples} samples); one UNet evaluation = {full / 1e6:.2f} MMACs")
     print(f"{'block':<16} {'action':<6} {'MMACs saved':>11}  FID change when applied at " + " ".join(f"{'t=' + str(t):>8}" for t in base.timesteps))
-    for block in evaluator.sampler.switch.blocks:
+    for block in evaluator.generator.switch.blocks:
         for action in sorted(block.actions):
             saved = (evaluator.macs_table.skip_savings if action == "skip" else evaluator.macs_table.reuse_savings)[block.name]
             cells = []

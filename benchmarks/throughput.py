@@ -29,7 +29,7 @@ def bare_work(evaluator, timesteps: tuple[int, ...], num_samples: int) -> float:
             stop = min(start + settings.batch_size, num_samples)
             x = initial_noise(settings.seed, start, stop, model.sample_shape)
             for t in timesteps:
-                x = model.unet(x, torch.tensor(t), class_labels=labels[start:stop]).sample
+                x = model.denoiser(x, torch.tensor(t), class_labels=labels[start:stop]).sample
             extractor(x.clamp(-1, 1))
     return time.perf_counter() - started
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     evaluator = digits_evaluator()
-    alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
+    alphas_cumprod = evaluator.generator.schedule.alphas_cumprod
     print(f"{'K':>3} {'evaluate s':>11} {'bare s':>8} {'ratio':>6}   (best of {args.repeats}, {args.samples} samples, {torch.get_num_threads()} threads)")
     for k in (4, 10):
         plan = baseline_plan("uniform", k, alphas_cumprod)

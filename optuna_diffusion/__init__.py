@@ -10,7 +10,7 @@ from .models import DiffusionModel, load_diffusion_model
 from .objective import PlanObjective
 from .plan import Plan
 from .prefix_cache import PrefixCache
-from .sampling import PlanSampler, SamplingSettings, TextConditioning
+from .sampling import ImageGenerator, SamplingSettings, TextConditioning
 from .samplers import ArchitectureSampler, TimestepSampler
 
 __version__ = "0.1.0"
@@ -27,7 +27,7 @@ __all__ = [
     "PlanError",
     "PlanEvaluator",
     "PlanObjective",
-    "PlanSampler",
+    "ImageGenerator",
     "PrefixCache",
     "SamplingSettings",
     "TextConditioning",

@@ -161,8 +161,7 @@ def baseline_timesteps(
 def _as_plan(timesteps: tuple[int, ...], schedule: Schedule | torch.Tensor) -> Plan:
     """The Plan of baseline time steps: the one place that builds Plans of either schedule kind."""
     if isinstance(schedule, FlowSchedule):
-        # Plan validates t in [0, T - 1]; flow plans need [1, T] (t = T is sigma = 1), not wired yet.
-        raise ConfigError("Plan cannot hold flow-matching time steps in [1, T] yet; use baseline_timesteps")
+        return Plan(timesteps, num_train_timesteps=schedule.num_train_timesteps, schedule_kind="flow")
     num_train = schedule.num_train_timesteps if isinstance(schedule, NoiseSchedule) else len(schedule)
     return Plan(timesteps, num_train_timesteps=num_train)
 

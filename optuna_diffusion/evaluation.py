@@ -23,7 +23,7 @@ from .macs import MacsTable
 from .models import DiffusionModel
 from .plan import Plan
 from .prefix_cache import PrefixCache
-from .sampling import PlanSampler, SamplingSettings
+from .sampling import ImageGenerator, SamplingSettings
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,17 @@ class Evaluation:
 class PlanEvaluator:
     """Scores plans of one model against fixed reference statistics.
 
+    MACs of a plan are those of its denoiser calls (twice per step under classifier-free guidance)
+    plus, under classifier guidance, the classifier's forward and the backward pass of its input
+    gradient at every step (:func:`~optuna_diffusion.macs.input_gradient_macs`).
+
     Args:
         model: the diffusion model.
         settings: solver, guidance, labels and common-random-number seed.
         extractor: feature network of the FID (its ``num_features`` must match ``reference``).
         reference: feature statistics of the real data.
-        prefix_cache: a :class:`PrefixCache` for the sampler, or a byte bound for a new one (0: no cache).
+        prefix_cache: a :class:`PrefixCache` for the generator, or a byte bound for a new one (0: no cache).
+        classifier: the noisy-image classifier of classifier guidance, or None.
     """
 
     def __init__(
@@ -62,18 +67,22 @@ class PlanEvaluator:
         reference: ReferenceStats,
         *,
         prefix_cache: PrefixCache | int = 0,
+        classifier: nn.Module | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
         if prefix_cache is not None and not isinstance(prefix_cache, PrefixCache):
             prefix_cache = PrefixCache(prefix_cache) if prefix_cache != 0 else None
-        self.sampler = PlanSampler(model, settings, prefix_cache=prefix_cache)
+        self.generator = ImageGenerator(model, settings, prefix_cache=prefix_cache, classifier=classifier)
         self.meter = FIDMeter(reference, extractor)
-        self.macs_table = MacsTable.for_model(model.unet, model.sample_shape)
+        inputs = model.family.example_inputs(model, settings)
+        self.macs_table = MacsTable.for_model(model.denoiser, model.sample_shape, inputs=inputs)
+        self.classifier_step_macs = classifier_step_macs(classifier, model.sample_shape) if classifier is not None else 0
 
     def macs(self, plan: Plan) -> int:
-        """MACs to generate one image with ``plan`` (guidance doubles every evaluation)."""
-        return self.macs_table.plan_macs(plan, guidance=self.settings.uses_guidance)
+        """MACs to generate one image with ``plan`` (classifier-free guidance doubles every evaluation)."""
+        denoiser = self.macs_table.plan_macs(plan, guidance=self.settings.uses_guidance)
+        return denoiser + plan.num_steps * self.classifier_step_macs
 
     def evaluate(self, plan: Plan, num_samples: int, *, keep_images: int = 0) -> Evaluation:
         """FID of ``num_samples`` images of ``plan`` and its MACs; ``keep_images`` first images ride along."""
@@ -98,7 +107,7 @@ class PlanEvaluator:
         self.meter.reset()
         done = 0
         for count in counts:
-            for images in self.sampler.batches(plan, total, start=done, stop=count):
+            for images in self.generator.batches(plan, total, start=done, stop=count):
                 if not torch.isfinite(images).all():
                     yield Evaluation(math.inf, macs, count, time.perf_counter() - started, "samples became NaN or inf")
                     return
@@ -117,11 +126,21 @@ class PlanEvaluator:
 
     def samples(self, plan: Plan, num_samples: int) -> torch.Tensor:
         """The first ``num_samples`` images of ``plan`` in [-1, 1] (for previews)."""
-        return torch.cat(list(self.sampler.batches(plan, num_samples))).clamp(-1, 1)
+        return torch.cat(list(self.generator.batches(plan, num_samples))).clamp(-1, 1)
 
     def close(self) -> None:
-        """Remove the block wrappers from the model."""
-        self.sampler.close()
+        """Remove the block switch from the model."""
+        self.generator.close()
+
+
+def classifier_step_macs(classifier: nn.Module, sample_shape: Sequence[int]) -> int:
+    """MACs of one classifier-guidance step (batch 1): the classifier's forward (fvcore) plus the backward
+    pass of its input gradient (counted by torch, :func:`~optuna_diffusion.macs.input_gradient_macs`)."""
+    from .macs import count_macs, input_gradient_macs
+
+    device = next(classifier.parameters()).device
+    inputs = {"sample": torch.randn(1, *sample_shape, device=device), "timestep": torch.tensor([500], device=device)}
+    return count_macs(classifier, inputs=inputs) + input_gradient_macs(classifier, inputs)
 
 
 DIGITS_SETTINGS = SamplingSettings(num_classes=10, null_class=10)

@@ -130,6 +130,17 @@ def _missing_inception_weights_message(reason: str) -> str:
     )
 
 
+def inception_unavailable(weights_path: str | None = None) -> str | None:
+    """What is missing for InceptionV3 features here (one line), or None when they can load offline."""
+    if not _torch_fidelity_available():
+        return _INCEPTION_INSTALL_HINT
+    if weights_path is not None:
+        return None if Path(weights_path).is_file() else f"InceptionV3 weights file not found: {weights_path}"
+    if any((_hub_checkpoints_dir() / name).is_file() for name in _INCEPTION_WEIGHTS_FILES):
+        return None
+    return _missing_inception_weights_message("not downloaded")
+
+
 def _load_inception(weights_path: str | None) -> nn.Module:
     if not _torch_fidelity_available():
         raise ModelLoadError(_INCEPTION_INSTALL_HINT)

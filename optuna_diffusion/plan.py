@@ -1,14 +1,19 @@
 """Plan: the object the search optimises.
 
-A Plan is K time steps, strictly decreasing, plus for each step the UNet blocks that are skipped
-(replaced by their shortcut path) or reused (replaced by their output at the previous step).
-Block names are the stable names of :mod:`optuna_diffusion.blocks` (``"mid.attn.0"``, ``"up.0"``...).
+A Plan is K time steps, strictly decreasing, plus for each step the denoiser blocks that are skipped
+or reused (see :mod:`optuna_diffusion.blocks` for the names, ``"mid.attn.0"``, ``"up.0"``,
+``"blocks.7"``, ``"tail.12"`` ...), and optionally the solver that runs it.
 
-Sampling starts at ``timesteps[0]`` and the last update jumps straight to x0, as in AutoDiffusion.
+Time steps are integers in the model's own units: for a DDPM-style schedule (``schedule_kind
+"ddpm"``) an index ``t`` of ``[0, T - 1]`` into its ``alphas_cumprod``; for flow matching
+(``"flow"``) ``t`` of ``[1, T]`` with ``sigma = t / T`` -- the ``timesteps`` a diffusers pipeline of
+that model walks through. Sampling starts at ``timesteps[0]`` and the last update jumps straight to
+the clean sample, as in AutoDiffusion.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -16,6 +21,13 @@ from numbers import Integral, Real
 from typing import Any, Iterable, Sequence
 
 from .errors import PlanError
+
+SCHEDULE_KINDS = ("ddpm", "flow")
+
+
+def timestep_range(num_train_timesteps: int, schedule_kind: str = "ddpm") -> tuple[int, int]:
+    """The first and last allowed time step: ``[0, T - 1]`` for DDPM-style schedules, ``[1, T]`` for flow."""
+    return (1, num_train_timesteps) if schedule_kind == "flow" else (0, num_train_timesteps - 1)
 
 
 def as_int(value: Any, what: str) -> int:
@@ -55,29 +67,39 @@ class Plan:
     """K strictly decreasing time steps and, per step, the blocks skipped or reused.
 
     Args:
-        timesteps: integers in ``[0, num_train_timesteps - 1]``, strictly decreasing.
+        timesteps: strictly decreasing integers of ``[0, T - 1]`` (``[1, T]`` for flow matching).
         skips: per step, names of blocks replaced by their shortcut path (empty: none).
         reuses: per step, names of blocks (or branches) whose previous-step output stands in.
         num_train_timesteps: T of the model's noise schedule.
+        schedule_kind: ``"ddpm"`` (time steps index ``alphas_cumprod``) or ``"flow"`` (sigma = t / T).
+        solver: the solver that runs the plan (a name of :data:`optuna_diffusion.solvers.SOLVERS`), or
+            None for the study's.
     """
 
     timesteps: tuple[int, ...]
     skips: tuple[frozenset[str], ...] = field(default=())
     reuses: tuple[frozenset[str], ...] = field(default=())
     num_train_timesteps: int = 1000
+    schedule_kind: str = "ddpm"
+    solver: str | None = None
 
     def __post_init__(self) -> None:
         num_train = as_int(self.num_train_timesteps, "num_train_timesteps")
         if num_train < 1:
             raise PlanError(f"num_train_timesteps must be positive, got {num_train}")
+        if self.schedule_kind not in SCHEDULE_KINDS:
+            raise PlanError(f"schedule_kind must be one of {', '.join(SCHEDULE_KINDS)}, got {self.schedule_kind!r}")
+        if self.solver is not None and (not isinstance(self.solver, str) or not self.solver):
+            raise PlanError(f"solver must be a solver name or None, got {self.solver!r}")
+        low, high = timestep_range(num_train, self.schedule_kind)
         if isinstance(self.timesteps, (str, bytes)) or not isinstance(self.timesteps, Iterable):
             raise PlanError(f"timesteps must be a list of integers, got {self.timesteps!r}")
         timesteps = tuple(as_int(t, "every time step") for t in self.timesteps)
         if not timesteps:
             raise PlanError("a plan needs at least one time step")
         for t in timesteps:
-            if not 0 <= t < num_train:
-                raise PlanError(f"time step {t} is outside [0, {num_train - 1}]")
+            if not low <= t <= high:
+                raise PlanError(f"time step {t} is outside [{low}, {high}]")
         if len(set(timesteps)) != len(timesteps):
             duplicates = sorted({t for t in timesteps if timesteps.count(t) > 1})
             raise PlanError(f"time steps must be distinct, {duplicates} repeat")
@@ -109,22 +131,27 @@ class Plan:
         return frozenset().union(*self.skips, *self.reuses)
 
     def with_blocks(self, skips: Sequence[Iterable[str]], reuses: Sequence[Iterable[str]] | None = None) -> "Plan":
-        """The same time steps with other per-step block choices."""
-        return Plan(self.timesteps, tuple(map(frozenset, skips)), tuple(map(frozenset, reuses or ())), self.num_train_timesteps)
+        """The same time steps (and solver) with other per-step block choices."""
+        return dataclasses.replace(self, skips=tuple(map(frozenset, skips)), reuses=tuple(map(frozenset, reuses or ())))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "timesteps": list(self.timesteps),
             "skips": [sorted(s) for s in self.skips],
             "reuses": [sorted(r) for r in self.reuses],
             "num_train_timesteps": self.num_train_timesteps,
         }
+        if self.schedule_kind != "ddpm":
+            data["schedule_kind"] = self.schedule_kind
+        if self.solver is not None:
+            data["solver"] = self.solver
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Plan":
         if not isinstance(data, dict) or "timesteps" not in data:
             raise PlanError("a plan must be an object with a 'timesteps' list")
-        unknown = set(data) - {"timesteps", "skips", "reuses", "num_train_timesteps"}
+        unknown = set(data) - {"timesteps", "skips", "reuses", "num_train_timesteps", "schedule_kind", "solver"}
         if unknown:
             raise PlanError(f"unknown plan fields {sorted(unknown)}")
         return cls(
@@ -132,6 +159,8 @@ class Plan:
             skips=data.get("skips") or (),
             reuses=data.get("reuses") or (),
             num_train_timesteps=data.get("num_train_timesteps", 1000),
+            schedule_kind=data.get("schedule_kind", "ddpm"),
+            solver=data.get("solver"),
         )
 
     def to_json(self) -> str:
@@ -147,7 +176,7 @@ class Plan:
 
     def __str__(self) -> str:
         steps = " > ".join(map(str, self.timesteps))
-        text = f"{self.num_steps} steps: {steps}"
+        text = f"{self.num_steps} steps: {steps}" + (f" ({self.solver})" if self.solver else "")
         for step, (skipped, reused) in enumerate(zip(self.skips, self.reuses)):
             parts = [f"skip {','.join(sorted(skipped))}"] if skipped else []
             parts += [f"reuse {','.join(sorted(reused))}"] if reused else []

@@ -14,7 +14,7 @@ import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from . import compat, faults
-from .baselines import BASELINES, baseline_plan
+from .baselines import baseline_names, baseline_plan
 from .budget import TrialBudget
 from .errors import ConfigError, OptunaDiffusionError, StorageError, first_line
 from .evaluation import Evaluation, PlanEvaluator
@@ -46,9 +46,10 @@ def population_split(population: int) -> dict[str, int]:
 
 def _initial_plans(config: StudyConfig, evaluator: PlanEvaluator) -> list[Plan]:
     """Hand-designed schedules for every allowed K, as the first generation's seeds."""
-    alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
+    schedule = evaluator.generator.schedule
     stage = config.timesteps
-    plans = [baseline_plan(name, k, alphas_cumprod) for k in range(stage.k_min, stage.k_max + 1) for name in BASELINES]
+    names = baseline_names(schedule)
+    plans = [baseline_plan(name, k, schedule) for k in range(stage.k_min, stage.k_max + 1) for name in names]
     unique = list(dict.fromkeys(plans))
     return unique[: stage.population_size]
 
@@ -68,17 +69,19 @@ def sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> op
         return TimestepSampler(
             k_min=t.k_min,
             k_max=t.k_max,
-            num_train_timesteps=evaluator.sampler.schedule.num_train_timesteps,
+            num_train_timesteps=evaluator.generator.schedule.num_train_timesteps,
+            schedule_kind=evaluator.generator.schedule.kind,
             initial_plans=_initial_plans(config, evaluator),
             seed=seed,
             **population_split(t.population_size),
         )
     return ArchitectureSampler(
         source_study=config.stage_study_name("timesteps"),
-        blocks=evaluator.sampler.switch.blocks,
+        blocks=evaluator.generator.switch.blocks,
         k_min=config.timesteps.k_min,
         k_max=config.timesteps.k_max,
-        num_train_timesteps=evaluator.sampler.schedule.num_train_timesteps,
+        num_train_timesteps=evaluator.generator.schedule.num_train_timesteps,
+        schedule_kind=evaluator.generator.schedule.kind,
         seed=seed,
         **population_split(config.architecture.population_size),
     )
@@ -275,7 +278,7 @@ def record_baseline_fids(
     of them (:mod:`optuna_diffusion.front`).
     """
     stored = study.user_attrs.get(BASELINE_FIDS_ATTR) or {}
-    alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
+    schedule = evaluator.generator.schedule
     evaluated = {
         plan: trial.values[0]
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -286,11 +289,11 @@ def record_baseline_fids(
     for k in range(stage.k_min, stage.k_max + 1):
         known = stored.get(str(k), {})
         fids[str(k)] = {}
-        for name in BASELINES:
+        for name in baseline_names(schedule):
             if name in known:
                 fids[str(k)][name] = known[name]
                 continue
-            plan = baseline_plan(name, k, alphas_cumprod)
+            plan = baseline_plan(name, k, schedule)
             fid = evaluated[plan] if plan in evaluated else evaluator.evaluate(plan, stage.num_samples).fid
             fids[str(k)][name] = float(fid) if math.isfinite(fid) else None
     if fids != stored:
@@ -403,7 +406,7 @@ def evaluate_plan_file(
     evaluator = build_evaluator(config, device=device)
     try:
         if plan is None:
-            plan = baseline_plan(baseline, steps, evaluator.sampler.schedule.alphas_cumprod)
+            plan = baseline_plan(baseline, steps, evaluator.generator.schedule)
         return evaluator.evaluate(plan, samples), plan
     finally:
         evaluator.close()
@@ -413,11 +416,12 @@ def baseline_table(config: StudyConfig, *, steps: list[int], samples: int, devic
     """FID and MACs of every hand-designed schedule at each step count, as a text table."""
     evaluator = build_evaluator(config, device=device)
     try:
-        alphas_cumprod = evaluator.sampler.schedule.alphas_cumprod
+        schedule = evaluator.generator.schedule
+        names = baseline_names(schedule)
         header = f"{config.model.source}, {config.sampling.solver}, {samples} samples"
-        lines = [header, f"{'K':>3} " + " ".join(f"{n:>10}" for n in BASELINES)]
+        lines = [header, f"{'K':>3} " + " ".join(f"{n:>10}" for n in names)]
         for k in steps:
-            fids = [evaluator.evaluate(baseline_plan(name, k, alphas_cumprod), samples).fid for name in BASELINES]
+            fids = [evaluator.evaluate(baseline_plan(name, k, schedule), samples).fid for name in names]
             lines.append(f"{k:>3} " + " ".join(f"{fid:10.3f}" for fid in fids))
         return "\n".join(lines)
     finally:

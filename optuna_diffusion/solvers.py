@@ -161,12 +161,33 @@ def sample_ddpm(
     denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Ancestral DDPM sampling (Ho et al. 2020) via ``DDPMScheduler``; stochastic, seeded by ``generator``."""
+    """Ancestral DDPM sampling (Ho et al. 2020) via ``DDPMScheduler``; stochastic, seeded by ``generator``.
+
+    A denoiser that carries ``classifier_gradient(x_t, t)`` (classifier guidance) shifts each step's
+    mean by the step's variance times that gradient, as guided-diffusion's ``condition_mean`` does
+    (the variance is the scheduler's ``fixed_small`` posterior variance between the plan's steps).
+    """
     from diffusers import DDPMScheduler
 
     _expect(schedule, NoiseSchedule, "ddpm")
     config = _scheduler_config(schedule, variance_type="fixed_small")
-    return _run_diffusers_scheduler(DDPMScheduler.from_config(config), denoise, x, timesteps, generator=generator)
+    scheduler = DDPMScheduler.from_config(config)
+    gradient = getattr(denoise, "classifier_gradient", None)
+    if gradient is None:
+        return _run_diffusers_scheduler(scheduler, denoise, x, timesteps, generator=generator)
+    scheduler.set_timesteps(timesteps=list(timesteps), device=x.device)
+    one = torch.ones((), dtype=torch.float64)
+    for i, t in enumerate(scheduler.timesteps):
+        x_t = x
+        x = scheduler.step(denoise(x_t, t), t, x_t, generator=generator).prev_sample
+        # 1. posterior variance between t and the next plan step (beta-tilde, "fixed_small")
+        alpha_prod_t = schedule.alpha_prod(int(t))
+        alpha_prod_t_prev = schedule.alpha_prod(timesteps[i + 1]) if i + 1 < len(timesteps) else one
+        beta_t = 1 - alpha_prod_t / alpha_prod_t_prev
+        variance = ((1 - alpha_prod_t_prev) / (1 - alpha_prod_t) * beta_t).clamp(min=1e-20)
+        # 2. the guided mean: mean + variance * grad log p(y | x_t); the noise was already added
+        x = x + (variance.float() * gradient(x_t, t).float()).to(x.dtype)
+    return x
 
 
 def sample_unipc(

@@ -35,23 +35,46 @@ def check_device(device: str) -> torch.device:
     return parsed
 
 
+def missing_inputs(config: StudyConfig) -> list[str]:
+    """What the study needs and this machine lacks, each with how to supply it (empty: nothing)."""
+    from .fid import inception_unavailable
+
+    hints = config.hints
+    missing = []
+
+    def need(what: str, option: str, value: str | None, hint: str) -> None:
+        if value == "":
+            missing.append(f"{what} ({option}{'; ' + hint if hint else ''})")
+        elif value is not None and value != "digits" and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
+            missing.append(f"{what}: {value} does not exist ({option}{'; ' + hint if hint else ''})")
+
+    need("the model", "--model DIR", config.model.source, hints.model)
+    need("the classifier", "--classifier DIR", config.sampling.classifier, hints.classifier)
+    need("the reference statistics", "--reference NPZ", config.fid.reference, hints.reference)
+    if config.fid.features == "inception":
+        problem = inception_unavailable(config.fid.feature_weights)
+        if problem:
+            missing.append(problem)
+    return missing
+
+
 def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluator:
-    """Load the model, feature network and reference statistics of ``config`` (missing inputs: one line)."""
+    """Load the model, classifier, feature network and reference statistics of ``config``.
+
+    Everything missing is named in one line first, each with how to supply it.
+    """
     from .fid import load_feature_extractor, load_reference_npz, reference_stats
     from .models import load_diffusion_model
 
     check_device(device)
-    if not config.model.source:
-        raise ConfigError(
-            f"study {config.name!r} needs a model: pass --model with a diffusers folder or hub id"
-            + (" (convert guided-diffusion's checkpoint with: optuna-diffusion zoo convert-adm)" if "imagenet" in config.name else "")
-        )
-    if not config.fid.reference:
-        raise ConfigError(f"study {config.name!r} needs reference statistics: pass --reference with an .npz holding mu and sigma")
+    missing = missing_inputs(config)
+    if missing:
+        raise ConfigError(f"study {config.name!r} needs {'; '.join(missing)}")
     if config.fid.reference != "digits" and not Path(config.fid.reference).is_file():
         raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference)")
     extractor = load_feature_extractor(config.fid.features, weights_path=config.fid.feature_weights)
     model = load_diffusion_model(config.model.source, device=device)
+    classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
     if config.fid.reference == "digits":
         from .zoo.data import load_digits_images
 
@@ -60,7 +83,16 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluato
     else:
         reference = load_reference_npz(config.fid.reference)
     cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)
-    return PlanEvaluator(model, config.sampling, extractor.to(device), reference, prefix_cache=cache_bytes)
+    return PlanEvaluator(
+        model, config.sampling, extractor.to(device), reference, prefix_cache=cache_bytes, classifier=classifier
+    )
+
+
+def load_classifier(folder: str, *, device: str = "cpu") -> torch.nn.Module:
+    """The noisy-image classifier of classifier guidance, from a folder ``zoo convert-adm-classifier`` wrote."""
+    from .zoo.adm_classifier import ADMClassifier
+
+    return ADMClassifier.from_pretrained(Path(folder).expanduser()).to(device).eval().requires_grad_(False)
 
 
 def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseStorage, sampler: Any = None) -> optuna.Study:

@@ -47,6 +47,17 @@ class FidSection(Section):
 
 
 @dataclass(frozen=True)
+class HintsSection(Section):
+    """``[hints]``: how a user gets each input this preset needs and cannot ship (shown when it is missing)."""
+
+    SECTION: ClassVar[str] = "hints"
+
+    model: str = setting("", help="how to get the model folder")
+    classifier: str = setting("", help="how to get the classifier folder")
+    reference: str = setting("", help="how to get the reference statistics")
+
+
+@dataclass(frozen=True)
 class TimestepStage(Section):
     """``[timesteps]``: stage 1, time steps only, with the full network."""
 
@@ -90,6 +101,7 @@ class StudyConfig:
     fid: FidSection = field(default_factory=FidSection)
     timesteps: TimestepStage = field(default_factory=TimestepStage)
     architecture: ArchitectureStage = field(default_factory=ArchitectureStage)
+    hints: HintsSection = field(default_factory=HintsSection)
 
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
         "model": ModelSection,
@@ -97,6 +109,7 @@ class StudyConfig:
         "fid": FidSection,
         "timesteps": TimestepStage,
         "architecture": ArchitectureStage,
+        "hints": HintsSection,
     }
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +204,7 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "seed": (("sampling", "seed"),),
     "batch_size": (("sampling", "batch_size"),),
     "solver": (("sampling", "solver"),),
+    "classifier": (("sampling", "classifier"),),
     "num_samples": (("timesteps", "num_samples"), ("architecture", "num_samples")),
 }
 """What each command-line override sets: (section, key) pairs."""

@@ -54,7 +54,7 @@ from optuna.trial import FrozenTrial
 
 from .compat import DASHBOARD_CONSTRAINTS_KEY, live_system_attrs
 from .errors import PlanError
-from .plan import Plan
+from .plan import Plan, timestep_range
 
 # Trial system attributes ---------------------------------------------------------------------------
 TIMESTEPS_KEY = "optuna_diffusion:timesteps"
@@ -133,9 +133,10 @@ def stored_num_steps(system_attrs: dict[str, Any]) -> int | None:
     return len(steps) if isinstance(steps, (list, tuple)) else None
 
 
-def _num_train_timesteps(system_attrs: dict[str, Any]) -> int:
+def _timestep_grid(system_attrs: dict[str, Any]) -> dict[str, Any]:
+    """``num_train_timesteps`` and ``schedule_kind`` of the sampler's space, as Plan arguments."""
     space = stored_space(system_attrs) or {}
-    return int(space.get("num_train_timesteps", 1000))
+    return {"num_train_timesteps": int(space.get("num_train_timesteps", 1000)), "schedule_kind": space.get("schedule_kind", "ddpm")}
 
 
 def genome_plan(system_attrs: dict[str, Any]) -> Plan | None:
@@ -143,7 +144,7 @@ def genome_plan(system_attrs: dict[str, Any]) -> Plan | None:
     if PLAN_KEY in system_attrs:
         return Plan.from_dict(system_attrs[PLAN_KEY])
     if TIMESTEPS_KEY in system_attrs:
-        return Plan(system_attrs[TIMESTEPS_KEY], num_train_timesteps=_num_train_timesteps(system_attrs))
+        return Plan(system_attrs[TIMESTEPS_KEY], **_timestep_grid(system_attrs))
     return None
 
 
@@ -163,7 +164,7 @@ def stored_plan(trial: FrozenTrial) -> Plan | None:
             return None
         skips = trial.user_attrs.get(SKIPS_ATTR) or ()
         reuses = trial.user_attrs.get(REUSES_ATTR) or ()
-        return Plan(steps, skips, reuses, _num_train_timesteps(trial.system_attrs))
+        return Plan(steps, skips, reuses, **_timestep_grid(trial.system_attrs))
     except PlanError:
         return None
 
@@ -238,8 +239,7 @@ def plan_params(plan: Plan, space: dict[str, Any]) -> dict[str, tuple[BaseDistri
     ``num_steps``, ``t0`` .. ``t{K-1}`` and, when ``space`` names blocks (stage 2), the choice of
     every block at every step.
     """
-    low = int(space.get("first_timestep", 0))
-    high = low + int(space["num_train_timesteps"]) - 1
+    low, high = timestep_range(int(space["num_train_timesteps"]), space.get("schedule_kind", "ddpm"))
     params: dict[str, tuple[BaseDistribution, Any]] = {
         NUM_STEPS_PARAM: (IntDistribution(int(space["k_min"]), int(space["k_max"])), plan.num_steps)
     }
@@ -313,6 +313,7 @@ def suggest_plan(
     k_min: int,
     k_max: int | None = None,
     num_train_timesteps: int = 1000,
+    schedule_kind: str = "ddpm",
 ) -> Plan:
     """A plan for ``trial`` under any sampler.
 
@@ -328,6 +329,7 @@ def suggest_plan(
         k_min: fewest steps.
         k_max: most steps; default ``k_min`` (fixed K).
         num_train_timesteps: T.
+        schedule_kind: ``"ddpm"`` (steps of ``[0, T - 1]``) or ``"flow"`` (``[1, T]``).
     """
     k_max = k_min if k_max is None else k_max
     if not 1 <= k_min <= k_max <= num_train_timesteps:
@@ -335,7 +337,8 @@ def suggest_plan(
     system_attrs = live_system_attrs(trial) if isinstance(trial, optuna.Trial) else {}
     if PLAN_KEY in system_attrs or TIMESTEPS_KEY in system_attrs:
         plan = record_live_plan(trial, system_attrs)  # type: ignore[arg-type]
-        if not k_min <= plan.num_steps <= k_max or plan.num_train_timesteps != num_train_timesteps:
+        fits_grid = plan.num_train_timesteps == num_train_timesteps and plan.schedule_kind == schedule_kind
+        if not k_min <= plan.num_steps <= k_max or not fits_grid:
             raise PlanError(
                 f"the sampler chose {list(plan.timesteps)}, which does not fit K in [{k_min}, {k_max}] "
                 f"of T = {num_train_timesteps}"
@@ -345,16 +348,24 @@ def suggest_plan(
     used: list[int] = []
     for i in range(num_steps):
         insort(used, _nth_free(used, trial.suggest_int(CODE_PARAM.format(index=i), 0, num_train_timesteps - 1 - i)))
-    plan = Plan(tuple(reversed(used)), num_train_timesteps=num_train_timesteps)
+    low, _ = timestep_range(num_train_timesteps, schedule_kind)
+    plan = Plan(tuple(t + low for t in reversed(used)), num_train_timesteps=num_train_timesteps, schedule_kind=schedule_kind)
     record_plan_attrs(trial, plan)
     return plan
 
 
 def suggest_timesteps(
-    trial: optuna.trial.BaseTrial, *, k_min: int, k_max: int | None = None, num_train_timesteps: int = 1000
+    trial: optuna.trial.BaseTrial,
+    *,
+    k_min: int,
+    k_max: int | None = None,
+    num_train_timesteps: int = 1000,
+    schedule_kind: str = "ddpm",
 ) -> tuple[int, ...]:
     """The time steps of :func:`suggest_plan` (stage-1 objectives)."""
-    return suggest_plan(trial, k_min=k_min, k_max=k_max, num_train_timesteps=num_train_timesteps).timesteps
+    return suggest_plan(
+        trial, k_min=k_min, k_max=k_max, num_train_timesteps=num_train_timesteps, schedule_kind=schedule_kind
+    ).timesteps
 
 
 def is_low_fidelity(trial: FrozenTrial) -> bool:

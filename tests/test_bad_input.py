@@ -166,7 +166,7 @@ MODEL_CASES = {
     "no weights": "has no UNet weights",
     "truncated weights": "Unable to load weights",
     "garbage weights": "Unable to load weights",
-    "no unet config": "has no unet/config.json or config.json",
+    "no unet config": "has no unet/config.json or transformer/config.json or config.json",
     "bad unet config": "is not a valid JSON file",
     "no scheduler": "has no scheduler/scheduler_config.json",
 }

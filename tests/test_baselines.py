@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from optuna_diffusion.plan import Plan
 from optuna_diffusion.baselines import (
     BASELINES,
     FLOW_BASELINES,
@@ -84,6 +85,7 @@ def test_ddpm_baselines_take_the_schedule_or_its_alphas_and_are_unchanged():
         baseline_timesteps("karras", 4, _flow())
 
 
-def test_flow_baselines_are_not_plans_until_plan_holds_flow_time_steps():
-    with pytest.raises(ConfigError, match=r"Plan cannot hold flow-matching time steps in \[1, T\] yet"):
-        baseline_plan("uniform", 4, _flow())
+def test_flow_baselines_are_flow_plans_starting_at_pure_noise():
+    plan = baseline_plan("uniform", 4, _flow())
+    assert plan.schedule_kind == "flow" and plan.timesteps[0] == 1000 and plan.num_train_timesteps == 1000
+    assert plan == Plan(plan.timesteps, num_train_timesteps=1000, schedule_kind="flow")

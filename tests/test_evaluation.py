@@ -33,7 +33,7 @@ def test_evaluation_gives_fid_and_plan_macs(evaluator):
 
 
 def test_non_finite_samples_are_a_failure_not_an_exception(evaluator):
-    handle = evaluator.model.unet.conv_out.register_forward_hook(lambda m, a, out: out * math.nan)
+    handle = evaluator.model.denoiser.conv_out.register_forward_hook(lambda m, a, out: out * math.nan)
     result = evaluator.evaluate(Plan([900, 100]), 32)
     handle.remove()
     assert not result.ok and result.fid == math.inf and "NaN" in result.failure

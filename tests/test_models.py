@@ -24,8 +24,8 @@ def _x0_error(unet, schedule, images, labels, t):
 
 def test_bundled_digits_model_loads_and_denoises():
     model = load_diffusion_model("digits")
-    config = model.unet.config
-    assert type(model.unet).__name__ == "UNet2DModel"
+    config = model.denoiser.config
+    assert type(model.denoiser).__name__ == "UNet2DModel"
     assert config.num_class_embeds == 11 and config.layers_per_block >= 2
     assert config.down_block_types[-1].startswith("Attn") and model.sample_shape == (1, 8, 8)
     assert model.scheduler_config["num_train_timesteps"] == 1000
@@ -39,7 +39,7 @@ def test_bundled_digits_model_loads_and_denoises():
     torch.manual_seed(0)
     untrained = UNet2DModel(**digits_unet_config()).eval()
     for t in (200, 400):
-        trained_error = _x0_error(model.unet, schedule, images, labels, t)
+        trained_error = _x0_error(model.denoiser, schedule, images, labels, t)
         untrained_error = _x0_error(untrained, schedule, images, labels, t)
         assert trained_error < 0.1 * untrained_error, (t, trained_error, untrained_error)
 
@@ -69,7 +69,7 @@ def test_local_folder_in_pipeline_and_flat_layouts(tmp_path):
     for layout in ("pipeline", "flat"):
         model = load_diffusion_model(str(tmp_path / layout))
         with torch.inference_mode():
-            torch.testing.assert_close(model.unet(x, 10, class_labels=torch.tensor([1])).sample, unet(x, 10, class_labels=torch.tensor([1])).sample)
+            torch.testing.assert_close(model.denoiser(x, 10, class_labels=torch.tensor([1])).sample, unet(x, 10, class_labels=torch.tensor([1])).sample)
 
 
 def test_folder_missing_its_weights_is_a_one_line_error(tmp_path):

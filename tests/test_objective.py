@@ -56,7 +56,7 @@ def test_objective_returns_fid_and_macs_and_records_the_trial(evaluator):
 def test_objective_scores_the_skips_of_a_stage2_plan_and_can_return_fid_only(evaluator):
     plan = Plan((900, 500, 100), skips=[[], ["mid.attn.0"], ["up.1.resnet.0"]], reuses=[[], [], ["up.0"]])
     sampler = ArchitectureSampler(
-        source_study=None, blocks=find_blocks(evaluator.model.unet),
+        source_study=None, blocks=find_blocks(evaluator.model.denoiser),
         population_size=4, num_parents=2, num_mutants=1, num_crossovers=1, initial_plans=[plan], seed=0,
     )
     study = optuna.create_study(sampler=sampler)
@@ -70,7 +70,7 @@ def test_objective_scores_the_skips_of_a_stage2_plan_and_can_return_fid_only(eva
 
 
 def test_nan_samples_give_fid_inf_and_record_the_failure(evaluator):
-    handle = evaluator.model.unet.conv_out.register_forward_hook(lambda module, args, out: out * math.nan)
+    handle = evaluator.model.denoiser.conv_out.register_forward_hook(lambda module, args, out: out * math.nan)
     try:
         study = optuna.create_study(directions=["minimize", "minimize"], sampler=stage1_sampler())
         study.optimize(PlanObjective(evaluator, num_samples=NUM_SAMPLES), n_trials=1)
@@ -142,9 +142,9 @@ def test_a_plan_whose_samples_blow_up_is_an_infinitely_bad_trial_and_the_search_
     def blow_up_at_the_poisoned_step(module, args, kwargs, output):
         timestep = args[1] if len(args) > 1 else kwargs["timestep"]
         if int(torch.as_tensor(timestep).flatten()[0]) == poisoned:
-            output.sample.fill_(math.inf)
+            (output[0] if isinstance(output, tuple) else output.sample).fill_(math.inf)
 
-    handle = evaluator.model.unet.register_forward_hook(blow_up_at_the_poisoned_step, with_kwargs=True)
+    handle = evaluator.model.denoiser.register_forward_hook(blow_up_at_the_poisoned_step, with_kwargs=True)
     try:
         sampler = stage1_sampler(initial_plans=[(900, poisoned), (900, 300), (800, 400, 100)])
         storage = f"sqlite:///{tmp_path / 'faults.db'}"  # inf must survive the storage round trip

@@ -1,11 +1,15 @@
+import dataclasses
+
 import pytest
 import torch
 
 from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prefix_cache import PrefixCache
-from optuna_diffusion.sampling import PlanSampler, SamplingSettings
-from optuna_diffusion.solvers import SOLVERS
+from optuna_diffusion.sampling import ImageGenerator, SamplingSettings
+from optuna_diffusion.solvers import SOLVERS, SOLVER_KINDS
+
+from .conftest import tiny_unet
 
 STEPS = (900, 700, 400, 100)
 NO = ((), (), (), ())
@@ -25,10 +29,25 @@ SHARING_PLANS = [
 ]
 
 
+def model_for(solver, tiny_model):
+    """``tiny_model`` for a DDPM-style solver; the same UNet as a flow-matching model for a flow solver."""
+    if SOLVER_KINDS[solver] == "ddpm":
+        return tiny_model
+    from optuna_diffusion.models import DiffusionModel
+
+    config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0}
+    return DiffusionModel(tiny_unet().requires_grad_(False), config, "tiny-flow")
+
+
+def in_kind(plans, solver):
+    """The plans as plans of the solver's schedule kind (their time steps fit both)."""
+    return [dataclasses.replace(plan, schedule_kind=SOLVER_KINDS[solver]) for plan in plans]
+
+
 def _generate(model, settings, plans, num_samples, cache=None):
     """Samples of every plan, and the UNet calls of each."""
     outputs, passes = [], []
-    with PlanSampler(model, settings, prefix_cache=cache) as sampler:
+    with ImageGenerator(model, settings, prefix_cache=cache) as sampler:
         for plan in plans:
             before = sampler.forward_passes
             outputs.append(torch.cat(list(sampler.batches(plan, num_samples))))
@@ -44,9 +63,10 @@ def _assert_all_equal(cached, uncached):
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_cached_prefixes_give_exactly_the_uncached_samples(tiny_model, solver):
     settings = SamplingSettings(solver=solver, num_classes=10, batch_size=4)
-    uncached, full_passes = _generate(tiny_model, settings, SHARING_PLANS, 6)
+    model, plans = model_for(solver, tiny_model), in_kind(SHARING_PLANS, solver)
+    uncached, full_passes = _generate(model, settings, plans, 6)
     cache = PrefixCache(1 << 24)
-    cached, passes = _generate(tiny_model, settings, SHARING_PLANS, 6, cache)
+    cached, passes = _generate(model, settings, plans, 6, cache)
     _assert_all_equal(cached, uncached)
     assert full_passes == [8] * len(SHARING_PLANS)  # 4 steps x 2 batches
     # UNet calls per batch: the first differing step on (or the last step without reuses before it).
@@ -60,9 +80,10 @@ def test_plans_with_different_step_counts_share_their_common_prefix(tiny_model, 
     # A variable-K search adds and drops steps: the shorter plans' steps are the longer ones' prefixes.
     settings = SamplingSettings(solver=solver, num_classes=10, batch_size=4)
     plans = [Plan((900, 700, 400)), Plan(STEPS), Plan((900, 700, 400, 100, 20)), Plan((900, 700))]
-    uncached, _ = _generate(tiny_model, settings, plans, 4)
+    model, plans = model_for(solver, tiny_model), in_kind(plans, solver)
+    uncached, _ = _generate(model, settings, plans, 4)
     cache = PrefixCache(1 << 24)
-    cached, passes = _generate(tiny_model, settings, plans, 4, cache)
+    cached, passes = _generate(model, settings, plans, 4, cache)
     _assert_all_equal(cached, uncached)
     assert passes == [3, 1, 1, 0]
 
@@ -71,10 +92,10 @@ def test_runs_of_different_sizes_do_not_share_batches_whose_labels_differ(tiny_m
     # Labels are drawn for the whole set of num_samples, so samples 0..3 of a 4- and an 8-sample run differ.
     settings = SamplingSettings(solver="ddim", num_classes=10, batch_size=4)
     plan = Plan(STEPS)
-    with PlanSampler(tiny_model, settings) as sampler:
+    with ImageGenerator(tiny_model, settings) as sampler:
         uncached = [torch.cat(list(sampler.batches(plan, n))) for n in (4, 8)]
     cache = PrefixCache(1 << 24)
-    with PlanSampler(tiny_model, settings, prefix_cache=cache) as sampler:
+    with ImageGenerator(tiny_model, settings, prefix_cache=cache) as sampler:
         cached = [torch.cat(list(sampler.batches(plan, n))) for n in (4, 8)]
     _assert_all_equal(cached, uncached)
     assert cache.hits == 0
@@ -113,7 +134,7 @@ def test_a_tight_cache_stays_within_its_bound_and_exact(tiny_model):
 def test_start_continues_a_run_exactly(tiny_model, solver):
     settings = SamplingSettings(solver=solver, num_classes=10, batch_size=4)
     plan = Plan(STEPS, skips=[[], ["mid.attn.0"], [], []])
-    with PlanSampler(tiny_model, settings) as sampler:
+    with ImageGenerator(tiny_model, settings) as sampler:
         full = torch.cat(list(sampler.batches(plan, 10)))
         run = sampler.batches(plan, 10)
         first = next(run)  # samples 0..3 only
@@ -127,7 +148,7 @@ def test_start_continues_a_run_exactly(tiny_model, solver):
                 next(sampler.batches(plan, 10, start=bad))
     # With a cache, the batches of a continuation are keyed by their absolute samples.
     cache = PrefixCache(1 << 24)
-    with PlanSampler(tiny_model, settings, prefix_cache=cache) as sampler:
+    with ImageGenerator(tiny_model, settings, prefix_cache=cache) as sampler:
         run = sampler.batches(plan, 10)
         head = next(run)
         run.close()
@@ -146,7 +167,7 @@ def test_guidance_with_a_prefix_cache_is_exact_and_counts_images_once(tiny_model
     cached, passes = _generate(tiny_model, settings, plans, 6, cache)
     _assert_all_equal(cached, uncached)
     assert cache.hits > 0 and sum(passes) < 8 * len(plans)
-    with PlanSampler(tiny_model, settings) as sampler:
+    with ImageGenerator(tiny_model, settings) as sampler:
         list(sampler.batches(Plan((700, 300)), 6))
         # One batched conditional + null call per step and batch; each image counted once.
         assert (sampler.forward_passes, sampler.image_evaluations) == (4, 12)
@@ -160,7 +181,7 @@ def test_a_solver_without_one_call_per_step_is_an_internal_error_and_caches_noth
         return x
 
     cache = PrefixCache(1 << 24)
-    with PlanSampler(tiny_model, SamplingSettings(num_classes=10), prefix_cache=cache) as sampler:
+    with ImageGenerator(tiny_model, SamplingSettings(num_classes=10), prefix_cache=cache) as sampler:
         sampler.solver = heun_like
         with pytest.raises(RuntimeError, match="internal error"):
             list(sampler.batches(Plan(STEPS), 2))
@@ -181,10 +202,10 @@ def test_evaluator_takes_a_cache_or_a_byte_bound(tiny_model):
     cache = PrefixCache(1000)
     for argument, expected in ((0, None), (cache, cache)):
         evaluator = PlanEvaluator(tiny_model, settings, extractor, reference, prefix_cache=argument)
-        assert evaluator.sampler.prefix_cache is expected
+        assert evaluator.generator.prefix_cache is expected
         evaluator.close()
     evaluator = PlanEvaluator(tiny_model, settings, extractor, reference, prefix_cache=1 << 20)
-    assert evaluator.sampler.prefix_cache.max_bytes == 1 << 20
+    assert evaluator.generator.prefix_cache.max_bytes == 1 << 20
     evaluator.close()
     with pytest.raises(ConfigError, match="max_bytes"):
         PlanEvaluator(tiny_model, settings, extractor, reference, prefix_cache=-5)

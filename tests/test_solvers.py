@@ -4,7 +4,7 @@ import torch
 
 from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import PlanSampler, SamplingSettings, class_labels, initial_noise
+from optuna_diffusion.sampling import ImageGenerator, SamplingSettings, class_labels, initial_noise
 from optuna_diffusion.solvers import (
     SOLVER_KINDS,
     SOLVERS,
@@ -165,7 +165,7 @@ def test_plan_sampler_is_deterministic_and_batch_size_invariant(tiny_model):
     plan = Plan([900, 500, 100])
     samples = []
     for batch_size in (7, 20, 7):
-        sampler = PlanSampler(tiny_model, SamplingSettings(num_classes=10, batch_size=batch_size))
+        sampler = ImageGenerator(tiny_model, SamplingSettings(num_classes=10, batch_size=batch_size))
         samples.append(torch.cat(list(sampler.batches(plan, 20))))
         sampler.close()
     assert samples[0].shape == (20, 1, 8, 8)
@@ -176,21 +176,21 @@ def test_plan_sampler_is_deterministic_and_batch_size_invariant(tiny_model):
 
 def test_guidance_runs_a_batched_null_pass(tiny_model):
     calls = []
-    tiny_model.unet.register_forward_pre_hook(
+    tiny_model.denoiser.register_forward_pre_hook(
         lambda m, args, kwargs: calls.append(kwargs["class_labels"].clone()), with_kwargs=True
     )
     settings = SamplingSettings(num_classes=10, null_class=10, guidance_scale=3.0, batch_size=4)
-    with PlanSampler(tiny_model, settings) as sampler:
+    with ImageGenerator(tiny_model, settings) as sampler:
         images = list(sampler.batches(Plan([700, 300]), 4))
     assert len(calls) == 2 and calls[0].tolist()[4:] == [10, 10, 10, 10]
-    with PlanSampler(tiny_model, SamplingSettings(num_classes=10, batch_size=4)) as sampler:
+    with ImageGenerator(tiny_model, SamplingSettings(num_classes=10, batch_size=4)) as sampler:
         plain = list(sampler.batches(Plan([700, 300]), 4))
     assert not torch.allclose(images[0], plain[0])
 
 
 def test_x0_clipping_bounds_the_output(tiny_model):
     settings = SamplingSettings(num_classes=10, clip_x0=True)
-    (images,) = PlanSampler(tiny_model, settings).batches(Plan([999, 500]), 8)
+    (images,) = ImageGenerator(tiny_model, settings).batches(Plan([999, 500]), 8)
     assert images.abs().max() <= 1.0 + 1e-5
 
 
@@ -204,13 +204,13 @@ def test_a_text_conditional_unet_runs_a_plan_with_guidance_and_skips():
     text = TextConditioning(torch.randn(1, 3, 16), torch.zeros(1, 3, 16))
     settings = SamplingSettings(guidance_scale=7.5, batch_size=3)
     plan = Plan([900, 500, 100], skips=[[], ["down.0.attn.0"], []], reuses=[[], [], ["mid.attn.0"]])
-    with PlanSampler(model, settings, text) as sampler:
+    with ImageGenerator(model, settings, text) as sampler:
         (images,) = sampler.batches(plan, 3)
     assert images.shape == (3, 4, 8, 8) and torch.isfinite(images).all()
     with pytest.raises(ConfigError, match="prompt embeddings"):
-        PlanSampler(model, settings)
+        ImageGenerator(model, settings)
     with pytest.raises(ConfigError, match="negative_prompt_embeds"):
-        PlanSampler(model, settings, TextConditioning(torch.randn(1, 3, 16)))
+        ImageGenerator(model, settings, TextConditioning(torch.randn(1, 3, 16)))
 
 
 # --- Exactness against diffusers' own scheduler loops -------------------------------------------------

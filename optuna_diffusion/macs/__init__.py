@@ -17,6 +17,7 @@ cached residual, a pointwise op). :meth:`MacsTable.plan_macs` then prices any
 from ._count import count_macs, macs_analysis
 from ._counter import MacsCount, MacsCounter
 from ._fvcore import FvcoreCounter
+from ._gradient import input_gradient_macs
 from ._inputs import example_inputs
 from ._table import MacsTable
 
@@ -27,5 +28,6 @@ __all__ = [
     "MacsTable",
     "count_macs",
     "example_inputs",
+    "input_gradient_macs",
     "macs_analysis",
 ]

@@ -17,7 +17,14 @@ from ..errors import ConfigError, PlanError
 from ..plan import Plan
 from ..trial_plan import plan_genome_attrs, stored_plan
 from ._architecture_space import ArchitectureSpace, BoundArchitectureSpace, check_blocks
-from ._base import PlanSearchSampler, check_int, check_population, check_probability, distinct_initial_genomes
+from ._base import (
+    PlanSearchSampler,
+    check_int,
+    check_population,
+    check_probability,
+    check_schedule_kind,
+    distinct_initial_genomes,
+)
 from ._child_generation import ChildGeneration, ChildGenerationStrategy
 from ._parent_selection import NSGA2ParentSelection, ParentSelection
 from ._timestep_space import TimestepSpace
@@ -63,7 +70,7 @@ class ArchitectureSampler(PlanSearchSampler):
         source = optuna.create_study(study_name="steps", storage=storage, directions=["minimize"] * 2,
                                      sampler=TimestepSampler(k_min=4, k_max=6))
         source.optimize(PlanObjective(evaluator, num_samples=5000), n_trials=500)
-        sampler = ArchitectureSampler(source_study="steps", blocks=find_blocks(model.unet), k_max=8)
+        sampler = ArchitectureSampler(source_study="steps", blocks=find_blocks(model.denoiser), k_max=8)
         study = optuna.create_study(study_name="joint", storage=storage, directions=["minimize"] * 2,
                                     sampler=sampler)
         study.set_metric_names(["FID", "MACs"])
@@ -107,6 +114,7 @@ class ArchitectureSampler(PlanSearchSampler):
         k_min: fewest time steps; default the fewest of the source and initial plans.
         k_max: most time steps; default the most of the source and initial plans.
         num_train_timesteps: T of the model's noise schedule.
+        schedule_kind: ``"ddpm"``, or ``"flow"`` for a flow-matching model (time steps of ``[1, T]``).
         initial_plans: plans to evaluate in generation 0 besides the source Pareto set.
         seed: seed of the random number generators.
         parent_selection: how parents are chosen; default ``NSGA2ParentSelection(num_parents=...)``.
@@ -131,6 +139,7 @@ class ArchitectureSampler(PlanSearchSampler):
         k_min: int | None = None,
         k_max: int | None = None,
         num_train_timesteps: int = 1000,
+        schedule_kind: str = "ddpm",
         initial_plans: Sequence[Plan] | None = None,
         seed: int | None = None,
         parent_selection: ParentSelection | None = None,
@@ -150,6 +159,7 @@ class ArchitectureSampler(PlanSearchSampler):
         self._ratio = (ratio_start, ratio_end, check_int(ratio_generations, "ratio_generations", 0))
         self._timestep_mutation_prob = check_probability(timestep_mutation_prob, "timestep_mutation_prob")
         self._num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", 1)
+        self._schedule_kind = check_schedule_kind(schedule_kind)
         self._k_min = None if k_min is None else check_int(k_min, "k_min", 1)
         low = 1 if self._k_min is None else self._k_min
         self._k_max = None if k_max is None else check_int(k_max, "k_max", low)
@@ -182,6 +192,8 @@ class ArchitectureSampler(PlanSearchSampler):
     def _check_plan(self, plan: Any, what: str) -> Plan:
         if not isinstance(plan, Plan):
             raise ConfigError(f"{what} must be Plan objects, got {plan!r}")
+        if plan.schedule_kind != self._schedule_kind:
+            raise ConfigError(f"{what} holds {plan} of a {plan.schedule_kind} schedule, but schedule_kind = {self._schedule_kind!r}")
         if plan.num_train_timesteps != self._num_train_timesteps:
             raise ConfigError(
                 f"{what} holds {plan} of T = {plan.num_train_timesteps}, "
@@ -258,7 +270,9 @@ class ArchitectureSampler(PlanSearchSampler):
             )
             plans = plans[:population_size]
         self._initial = tuple(plans)
-        timestep_space = TimestepSpace(num_train_timesteps=self._num_train_timesteps, k_min=k_min, k_max=k_max)
+        timestep_space = TimestepSpace(
+            num_train_timesteps=self._num_train_timesteps, k_min=k_min, k_max=k_max, schedule_kind=self._schedule_kind
+        )
         self._space = ArchitectureSpace(blocks=self._blocks, timestep_space=timestep_space)
 
     # Hooks of PlanSearchSampler -------------------------------------------------------------------

@@ -162,7 +162,8 @@ class ArchitectureSpace:
         steps = [self.normalised_step(choices, i) for i, choices in enumerate(steps)]
         skips = [sorted(n for n, c in choices.items() if c == "skip") for choices in steps]
         reuses = [sorted(n for n, c in choices.items() if c == "reuse") for choices in steps]
-        return Plan(tuple(timesteps), skips, reuses, self.timestep_space.num_train_timesteps)
+        space = self.timestep_space
+        return Plan(tuple(timesteps), skips, reuses, space.num_train_timesteps, schedule_kind=space.schedule_kind)
 
     def add_choice(self, steps: list[Choices], step: int, name: str, rng: np.random.Generator) -> bool:
         """Choose a random allowed action for a running block at ``step``; False when none applies."""

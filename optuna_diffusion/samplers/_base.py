@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .. import compat
 from ..errors import ConfigError
+from ..plan import SCHEDULE_KINDS
 from ..trial_plan import RETRIED_FROM_KEY, fits, genome_plan, plan_params, stored_space
 from ._child_generation import ChildGenerationStrategy
 from ._genome_space import GenomeSpace
@@ -37,6 +38,12 @@ def check_probability(value: Any, name: str) -> float:
     if not is_number or not 0 <= value <= 1:
         raise ConfigError(f"`{name}` must be in [0, 1], got {value!r}")
     return float(value)
+
+
+def check_schedule_kind(value: Any) -> str:
+    if value not in SCHEDULE_KINDS:
+        raise ConfigError(f"`schedule_kind` must be one of {', '.join(SCHEDULE_KINDS)}, got {value!r}")
+    return value
 
 
 def check_population(

@@ -16,6 +16,7 @@ def crossover(
     *,
     num_train_timesteps: int,
     k_range: tuple[int, int],
+    schedule_kind: str = "ddpm",
 ) -> Genome:
     """A child of two parents, valid by construction.
 
@@ -25,8 +26,8 @@ def crossover(
     equal probability. The child is a subset of the union of its parents, so it never repeats a
     step. (K >= shared steps, and K <= shared + unshared, so the draw always fits.)
     """
-    a = check_genome(parent_a, num_train_timesteps=num_train_timesteps, k_range=k_range)
-    b = check_genome(parent_b, num_train_timesteps=num_train_timesteps, k_range=k_range)
+    a = check_genome(parent_a, num_train_timesteps=num_train_timesteps, k_range=k_range, schedule_kind=schedule_kind)
+    b = check_genome(parent_b, num_train_timesteps=num_train_timesteps, k_range=k_range, schedule_kind=schedule_kind)
     num_steps = len(a) if rng.random() < 0.5 else len(b)
     shared = set(a) & set(b)
     unshared = sorted(set(a) ^ set(b))

@@ -1,7 +1,8 @@
 """Genomes of the time-step search: sets of K distinct time steps.
 
-A genome is a set of K distinct time steps of ``[0, T - 1]`` (T: ``num_train_timesteps``), kept as a
-tuple sorted largest first, the order in which sampling visits them. Order carries no information.
+A genome is a set of K distinct time steps of ``[0, T - 1]`` (T: ``num_train_timesteps``; ``[1, T]``
+for flow matching, ``schedule_kind="flow"``), kept as a tuple sorted largest first, the order in
+which sampling visits them. Order carries no information.
 
 Every operator builds a valid genome by construction: a new step is drawn from the values not in
 use (the r-th free value), never drawn and then checked. So no operator loops, and none returns
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..errors import ConfigError, PlanError
-from ..plan import Plan, as_int
+from ..plan import Plan, as_int, timestep_range
 
 Genome = tuple[int, ...]
 
@@ -38,8 +39,10 @@ def check_space(num_train_timesteps: int, k_range: tuple[int, int]) -> tuple[int
     return num_train, k_min, k_max
 
 
-def check_genome(steps: Iterable[int], *, num_train_timesteps: int, k_range: tuple[int, int]) -> Genome:
-    """The genome of ``steps``: distinct integers of ``[0, T - 1]``, sorted largest first.
+def check_genome(
+    steps: Iterable[int], *, num_train_timesteps: int, k_range: tuple[int, int], schedule_kind: str = "ddpm"
+) -> Genome:
+    """The genome of ``steps``: distinct integers of ``[0, T - 1]`` (flow: ``[1, T]``), sorted largest first.
 
     Raises:
         PlanError: a step is not an integer or out of range, steps repeat, or K is not allowed.
@@ -48,7 +51,7 @@ def check_genome(steps: Iterable[int], *, num_train_timesteps: int, k_range: tup
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Iterable):
         raise PlanError(f"time steps must be a list of integers, got {steps!r}")
     values = sorted((as_int(t, "every time step") for t in steps), reverse=True)
-    genome = Plan(tuple(values), num_train_timesteps=num_train).timesteps
+    genome = Plan(tuple(values), num_train_timesteps=num_train, schedule_kind=schedule_kind).timesteps
     if not k_min <= len(genome) <= k_max:
         raise PlanError(f"{list(genome)} has {len(genome)} time steps, outside the allowed [{k_min}, {k_max}]")
     return genome
@@ -76,9 +79,12 @@ def draw_free(used_ascending: Sequence[int], low: int, high: int, rng: np.random
     return nth_free(used_ascending, int(rng.integers(num_free)), low)
 
 
-def random_genome(rng: np.random.Generator, *, num_train_timesteps: int, k_range: tuple[int, int]) -> Genome:
-    """K uniform in ``k_range``, then a uniformly drawn K-subset of ``[0, T - 1]``."""
+def random_genome(
+    rng: np.random.Generator, *, num_train_timesteps: int, k_range: tuple[int, int], schedule_kind: str = "ddpm"
+) -> Genome:
+    """K uniform in ``k_range``, then a uniformly drawn K-subset of ``[0, T - 1]`` (flow: ``[1, T]``)."""
     num_train, k_min, k_max = check_space(num_train_timesteps, k_range)
     num_steps = int(rng.integers(k_min, k_max + 1))
-    steps = rng.choice(num_train, size=num_steps, replace=False)
+    low, _ = timestep_range(num_train, schedule_kind)
+    steps = rng.choice(num_train, size=num_steps, replace=False) + low
     return tuple(sorted((int(t) for t in steps), reverse=True))

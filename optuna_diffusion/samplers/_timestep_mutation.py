@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..plan import timestep_range
 from ._timestep_genome import Genome, check_genome, check_space, draw_free
 
 
@@ -19,6 +20,7 @@ def mutate(
     move_prob: float = 0.5,
     max_shift: int | None = None,
     resize_prob: float = 0.2,
+    schedule_kind: str = "ddpm",
 ) -> Genome:
     """A mutant of ``steps``; it always differs from ``steps`` (unless it is the only genome there is).
 
@@ -41,9 +43,11 @@ def mutate(
         move_prob: probability that a changing step moves locally rather than anywhere.
         max_shift: largest local move; default ``max(1, T // 20)``.
         resize_prob: probability of adding or dropping a step when K is searchable.
+        schedule_kind: ``"ddpm"`` (steps of ``[0, T - 1]``) or ``"flow"`` (``[1, T]``).
     """
-    genes = list(check_genome(steps, num_train_timesteps=num_train_timesteps, k_range=k_range))
+    genes = list(check_genome(steps, num_train_timesteps=num_train_timesteps, k_range=k_range, schedule_kind=schedule_kind))
     num_train, k_min, k_max = check_space(num_train_timesteps, k_range)
+    low, high = timestep_range(num_train, schedule_kind)
     shift = max(1, num_train // 20) if max_shift is None else max(1, int(max_shift))
 
     resized = False
@@ -52,7 +56,7 @@ def mutate(
         can_grow = len(genes) < k_max
         can_shrink = len(genes) > k_min
         if can_grow and (not can_shrink or rng.random() < 0.5):
-            new = draw_free(sorted(genes), 0, num_train - 1, rng)
+            new = draw_free(sorted(genes), low, high, rng)
             assert new is not None  # len(genes) < k_max <= T
             genes.append(new)
         else:
@@ -68,9 +72,9 @@ def mutate(
         step = genes[i]
         new = None
         if rng.random() < move_prob:
-            new = draw_free(used, max(0, step - shift), min(num_train - 1, step + shift), rng)
+            new = draw_free(used, max(low, step - shift), min(high, step + shift), rng)
         if new is None:
-            new = draw_free(used, 0, num_train - 1, rng)
+            new = draw_free(used, low, high, rng)
         if new is not None:  # None only when K == T: every value is in use
             genes[i] = new
     return tuple(sorted(genes, reverse=True))

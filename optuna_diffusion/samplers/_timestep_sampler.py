@@ -9,7 +9,14 @@ from optuna.trial import FrozenTrial
 
 from ..errors import ConfigError
 from ..trial_plan import stored_timesteps, timestep_genome_attrs
-from ._base import PlanSearchSampler, check_int, check_population, check_probability, distinct_initial_genomes
+from ._base import (
+    PlanSearchSampler,
+    check_int,
+    check_population,
+    check_probability,
+    check_schedule_kind,
+    distinct_initial_genomes,
+)
 from ._child_generation import ChildGeneration, ChildGenerationStrategy
 from ._parent_selection import NSGA2ParentSelection, ParentSelection
 from ._timestep_genome import Genome
@@ -55,6 +62,7 @@ class TimestepSampler(PlanSearchSampler):
         k_min: fewest time steps.
         k_max: most time steps; default ``k_min`` (fixed K).
         num_train_timesteps: T of the model's noise schedule.
+        schedule_kind: ``"ddpm"``, or ``"flow"`` for a flow-matching model (time steps of ``[1, T]``).
         population_size: complete trials per generation.
         num_parents: parents kept for each generation (at least 2).
         num_mutants: mutants per generation.
@@ -73,6 +81,7 @@ class TimestepSampler(PlanSearchSampler):
         k_min: int,
         k_max: int | None = None,
         num_train_timesteps: int = 1000,
+        schedule_kind: str = "ddpm",
         population_size: int = 50,
         num_parents: int = 10,
         num_mutants: int = 25,
@@ -95,7 +104,9 @@ class TimestepSampler(PlanSearchSampler):
         if seed is not None:
             seed = check_int(seed, "seed", 0)
 
-        self._space = TimestepSpace(num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max)
+        self._space = TimestepSpace(
+            num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max, schedule_kind=check_schedule_kind(schedule_kind)
+        )
         self._initial = self._check_initial_plans(initial_plans, population_size)
 
         super().__init__(

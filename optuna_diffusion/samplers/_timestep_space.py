@@ -23,11 +23,13 @@ class TimestepSpace:
         num_train_timesteps: T.
         k_min: fewest steps.
         k_max: most steps.
+        schedule_kind: ``"ddpm"``, or ``"flow"`` for flow-matching models (steps of ``[1, T]``).
     """
 
     num_train_timesteps: int
     k_min: int
     k_max: int
+    schedule_kind: str = "ddpm"
 
     def __post_init__(self) -> None:
         check_space(self.num_train_timesteps, self.k_range)
@@ -37,7 +39,9 @@ class TimestepSpace:
         return (self.k_min, self.k_max)
 
     def check(self, steps: Iterable[int]) -> Genome:
-        return check_genome(steps, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range)
+        return check_genome(
+            steps, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range, schedule_kind=self.schedule_kind
+        )
 
     def contains(self, steps: object) -> bool:
         """Whether ``steps`` is a genome of this space (sorted largest first), without raising."""
@@ -49,16 +53,25 @@ class TimestepSpace:
             return False
 
     def random(self, rng: np.random.Generator) -> Genome:
-        return random_genome(rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range)
+        return random_genome(
+            rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range, schedule_kind=self.schedule_kind
+        )
 
     def mutate(self, steps: Iterable[int], rng: np.random.Generator, *, replace_prob: float = 0.25) -> Genome:
         return mutate(
-            steps, rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range, replace_prob=replace_prob
+            steps, rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range, replace_prob=replace_prob,
+            schedule_kind=self.schedule_kind,
         )
 
     def crossover(self, parent_a: Iterable[int], parent_b: Iterable[int], rng: np.random.Generator) -> Genome:
-        return crossover(parent_a, parent_b, rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range)
+        return crossover(
+            parent_a, parent_b, rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range,
+            schedule_kind=self.schedule_kind,
+        )
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | str]:
         """The space as stored on every trial (:data:`~optuna_diffusion.trial_plan.SPACE_KEY`)."""
-        return {"num_train_timesteps": self.num_train_timesteps, "k_min": self.k_min, "k_max": self.k_max}
+        space: dict[str, int | str] = {"num_train_timesteps": self.num_train_timesteps, "k_min": self.k_min, "k_max": self.k_max}
+        if self.schedule_kind != "ddpm":
+            space["schedule_kind"] = self.schedule_kind
+        return space
