@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import threading
 import urllib.request
 from pathlib import Path
@@ -61,8 +62,10 @@ def test_optimize_runs_both_stages_and_prints_the_front(digits_run):
     assert list((folder / "digits-artifacts").iterdir()), "each trial uploads a sample grid"
 
 
-def test_running_again_resumes_and_keeps_completed_trials(digits_run):
-    _, storage, _ = digits_run
+def test_running_again_resumes_and_keeps_completed_trials(digits_run, tmp_path):
+    folder, _, _ = digits_run
+    shutil.copy(folder / "digits.db", tmp_path / "digits.db")  # the shared run stays as other tests expect it
+    storage = f"sqlite:///{tmp_path / 'digits.db'}"
     before = _values(storage, "digits-timesteps")
     result = invoke("optimize", "--study", "digits", "--storage", storage, "--stage", "timesteps", *FAST[2:], "--n-trials", "4")
     assert result.exit_code == 0, result.output
@@ -214,24 +217,6 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_study_alone(case, digits_r
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "secret" not in result.output
     assert (_stored_state(folder), _stored_state(tmp_path)) == before
-
-
-def test_imagenet64_preset_runs_with_local_stand_ins(tmp_path):
-    """The paper's preset, with its model, reference and features replaced by small local files."""
-    from optuna_diffusion.fid import load_feature_extractor, reference_stats
-    from optuna_diffusion.zoo.data import load_digits_images
-
-    model = _save_tiny_model(tmp_path / "adm-stand-in", 1000)
-    images, _ = load_digits_images()
-    reference = reference_stats(images[:200], load_feature_extractor("digits")).save_npz(tmp_path / "ref.npz")
-    storage = f"sqlite:///{tmp_path / 'imagenet64.db'}"
-    result = invoke(
-        "optimize", "--study", "imagenet64", "--storage", storage, "--model", model, "--reference", str(reference),
-        "--features", "digits", "--stage", "timesteps", "--n-trials", "2", "--num-samples", "8", "--batch-size", "8",
-    )
-    assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name="imagenet64-timesteps", storage=storage)
-    assert all(len(t.user_attrs["timesteps"]) == 4 for t in study.trials)
 
 
 @pytest.mark.slow
