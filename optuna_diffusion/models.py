@@ -221,7 +221,8 @@ def _check_pipeline_files(folder: Path, model_index: dict[str, Any]) -> None:
             if "config.json" not in files:
                 needed, present = "config.json", False
             else:
-                needed, present = "a weights file (.safetensors or .bin)", any(n.endswith(_MODEL_WEIGHTS) for n in files)
+                needed = "a weights file (.safetensors or .bin)"
+                present = any(n.endswith(_MODEL_WEIGHTS) for n in files)
         else:
             continue
         if not present:

@@ -56,7 +56,9 @@ class PromptSet:
             if not isinstance(prompt, Prompt) or not isinstance(prompt.text, str) or not prompt.text.strip():
                 raise ConfigError(f"{source}: prompt {number} must be a non-empty string, got {prompt!r}")
             if prompt.negative is not None and not isinstance(prompt.negative, str):
-                raise ConfigError(f"{source}: negative prompt of prompt {number} must be a string, got {prompt.negative!r}")
+                raise ConfigError(
+                    f"{source}: negative prompt of prompt {number} must be a string, got {prompt.negative!r}"
+                )
             negative = prompt.negative if prompt.negative is not None else negative_prompt
             items.append(Prompt(prompt.text, negative))
         if not items:
@@ -132,10 +134,14 @@ def _json_lines(lines: Sequence[str], path: Path) -> Iterator[Prompt]:
         except json.JSONDecodeError as error:
             raise ConfigError(f"prompt file {path}, line {number}: not JSON ({error.msg})") from None
         if not isinstance(record, dict):
-            raise ConfigError(f"prompt file {path}, line {number}: expected an object with a \"prompt\", got {line.strip()[:60]}")
+            raise ConfigError(
+                f"prompt file {path}, line {number}: expected an object with a \"prompt\", got {line.strip()[:60]}"
+            )
         unknown = sorted(set(record) - {"prompt", "negative_prompt"})
         if unknown:
-            raise ConfigError(f"prompt file {path}, line {number}: unknown key {unknown[0]!r} (known: prompt, negative_prompt)")
+            raise ConfigError(
+                f"prompt file {path}, line {number}: unknown key {unknown[0]!r} (known: prompt, negative_prompt)"
+            )
         prompt, negative = record.get("prompt"), record.get("negative_prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError(f"prompt file {path}, line {number}: \"prompt\" must be a non-empty string")

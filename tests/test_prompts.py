@@ -28,7 +28,11 @@ def test_sample_i_uses_prompt_i_mod_n():
 
 def test_jsonl_negative_prompts_and_the_sets_default(tmp_path):
     path = tmp_path / "p.jsonl"
-    lines = [{"prompt": "a dog"}, {"prompt": "a cat", "negative_prompt": "blurry"}, {"prompt": "a cow", "negative_prompt": ""}]
+    lines = [
+        {"prompt": "a dog"},
+        {"prompt": "a cat", "negative_prompt": "blurry"},
+        {"prompt": "a cow", "negative_prompt": ""},
+    ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n", encoding="utf-8")
     assert PromptSet.from_file(path).negatives(0, 3) == [None, "blurry", ""]
     assert PromptSet.from_file(path, negative_prompt="ugly").negatives(0, 3) == ["ugly", "blurry", ""]
@@ -41,7 +45,7 @@ def test_jsonl_negative_prompts_and_the_sets_default(tmp_path):
         ("comments.txt", "# only\n\n#comments\n", "holds no prompts"),
         ("bad.jsonl", '{"prompt": "a"}\n{"prompt": \n', "line 2: not JSON"),
         ("list.jsonl", '{"prompt": "a"}\n["a"]\n', "line 2: expected an object"),
-        ("missing.jsonl", '{"prompt": "a"}\n\n{"negative_prompt": "b"}\n', 'line 3: "prompt" must be a non-empty string'),
+        ("missing.jsonl", '{"prompt": "a"}\n\n{"negative_prompt": "b"}\n', 'line 3: "prompt" must be a non-empty'),
         ("blank.jsonl", '{"prompt": "  "}\n', 'line 1: "prompt" must be'),
         ("key.jsonl", '{"prompt": "a", "negative": "b"}\n', "line 1: unknown key 'negative'"),
         ("neg.jsonl", '{"prompt": "a", "negative_prompt": 3}\n', 'line 1: "negative_prompt" must be a string'),

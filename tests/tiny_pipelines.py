@@ -158,7 +158,12 @@ def tiny_pixart(seed: int = 0, *, alpha: bool = False, scheduler: Any = None):
     The alpha transformer has ``sample_size`` 128, for which the pipeline adds resolution and aspect-ratio
     conditions (run it at a small ``image_size``: the position embedding follows the latent size).
     """
-    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        PixArtAlphaPipeline,
+        PixArtSigmaPipeline,
+        PixArtTransformer2DModel,
+    )
 
     torch.manual_seed(seed)
     transformer = PixArtTransformer2DModel(

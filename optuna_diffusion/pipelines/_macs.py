@@ -50,7 +50,10 @@ class _EncodePrompt(nn.Module):
 
         handles = [module.register_forward_hook(keep) for module in self.encoders.modules()]
         try:
-            embeddings = family.encode_negative(model, self._text) if self._negative else family.encode(model, self._text)
+            if self._negative:
+                embeddings = family.encode_negative(model, self._text)
+            else:
+                embeddings = family.encode(model, self._text)
         finally:
             for handle in handles:
                 handle.remove()
@@ -84,7 +87,9 @@ def _count(module: nn.Module, inputs: dict) -> tuple[int, dict[str, int]]:
     return count.total, dict(count.by_module)
 
 
-def text_encoder_macs(model: DiffusionModel, *, negative: str | None = None, unconditional: bool = False) -> dict[str, int]:
+def text_encoder_macs(
+    model: DiffusionModel, *, negative: str | None = None, unconditional: bool = False
+) -> dict[str, int]:
     """MACs of encoding one prompt, per text encoder (``"text_encoder"``, ``"text_encoder_2"`` ...).
 
     Args:
