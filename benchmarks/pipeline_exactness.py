@@ -19,6 +19,7 @@ RUNS = [
     ("SD 1.x, dpmpp-2m, skips", cases.test_export_stable_diffusion, dict(solver="dpmpp-2m", skips=True)),
     ("SD 1.x, euler", cases.test_export_stable_diffusion, dict(solver="euler", skips=False)),
     ("SD 1.x, ddpm", cases.test_export_stable_diffusion_ddpm_with_the_same_generator, {}),
+    ("SD 2.x v-prediction, dpmpp-2m", cases.test_export_stable_diffusion_2_v_prediction, {}),
     ("SDXL, euler, zero negatives", cases.test_export_stable_diffusion_xl, dict(negatives="none")),
     ("SDXL, euler, per-prompt negatives", cases.test_export_stable_diffusion_xl, dict(negatives="per-prompt")),
     ("PixArt-Sigma, dpmpp-2m", cases.test_export_pixart, dict(alpha=False, skips=False)),

@@ -239,7 +239,9 @@ def model_from_pipeline(pipeline: Any, *, source: str = "pipeline", image_size: 
         image_size: ``(height, width)`` (or one integer) of the images; None: the pipeline's default.
     """
     family = family_for_pipeline(pipeline)
-    denoiser = getattr(pipeline, "unet", None) or getattr(pipeline, "transformer", None)
+    denoiser = getattr(pipeline, "unet", None)
+    if denoiser is None:
+        denoiser = getattr(pipeline, "transformer", None)
     if denoiser is None or getattr(pipeline, "vae", None) is None:
         raise ModelLoadError(f"the {type(pipeline).__name__} of {source} has no denoiser or no VAE")
     scheduler = pipeline.scheduler
@@ -250,11 +252,19 @@ def model_from_pipeline(pipeline: Any, *, source: str = "pipeline", image_size: 
 
 
 def _load_pipeline(
-    where: str | Path, source: str, device: str | torch.device, dtype: torch.dtype, image_size: Any, **hub: Any
+    where: str | Path,
+    model_index: dict[str, Any],
+    source: str,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    image_size: Any,
+    **hub: Any,
 ) -> DiffusionModel:
     from diffusers import DiffusionPipeline
 
-    skipped = {name: None for name in _SKIPPED_COMPONENTS}
+    skipped: dict[str, Any] = {name: None for name in _SKIPPED_COMPONENTS if name in model_index}
+    if "safety_checker" in skipped:
+        skipped["requires_safety_checker"] = False  # said on purpose, so diffusers does not warn about it
     try:
         pipeline = DiffusionPipeline.from_pretrained(where, torch_dtype=dtype, **skipped, **hub)
     except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as error:
@@ -310,7 +320,7 @@ def load_diffusion_model(
         model_index = _read_model_index(folder)
         if model_index is not None and _pipeline_class(model_index):
             _check_pipeline_files(folder, model_index)
-            return _load_pipeline(folder, str(folder), device, dtype, image_size)
+            return _load_pipeline(folder, model_index, str(folder), device, dtype, image_size)
         return _bare(_load_from_folder(folder, device, dtype), image_size)
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"model folder {source} does not exist")
@@ -318,7 +328,7 @@ def load_diffusion_model(
         local_files_only = _offline()
     model_index = _hub_model_index(source, local_files_only)
     if model_index is not None and _pipeline_class(model_index):
-        return _load_pipeline(source, source, device, dtype, image_size, local_files_only=local_files_only)
+        return _load_pipeline(source, model_index, source, device, dtype, image_size, local_files_only=local_files_only)
     return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size)
 
 

@@ -105,6 +105,29 @@ def test_export_stable_diffusion(solver, skips):
     assert difference(ours, images) <= TOLERANCE
 
 
+def test_export_stable_diffusion_2_v_prediction():
+    from diffusers import DDIMScheduler
+
+    v_prediction = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                                 prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False)
+    pipe = tiny_sd(scheduler=v_prediction)  # SD 2.x 768: the UNet predicts v
+    model = model_from_pipeline(pipe, source="tiny-sd2")
+    settings = SamplingSettings(solver="dpmpp-2m", guidance_scale=7.5, batch_size=3, seed=3)
+    plan = Plan(DDPM_STEPS)
+    ours = project_images(model, settings, plan, 3, PromptSet(PROMPTS))
+
+    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)  # keeps prediction_type
+    switch = apply(pipe, plan)
+    images = pipe(
+        PROMPTS, guidance_scale=settings.guidance_scale, latents=model.family.initial_noise(model, 3, 0, 3),
+        output_type="pt", **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler),
+    ).images
+    switch.remove()
+
+    # v is turned into epsilon by the project and by the scheduler in different orders: float rounding only.
+    assert difference(ours, images) <= TOLERANCE
+
+
 def test_export_stable_diffusion_ddpm_with_the_same_generator():
     pipe = tiny_sd()
     model = model_from_pipeline(pipe, source="tiny-sd")
