@@ -213,7 +213,7 @@ def _check_pipeline_files(folder: Path, model_index: dict[str, Any]) -> None:
         if not where.is_dir():
             raise ModelLoadError(f"pipeline folder {folder} has no {name}/ (model_index.json lists a {class_name})")
         files = [path.name for path in where.iterdir() if path.is_file()]
-        if class_name.endswith("Scheduler") or "Scheduler" in class_name:
+        if "Scheduler" in class_name:
             needed, present = "scheduler_config.json", "scheduler_config.json" in files
         elif "Tokenizer" in class_name:
             needed, present = "tokenizer files", bool(files)
