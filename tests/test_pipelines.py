@@ -326,6 +326,22 @@ def test_images_do_not_depend_on_the_batch_size_and_follow_prompt_i_mod_n():
     assert not torch.allclose(whole[0], whole[3], atol=1e-3)  # same prompt, other noise
 
 
+def test_prefix_cache_serves_pipeline_models_exactly():
+    from optuna_diffusion.prefix_cache import PrefixCache
+
+    model = model_from_pipeline(tiny_sd3(), source="tiny-sd3")
+    settings = SamplingSettings(solver="flow-euler", guidance_scale=3.0, batch_size=2, seed=1)
+    prompts = PromptSet(PROMPTS)
+    first, second = Plan((1000, 700, 300), schedule_kind="flow"), Plan((1000, 700, 200), schedule_kind="flow")
+    cache = PrefixCache(64 * 2**20)
+    with ImageGenerator(model, settings, prompts=prompts, prefix_cache=cache) as generator:
+        list(generator.batches(first, 3))
+        before = generator.forward_passes
+        cached = torch.cat(list(generator.batches(second, 3)))
+        assert generator.forward_passes - before == 2  # one batch of 2 and one of 1: only the last step ran
+    torch.testing.assert_close(cached, project_images(model, settings, second, 3, prompts), atol=0, rtol=0)
+
+
 def test_generator_arguments_are_checked():
     model = model_from_pipeline(tiny_sd3(), source="tiny-sd3")
     settings = SamplingSettings(solver="flow-euler")

@@ -134,6 +134,8 @@ def component_macs(
         text = sum(text_encoder_macs(model).values())
         if model.family.uses_guidance(settings):
             prompts = prompts if prompts is not None else default_prompts()
-            negatives = sorted({prompt.negative for prompt in prompts}, key=lambda n: (n is not None, n or ""))
-            text += max(sum(text_encoder_macs(model, negative=n, unconditional=True).values()) for n in negatives)
+            given = [prompt.negative for prompt in prompts]
+            # Every negative prompt is padded to the same length, so one of each kind (default, text) is priced.
+            kinds = ([None] if None in given else []) + [n for n in given if n is not None][:1]
+            text += max(sum(text_encoder_macs(model, negative=n, unconditional=True).values()) for n in kinds)
     return {"text_encoders": text, "vae_decoder": vae_decoder_macs(model) if model.vae is not None else 0}
