@@ -5,10 +5,18 @@ A model is a denoiser -- a UNet (``UNet2DModel``, ``UNet2DConditionModel``) or a
 how to call it (:mod:`optuna_diffusion.families`). Folders may hold them as a pipeline (``unet/`` or
 ``transformer/`` and ``scheduler/`` sub-folders) or flat (the denoiser's ``config.json`` and
 ``scheduler_config.json`` side by side, as ``google/ddpm-*`` repositories do).
+
+A folder or hub id whose ``model_index.json`` names a pipeline class of
+:data:`~optuna_diffusion.families.PIPELINE_FAMILIES` (Stable Diffusion 1.x/2.x, SDXL, PixArt-alpha/Sigma,
+SD3, Flux, DiT) is loaded whole with ``DiffusionPipeline.from_pretrained``: the model then keeps the
+pipeline, its VAE and text encoders, and a family that does what that pipeline does (see
+:mod:`optuna_diffusion.families._pipeline`). Other pipelines (``DDPMPipeline`` ...) load their denoiser
+alone, as before.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, first_line
-from .families import ModelFamily, family_for
+from .errors import ConfigError, ModelLoadError, first_line
+from .families import PIPELINE_FAMILIES, ModelFamily, family_for, family_for_pipeline
 from .schedules import schedule_from_config
 from .zoo import BUNDLED_MODELS, bundled_model_path
 
@@ -44,6 +52,9 @@ class DiffusionModel:
         family: how to call it (default: by the denoiser's class).
         vae: the decoder of a latent model (None: the denoiser works on pixels).
         pipeline: the diffusers pipeline it came from, when it came from one.
+        prompt_encoder: for a text-to-image pipeline, its :class:`~optuna_diffusion.pipelines.PromptEncoder`
+            (made when not given: text encoders run once per distinct prompt).
+        image_size: ``(height, width)`` of the images a pipeline makes (None: the pipeline's default).
     """
 
     denoiser: nn.Module
@@ -52,10 +63,18 @@ class DiffusionModel:
     family: ModelFamily = field(default=None)  # type: ignore[assignment]
     vae: nn.Module | None = None
     pipeline: Any = None
+    prompt_encoder: Any = None
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.family is None:
-            self.family = family_for(self.denoiser)
+            self.family = family_for_pipeline(self.pipeline) if self.pipeline is not None else family_for(self.denoiser)
+        if self.image_size is not None:
+            self.image_size = _image_size(self.image_size)
+        if self.prompt_encoder is None and getattr(self.family, "uses_prompts", False):
+            from .pipelines import PromptEncoder
+
+            self.prompt_encoder = PromptEncoder(self)
 
     @property
     def schedule(self):
@@ -162,31 +181,171 @@ def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype,
     )
 
 
+# Pipelines -------------------------------------------------------------------------------------------
+
+_SKIPPED_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
+"""Components the engine never runs; loaded as None (no safety checker: the images are the raw decodes)."""
+_MODEL_WEIGHTS = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+def _image_size(value: Any) -> tuple[int, int]:
+    size = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
+        raise ConfigError(f"image_size must be a positive integer or (height, width), got {value!r}")
+    return int(size[0]), int(size[1])
+
+
+def _pipeline_class(model_index: dict[str, Any]) -> str | None:
+    """The model index's pipeline class when optuna-diffusion runs it as a pipeline, else None."""
+    name = model_index.get("_class_name")
+    return name if name in PIPELINE_FAMILIES else None
+
+
+def _check_pipeline_files(folder: Path, model_index: dict[str, Any]) -> None:
+    """One line naming the first component that the folder's model_index.json lists but the folder lacks."""
+    for name, entry in model_index.items():
+        if name.startswith("_") or name in _SKIPPED_COMPONENTS or not isinstance(entry, (list, tuple)):
+            continue
+        if len(entry) != 2 or entry[0] is None or entry[1] is None:
+            continue
+        library, class_name = entry
+        where = folder / name
+        if not where.is_dir():
+            raise ModelLoadError(f"pipeline folder {folder} has no {name}/ (model_index.json lists a {class_name})")
+        files = [path.name for path in where.iterdir() if path.is_file()]
+        if "Scheduler" in class_name:
+            needed, present = "scheduler_config.json", "scheduler_config.json" in files
+        elif "Tokenizer" in class_name:
+            needed, present = "tokenizer files", bool(files)
+        elif library in ("diffusers", "transformers") and not class_name.endswith(("Processor", "Extractor")):
+            if "config.json" not in files:
+                needed, present = "config.json", False
+            else:
+                needed = "a weights file (.safetensors or .bin)"
+                present = any(n.endswith(_MODEL_WEIGHTS) for n in files)
+        else:
+            continue
+        if not present:
+            raise ModelLoadError(f"pipeline folder {folder}: {name}/ has no {needed} (its {class_name})")
+
+
+def model_from_pipeline(pipeline: Any, *, source: str = "pipeline", image_size: Any = None) -> DiffusionModel:
+    """A :class:`DiffusionModel` of a diffusers pipeline object (its denoiser, scheduler, VAE and family).
+
+    Args:
+        pipeline: a ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ``PixArtAlphaPipeline``,
+            ``PixArtSigmaPipeline``, ``StableDiffusion3Pipeline``, ``FluxPipeline`` or ``DiTPipeline``.
+        source: where it came from (for messages).
+        image_size: ``(height, width)`` (or one integer) of the images; None: the pipeline's default.
+    """
+    family = family_for_pipeline(pipeline)
+    denoiser = getattr(pipeline, "unet", None)
+    if denoiser is None:
+        denoiser = getattr(pipeline, "transformer", None)
+    if denoiser is None or getattr(pipeline, "vae", None) is None:
+        raise ModelLoadError(f"the {type(pipeline).__name__} of {source} has no denoiser or no VAE")
+    scheduler = pipeline.scheduler
+    scheduler_config = {**dict(scheduler.config), "_class_name": type(scheduler).__name__}
+    return DiffusionModel(
+        denoiser, scheduler_config, source, family=family, vae=pipeline.vae, pipeline=pipeline, image_size=image_size
+    )
+
+
+def _load_pipeline(
+    where: str | Path,
+    model_index: dict[str, Any],
+    source: str,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    image_size: Any,
+    **hub: Any,
+) -> DiffusionModel:
+    from diffusers import DiffusionPipeline
+
+    skipped: dict[str, Any] = {name: None for name in _SKIPPED_COMPONENTS if name in model_index}
+    if "safety_checker" in skipped:
+        skipped["requires_safety_checker"] = False  # said on purpose, so diffusers does not warn about it
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(where, torch_dtype=dtype, **skipped, **hub)
+    except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as error:
+        raise ModelLoadError(f"cannot load the pipeline {source}: {first_line(error)}") from None
+    pipeline.to(device)
+    for component in pipeline.components.values():
+        if isinstance(component, nn.Module):
+            component.eval().requires_grad_(False)
+    family = family_for_pipeline(pipeline)
+    if getattr(family, "upcasts_vae", False) and dtype == torch.float16 and pipeline.vae.config.force_upcast:
+        pipeline.vae.to(torch.float32)  # as the pipeline decodes (it overflows in float16)
+    pipeline.set_progress_bar_config(disable=True)
+    return model_from_pipeline(pipeline, source=source, image_size=image_size)
+
+
+def _hub_model_index(repo_id: str, local_files_only: bool) -> dict[str, Any] | None:
+    """The hub repository's model_index.json, or None when it has none (or it cannot be had)."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return dict(DiffusionPipeline.load_config(repo_id, local_files_only=local_files_only))
+    except (OSError, ValueError, EnvironmentError):
+        return None
+
+
 def load_diffusion_model(
     source: str,
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     local_files_only: bool | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> DiffusionModel:
-    """Load a denoiser and its noise schedule from a bundled name, a local folder, or a hub id.
+    """Load a denoiser and its noise schedule (or a whole pipeline) from a bundled name, a folder, or a hub id.
 
     Args:
         source: a bundled name (``"digits"`` ...), a path to a diffusers folder, or a Hugging Face hub id.
-        device: where the denoiser runs.
-        dtype: parameter dtype of the denoiser.
+            A folder or repository with a ``model_index.json`` of a supported pipeline class (see
+            :data:`~optuna_diffusion.families.PIPELINE_FAMILIES`) is loaded as that pipeline.
+        device: where the denoiser (and the pipeline's other components) run.
+        dtype: parameter dtype of the denoiser (and of the pipeline's other components).
         local_files_only: for hub ids, only look in the local cache. Defaults to ``HF_HUB_OFFLINE``.
+        image_size: for pipelines, ``(height, width)`` (or one integer) of the images made; None: the
+            pipeline's default (e.g. 512 for SD 1.5, 1024 for SDXL and Flux).
 
     Raises:
         ModelLoadError: one line naming what is missing and how to supply it.
     """
     if source in BUNDLED_MODELS:
-        return _load_from_folder(bundled_model_path(source), device, dtype)
+        return _bare(_load_from_folder(bundled_model_path(source), device, dtype), image_size)
     folder = Path(source).expanduser()
     if folder.is_dir():
-        return _load_from_folder(folder, device, dtype)
+        model_index = _read_model_index(folder)
+        if model_index is not None and _pipeline_class(model_index):
+            _check_pipeline_files(folder, model_index)
+            return _load_pipeline(folder, model_index, str(folder), device, dtype, image_size)
+        return _bare(_load_from_folder(folder, device, dtype), image_size)
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"model folder {source} does not exist")
     if local_files_only is None:
         local_files_only = _offline()
-    return _load_from_hub(source, device, dtype, local_files_only)
+    model_index = _hub_model_index(source, local_files_only)
+    if model_index is not None and _pipeline_class(model_index):
+        return _load_pipeline(source, model_index, source, device, dtype, image_size, local_files_only=local_files_only)
+    return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size)
+
+
+def _read_model_index(folder: Path) -> dict[str, Any] | None:
+    path = folder / "model_index.json"
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"cannot read {path}: {first_line(error)}") from None
+    if not isinstance(index, dict):
+        raise ModelLoadError(f"{path} is not a JSON object")
+    return index
+
+
+def _bare(model: DiffusionModel, image_size: Any) -> DiffusionModel:
+    if image_size is not None:
+        raise ConfigError(f"image_size applies to pipelines; {model.source} is a bare denoiser of fixed size")
+    return model

@@ -28,6 +28,7 @@ from .families import Conditions, TextConditioning, chunked_noise
 from .models import DiffusionModel
 from .plan import Plan
 from .prefix_cache import PrefixCache
+from .prompts import PromptSet, default_prompts
 from .schedules import FlowSchedule, NoiseSchedule
 from .settings import Section, at_least, one_of, positive, setting
 from .solvers import SOLVERS, Denoise, check_solver
@@ -170,6 +171,9 @@ class ImageGenerator:
         model: the diffusion model.
         settings: how samples are drawn.
         text: prompt embeddings, for a bare ``UNet2DConditionModel``.
+        prompts: the prompt set of a text-to-image pipeline model (sample i uses prompt ``i mod N``);
+            default: the shipped everyday scenes (:func:`~optuna_diffusion.prompts.default_prompts`).
+            Their embeddings come from the model's prompt encoder, computed once per distinct prompt.
         prefix_cache: where denoiser outputs of trajectory prefixes are kept (None: no caching).
             Its entries belong to this generator (a cache shared by several generators shares only
             its memory bound). It assumes the model does not change; call its ``clear()`` if it does.
@@ -186,15 +190,26 @@ class ImageGenerator:
         settings: SamplingSettings,
         text: TextConditioning | None = None,
         *,
+        prompts: PromptSet | None = None,
         prefix_cache: PrefixCache | None = None,
         classifier: nn.Module | None = None,
     ) -> None:
         if prefix_cache is not None and not isinstance(prefix_cache, PrefixCache):
             raise ConfigError(f"prefix_cache must be a PrefixCache or None, got {type(prefix_cache).__name__}")
+        if prompts is not None and not isinstance(prompts, PromptSet):
+            raise ConfigError(f"prompts must be a PromptSet or None, got {type(prompts).__name__}")
+        if model.prompt_encoder is not None:
+            if text is not None:
+                raise ConfigError(f"{model.source} encodes its prompts itself: give prompts=PromptSet, not text")
+            prompts = prompts if prompts is not None else default_prompts()
+            text = model.prompt_encoder.bind(prompts)
+        elif prompts is not None:
+            raise ConfigError(f"{model.source} is not a text-to-image pipeline; it takes no prompt set")
         model.family.check(model, settings, text=text)
         self.model = model
         self.settings = settings
         self.text = text
+        self.prompts = prompts
         self.schedule = model.schedule
         self.solver = check_solver(settings.solver, self.schedule)
         if settings.clip_x0 and isinstance(self.schedule, FlowSchedule):
@@ -247,6 +262,7 @@ class ImageGenerator:
                     conditions = Conditions(
                         size=last - first,
                         labels=labels[first:last].to(model.device) if labels is not None else None,
+                        prompts=self.prompts.indices(first, last) if self.prompts is not None else None,
                         text=self.text,
                     )
                     denoise = make_denoiser(

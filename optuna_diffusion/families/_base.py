@@ -42,7 +42,9 @@ class Conditions:
         size: the number of samples.
         labels: class labels, ``(size,)`` (class-conditional models).
         prompts: the batch's indices into the study's prompt set (text-to-image pipelines).
-        text: fixed prompt embeddings shared by the batch (a bare ``UNet2DConditionModel``).
+        text: fixed prompt embeddings shared by the batch (a bare ``UNet2DConditionModel``), or, for a
+            text-to-image pipeline, the prompt set's embeddings by prompt index
+            (:class:`~optuna_diffusion.pipelines.EncodedPrompts`).
     """
 
     size: int

@@ -1,0 +1,116 @@
+"""Flux (``FluxPipeline``): packed latents, CLIP pooled + T5 embeddings, guidance by embedding.
+
+The transformer works on *packed* latents: the ``(C, h, w)`` latents cut into 2x2 patches, one token
+of ``4 C`` channels per patch, with position ids ``(0, row, column)`` per token (``img_ids``) and zeros
+for the text tokens (``txt_ids``). The solver runs on packed latents; the initial noise is drawn
+unpacked (per sample, common random numbers) and packed, as ``prepare_latents`` does; the final latents
+are unpacked before the VAE (``latents / scaling_factor + shift_factor``).
+
+Flux is guidance-distilled: no classifier-free guidance batch. A transformer with ``guidance_embeds``
+(Flux dev) takes ``guidance_scale`` as an input (``guidance``); schnell has none and ignores it. The
+pipeline's optional true CFG (``true_cfg_scale`` with a negative prompt) is not run here. The time step
+goes to the transformer as ``t / 1000``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._base import Conditions
+from ._pipeline import PipelineFamily, call_default
+
+if TYPE_CHECKING:
+    from ..models import DiffusionModel
+    from ..sampling import SamplingSettings
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """``(B, C, h, w)`` latents as ``(B, h/2 * w/2, 4 C)`` tokens of 2x2 patches (``FluxPipeline._pack_latents``)."""
+    batch, channels, height, width = latents.shape
+    patches = latents.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(batch, (height // 2) * (width // 2), channels * 4)
+
+
+def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of :func:`pack` for latents of ``height x width``."""
+    batch, _, width_channels = tokens.shape
+    channels = width_channels // 4
+    patches = tokens.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return patches.reshape(batch, channels, height, width)
+
+
+class FluxFamily(PipelineFamily):
+    """``FluxPipeline`` on a ``FluxTransformer2DModel`` (schnell or dev)."""
+
+    name = "flux"
+    pipelines = ("FluxPipeline",)
+
+    def latent_multiple(self, model: DiffusionModel) -> int:
+        return 2  # latents are packed in 2x2 patches
+
+    def latent_shape(self, model: DiffusionModel) -> tuple[int, int, int]:
+        height, width = self.image_size(model)
+        factor = self.vae_scale_factor(model)
+        return int(model.denoiser.config.in_channels) // 4, height // factor, width // factor
+
+    def sample_shape(self, model: DiffusionModel) -> tuple[int, ...]:
+        channels, height, width = self.latent_shape(model)
+        return (height // 2) * (width // 2), channels * 4
+
+    def initial_noise(self, model: DiffusionModel, seed: int, start: int, stop: int) -> torch.Tensor:
+        return pack(super().initial_noise(model, seed, start, stop))
+
+    def decode(self, model: DiffusionModel, x: torch.Tensor) -> torch.Tensor:
+        _, height, width = self.latent_shape(model)
+        return super().decode(model, unpack(x, height, width))
+
+    def unscale_latents(self, model: DiffusionModel, latents: torch.Tensor) -> torch.Tensor:
+        config = model.vae.config
+        return latents / config.scaling_factor + config.shift_factor
+
+    def uses_guidance(self, settings: SamplingSettings) -> bool:
+        return False  # guidance-distilled: one call per step
+
+    def encode(self, model: DiffusionModel, text: str) -> dict[str, torch.Tensor]:
+        pipe = model.pipeline
+        prompt_embeds, pooled, _ = pipe.encode_prompt(
+            prompt=text, prompt_2=None, device=model.device, num_images_per_prompt=1,
+            max_sequence_length=call_default(pipe, "max_sequence_length"),
+        )
+        return {"encoder_hidden_states": prompt_embeds, "pooled_projections": pooled}
+
+    def image_ids(self, model: DiffusionModel, dtype: torch.dtype) -> torch.Tensor:
+        """``img_ids``: ``(0, row, column)`` of every 2x2 patch, row by row (``_prepare_latent_image_ids``)."""
+        _, height, width = self.latent_shape(model)
+        rows, columns = height // 2, width // 2
+        ids = torch.zeros(rows, columns, 3)
+        ids[..., 1] = torch.arange(rows)[:, None]
+        ids[..., 2] = torch.arange(columns)[None, :]
+        return ids.reshape(rows * columns, 3).to(device=model.device, dtype=dtype)
+
+    def inputs(
+        self, model: DiffusionModel, conditions: Conditions, settings: SamplingSettings, *, unconditional: bool
+    ) -> dict[str, Any]:
+        embeds = self.embeddings(conditions, unconditional=unconditional)
+        context = embeds["encoder_hidden_states"]
+        pipe = model.pipeline
+        dtype = pipe.text_encoder.dtype if pipe.text_encoder is not None else model.denoiser.dtype
+        inputs = {
+            **embeds,
+            "txt_ids": torch.zeros(context.shape[1], 3, device=model.device, dtype=dtype),
+            "img_ids": self.image_ids(model, context.dtype),
+            "guidance": None,
+        }
+        if model.denoiser.config.guidance_embeds:
+            guidance = torch.full([1], settings.guidance_scale, device=model.device, dtype=torch.float32)
+            inputs["guidance"] = guidance.expand(conditions.size)
+        return inputs
+
+    def timestep_input(self, model: DiffusionModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x.device)
+        return t.reshape(-1)[:1].expand(len(x)).to(x.dtype) / 1000
+
+    def call(self, model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        return model.denoiser(**self.call_kwargs(model, x, t, inputs), return_dict=False)[0]

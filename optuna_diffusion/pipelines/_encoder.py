@@ -1,0 +1,83 @@
+"""Prompt embeddings of a pipeline model, computed once per distinct prompt and kept."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import ConfigError
+from ..prompts import PromptSet
+
+if TYPE_CHECKING:
+    from ..models import DiffusionModel
+
+Embeddings = dict[str, torch.Tensor]
+
+
+class PromptEncoder:
+    """Runs a pipeline model's text encoders (through its family's ``encode``) once per distinct prompt.
+
+    Embeddings are kept on the model's device for the life of the encoder (they do not depend on the
+    plan), for prompts and negative prompts separately; a negative prompt of None stands for the
+    pipeline's default unconditional pass.
+
+    Attributes:
+        encoder_calls: how many prompts (and negative prompts) were encoded so far.
+    """
+
+    def __init__(self, model: DiffusionModel) -> None:
+        self.model = model
+        self._positive: dict[str, Embeddings] = {}
+        self._negative: dict[str | None, Embeddings] = {}
+        self.encoder_calls = 0
+
+    def positive(self, text: str) -> Embeddings:
+        """Embeddings of prompt ``text`` (batch 1 each)."""
+        if text not in self._positive:
+            self._positive[text] = self._encode(lambda: self.model.family.encode(self.model, text))
+        return self._positive[text]
+
+    def negative(self, text: str | None) -> Embeddings:
+        """Embeddings of the unconditional pass with negative prompt ``text`` (None: the pipeline's default)."""
+        if text not in self._negative:
+            self._negative[text] = self._encode(lambda: self.model.family.encode_negative(self.model, text))
+        return self._negative[text]
+
+    def _encode(self, encode) -> Embeddings:
+        with torch.no_grad():
+            embeddings = encode()
+        self.encoder_calls += 1
+        return {key: value.detach() for key, value in embeddings.items()}
+
+    def bind(self, prompts: PromptSet) -> "EncodedPrompts":
+        """``prompts`` seen through this encoder (what the image generator hands to the family)."""
+        return EncodedPrompts(prompts, self)
+
+    def clear(self) -> None:
+        """Forget every embedding (e.g. after the text encoders changed)."""
+        self._positive.clear()
+        self._negative.clear()
+
+    @property
+    def cached(self) -> int:
+        """How many prompt and negative-prompt embeddings are kept."""
+        return len(self._positive) + len(self._negative)
+
+
+class EncodedPrompts:
+    """A prompt set with its embeddings by prompt index, encoded on first use through a :class:`PromptEncoder`."""
+
+    def __init__(self, prompts: PromptSet, encoder: PromptEncoder) -> None:
+        if not isinstance(prompts, PromptSet):
+            raise ConfigError(f"prompts must be a PromptSet, got {type(prompts).__name__}")
+        self.prompts = prompts
+        self.encoder = encoder
+
+    def positive(self, index: int) -> Embeddings:
+        """Embeddings of prompt ``index``."""
+        return self.encoder.positive(self.prompts[index].text)
+
+    def negative(self, index: int) -> Embeddings:
+        """Embeddings of prompt ``index``'s unconditional pass."""
+        return self.encoder.negative(self.prompts[index].negative)
