@@ -234,6 +234,9 @@ def optimize(
     num_samples: Annotated[Optional[int], typer.Option(help="Samples per candidate in both stages.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model: bundled name, diffusers folder or hub id.")] = None,
     classifier: Annotated[Optional[str], typer.Option(help="Classifier folder for classifier guidance (zoo convert-adm-classifier).")] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="Prompt file of a text-to-image pipeline (.txt or .jsonl).")] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt of prompts that have none.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Height and width of a pipeline's images.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits or an .npz with mu, sigma.")] = None,
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
@@ -247,8 +250,9 @@ def optimize(
         raise typer.BadParameter("--stage must be timesteps or architecture")
     for name, value in (("--n-trials", n_trials), ("--timeout", timeout), ("--heartbeat-interval", heartbeat_interval)):
         _positive(name, value)
-    cfg = _config(study, config, model=model, classifier=classifier, reference=reference, features=features,
-                  feature_weights=feature_weights, seed=seed, batch_size=batch_size, num_samples=num_samples)
+    cfg = _config(study, config, model=model, classifier=classifier, prompts=prompts, negative_prompt=negative_prompt,
+                  image_size=image_size, reference=reference, features=features, feature_weights=feature_weights,
+                  seed=seed, batch_size=batch_size, num_samples=num_samples)
     previous = signal.signal(signal.SIGINT, _first_interrupt)
     threading.excepthook = _thread_errors_in_one_line
     try:
@@ -338,9 +342,12 @@ def evaluate(
         raise typer.BadParameter("--samples must be at least 2")
     cfg = _config(study or ("digits" if config is None else None), config, model=model, classifier=classifier,
                   reference=reference, features=features, feature_weights=feature_weights, solver=solver)
-    result, used = evaluate_plan_file(cfg, plan, baseline=baseline, steps=steps, samples=samples, device=device)
+    result, used, parts = evaluate_plan_file(cfg, plan, baseline=baseline, steps=steps, samples=samples, device=device)
     typer.echo(f"{used}")
     typer.echo(f"FID {result.fid:.3f} over {result.num_samples} samples, {result.macs / 1e9:.4f} GMACs per image")
+    spent = {name: macs for name, macs in parts.items() if macs}
+    if len(spent) > 1:
+        typer.echo("GMACs per image: " + ", ".join(f"{name.replace('_', ' ')} {macs / 1e9:.4f}" for name, macs in spent.items()))
 
 
 @app.command()

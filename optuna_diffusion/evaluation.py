@@ -23,6 +23,7 @@ from .macs import MacsTable
 from .models import DiffusionModel
 from .plan import Plan
 from .prefix_cache import PrefixCache
+from .prompts import PromptSet
 from .sampling import ImageGenerator, SamplingSettings
 
 
@@ -48,7 +49,9 @@ class PlanEvaluator:
 
     MACs of a plan are those of its denoiser calls (twice per step under classifier-free guidance)
     plus, under classifier guidance, the classifier's forward and the backward pass of its input
-    gradient at every step (:func:`~optuna_diffusion.macs.input_gradient_macs`).
+    gradient at every step (:func:`~optuna_diffusion.macs.input_gradient_macs`), plus, for a pipeline,
+    what every image pays once: its prompt's (and negative prompt's) text encoding and the VAE decode
+    (:func:`~optuna_diffusion.pipelines.component_macs`). :meth:`macs_parts` gives them apart.
 
     Args:
         model: the diffusion model.
@@ -57,6 +60,7 @@ class PlanEvaluator:
         reference: feature statistics of the real data.
         prefix_cache: a :class:`PrefixCache` for the generator, or a byte bound for a new one (0: no cache).
         classifier: the noisy-image classifier of classifier guidance, or None.
+        prompts: the prompt set of a text-to-image pipeline (default: the shipped everyday scenes).
     """
 
     def __init__(
@@ -68,21 +72,38 @@ class PlanEvaluator:
         *,
         prefix_cache: PrefixCache | int = 0,
         classifier: nn.Module | None = None,
+        prompts: PromptSet | None = None,
     ) -> None:
+        from .pipelines import component_macs
+
         self.model = model
         self.settings = settings
         if prefix_cache is not None and not isinstance(prefix_cache, PrefixCache):
             prefix_cache = PrefixCache(prefix_cache) if prefix_cache != 0 else None
-        self.generator = ImageGenerator(model, settings, prefix_cache=prefix_cache, classifier=classifier)
+        self.generator = ImageGenerator(
+            model, settings, prefix_cache=prefix_cache, classifier=classifier, prompts=prompts
+        )
         self.meter = FIDMeter(reference, extractor)
         inputs = model.family.example_inputs(model, settings)
-        self.macs_table = MacsTable.for_model(model.denoiser, model.sample_shape, inputs=inputs)
+        shape = model.sample_shape if inputs is None else None
+        self.macs_table = MacsTable.for_model(model.denoiser, shape, inputs=inputs)
         self.classifier_step_macs = classifier_step_macs(classifier, model.sample_shape) if classifier is not None else 0
+        self.per_image_macs = component_macs(model, settings, prompts=self.generator.prompts)
+
+    def macs_parts(self, plan: Plan) -> dict[str, int]:
+        """MACs of one image of ``plan``, by component: ``denoiser`` (every step, twice under
+        classifier-free guidance), ``classifier`` (classifier guidance), ``text_encoders`` and
+        ``vae_decoder`` (once per image)."""
+        guided = self.model.family.uses_guidance(self.settings)
+        return {
+            "denoiser": self.macs_table.plan_macs(plan, guidance=guided),
+            "classifier": plan.num_steps * self.classifier_step_macs,
+            **self.per_image_macs,
+        }
 
     def macs(self, plan: Plan) -> int:
-        """MACs to generate one image with ``plan`` (classifier-free guidance doubles every evaluation)."""
-        denoiser = self.macs_table.plan_macs(plan, guidance=self.settings.uses_guidance)
-        return denoiser + plan.num_steps * self.classifier_step_macs
+        """MACs to generate one image with ``plan``: the sum of :meth:`macs_parts`."""
+        return sum(self.macs_parts(plan).values())
 
     def evaluate(self, plan: Plan, num_samples: int, *, keep_images: int = 0) -> Evaluation:
         """FID of ``num_samples`` images of ``plan`` and its MACs; ``keep_images`` first images ride along."""

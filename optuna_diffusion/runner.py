@@ -26,7 +26,7 @@ from .samplers import ArchitectureSampler, TimestepSampler
 from .storage import artifact_dir, check_storage_url, open_storage, redacted
 from .study import PREVIEW_SAMPLES, PreviewUploader, build_evaluator, check_device, completed_trials, open_study
 from .study_config import STAGES, StudyConfig
-from .trial_plan import BASELINE_FIDS_ATTR, STUDY_MARKER, is_low_fidelity, plan_from_trial, stored_plan
+from .trial_plan import BASELINE_FIDS_ATTR, FIXED_MACS_ATTR, STUDY_MARKER, is_low_fidelity, plan_from_trial, stored_plan
 
 Echo = Callable[[str], None]
 
@@ -236,6 +236,10 @@ def _run_stage(
     echo: Echo, where: str,
 ) -> optuna.Study:
     study = open_study(config, stage, storage, sampler_for(stage, config, evaluator))
+    fixed = {**evaluator.per_image_macs, "classifier_per_step": evaluator.classifier_step_macs}
+    fixed = {name: macs for name, macs in fixed.items() if macs}
+    if fixed and study.user_attrs.get(FIXED_MACS_ATTR) != fixed:
+        study.set_user_attr(FIXED_MACS_ATTR, fixed)
     budget = TrialBudget(n_trials or getattr(config, stage).n_trials)
     remaining = budget.total - completed_trials(study)
     echo(f"stage {stage}: study {study.study_name}, {budget.total - remaining}/{budget.total} trials done")
@@ -321,7 +325,10 @@ def show_front(config: StudyConfig, storage_url: str, stage: str, *, max_fid: fl
     storage = compat.storage_of(study)
     timestep_study = study if stage == "timesteps" else _load_or_none(storage, config.stage_study_name("timesteps"))
     table = format_front(pareto_front(study), limits=baseline_limits(timestep_study), max_fid=max_fid, show_all=show_all)
-    return f"{study.study_name}: {len(study.trials)} trials\n{table}"
+    fixed = study.user_attrs.get(FIXED_MACS_ATTR) or {}
+    parts = ", ".join(f"{name.replace('_', ' ')} {macs / 1e9:.4f}" for name, macs in fixed.items())
+    included = f"\n(every row's GMACs include {parts})" if parts else ""
+    return f"{study.study_name}: {len(study.trials)} trials\n{table}{included}"
 
 
 def stored_stage_studies(config: StudyConfig, storage_url: str, stage: str | None) -> list[optuna.Study]:
@@ -400,14 +407,17 @@ def load_plan_file(path: str | Path) -> Plan:
 
 def evaluate_plan_file(
     config: StudyConfig, plan_path: Path | None, *, baseline: str | None, steps: int, samples: int, device: str = "cpu"
-) -> tuple[Evaluation, Plan]:
-    """Score an exported plan or a baseline with ``samples`` samples on the config's model."""
+) -> tuple[Evaluation, Plan, dict[str, int]]:
+    """Score an exported plan or a baseline with ``samples`` samples on the config's model.
+
+    Returns the evaluation, the plan and its MACs per image by component.
+    """
     plan = load_plan_file(plan_path) if plan_path is not None else None
     evaluator = build_evaluator(config, device=device)
     try:
         if plan is None:
             plan = baseline_plan(baseline, steps, evaluator.generator.schedule)
-        return evaluator.evaluate(plan, samples), plan
+        return evaluator.evaluate(plan, samples), plan, evaluator.macs_parts(plan)
     finally:
         evaluator.close()
 

@@ -7,6 +7,7 @@ trial uploads a PNG grid of its samples as an artifact for optuna-dashboard.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,28 @@ def missing_inputs(config: StudyConfig) -> list[str]:
         problem = inception_unavailable(config.fid.feature_weights)
         if problem:
             missing.append(problem)
+    # A hub id not in the local cache is downloaded when there is internet: named as missing only when the
+    # study fails anyway, or when the hub is switched off (HF_HUB_OFFLINE).
+    if (missing or _hub_offline()) and _uncached_hub_id(config.model.source):
+        hint = f"; {hints.model}" if hints.model else ""
+        missing.insert(0, f"the model {config.model.source} (not in the local Hugging Face cache{hint})")
     return missing
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def _uncached_hub_id(source: str) -> bool:
+    """Whether ``source`` names a hub repository that the local Hugging Face cache does not hold."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from .zoo import BUNDLED_MODELS
+
+    if not source or source in BUNDLED_MODELS or Path(source).expanduser().exists() or source.count("/") != 1:
+        return False
+    files = ("model_index.json", "config.json", "unet/config.json", "transformer/config.json")
+    return not any(isinstance(try_to_load_from_cache(source, name), str) for name in files)
 
 
 def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluator:
@@ -73,8 +95,9 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluato
     if config.fid.reference != "digits" and not Path(config.fid.reference).is_file():
         raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference)")
     extractor = load_feature_extractor(config.fid.features, weights_path=config.fid.feature_weights)
-    model = load_diffusion_model(config.model.source, device=device)
+    model = load_diffusion_model(config.model.source, device=device, image_size=config.model.image_size)
     classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
+    prompts = config.prompts.load() if model.prompt_encoder is not None else None
     if config.fid.reference == "digits":
         from .zoo.data import load_digits_images
 
@@ -84,7 +107,8 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluato
         reference = load_reference_npz(config.fid.reference)
     cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)
     return PlanEvaluator(
-        model, config.sampling, extractor.to(device), reference, prefix_cache=cache_bytes, classifier=classifier
+        model, config.sampling, extractor.to(device), reference, prefix_cache=cache_bytes, classifier=classifier,
+        prompts=prompts,
     )
 
 

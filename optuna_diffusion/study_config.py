@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .prompts import PromptSettings
 from .sampling import SamplingSettings
 from .settings import Section, SettingError, at_least, fraction, positive, setting
 
@@ -33,6 +34,7 @@ class ModelSection(Section):
     SECTION: ClassVar[str] = "model"
 
     source: str = setting("", help="bundled name, diffusers folder or Hugging Face hub id")
+    image_size: int | None = setting(None, check=positive, help="height and width of a pipeline's images")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class StudyConfig:
     fid: FidSection = field(default_factory=FidSection)
     timesteps: TimestepStage = field(default_factory=TimestepStage)
     architecture: ArchitectureStage = field(default_factory=ArchitectureStage)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
     hints: HintsSection = field(default_factory=HintsSection)
 
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
@@ -109,6 +112,7 @@ class StudyConfig:
         "fid": FidSection,
         "timesteps": TimestepStage,
         "architecture": ArchitectureStage,
+        "prompts": PromptSettings,
         "hints": HintsSection,
     }
 
@@ -157,8 +161,11 @@ def _line_of(text: str, section: str, key: str | None) -> int | None:
     return None
 
 
-def parse_study_config(text: str, *, name: str, origin: str) -> StudyConfig:
-    """Parse and validate a study TOML text; ``origin`` names it in errors."""
+def parse_study_config(text: str, *, name: str, origin: str, folder: Path | None = None) -> StudyConfig:
+    """Parse and validate a study TOML text; ``origin`` names it in errors.
+
+    ``folder``: where a relative ``[prompts] file`` is read from (the study file's folder).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -166,6 +173,9 @@ def parse_study_config(text: str, *, name: str, origin: str) -> StudyConfig:
     for section in data:
         if section not in StudyConfig.SECTIONS:
             raise ConfigError(f"{origin}: unknown section [{section}]; known: {', '.join(StudyConfig.SECTIONS)}")
+    prompt_file = data.get("prompts", {}).get("file") if isinstance(data.get("prompts"), dict) else None
+    if folder is not None and isinstance(prompt_file, str) and not Path(prompt_file).expanduser().is_absolute():
+        data["prompts"] = {**data["prompts"], "file": str(folder / prompt_file)}
     try:
         return StudyConfig.from_dict({**data, "name": name})
     except SettingError as error:
@@ -187,13 +197,13 @@ def load_study_config(study: str | None = None, *, config: str | Path | None = N
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
             raise ConfigError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
-        return parse_study_config(text, name=study or path.stem, origin=str(path))
+        return parse_study_config(text, name=study or path.stem, origin=str(path), folder=path.resolve().parent)
     if study is None:
         raise ConfigError("name a study preset (--study) or a study file (--config)")
     preset = _presets_dir() / f"{study}.toml"
     if not preset.is_file():
         raise ConfigError(f"unknown study {study!r}; presets: {', '.join(preset_names())} (or pass --config FILE)")
-    return parse_study_config(preset.read_text(), name=study, origin=f"studies/{study}.toml")
+    return parse_study_config(preset.read_text(), name=study, origin=f"studies/{study}.toml", folder=preset.parent)
 
 
 OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -205,6 +215,9 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "batch_size": (("sampling", "batch_size"),),
     "solver": (("sampling", "solver"),),
     "classifier": (("sampling", "classifier"),),
+    "image_size": (("model", "image_size"),),
+    "prompts": (("prompts", "file"),),
+    "negative_prompt": (("prompts", "negative_prompt"),),
     "num_samples": (("timesteps", "num_samples"), ("architecture", "num_samples")),
 }
 """What each command-line override sets: (section, key) pairs."""

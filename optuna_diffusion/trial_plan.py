@@ -38,7 +38,10 @@ Study user attributes: ``optuna_diffusion``, ``{"stage": ..., "config": StudyCon
 the marker that tells our studies from other tools' (:mod:`optuna_diffusion.study`); on the
 time-step study, ``optuna_diffusion:baseline_fids``, ``{K: {schedule name: FID}}`` of the
 hand-designed schedules at the study's sample count (written by the runner after stage 1, read by
-the front tables, :mod:`optuna_diffusion.front`).
+the front tables, :mod:`optuna_diffusion.front`); on both stage studies,
+``optuna_diffusion:fixed_macs``, ``{component: MACs}`` every plan pays whatever its steps
+(text encoders and VAE decoder per image, the classifier per step; written by the runner, shown by
+``show``).
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ BUDGET_STOPPED_ATTR = "stopped"
 # Study user attributes -----------------------------------------------------------------------------
 STUDY_MARKER = "optuna_diffusion"
 BASELINE_FIDS_ATTR = "optuna_diffusion:baseline_fids"
+FIXED_MACS_ATTR = "optuna_diffusion:fixed_macs"
 
 
 # --------------------------------------------------------------------------------------------------
