@@ -13,14 +13,14 @@ import json
 import optuna
 import pytest
 import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from optuna_diffusion.cli import app
-from optuna_diffusion.fid import load_feature_extractor, reference_stats
 from optuna_diffusion.zoo.adm_classifier import CLASSIFIER_PRESETS
 from optuna_diffusion.zoo.convert_adm import ADM_PRESETS, random_adm_state_dict
 from optuna_diffusion.zoo.convert_adm_classifier import random_classifier_state_dict
+
+from .stand_ins import stand_in_features
 
 # preset -> (ADM UNet flags, classifier flags or None)
 PRESETS = {
@@ -47,26 +47,6 @@ def test_a_paper_preset_without_its_files_fails_fast_naming_each(preset, tmp_pat
     guided = preset != "imagenet64-conditional" and preset != "lsun-bedroom256"
     assert ("the classifier (--classifier DIR; optuna-diffusion zoo convert-adm-classifier" in message) == guided
     assert list(tmp_path.iterdir()) == [], "nothing is written"
-
-
-class PooledColours(nn.Module):
-    """A stand-in FID feature network for RGB images: mean colour of each image quarter (12 features)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 12
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return nn.functional.adaptive_avg_pool2d(images, 2).flatten(1)
-
-
-def stand_in_features(folder) -> tuple[str, str]:
-    """A TorchScript feature network and reference statistics of random images, as files."""
-    path = folder / "features.pt"
-    torch.jit.script(PooledColours()).save(str(path))
-    images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    reference = reference_stats(images, load_feature_extractor(str(path))).save_npz(folder / "reference.npz")
-    return str(path), str(reference)
 
 
 def tiny(config, **changes):

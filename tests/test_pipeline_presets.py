@@ -1,0 +1,51 @@
+"""Presets of real pipelines: each fails fast naming what is missing, and runs on a tiny stand-in of its layout."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from optuna_diffusion.cli import app
+
+from .stand_ins import stand_in_features
+from .tiny_pipelines import STAND_INS
+
+# preset -> image size of its stand-in run (small, so that the test stays quick)
+PRESETS = {"sd15": 32, "sdxl": 32, "pixart-sigma": 8, "sd3-medium": 16, "flux-schnell": 16, "dit-xl-256": 8}
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_a_pipeline_preset_without_its_files_fails_fast_naming_each(preset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("optimize", "--study", preset)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "not in the local Hugging Face cache; huggingface-cli download" in result.output
+    assert "the reference statistics (--reference NPZ" in result.output and "Inception" in result.output
+    assert list(tmp_path.iterdir()) == [], "nothing is written"
+
+
+@pytest.mark.parametrize(
+    "preset", [pytest.param(p, marks=pytest.mark.slow) if p in ("sdxl", "flux-schnell") else p for p in PRESETS]
+)
+def test_a_pipeline_preset_runs_on_a_stand_in_of_its_layout(preset, tmp_path):
+    model = STAND_INS[preset](tmp_path / "pipeline")
+    size = PRESETS[preset]
+    features, reference = stand_in_features(tmp_path, size)
+    storage = f"sqlite:///{tmp_path / 'preset.db'}"
+    result = invoke(
+        "optimize", "--study", preset, "--storage", storage, "--model", str(model), "--image-size", str(size),
+        "--features", features, "--reference", reference, "--stage", "timesteps", "--n-trials", "2",
+        "--num-samples", "4", "--batch-size", "4",
+    )
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name=f"{preset}-timesteps", storage=storage)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) and len(study.trials) == 2
+    fixed = study.user_attrs.get("optuna_diffusion:fixed_macs", {})
+    assert fixed.get("vae_decoder", 0) > 0, "a latent pipeline pays its VAE decode per image"
+    assert (fixed.get("text_encoders", 0) > 0) == (preset != "dit-xl-256"), "text pipelines pay their encoders"
+    assert all(t.user_attrs["macs"] > sum(fixed.values()) for t in study.trials)
