@@ -368,6 +368,33 @@ def baselines(
 
 @app.command()
 @_one_line_errors
+def plot(
+    study: StudyOption = None,
+    config: ConfigOption = None,
+    storage: StorageOption = None,
+    out: Annotated[Optional[Path], typer.Option(help="Path without suffix (default: NAME-front in the working directory).")] = None,
+    html_only: Annotated[bool, typer.Option("--html-only", help="Write only the interactive HTML (no matplotlib needed).")] = False,
+) -> None:
+    """Draw the stored fronts: FID (log) against MACs, both stages and the hand-designed baselines."""
+    from .plot import front_figure, write_html, write_png
+    from .runner import stored_stage_studies
+    from .study_config import STAGES
+
+    cfg = _config(study, config)
+    stored = stored_stage_studies(cfg, _storage_url(storage, cfg), None)
+    by_stage = {stage: s for s in stored for stage in STAGES if s.study_name == cfg.stage_study_name(stage)}
+    figure = front_figure(by_stage, title=f"{cfg.name}: FID against MACs")
+    base = out if out is not None else Path(f"{cfg.name}-front")
+    written = [base.with_suffix(".html")]
+    write_html(figure, written[0])
+    if not html_only:
+        written.append(base.with_suffix(".png"))
+        write_png(figure, written[1])
+    typer.echo("wrote " + " and ".join(str(path) for path in written))
+
+
+@app.command()
+@_one_line_errors
 def dashboard(
     study: StudyOption = None,
     config: ConfigOption = None,

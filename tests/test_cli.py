@@ -332,3 +332,17 @@ def test_the_samplers_import_from_the_top_level():
 
     assert optuna_diffusion.TimestepSampler is TimestepSampler
     assert optuna_diffusion.ArchitectureSampler is ArchitectureSampler
+
+
+def test_plot_writes_the_fronts_and_baselines_as_png_and_html(digits_run, tmp_path):
+    _, storage, _ = digits_run
+    out = tmp_path / "front"
+    result = invoke("plot", "--study", "digits", "--storage", storage, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    png, html = out.with_suffix(".png"), out.with_suffix(".html")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = html.read_text()
+    assert "stage 1 (time steps): front" in page and "stage 2 (skips and reuses): front" in page
+    assert "baseline: uniform" in page
+    missing = invoke("plot", "--study", "digits", "--storage", f"sqlite:///{tmp_path / 'none.db'}")
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1
