@@ -5,8 +5,10 @@ gets the same budget of evaluations for several seeds:
 
 * ``timestep``: optuna-diffusion's TimestepSampler, first generation seeded with the baselines;
 * ``random``: Optuna's RandomSampler over random sets of K time steps (sorted);
-* ``nsga2`` / ``tpe``: Optuna's stock NSGAIISampler / TPESampler on K integer parameters, sorted
-  before use (a repeated value is pushed to the next free step).
+* ``nsga2`` / ``tpe`` / ``gp``: Optuna's stock NSGAIISampler / TPESampler / GPSampler on K integer
+  parameters, sorted before use (a repeated value is pushed to the next free step);
+* ``autodiffusion``: the paper's own evolutionary search (population 50, 10 parents, 25 mutants,
+  15 crossovers, the first population seeded from uniform DDIM; ``autodiffusion_search.py``).
 
 It prints per sampler the median best FID, the median number of evaluations needed to come within 5%
 of that run's final best, and then re-scores the best plan found with all 1,797 samples against the
@@ -24,6 +26,7 @@ import time
 import optuna
 import torch
 
+from autodiffusion_search import autodiffusion_search
 from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, digits_evaluator
 from optuna_diffusion.plan import Plan
@@ -31,7 +34,7 @@ from optuna_diffusion.samplers import TimestepSampler, plan_from_trial, suggest_
 
 PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit
 
-SAMPLERS = ("timestep", "random", "nsga2", "tpe")
+SAMPLERS = ("timestep", "random", "nsga2", "tpe", "gp", "autodiffusion")
 
 
 def make_objective(name: str, evaluator: PlanEvaluator, k: int, num_samples: int):
@@ -68,6 +71,8 @@ def make_sampler(name: str, seed: int, k: int, initial_plans: list[Plan], popula
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -83,6 +88,12 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=args.solver, batch_size=500), prefix_cache=PREFIX_CACHE_BYTES)
+    if name == "autodiffusion":
+        num_train = evaluator.generator.schedule.num_train_timesteps
+        fid_of = lambda steps: evaluator.evaluate(Plan(steps, num_train_timesteps=num_train), args.samples).fid  # noqa: E731
+        history = autodiffusion_search(fid_of, args.steps, num_train, args.trials, seed)
+        evaluator.close()
+        return name, seed, [fid for _, fid in history], list(min(history, key=lambda item: item[1])[0])
     initial_plans = list(baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod).values())
     study = optuna.create_study(sampler=make_sampler(name, seed, args.steps, initial_plans, args.population))
     study.optimize(make_objective(name, evaluator, args.steps, args.samples), n_trials=args.trials)
