@@ -52,7 +52,7 @@ def test_a_batch_out_of_memory_is_redone_at_half_size_with_the_same_result(tiny_
     assert result.batch_size == 8 and evaluator.batch_size == 8 and expected.batch_size == 32
     # The same samples; a batched convolution may round differently at another batch size (float32).
     assert result.fid == pytest.approx(expected.fid, rel=1e-6)
-    assert torch.allclose(result.images, expected.images, atol=1e-5)
+    assert torch.allclose(result.images, expected.images, atol=1e-4)
     evaluator.close()
 
 
