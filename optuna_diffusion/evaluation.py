@@ -112,7 +112,13 @@ class PlanEvaluator:
             fitness = FIDFitness(reference, extractor)
         self.batch_size = settings.batch_size
         """Images per batch now: the settings' until a batch ran out of memory, then half as many each time."""
-        self.fitness = self.bind(fitness)
+        try:
+            self.fitness = self.bind(fitness)
+        except BaseException:
+            self.generator.close()  # the block switch stays on the model otherwise
+            raise
+        self.rescore_fitness: FitnessMeter | None = None
+        """A second, bound metric that re-scores a stage's final front (``[fitness] rescore``), or None."""
         inputs = model.family.example_inputs(model, settings)
         shape = model.sample_shape if inputs is None else None
         self.macs_table = MacsTable.for_model(model.denoiser, shape, inputs=inputs)

@@ -14,6 +14,29 @@ if TYPE_CHECKING:
     from ..evaluation import PlanEvaluator
 
 
+class _ProjectedFeatures(torch.nn.Module):
+    """A CLIPModel whose ``get_image_features``/``get_text_features`` return the projected embeddings.
+
+    transformers 5 returns a ``BaseModelOutputWithPooling`` there (the embeddings as its ``pooler_output``);
+    torchmetrics 1.9's ``CLIPScore`` expects the tensor that transformers 4 returned.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    @staticmethod
+    def _tensor(output: Any) -> torch.Tensor:
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+    def get_image_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
 def load_clip(folder: str | Path) -> tuple[Any, Any]:
     """``(CLIPModel, CLIPProcessor)`` from a local folder (``save_pretrained`` of both), or a one-line error."""
     from transformers import CLIPModel, CLIPProcessor
@@ -48,7 +71,7 @@ class ClipScoreFitness(FitnessMeter):
 
         model, processor = load_clip(folder)
         self.folder = Path(folder)
-        self.score = CLIPScore(model_name_or_path=lambda: (model, processor))
+        self.score = CLIPScore(model_name_or_path=lambda: (_ProjectedFeatures(model), processor))
         self.prompts: Any = None
 
     def bind(self, evaluator: "PlanEvaluator") -> None:

@@ -6,7 +6,7 @@ by the distance of each of its samples to the teacher's sample of the same index
 
 * ``psnr``: ``-PSNR`` (dB) of the decoded 8-bit images, per image, averaged (a per-image PSNR is capped
   at 100 dB, an identical image);
-* ``ssim``: ``1 - SSIM`` of the decoded 8-bit images (torchmetrics, Gaussian window), averaged;
+* ``ssim``: ``1 - SSIM`` of the decoded 8-bit images (torchmetrics, 11-pixel Gaussian window), averaged;
 * ``mse``: mean squared error of the solver's final samples before decoding (a latent model's latents;
   a pixel model's images), which needs no VAE decode.
 
@@ -42,7 +42,7 @@ DEFAULT_TEACHER_STEPS = 100
 CHUNK = 100
 """Samples per stored chunk of teacher outputs (the unit of resuming)."""
 MAX_PSNR = 100.0
-_LABELS = {"psnr": "-PSNR", "ssim": "1-SSIM", "mse": "latent MSE"}
+LABELS = {"psnr": "-PSNR", "ssim": "1-SSIM", "mse": "latent MSE"}
 _FORMAT_VERSION = 1
 
 
@@ -122,7 +122,7 @@ class TeacherFitness(FitnessMeter):
         self.distance = distance
         self.steps = steps
         self.store = store or TeacherStore(None)
-        self.label = _LABELS[distance]
+        self.label = LABELS[distance]
         self.decoded = distance != "mse"
         self.evaluator: "PlanEvaluator | None" = None
         self.plan: Plan | None = None
@@ -212,5 +212,8 @@ def distances(samples: torch.Tensor, target: torch.Tensor, distance: str) -> tor
         return -(10.0 * torch.log10(1.0 / mse.clamp_min(10 ** (-MAX_PSNR / 10))))
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    ssim = structural_similarity_index_measure(pred, real, data_range=1.0, reduction="none")
+    # torchmetrics' Gaussian window (sigma 1.5, 11 pixels), narrowed for images under 6 pixels (its padding must fit).
+    kernel = min(11, 2 * min(pred.shape[-2:]) - 1)
+    sigma = 1.5 if kernel == 11 else (kernel - 1) / 7
+    ssim = structural_similarity_index_measure(pred, real, data_range=1.0, sigma=sigma, kernel_size=kernel, reduction="none")
     return 1.0 - ssim
