@@ -99,8 +99,9 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu", teacher_dir: Pa
     missing = missing_inputs(config)
     if missing:
         raise ConfigError(f"study {config.name!r} needs {'; '.join(missing)}")
-    if "fid" in config.fitness.metrics and config.fid.reference != "digits" and not Path(config.fid.reference).is_file():
-        raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference)")
+    reference = Path(config.fid.reference).expanduser()
+    if "fid" in config.fitness.metrics and config.fid.reference != "digits" and not (reference.is_file() or reference.is_dir()):
+        raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference: an .npz or an image folder)")
     meters = {metric: make_fitness(metric, config, device=device, teacher_dir=teacher_dir) for metric in config.fitness.metrics}
     model = load_diffusion_model(config.model.source, device=device, image_size=config.model.image_size)
     classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
@@ -133,6 +134,11 @@ def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teach
         from .zoo.data import load_digits_images
 
         images, _ = load_digits_images()
+        reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
+    elif Path(config.fid.reference).expanduser().is_dir():
+        from .image_folder import load_image_folder
+
+        images = load_image_folder(config.fid.reference)
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
     else:
         reference = load_reference_npz(config.fid.reference)

@@ -45,7 +45,7 @@ class FidSection(Section):
     SECTION: ClassVar[str] = "fid"
 
     features: str = setting("digits", help="digits, inception, or a TorchScript feature network (.pt)")
-    reference: str = setting("digits", help="digits (all 1,797 real digits) or an .npz with mu and sigma")
+    reference: str = setting("digits", help="digits (all 1,797 real digits), an .npz with mu and sigma, or a folder of images")
     feature_weights: str | None = setting(None, help="weights file of the feature network")
 
 

@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -255,3 +256,43 @@ def test_a_teacher_search_stores_its_teacher_beside_the_study_and_rescores_its_f
     assert shown.exit_code == 0, shown.output
     assert "-PSNR" in shown.output and "FID@32" in shown.output
     assert f"{next(iter(values.values())):12.3f}" in shown.output
+
+
+# FID against a folder of real images --------------------------------------------------------------------
+
+
+def test_fid_against_an_image_folder_equals_fid_against_the_same_images(tmp_path):
+    from PIL import Image
+
+    from optuna_diffusion.fid import load_feature_extractor, reference_stats
+    from optuna_diffusion.image_folder import load_image_folder
+    from optuna_diffusion.study import make_fitness
+    from optuna_diffusion.zoo.data import load_digits_images
+
+    images, _ = load_digits_images()
+    pixels = ((images[:40] + 1) * 127.5).round().to(torch.uint8)
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for i, image in enumerate(pixels):
+        Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{i:03d}.png")
+    loaded = load_image_folder(folder)
+    assert loaded.shape == (40, 1, 8, 8) and torch.equal(loaded, pixels.float() / 127.5 - 1)
+
+    config = parse_study_config(f'[fid]\nreference = "{folder}"\n', name="x", origin="x")
+    meter = make_fitness("fid", config)
+    expected = reference_stats(loaded, load_feature_extractor("digits"))
+    assert np.allclose(meter.meter.stats.mu, expected.mu) and np.allclose(meter.meter.stats.sigma, expected.sigma)
+
+
+def test_an_image_folder_of_mixed_sizes_is_a_one_line_error(tmp_path):
+    from PIL import Image
+
+    from optuna_diffusion.image_folder import load_image_folder
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (9, 8)).save(tmp_path / "b.png")
+    with pytest.raises(ConfigError, match="images of 2 sizes"):
+        load_image_folder(tmp_path)
+    (tmp_path / "b.png").unlink()
+    with pytest.raises(ConfigError, match="holds 1 images"):
+        load_image_folder(tmp_path)
