@@ -344,7 +344,9 @@ def evaluate(
                   reference=reference, features=features, feature_weights=feature_weights, solver=solver)
     result, used, parts = evaluate_plan_file(cfg, plan, baseline=baseline, steps=steps, samples=samples, device=device)
     typer.echo(f"{used}")
-    typer.echo(f"FID {result.fid:.3f} over {result.num_samples} samples, {result.macs / 1e9:.4f} GMACs per image")
+    from .study import metric_label
+
+    typer.echo(f"{metric_label(cfg)} {result.fid:.3f} over {result.num_samples} samples, {result.macs / 1e9:.4f} GMACs per image")
     spent = {name: macs for name, macs in parts.items() if macs}
     if len(spent) > 1:
         typer.echo("GMACs per image: " + ", ".join(f"{name.replace('_', ' ')} {macs / 1e9:.4f}" for name, macs in spent.items()))

@@ -442,7 +442,7 @@ def baseline_table(config: StudyConfig, *, steps: list[int], samples: int, devic
     try:
         schedule = evaluator.generator.schedule
         names = baseline_names(schedule)
-        header = f"{config.model.source}, {config.sampling.solver}, {samples} samples"
+        header = f"{config.model.source}, {config.sampling.solver}, {samples} samples, {metric_label(config)}"
         lines = [header, f"{'K':>3} " + " ".join(f"{n:>10}" for n in names)]
         for k in steps:
             fids = [evaluator.evaluate(baseline_plan(name, k, schedule), samples).fid for name in names]
