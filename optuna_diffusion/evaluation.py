@@ -270,8 +270,8 @@ class PlanEvaluator:
         return None
 
     def samples(self, plan: Plan, num_samples: int) -> torch.Tensor:
-        """The first ``num_samples`` images of ``plan`` in [-1, 1] (for previews)."""
-        return torch.cat(list(self.generator.batches(plan, num_samples))).clamp(-1, 1)
+        """The first ``num_samples`` images of ``plan`` in [-1, 1] (for previews), on the CPU."""
+        return self.generate(plan, num_samples, 0, num_samples).clamp(-1, 1)
 
     def close(self) -> None:
         """Remove the block switch from the model."""

@@ -127,6 +127,7 @@ class TeacherFitness(FitnessMeter):
         self.evaluator: "PlanEvaluator | None" = None
         self.plan: Plan | None = None
         self._targets: dict[int, torch.Tensor] = {}
+        self._current = torch.empty(0)
         self._total = 0.0
         self._count = 0
 
