@@ -94,6 +94,28 @@ def test_a_missing_chunk_is_generated_again_and_nothing_else(tiny_model, tmp_pat
     resumed.close()
 
 
+def test_a_worker_dying_mid_write_leaves_no_chunk_and_no_temporary_file(tiny_model, tmp_path, monkeypatch):
+    evaluator = teacher_evaluator(tiny_model, folder=tmp_path)
+    save = torch.save
+
+    def dies_mid_write(obj, handle, *args, **kwargs):
+        handle.write(b"half a chunk")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        evaluator.fitness.targets(8)
+    monkeypatch.setattr(torch, "save", save)
+    (folder,) = tmp_path.glob("teacher-*")
+    assert sorted(p.name for p in folder.iterdir()) == ["about.json"]
+    evaluator.close()
+
+    again = teacher_evaluator(tiny_model, folder=tmp_path)
+    assert again.fitness.targets(8).shape == (8, 1, 8, 8)
+    assert sorted(p.name for p in folder.iterdir()) == ["about.json", "chunk-00000000-00000008.pt"]
+    again.close()
+
+
 def test_teacher_outputs_depend_on_the_seed(tiny_model, tmp_path):
     for seed in (0, 1):
         evaluator = teacher_evaluator(tiny_model, folder=tmp_path, settings=SamplingSettings(num_classes=10, batch_size=32, seed=seed))
