@@ -237,7 +237,7 @@ def optimize(
     prompts: Annotated[Optional[str], typer.Option(help="Prompt file of a text-to-image pipeline (.txt or .jsonl).")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt of prompts that have none.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Height and width of a pipeline's images.")] = None,
-    reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits or an .npz with mu, sigma.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits, an .npz with mu, sigma, or a folder of real images.")] = None,
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
     heartbeat_interval: Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats (RDB storage); a trial silent for 3 is retried.")] = 30,
@@ -344,7 +344,9 @@ def evaluate(
                   reference=reference, features=features, feature_weights=feature_weights, solver=solver)
     result, used, parts = evaluate_plan_file(cfg, plan, baseline=baseline, steps=steps, samples=samples, device=device)
     typer.echo(f"{used}")
-    typer.echo(f"FID {result.fid:.3f} over {result.num_samples} samples, {result.macs / 1e9:.4f} GMACs per image")
+    from .study import metric_label
+
+    typer.echo(f"{metric_label(cfg)} {result.fid:.3f} over {result.num_samples} samples, {result.macs / 1e9:.4f} GMACs per image")
     spent = {name: macs for name, macs in parts.items() if macs}
     if len(spent) > 1:
         typer.echo("GMACs per image: " + ", ".join(f"{name.replace('_', ' ')} {macs / 1e9:.4f}" for name, macs in spent.items()))

@@ -1,8 +1,13 @@
 """The function the search optimises: a Plan in, (FID, MACs) out.
 
-Data flows one way: model + Plan -> samples (batch by batch) -> features -> FID; MACs come from the
-model's per-block table. Samples that turn NaN/inf give an infinitely bad FID and a reason, so a
-search records the failure and goes on.
+Data flows one way: model + Plan -> samples (batch by batch) -> fitness (FID by default, or another
+:mod:`~optuna_diffusion.fitness` metric); MACs come from the model's per-block table. Samples that turn
+NaN/inf give an infinitely bad value and a reason, so a search records the failure and goes on.
+
+Memory: samples are generated, decoded and scored one batch at a time. A batch that runs out of memory
+(:func:`~optuna_diffusion.memory.is_out_of_memory`) is generated again at half the size, with the same
+samples (common random numbers: noise and labels follow sample indices), so the result is the same;
+the evaluator keeps the smaller size for later plans and each Evaluation records the size it used.
 """
 
 from __future__ import annotations
@@ -10,16 +15,19 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .fid import FIDMeter, ReferenceStats
+from .errors import ConfigError, OptunaDiffusionError
+from .fid import ReferenceStats
+from .fitness import FIDFitness, FitnessMeter
 from .macs import MacsTable
+from .memory import is_out_of_memory, release_memory
 from .models import DiffusionModel
 from .plan import Plan
 from .prefix_cache import PrefixCache
@@ -29,7 +37,12 @@ from .sampling import ImageGenerator, SamplingSettings
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Outcome of one plan: FID (``inf`` on failure), MACs for one image, samples used, wall time."""
+    """Outcome of one plan: its fitness value (``inf`` on failure), MACs for one image, samples used, wall time.
+
+    ``fid`` holds the value of the evaluator's fitness metric, named by ``metric``: FID by default, else
+    e.g. ``-PSNR`` to a teacher (lower is better either way). ``batch_size`` is the largest batch
+    that fitted (smaller than the settings' after an out-of-memory retry).
+    """
 
     fid: float
     macs: int
@@ -38,10 +51,17 @@ class Evaluation:
     failure: str | None = None
     images: torch.Tensor | None = field(default=None, repr=False, compare=False)
     """The first generated images in [-1, 1], when asked for (``keep_images``)."""
+    metric: str = "fid"
+    batch_size: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.failure is None and math.isfinite(self.fid)
+
+    @property
+    def value(self) -> float:
+        """The fitness value (the same as ``fid``, whatever the metric)."""
+        return self.fid
 
 
 class PlanEvaluator:
@@ -55,24 +75,27 @@ class PlanEvaluator:
 
     Args:
         model: the diffusion model.
-        settings: solver, guidance, labels and common-random-number seed.
-        extractor: feature network of the FID (its ``num_features`` must match ``reference``).
-        reference: feature statistics of the real data.
+        settings: solver, guidance, labels, common-random-number seed and (first) batch size.
+        extractor: feature network of the FID (its ``num_features`` must match ``reference``); None with ``fitness``.
+        reference: feature statistics of the real data; None with ``fitness``.
         prefix_cache: a :class:`PrefixCache` for the generator, or a byte bound for a new one (0: no cache).
         classifier: the noisy-image classifier of classifier guidance, or None.
         prompts: the prompt set of a text-to-image pipeline (default: the shipped everyday scenes).
+        fitness: what a plan is scored by (default: FID of ``extractor`` against ``reference``);
+            the evaluator binds it (:meth:`FitnessMeter.bind`).
     """
 
     def __init__(
         self,
         model: DiffusionModel,
         settings: SamplingSettings,
-        extractor: nn.Module,
-        reference: ReferenceStats,
+        extractor: nn.Module | None = None,
+        reference: ReferenceStats | None = None,
         *,
         prefix_cache: PrefixCache | int = 0,
         classifier: nn.Module | None = None,
         prompts: PromptSet | None = None,
+        fitness: FitnessMeter | None = None,
     ) -> None:
         from .pipelines import component_macs
 
@@ -83,7 +106,19 @@ class PlanEvaluator:
         self.generator = ImageGenerator(
             model, settings, prefix_cache=prefix_cache, classifier=classifier, prompts=prompts
         )
-        self.meter = FIDMeter(reference, extractor)
+        if fitness is None:
+            if extractor is None or reference is None:
+                raise ConfigError("PlanEvaluator needs an extractor and reference statistics (FID), or fitness=...")
+            fitness = FIDFitness(reference, extractor)
+        self.batch_size = settings.batch_size
+        """Images per batch now: the settings' until a batch ran out of memory, then half as many each time."""
+        try:
+            self.fitness = self.bind(fitness)
+        except BaseException:
+            self.generator.close()  # the block switch stays on the model otherwise
+            raise
+        self.rescore_fitness: FitnessMeter | None = None
+        """A second, bound metric that re-scores a stage's final front (``[fitness] rescore``), or None."""
         inputs = model.family.example_inputs(model, settings)
         shape = model.sample_shape if inputs is None else None
         self.macs_table = MacsTable.for_model(model.denoiser, shape, inputs=inputs)
@@ -105,14 +140,31 @@ class PlanEvaluator:
         """MACs to generate one image with ``plan``: the sum of :meth:`macs_parts`."""
         return sum(self.macs_parts(plan).values())
 
-    def evaluate(self, plan: Plan, num_samples: int, *, keep_images: int = 0) -> Evaluation:
-        """FID of ``num_samples`` images of ``plan`` and its MACs; ``keep_images`` first images ride along."""
-        return list(self.evaluate_progressively(plan, [num_samples], keep_images=keep_images))[-1]
+    def bind(self, fitness: FitnessMeter) -> FitnessMeter:
+        """``fitness``, bound to this evaluator (a metric may check the model or generate targets with it)."""
+        if not isinstance(fitness, FitnessMeter):
+            raise ConfigError(f"fitness must be a FitnessMeter, got {type(fitness).__name__}")
+        fitness.bind(self)
+        return fitness
+
+    @property
+    def meter(self) -> Any:
+        """The FID meter of an FID fitness (its ``extractor`` ...), else None."""
+        return getattr(self.fitness, "meter", None)
+
+    def evaluate(
+        self, plan: Plan, num_samples: int, *, keep_images: int = 0, fitness: FitnessMeter | None = None
+    ) -> Evaluation:
+        """Fitness of ``num_samples`` images of ``plan`` and its MACs; ``keep_images`` first images ride along.
+
+        ``fitness``: another bound metric instead of the evaluator's own (re-scoring).
+        """
+        return list(self.evaluate_progressively(plan, [num_samples], keep_images=keep_images, fitness=fitness))[-1]
 
     def evaluate_progressively(
-        self, plan: Plan, sample_counts: Sequence[int], *, keep_images: int = 0
+        self, plan: Plan, sample_counts: Sequence[int], *, keep_images: int = 0, fitness: FitnessMeter | None = None
     ) -> Iterator[Evaluation]:
-        """FID of ``plan`` after each of the increasing ``sample_counts``, generating each sample once.
+        """Fitness of ``plan`` after each of the increasing ``sample_counts``, generating each sample once.
 
         Sample i is the same whatever the counts: the counts are prefixes of one sample set of
         ``sample_counts[-1]`` images. Stop iterating to stop generating (e.g. when a small-sample FID
@@ -121,33 +173,105 @@ class PlanEvaluator:
         counts = list(sample_counts)
         if not counts or any(b <= a for a, b in zip(counts, counts[1:])) or counts[0] < 2:
             raise ConfigError(f"sample_counts must increase from at least 2, got {counts}")
+        meter = self.fitness if fitness is None else fitness
         started = time.perf_counter()
         macs = self.macs(plan)
         total = counts[-1]
         kept: list[torch.Tensor] = []
-        self.meter.reset()
+        meter.begin(total)
+        used = self.batch_size
         done = 0
+
+        def consume(samples: torch.Tensor, first: int, last: int) -> str | None:
+            if not torch.isfinite(samples).all():
+                return "samples became NaN or inf"
+            images = samples.clamp(-1, 1) if meter.decoded else samples
+            missing = keep_images - sum(len(k) for k in kept)
+            keep = None
+            if missing > 0:
+                keep = images[:missing] if meter.decoded else self.model.family.decode(self.model, samples[:missing]).clamp(-1, 1)
+            meter.update(images, first, last)  # may run out of memory: nothing above is stored yet
+            if keep is not None:
+                kept.append(keep)
+            return None
+
         for count in counts:
-            for images in self.generator.batches(plan, total, start=done, stop=count):
-                if not torch.isfinite(images).all():
-                    yield Evaluation(math.inf, macs, count, time.perf_counter() - started, "samples became NaN or inf")
-                    return
-                images = images.clamp(-1, 1)
-                missing = keep_images - sum(len(k) for k in kept)
-                if missing > 0:
-                    kept.append(images[:missing])
-                self.meter.update(images)
+            failure = self._run_batches(plan, total, done, count, decoded=meter.decoded, consume=consume)
+            used = min(used, self.batch_size)
+            elapsed = time.perf_counter() - started
+            if failure:
+                yield Evaluation(math.inf, macs, count, elapsed, failure, metric=meter.metric, batch_size=used)
+                return
             done = count
-            fid = self.meter.compute()
-            failure = None if math.isfinite(fid) else "FID is not finite"
+            value = meter.compute()
+            failure = None if math.isfinite(value) else f"{meter.label} is not finite"
             first = torch.cat(kept) if kept else None
-            yield Evaluation(fid, macs, count, time.perf_counter() - started, failure, images=first)
+            yield Evaluation(
+                value, macs, count, time.perf_counter() - started, failure, images=first, metric=meter.metric,
+                batch_size=used,
+            )
             if failure:
                 return
 
+    def generate(
+        self, plan: Plan, num_samples: int, start: int, stop: int, *, decoded: bool = True, use_cache: bool = True
+    ) -> torch.Tensor:
+        """Samples ``start..stop-1`` of ``plan``'s set of ``num_samples`` (on the CPU), out-of-memory safe.
+
+        ``decoded=False``: the solver's final samples before decoding. ``use_cache=False`` keeps them
+        out of the prefix cache (a teacher's long plan would only evict the search's prefixes).
+        """
+        parts: list[torch.Tensor] = []
+
+        def collect(samples: torch.Tensor, first: int, last: int) -> None:
+            parts.append(samples.cpu())
+
+        cache = self.generator.prefix_cache
+        if not use_cache:
+            self.generator.prefix_cache = None
+        try:
+            self._run_batches(plan, num_samples, start, stop, decoded=decoded, consume=collect)
+        finally:
+            self.generator.prefix_cache = cache
+        return torch.cat(parts)
+
+    def _run_batches(
+        self, plan: Plan, num_samples: int, start: int, stop: int, *, decoded: bool,
+        consume: Callable[[torch.Tensor, int, int], str | None],
+    ) -> str | None:
+        """Generate samples ``start..stop-1`` batch by batch and hand each to ``consume``.
+
+        A batch (generation, decoding and ``consume``) that runs out of memory is redone at half the
+        size, from the same first sample; the smaller size stays for later batches and plans.
+        Returns the first failure ``consume`` reports (None: all consumed).
+        """
+        first = start
+        while first < stop:
+            last = min(first + self.batch_size, stop)
+            try:
+                (samples,) = self.generator.batches(
+                    plan, num_samples, start=first, stop=last, batch_size=last - first, decoded=decoded
+                )
+                failure = consume(samples, first, last)
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                del error
+                release_memory()
+                if last - first == 1:
+                    raise OptunaDiffusionError(
+                        "out of memory with a batch of 1 image: use a smaller model or image size, or another device"
+                    ) from None
+                self.batch_size = max(1, (last - first) // 2)
+                continue
+            if failure:
+                return failure
+            first = last
+        return None
+
     def samples(self, plan: Plan, num_samples: int) -> torch.Tensor:
-        """The first ``num_samples`` images of ``plan`` in [-1, 1] (for previews)."""
-        return torch.cat(list(self.generator.batches(plan, num_samples))).clamp(-1, 1)
+        """The first ``num_samples`` images of ``plan`` in [-1, 1] (for previews), on the CPU."""
+        return self.generate(plan, num_samples, 0, num_samples).clamp(-1, 1)
 
     def close(self) -> None:
         """Remove the block switch from the model."""

@@ -59,14 +59,28 @@ def worth_showing(row: FrontRow, limits: dict[int, float], max_fid: float | None
     return limit is None or row.fid <= limit
 
 
+def shown_row(row: FrontRow, limits: dict[int, float] | None, max_fid: float | None) -> bool:
+    """Whether the table lists ``row`` by default (:func:`worth_showing` with no limits when none are stored)."""
+    return worth_showing(row, limits or {}, max_fid)
+
+
 def format_front(
-    rows: list[FrontRow], *, limits: dict[int, float] | None = None, max_fid: float | None = None, show_all: bool = False
+    rows: list[FrontRow], *, limits: dict[int, float] | None = None, max_fid: float | None = None, show_all: bool = False,
+    metric: str = "FID", rescored: tuple[str, dict[str, float | None]] | None = None,
 ) -> str:
-    """The front as a text table (steps, MACs, FID, plan), hiding rows not worth showing unless ``show_all``."""
-    shown = rows if show_all else [row for row in rows if worth_showing(row, limits or {}, max_fid)]
-    lines = [f"{'trial':>6} {'steps':>5} {'GMACs':>9} {'FID':>8}  plan"]
+    """The front as a text table (steps, MACs, value, plan), hiding rows not worth showing unless ``show_all``.
+
+    ``metric`` names the value column (the study's fitness); ``rescored``, ``(label, {trial number:
+    value})``, adds a column of the front re-scored with another metric (``-`` where a row has none).
+    """
+    shown = rows if show_all else [row for row in rows if shown_row(row, limits, max_fid)]
+    extra = f" {rescored[0]:>12}" if rescored else ""
+    lines = [f"{'trial':>6} {'steps':>5} {'GMACs':>9} {metric:>8}{extra}  plan"]
     for row in shown:
-        lines.append(f"{row.number:>6} {row.plan.num_steps:>5} {row.macs / 1e9:9.4f} {row.fid:8.3f}  {row.plan}")
+        if rescored:
+            value = rescored[1].get(str(row.number))
+            extra = f" {value:12.3f}" if value is not None else f" {'-':>12}"
+        lines.append(f"{row.number:>6} {row.plan.num_steps:>5} {row.macs / 1e9:9.4f} {row.fid:8.3f}{extra}  {row.plan}")
     hidden = len(rows) - len(shown)
     if hidden:
         reason = "worse than every hand-designed schedule with as many steps"

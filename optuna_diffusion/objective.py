@@ -15,6 +15,7 @@ from .evaluation import Evaluation, PlanEvaluator
 from .fidelity import FidelityPolicy, decide
 from .plan import Plan
 from .trial_plan import (
+    BATCH_SIZE_ATTR,
     FAILURE_ATTR,
     FID_ESTIMATE_ATTR,
     FID_LOW_ATTR,
@@ -23,6 +24,7 @@ from .trial_plan import (
     FULL_FIDELITY,
     LOW_FIDELITY,
     MACS_ATTR,
+    METRIC_ATTR,
     NUM_SAMPLES_ATTR,
     PLAN_KEY,
     SECONDS_ATTR,
@@ -47,7 +49,9 @@ class PlanObjective:
     with :func:`~optuna_diffusion.samplers.suggest_plan`, which needs ``k_min`` (and ``k_max``).
 
     Each trial records the user attributes ``"timesteps"`` (with ``"skips"`` and ``"reuses"`` when
-    the plan skips or reuses a block), ``"macs"``, ``"num_samples"``, ``"seconds"`` and, when the
+    the plan skips or reuses a block), ``"macs"``, ``"num_samples"``, ``"seconds"``, ``"batch_size"``
+    (images per batch its evaluation used), ``"metric"`` (when the fitness is not FID: then "FID"
+    below means the evaluator's fitness value) and, when the
     evaluation failed (samples turned NaN), ``"failure"`` with the reason. A failed plan scores FID
     ``inf`` -- never NaN -- so the trial completes as a very bad one and the search goes on. With
     ``fidelity``, every trial also records ``"fidelity"`` (``"full"`` or ``"low"``) and ``"fid_low"``,
@@ -116,6 +120,10 @@ class PlanObjective:
             raise ConfigError(f"`fidelity.low_samples` ({fidelity.low_samples}) must be below num_samples ({num_samples})")
         if fidelity is not None and "fid" not in objectives:
             raise ConfigError("`fidelity` needs FID among the objectives")
+        if fidelity is not None and evaluator.fitness.metric != "fid":
+            raise ConfigError(
+                f"`fidelity` (multi-fidelity FID) needs the FID fitness; this evaluator scores {evaluator.fitness.metric}"
+            )
         self.k_min = k_min
         self.k_max = k_max
         self.fidelity = fidelity
@@ -145,6 +153,10 @@ class PlanObjective:
         trial.set_user_attr(MACS_ATTR, int(result.macs))
         trial.set_user_attr(NUM_SAMPLES_ATTR, int(result.num_samples))
         trial.set_user_attr(SECONDS_ATTR, float(result.seconds))
+        if result.batch_size is not None:
+            trial.set_user_attr(BATCH_SIZE_ATTR, int(result.batch_size))
+        if result.metric != "fid":
+            trial.set_user_attr(METRIC_ATTR, result.metric)
         if self.fidelity is not None:
             trial.set_user_attr(FIDELITY_ATTR, fidelity)
         fid = float(result.fid)

@@ -24,7 +24,16 @@ from .objective import PlanObjective
 from .plan import Plan
 from .samplers import ArchitectureSampler, TimestepSampler
 from .storage import artifact_dir, check_storage_url, open_storage, redacted
-from .study import PREVIEW_SAMPLES, PreviewUploader, build_evaluator, check_device, completed_trials, open_study
+from .rescore import rescore_front, stored_rescore
+from .study import (
+    PREVIEW_SAMPLES,
+    PreviewUploader,
+    build_evaluator,
+    check_device,
+    completed_trials,
+    metric_label,
+    open_study,
+)
 from .study_config import STAGES, StudyConfig
 from .trial_plan import BASELINE_FIDS_ATTR, FIXED_MACS_ATTR, STUDY_MARKER, is_low_fidelity, plan_from_trial, stored_plan
 
@@ -197,7 +206,7 @@ def run_optimize(
     check_device(device)
     check_storage_url(storage_url)
     faults.reach("model-loading")
-    evaluator = build_evaluator(config, device=device)
+    evaluator = build_evaluator(config, device=device, teacher_dir=artifact_dir(storage_url, config.name) / "teacher")
     started = StartedTrials()
     try:
         budget = config.architecture.macs_budget
@@ -260,7 +269,11 @@ def _run_stage(
     timestep_study = study if stage == "timesteps" else _load_or_none(storage, config.stage_study_name("timesteps"))
     if stage == "timesteps" and complete >= budget.total:
         record_baseline_fids(study, config, evaluator)
-    echo(format_front(pareto_front(study), limits=baseline_limits(timestep_study), show_all=show_all))
+    if evaluator.rescore_fitness is not None and complete >= budget.total:
+        samples = config.fitness.rescore_samples or getattr(config, stage).num_samples
+        rescore_front(study, evaluator, num_samples=samples, timestep_study=timestep_study, echo=echo)
+    echo(format_front(pareto_front(study), limits=baseline_limits(timestep_study), show_all=show_all,
+                      metric=metric_label(config), rescored=stored_rescore(study)))
     echo(f"stored in {where} as study {study.study_name!r}")
     return study
 
@@ -324,7 +337,8 @@ def show_front(config: StudyConfig, storage_url: str, stage: str, *, max_fid: fl
     study = load_stage_study(config, storage_url, stage)
     storage = compat.storage_of(study)
     timestep_study = study if stage == "timesteps" else _load_or_none(storage, config.stage_study_name("timesteps"))
-    table = format_front(pareto_front(study), limits=baseline_limits(timestep_study), max_fid=max_fid, show_all=show_all)
+    table = format_front(pareto_front(study), limits=baseline_limits(timestep_study), max_fid=max_fid, show_all=show_all,
+                         metric=metric_label(config), rescored=stored_rescore(study))
     fixed = study.user_attrs.get(FIXED_MACS_ATTR) or {}
     parts = ", ".join(f"{name.replace('_', ' ')} {macs / 1e9:.4f}" for name, macs in fixed.items())
     included = f"\n(every row's GMACs include {parts})" if parts else ""
@@ -428,7 +442,7 @@ def baseline_table(config: StudyConfig, *, steps: list[int], samples: int, devic
     try:
         schedule = evaluator.generator.schedule
         names = baseline_names(schedule)
-        header = f"{config.model.source}, {config.sampling.solver}, {samples} samples"
+        header = f"{config.model.source}, {config.sampling.solver}, {samples} samples, {metric_label(config)}"
         lines = [header, f"{'K':>3} " + " ".join(f"{n:>10}" for n in names)]
         for k in steps:
             fids = [evaluator.evaluate(baseline_plan(name, k, schedule), samples).fid for name in names]

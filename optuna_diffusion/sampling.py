@@ -236,13 +236,19 @@ class ImageGenerator:
             )
         return check_solver(plan.solver, schedule) if plan.solver else self.solver
 
-    def batches(self, plan: Plan, num_samples: int, *, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
+    def batches(
+        self, plan: Plan, num_samples: int, *, start: int = 0, stop: int | None = None, batch_size: int | None = None,
+        decoded: bool = True,
+    ) -> Iterator[torch.Tensor]:
         """Yield images of ``plan`` in [-1, 1] (unclipped), batch by batch, for samples ``start..stop-1``.
 
         ``stop`` defaults to ``num_samples``, the size of the whole sample set. Batches begin at
-        ``start`` and step by ``batch_size``. Noise, class labels (drawn for all ``num_samples``)
-        and the DDPM generator follow absolute sample indices, so with ``start`` a multiple of
-        ``batch_size`` these batches are exactly the later batches of the run from 0.
+        ``start`` and step by ``batch_size`` (default: the settings'). Noise and class labels (drawn
+        for all ``num_samples``) follow absolute sample indices, so sample i is the same whatever the
+        batching; the ancestral ``ddpm`` solver's step noise is seeded per batch (by its first index),
+        so with that solver only batches that start at the same indices repeat exactly.
+        ``decoded=False`` yields the solver's final samples before the family's decoding (a latent
+        model's latents; a pixel model's images).
         """
         solver = self.check_plan(plan)
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= num_samples:
@@ -251,13 +257,16 @@ class ImageGenerator:
         if isinstance(stop, bool) or not isinstance(stop, int) or not start <= stop <= num_samples:
             raise ConfigError(f"stop must be an integer in [start = {start}, num_samples = {num_samples}], got {stop!r}")
         settings, model = self.settings, self.model
+        step = settings.batch_size if batch_size is None else batch_size
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {step!r}")
         labels = class_labels(settings.seed, num_samples, settings.num_classes, settings.labels) if settings.num_classes else None
         score_shift = solver is not SOLVERS["ddpm"]
         self.switch.follow(plan)
         try:
             with torch.inference_mode():
-                for first in range(start, stop, settings.batch_size):
-                    last = min(first + settings.batch_size, stop)
+                for first in range(start, stop, step):
+                    last = min(first + step, stop)
                     x = model.family.initial_noise(model, settings.seed, first, last).to(model.device)
                     conditions = Conditions(
                         size=last - first,
@@ -276,7 +285,7 @@ class ImageGenerator:
                         # Labels are drawn for the whole set, so a batch's labels depend on num_samples.
                         batch = (first, last, num_samples if labels is not None else None)
                         x0 = self._solve_with_cache(plan, solver, denoise, x, generator, batch)
-                    yield model.family.decode(model, x0)
+                    yield model.family.decode(model, x0) if decoded else x0
         finally:
             self.switch.unfollow()
 

@@ -17,6 +17,7 @@ import torch
 
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
+from .fitness import ClipScoreFitness, FIDFitness, FitnessMeter, TeacherFitness, TeacherStore
 from .plan import Plan
 from .preview import save_image_grid
 from .study_config import StudyConfig
@@ -51,11 +52,15 @@ def missing_inputs(config: StudyConfig) -> list[str]:
 
     need("the model", "--model DIR", config.model.source, hints.model)
     need("the classifier", "--classifier DIR", config.sampling.classifier, hints.classifier)
-    need("the reference statistics", "--reference NPZ", config.fid.reference, hints.reference)
-    if config.fid.features == "inception":
-        problem = inception_unavailable(config.fid.feature_weights)
-        if problem:
-            missing.append(problem)
+    if "fid" in config.fitness.metrics:
+        need("the reference statistics", "--reference NPZ", config.fid.reference, hints.reference)
+        if config.fid.features == "inception":
+            problem = inception_unavailable(config.fid.feature_weights)
+            if problem:
+                missing.append(problem)
+    clip = config.fitness.clip_model
+    if "clip-score" in config.fitness.metrics and clip and not Path(clip).expanduser().is_dir():
+        missing.append(f"the CLIP model: {clip} does not exist (fitness.clip_model, a folder with a CLIPModel and its processor)")
     # A hub id not in the local cache is downloaded when there is internet: named as missing only when the
     # study fails anyway, or when the hub is switched off (HF_HUB_OFFLINE).
     if (missing or _hub_offline()) and _uncached_hub_id(config.model.source):
@@ -80,36 +85,64 @@ def _uncached_hub_id(source: str) -> bool:
     return not any(isinstance(try_to_load_from_cache(source, name), str) for name in files)
 
 
-def build_evaluator(config: StudyConfig, *, device: str = "cpu") -> PlanEvaluator:
-    """Load the model, classifier, feature network and reference statistics of ``config``.
+def build_evaluator(config: StudyConfig, *, device: str = "cpu", teacher_dir: Path | None = None) -> PlanEvaluator:
+    """Load the model, classifier and fitness (feature network and reference statistics, CLIP, or teacher) of ``config``.
 
-    Everything missing is named in one line first, each with how to supply it.
+    Everything missing is named in one line first, each with how to supply it. ``teacher_dir``: where
+    teacher outputs are kept (default: ``teacher/`` in the user cache, :func:`default_cache_dir`); the
+    runner passes the study's artifact folder. With ``[fitness] rescore``, the re-scoring metric is
+    bound too, as the evaluator's ``rescore_fitness``.
     """
-    from .fid import load_feature_extractor, load_reference_npz, reference_stats
     from .models import load_diffusion_model
 
     check_device(device)
     missing = missing_inputs(config)
     if missing:
         raise ConfigError(f"study {config.name!r} needs {'; '.join(missing)}")
-    if config.fid.reference != "digits" and not Path(config.fid.reference).is_file():
-        raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference)")
-    extractor = load_feature_extractor(config.fid.features, weights_path=config.fid.feature_weights)
+    reference = Path(config.fid.reference).expanduser()
+    if "fid" in config.fitness.metrics and config.fid.reference != "digits" and not (reference.is_file() or reference.is_dir()):
+        raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference: an .npz or an image folder)")
+    meters = {metric: make_fitness(metric, config, device=device, teacher_dir=teacher_dir) for metric in config.fitness.metrics}
     model = load_diffusion_model(config.model.source, device=device, image_size=config.model.image_size)
     classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
     prompts = config.prompts.load() if model.prompt_encoder is not None else None
+    cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)
+    evaluator = PlanEvaluator(
+        model, config.sampling, prefix_cache=cache_bytes, classifier=classifier, prompts=prompts,
+        fitness=meters[config.fitness.metric],
+    )
+    try:
+        evaluator.rescore_fitness = evaluator.bind(meters[config.fitness.rescore]) if config.fitness.rescore else None
+    except BaseException:
+        evaluator.close()
+        raise
+    return evaluator
+
+
+def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teacher_dir: Path | None = None) -> FitnessMeter:
+    """The (unbound) meter of ``metric`` as ``config`` sets it up."""
+    from .fid import load_feature_extractor, load_reference_npz, reference_stats
+
+    settings = config.fitness
+    if metric == "teacher":
+        folder = teacher_dir if teacher_dir is not None else default_cache_dir() / "teacher"
+        return TeacherFitness(settings.teacher_distance, steps=settings.teacher_steps, store=TeacherStore(folder))
+    if metric == "clip-score":
+        return ClipScoreFitness(settings.clip_model or "")
+    extractor = load_feature_extractor(config.fid.features, weights_path=config.fid.feature_weights).to(device)
     if config.fid.reference == "digits":
         from .zoo.data import load_digits_images
 
         images, _ = load_digits_images()
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
+    elif Path(config.fid.reference).expanduser().is_dir():
+        from .image_folder import load_image_folder
+
+        images = load_image_folder(config.fid.reference)
+        reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
     else:
         reference = load_reference_npz(config.fid.reference)
-    cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)
-    return PlanEvaluator(
-        model, config.sampling, extractor.to(device), reference, prefix_cache=cache_bytes, classifier=classifier,
-        prompts=prompts,
-    )
+    return FIDFitness(reference, extractor)
 
 
 def load_classifier(folder: str, *, device: str = "cpu") -> torch.nn.Module:
@@ -117,6 +150,14 @@ def load_classifier(folder: str, *, device: str = "cpu") -> torch.nn.Module:
     from .zoo.adm_classifier import ADMClassifier
 
     return ADMClassifier.from_pretrained(Path(folder).expanduser()).to(device).eval().requires_grad_(False)
+
+
+def metric_label(config: StudyConfig) -> str:
+    """Name of a study's first objective: ``FID``, or the fitness metric's value (``-PSNR``, ``-CLIP score`` ...)."""
+    from .fitness._teacher import LABELS
+
+    metric = config.fitness.metric
+    return {"fid": "FID", "clip-score": "-CLIP score"}.get(metric) or LABELS[config.fitness.teacher_distance]
 
 
 def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseStorage, sampler: Any = None) -> optuna.Study:
@@ -132,7 +173,7 @@ def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseSto
         study_name=name, storage=storage, sampler=sampler, directions=["minimize", "minimize"], load_if_exists=True
     )
     if MARKER not in study.user_attrs:
-        study.set_metric_names(["FID", "MACs"])
+        study.set_metric_names([metric_label(config), "MACs"])
         study.set_user_attr(MARKER, {"stage": stage, "config": config.to_dict()})
     return study
 

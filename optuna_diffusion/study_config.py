@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .fitness import FitnessSettings
 from .prompts import PromptSettings
 from .sampling import SamplingSettings
 from .settings import Section, SettingError, at_least, fraction, positive, setting
@@ -44,7 +45,7 @@ class FidSection(Section):
     SECTION: ClassVar[str] = "fid"
 
     features: str = setting("digits", help="digits, inception, or a TorchScript feature network (.pt)")
-    reference: str = setting("digits", help="digits (all 1,797 real digits) or an .npz with mu and sigma")
+    reference: str = setting("digits", help="digits (all 1,797 real digits), an .npz with mu and sigma, or a folder of images")
     feature_weights: str | None = setting(None, help="weights file of the feature network")
 
 
@@ -95,11 +96,12 @@ STAGES = ("timesteps", "architecture")
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Everything a search needs: model, sampling, FID reference and the two stages."""
+    """Everything a search needs: model, sampling, fitness, FID reference and the two stages."""
 
     name: str
     model: ModelSection = field(default_factory=ModelSection)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    fitness: FitnessSettings = field(default_factory=FitnessSettings)
     fid: FidSection = field(default_factory=FidSection)
     timesteps: TimestepStage = field(default_factory=TimestepStage)
     architecture: ArchitectureStage = field(default_factory=ArchitectureStage)
@@ -109,6 +111,7 @@ class StudyConfig:
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
         "model": ModelSection,
         "sampling": SamplingSettings,
+        "fitness": FitnessSettings,
         "fid": FidSection,
         "timesteps": TimestepStage,
         "architecture": ArchitectureStage,
@@ -126,7 +129,13 @@ class StudyConfig:
         return cls(name=data["name"], **sections)
 
     def low_fidelity_samples(self, stage: str) -> int | None:
-        """Samples of a candidate's first look in ``stage``; None when every candidate gets the full count."""
+        """Samples of a candidate's first look in ``stage``; None when every candidate gets the full count.
+
+        Multi-fidelity extrapolates small-sample FID, so it applies to the ``fid`` fitness only: with
+        another metric (a mean over samples, unbiased at any count) every candidate gets the full count.
+        """
+        if self.fitness.metric != "fid":
+            return None
         settings = getattr(self, stage)
         low = round(settings.low_fidelity_fraction * settings.num_samples)
         return low if 2 <= low < settings.num_samples else None

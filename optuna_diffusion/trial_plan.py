@@ -31,14 +31,20 @@ Trial user attributes (written by the objective): ``timesteps``, ``skips``, ``re
 readable in the dashboard; skips and reuses only when the plan has any), ``macs``, ``num_samples``,
 ``seconds``, ``failure`` (why a plan scored FID inf), ``fidelity`` (``"full"`` or ``"low"``),
 ``fid_low``, ``fid_estimate``, ``fid_optimistic`` (multi-fidelity, :mod:`optuna_diffusion.fidelity`)
-and ``stopped`` (a trial that did not run because the global budget was claimed,
-:mod:`optuna_diffusion.budget`).
+``stopped`` (a trial that did not run because the global budget was claimed,
+:mod:`optuna_diffusion.budget`), ``batch_size`` (the images per batch its evaluation used: smaller than
+``[sampling] batch_size`` after a batch ran out of memory and was redone at half size) and ``metric``
+(the fitness metric of its first value when it is not FID: ``"clip-score"`` or ``"teacher"``).
 
 Study user attributes: ``optuna_diffusion``, ``{"stage": ..., "config": StudyConfig.to_dict()}``,
 the marker that tells our studies from other tools' (:mod:`optuna_diffusion.study`); on the
 time-step study, ``optuna_diffusion:baseline_fids``, ``{K: {schedule name: FID}}`` of the
 hand-designed schedules at the study's sample count (written by the runner after stage 1, read by
 the front tables, :mod:`optuna_diffusion.front`); on both stage studies,
+``optuna_diffusion:rescore``, ``{"metric": ..., "label": ..., "num_samples": N, "values": {trial number:
+value}}``, the final front re-scored with another metric (``[fitness] rescore``; a finished trial's own
+attributes cannot change, so the values are kept on the study, by trial number; written by the runner
+after the stage, shown by ``show``); and
 ``optuna_diffusion:fixed_macs``, ``{component: MACs}`` every plan pays whatever its steps
 (text encoders and VAE decoder per image, the classifier per step; written by the runner, shown by
 ``show``).
@@ -87,11 +93,14 @@ FID_LOW_ATTR = "fid_low"
 FID_ESTIMATE_ATTR = "fid_estimate"
 FID_OPTIMISTIC_ATTR = "fid_optimistic"
 BUDGET_STOPPED_ATTR = "stopped"
+BATCH_SIZE_ATTR = "batch_size"
+METRIC_ATTR = "metric"
 
 # Study user attributes -----------------------------------------------------------------------------
 STUDY_MARKER = "optuna_diffusion"
 BASELINE_FIDS_ATTR = "optuna_diffusion:baseline_fids"
 FIXED_MACS_ATTR = "optuna_diffusion:fixed_macs"
+RESCORE_ATTR = "optuna_diffusion:rescore"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""The README's pipeline snippets (one per family), run as written on tiny random stand-ins of the pipelines.
+
+Each snippet loads its pipeline with ``from_pretrained(hub id)``, which the test answers with the stand-in
+(the hub is not reachable here), reads ``plan.json`` from the working folder, and makes one image. The test
+then checks that the pipeline's scheduler ran exactly the plan's time steps (one denoiser call per step)
+and that the block switch applied the plan's skips at every step. That these calls give the project's
+images, to 1e-5, is ``tests/test_pipelines.py``'s ``test_export_*``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from optuna_diffusion.blocks import BlockSwitch, find_blocks
+from optuna_diffusion.plan import Plan
+
+from .tiny_pipelines import tiny_dit, tiny_flux, tiny_pixart, tiny_sd, tiny_sd3, tiny_sdxl
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# family: (pipeline class name, stand-in, plan kind)
+FAMILIES = {
+    "sd": ("StableDiffusionPipeline", tiny_sd, "ddpm"),
+    "sdxl": ("StableDiffusionXLPipeline", tiny_sdxl, "ddpm"),
+    "pixart": ("PixArtSigmaPipeline", tiny_pixart, "ddpm"),
+    "sd3": ("StableDiffusion3Pipeline", tiny_sd3, "flow"),
+    "flux": ("FluxPipeline", lambda: tiny_flux(guidance_embeds=True, dynamic_shifting=True), "flow"),
+    "dit": ("DiTPipeline", tiny_dit, "ddpm"),
+}
+STEPS = {"ddpm": (901, 651, 301, 51), "flow": (1000, 750, 400, 100)}
+
+
+def readme_snippets() -> dict[str, str]:
+    """The README's Python blocks that start with ``# family: NAME``, by name."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return {match.group(1): block for block in blocks if (match := re.match(r"# family: (\S+)", block))}
+
+
+def test_the_readme_has_one_snippet_per_family():
+    assert sorted(readme_snippets()) == sorted(FAMILIES)
+
+
+def plan_for(denoiser, kind: str) -> Plan:
+    """The family's plan with a different skippable block skipped at every step after the first."""
+    names = [block.name for block in find_blocks(denoiser) if "skip" in block.actions and block.kind != "transformer"]
+    steps = STEPS[kind]
+    skips = [frozenset()] + [frozenset({names[i % len(names)]}) for i in range(len(steps) - 1)]
+    return Plan(steps, skips=tuple(skips), schedule_kind=kind)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_readme_snippet_runs_the_plan_in_the_pipeline(family, tmp_path, monkeypatch):
+    import diffusers
+
+    class_name, stand_in, kind = FAMILIES[family]
+    pipe = stand_in()
+    pipeline_class = getattr(diffusers, class_name)
+    monkeypatch.setattr(pipeline_class, "from_pretrained", classmethod(lambda cls, *args, **kwargs: pipe))
+    if family == "pixart":  # the stand-in's sample size has no resolution-binning table; 1024 px PixArt's has
+        call = pipeline_class.__call__
+        monkeypatch.setattr(pipeline_class, "__call__", lambda self, *a, **k: call(self, *a, use_resolution_binning=False, **k))
+    if family == "flux":
+        pipe.default_sample_size = 8  # a 16 x 16 image for the stand-in (1024 x 1024 for FLUX.1)
+    denoiser = pipe.unet if hasattr(pipe, "unet") else pipe.transformer
+    plan = plan_for(denoiser, kind)
+    (tmp_path / "plan.json").write_text(json.dumps({"plan": plan.to_dict(), "fid": 1.0}))
+    monkeypatch.chdir(tmp_path)
+
+    calls: list[float] = []
+    denoiser.register_forward_pre_hook(lambda module, args, kwargs: calls.append(_timestep(args, kwargs)), with_kwargs=True)
+    skipped: list[frozenset] = []
+    set_step = BlockSwitch.set_step
+    monkeypatch.setattr(BlockSwitch, "set_step", lambda self, skip=(), reuse=(), keep=(): (
+        skipped.append(frozenset(skip)), set_step(self, skip, reuse, keep))[1])
+
+    namespace: dict = {}
+    exec(compile(readme_snippets()[family], f"README.md ({family})", "exec"), namespace)
+
+    assert namespace["image"].size[0] > 0
+    scale = 1000.0 if family == "flux" else 1.0  # Flux's pipeline passes t / 1000
+    assert [round(t * scale) for t in calls] == list(plan.timesteps)
+    assert [s for s in skipped if s] == [s for s in plan.skips if s]  # each step's skips, in order
+
+
+def _timestep(args: tuple, kwargs: dict) -> float:
+    value = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    return float(torch.as_tensor(value).reshape(-1)[0])
