@@ -1,7 +1,6 @@
 """Fitness metrics: the [fitness] section, teacher distance (stored once, resumable), CLIP score, re-scoring."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import optuna
