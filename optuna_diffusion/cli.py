@@ -292,15 +292,15 @@ def export(
     max_macs: Annotated[Optional[float], typer.Option(help="Best FID among plans with at most these MACs.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Best FID among plans with exactly this many time steps.")] = None,
     trial: Annotated[Optional[int], typer.Option(help="Export this trial number instead (needs --stage).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the JSON plan here (default: print it).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the JSON plan here (default: print it); a pipeline study also gets the call that runs it, beside it as .py.")] = None,
 ) -> None:
     """Export the plan with the lowest FID over both stages (or under --max-macs, with --steps K, or --trial N)."""
-    from .runner import choose_plan, stored_stage_studies
+    from .runner import choose_plan, stored_config, stored_stage_studies
 
     _positive("--steps", steps)
     cfg = _config(study, config)
-    chosen = choose_plan(stored_stage_studies(cfg, _storage_url(storage, cfg), stage),
-                         max_macs=max_macs, steps=steps, trial_number=trial)
+    studies = stored_stage_studies(cfg, _storage_url(storage, cfg), stage)
+    chosen = choose_plan(studies, max_macs=max_macs, steps=steps, trial_number=trial)
     text = json.dumps(chosen, indent=2)
     source = f"trial {chosen['trial']} of {chosen['study']} (stage {chosen['stage']}): FID {chosen['fid']:.3f}, {chosen['macs'] / 1e9:.4f} GMACs"
     if out is None:
@@ -309,6 +309,23 @@ def export(
     else:
         out.write_text(text + "\n")
         typer.echo(f"wrote {out}: {source}")
+        _write_pipeline_call(stored_config(studies, chosen["study"], cfg), chosen, out)
+
+
+def _write_pipeline_call(cfg, chosen: dict[str, Any], out: Path) -> None:
+    """Beside an exported plan of a pipeline study, the Python call that runs it in that pipeline."""
+    from .errors import ConfigError
+    from .pipelines import study_pipeline_call
+    from .plan import Plan
+
+    try:
+        call = study_pipeline_call(cfg, Plan.from_dict(chosen["plan"]), out.name)
+    except ConfigError as error:
+        typer.echo(f"no pipeline call written: {error}", err=True)
+        return
+    if call is not None:
+        out.with_suffix(".py").write_text(call)
+        typer.echo(f"wrote {out.with_suffix('.py')}: the call that runs it in the pipeline")
 
 
 @app.command()

@@ -332,6 +332,18 @@ def load_diffusion_model(
     return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size)
 
 
+def pipeline_class_of(source: str) -> str | None:
+    """The pipeline class optuna-diffusion runs ``source`` as (read from its ``model_index.json``), or None.
+
+    None for a bundled model, a bare denoiser's folder, or a hub id whose index is not in the local cache.
+    """
+    if source in BUNDLED_MODELS:
+        return None
+    folder = Path(source).expanduser()
+    model_index = _read_model_index(folder) if folder.is_dir() else _hub_model_index(source, local_files_only=True)
+    return _pipeline_class(model_index) if model_index is not None else None
+
+
 def _read_model_index(folder: Path) -> dict[str, Any] | None:
     path = folder / "model_index.json"
     if not path.is_file():

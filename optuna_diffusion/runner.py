@@ -360,6 +360,15 @@ def stored_stage_studies(config: StudyConfig, storage_url: str, stage: str | Non
     return studies
 
 
+def stored_config(studies: list[optuna.Study], name: str, default: StudyConfig) -> StudyConfig:
+    """The configuration study ``name`` ran with (its marker: model, solver ... as overridden), else ``default``."""
+    for study in studies:
+        data = (study.user_attrs.get(STUDY_MARKER) or {}).get("config")
+        if study.study_name == name and isinstance(data, dict):
+            return StudyConfig.from_dict(data)
+    return default
+
+
 def choose_plan(
     studies: list[optuna.Study],
     *,

@@ -49,3 +49,28 @@ def test_a_pipeline_preset_runs_on_a_stand_in_of_its_layout(preset, tmp_path):
     assert fixed.get("vae_decoder", 0) > 0, "a latent pipeline pays its VAE decode per image"
     assert (fixed.get("text_encoders", 0) > 0) == (preset != "dit-xl-256"), "text pipelines pay their encoders"
     assert all(t.user_attrs["macs"] > sum(fixed.values()) for t in study.trials)
+    exported = invoke("export", "--study", preset, "--storage", storage, "--out", str(tmp_path / "plan.json"))
+    assert exported.exit_code == 0, exported.output
+    call = (tmp_path / "plan.py").read_text()
+    assert f'from_pretrained("{model}")' in call and "apply(pipe, plan)" in call
+    compile(call, "plan.py", "exec")
+    if preset in ("sd15", "dit-xl-256"):  # run the written call as is on the stand-in (the others: README's test)
+        import runpy
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(tmp_path)
+            image = runpy.run_path(str(tmp_path / "plan.py"))["image"]
+        assert image.size[0] > 0
+
+
+def test_export_names_why_a_plan_cannot_run_in_its_pipeline(tmp_path):
+    from optuna_diffusion.errors import ConfigError
+    from optuna_diffusion.pipelines import study_pipeline_call
+    from optuna_diffusion.plan import Plan
+    from optuna_diffusion.study_config import load_study_config, with_overrides
+
+    model = STAND_INS["sd15"](tmp_path / "pipeline")
+    config = with_overrides(load_study_config("sd15"), model=str(model), solver="ddim")
+    with pytest.raises(ConfigError, match="no diffusers scheduler runs solver 'ddim'"):
+        study_pipeline_call(config, Plan((901, 501, 101)), "plan.json")
+    assert study_pipeline_call(load_study_config("digits"), Plan((901, 501, 101)), "plan.json") is None

@@ -41,8 +41,27 @@ def readme_snippets() -> dict[str, str]:
     return {match.group(1): block for block in blocks if (match := re.match(r"# family: (\S+)", block))}
 
 
+# The example values the README renders each family's call with (export renders the study's own).
+README_EXAMPLES = {
+    "sd": dict(source="stable-diffusion-v1-5/stable-diffusion-v1-5", solver="dpmpp-2m", guidance_scale=7.5),
+    "sdxl": dict(source="stabilityai/stable-diffusion-xl-base-1.0", solver="euler", guidance_scale=5.0),
+    "pixart": dict(source="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", solver="dpmpp-2m", guidance_scale=4.5),
+    "sd3": dict(source="stabilityai/stable-diffusion-3-medium-diffusers", solver="flow-euler", guidance_scale=5.0),
+    "flux": dict(source="black-forest-labs/FLUX.1-schnell", solver="flow-euler", guidance_scale=0.0),
+    "dit": dict(source="facebook/DiT-XL-2-256", solver="dpmpp-2m", guidance_scale=4.0),
+}
+
+
 def test_the_readme_has_one_snippet_per_family():
     assert sorted(readme_snippets()) == sorted(FAMILIES)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_readme_snippet_is_what_export_writes_for_its_family(family):
+    from optuna_diffusion.pipelines import pipeline_call
+
+    class_name = FAMILIES[family][0]
+    assert readme_snippets()[family] == pipeline_call(class_name, **README_EXAMPLES[family])
 
 
 def plan_for(denoiser, kind: str) -> Plan:

@@ -1,0 +1,146 @@
+"""The Python call that runs an exported plan in its diffusers pipeline, one template per family.
+
+``export --out plan.json`` writes it beside the plan (``plan.py``) for a pipeline study, and the
+README shows each family's call rendered with example values; ``tests/test_readme_snippets.py`` runs
+those README blocks and checks that they are exactly :func:`pipeline_call`'s output, so the README and
+the exported files cannot drift apart. Every call makes the same three moves: the scheduler that runs
+the study's solver (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`), the plan's skips and
+reuses (:func:`~optuna_diffusion.apply`), and the plan's time steps as the argument that pipeline's
+scheduler accepts (:func:`~optuna_diffusion.pipeline_schedule.pipeline_schedule_kwargs`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+    from ..study_config import StudyConfig
+
+FAMILY_OF_PIPELINE: dict[str, str] = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "PixArtAlphaPipeline": "pixart",
+    "PixArtSigmaPipeline": "pixart",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+    "DiTPipeline": "dit",
+}
+"""The call template of each pipeline class optuna-diffusion exports to."""
+
+_NOTES = {
+    "sd": "  (Stable Diffusion 1.x and 2.x, epsilon or v-prediction)",
+    "sdxl": "",
+    "pixart": "  (PixArt-Sigma; PixArt-Alpha the same with PixArtAlphaPipeline)",
+    "sd3": "  (flow matching: the plan's steps become sigmas under the scheduler's shift)",
+    "flux": "  (dev shifts its sigmas by mu, computed from the latent tokens; schnell ignores mu)",
+    "dit": "  (DiTPipeline takes no time steps: its scheduler is given the plan's)",
+}
+
+_HEAD = """\
+# family: {family}{note}
+import json
+
+from diffusers import {pipeline_class}
+{extra_import}
+from optuna_diffusion import Plan, apply
+{schedule_import}from optuna_diffusion.pipelines import scheduler_for_solver
+
+plan = Plan.from_dict(json.load(open({plan_file}))["plan"])
+pipe = {pipeline_class}.from_pretrained({source})
+pipe.scheduler = scheduler_for_solver({solver}, pipe.scheduler)  # the study's [sampling] solver
+"""
+
+_BODIES = {
+    "text": """\
+apply(pipe, plan)                                                  # skips and reuses, per step
+image = pipe({prompt}, guidance_scale={guidance_scale},
+             **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)).images[0]
+""",
+    "flux": """\
+apply(pipe, plan)                                                  # double- and single-stream blocks
+height = width = pipe.default_sample_size * pipe.vae_scale_factor  # 1024
+tokens = (height // (2 * pipe.vae_scale_factor)) * (width // (2 * pipe.vae_scale_factor))
+c = pipe.scheduler.config                                          # the mu Flux passes (FLUX.1-dev)
+mu = calculate_shift(tokens, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+image = pipe({prompt}, guidance_scale={guidance_scale}, height=height, width=width,
+             **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu)).images[0]
+""",
+    "dit": """\
+set_timesteps = pipe.scheduler.set_timesteps
+pipe.scheduler.set_timesteps = lambda *args, **kwargs: set_timesteps(timesteps=list(plan.timesteps))
+apply(pipe, plan)                                                  # skips and reuses, per step
+image = pipe(class_labels={class_labels}, guidance_scale={guidance_scale}, num_inference_steps=plan.num_steps).images[0]
+""",
+}
+
+
+def pipeline_call(
+    pipeline_class: str,
+    *,
+    source: str,
+    solver: str,
+    guidance_scale: float,
+    prompt: str = "a cat asleep on a green sofa",
+    class_labels: tuple[int, ...] = (207,),
+    plan_file: str = "plan.json",
+) -> str:
+    """The Python code that runs the plan in ``plan_file`` with ``pipeline_class`` loaded from ``source``."""
+    family = FAMILY_OF_PIPELINE.get(pipeline_class)
+    if family is None:
+        raise ConfigError(f"no pipeline call for a {pipeline_class}; export knows {', '.join(FAMILY_OF_PIPELINE)}")
+    body = _BODIES.get(family, _BODIES["text"])
+    head = _HEAD.format(
+        family=family,
+        note=_NOTES[family],
+        pipeline_class=pipeline_class,
+        extra_import="from diffusers.pipelines.flux.pipeline_flux import calculate_shift\n" if family == "flux" else "",
+        schedule_import="" if family == "dit" else "from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs\n",
+        plan_file=json.dumps(plan_file),
+        source=json.dumps(source),
+        solver=json.dumps(solver),
+    )
+    return head + body.format(
+        prompt=json.dumps(prompt), guidance_scale=repr(float(guidance_scale)), class_labels=list(class_labels),
+    )
+
+
+def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> str | None:
+    """The call that runs ``plan`` in the study's pipeline, checked now; None when the model is no pipeline.
+
+    The check is the one the call makes at run time, done at export: the study's (or the plan's) solver
+    must be one a diffusers scheduler runs (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`),
+    and that scheduler must accept the plan's time steps (:func:`pipeline_schedule_kwargs` runs its
+    ``set_timesteps``). Under Flux's dynamic shifting the sigmas depend on ``mu``, which the call computes
+    from the image size, so they are checked when it runs.
+
+    Raises:
+        ConfigError: the plan cannot run in the pipeline (one line saying why).
+    """
+    import diffusers
+
+    from ..models import pipeline_class_of
+    from ..pipeline_schedule import pipeline_schedule_kwargs
+    from ._export import scheduler_for_solver
+
+    source = config.model.source
+    pipeline_class = pipeline_class_of(source)
+    if pipeline_class is None:
+        return None
+    family = FAMILY_OF_PIPELINE.get(pipeline_class)
+    index = diffusers.DiffusionPipeline.load_config(source, local_files_only=True)
+    _, scheduler_class = index["scheduler"]
+    scheduler = getattr(diffusers, scheduler_class).from_pretrained(source, subfolder="scheduler", local_files_only=True)
+    runner = scheduler_for_solver(plan.solver or config.sampling.solver, scheduler)
+    if family == "dit":
+        runner.set_timesteps(timesteps=list(plan.timesteps))
+    elif not getattr(runner.config, "use_dynamic_shifting", False):
+        pipeline_schedule_kwargs(plan.timesteps, runner)
+    prompt = config.prompts.load()[0].text if family != "dit" else "a cat asleep on a green sofa"
+    return pipeline_call(
+        pipeline_class, source=source, solver=plan.solver or config.sampling.solver,
+        guidance_scale=config.sampling.guidance_scale, prompt=prompt, class_labels=(0,), plan_file=plan_file,
+    )
