@@ -2,16 +2,22 @@
 
 Starts from a plan (default: the 4-step plan stage 1 finds on the digits model) and, for every step and
 every block, changes only that choice; prints FID (500 samples, common random numbers) and the MACs
-saved, so it shows which blocks stage 2 can give up cheaply.
-Run: python benchmarks/sensitivity.py [--timesteps 887 439 199 86] [--samples 500]
+saved, so it shows which blocks stage 2 can give up cheaply. ``--study digits-dit`` does the same on
+the bundled DiT (its blocks ``blocks.i``, ``blocks.i.attn``, ``blocks.i.ff``; pass its plan's steps).
+Run: python benchmarks/sensitivity.py [--timesteps 887 439 199 86] [--samples 500] [--study digits]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import time
 
-from optuna_diffusion.evaluation import digits_evaluator
+import torch
+
 from optuna_diffusion.plan import Plan
+from optuna_diffusion.study import build_evaluator
+from optuna_diffusion.study_config import load_study_config
 
 PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit
 
@@ -20,12 +26,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, nargs="+", default=[887, 439, 199, 86])
     parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--study", default="digits", help="a preset of a digits model: digits or digits-dit")
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    evaluator = digits_evaluator(prefix_cache=PREFIX_CACHE_BYTES)
-    base = Plan(args.timesteps)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_study_config(args.study)
+    prefix_cache_mb = PREFIX_CACHE_BYTES / 2**20
+    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, prefix_cache_mb=prefix_cache_mb))
+    evaluator = build_evaluator(config)
+    schedule = evaluator.generator.schedule
+    base = Plan(args.timesteps, num_train_timesteps=schedule.num_train_timesteps, schedule_kind=schedule.kind)
     base_fid = evaluator.evaluate(base, args.samples).fid
     full = evaluator.macs_table.full
-    print(f"base plan {base}: FID {base_fid:.3f} ({args.samples} samples); one UNet evaluation = {full / 1e6:.2f} MMACs")
+    denoiser = type(evaluator.model.denoiser).__name__
+    print(f"{args.study}: base plan {base}: FID {base_fid:.3f} ({args.samples} samples); "
+          f"one {denoiser} evaluation = {full / 1e6:.2f} MMACs")
     print(f"{'block':<16} {'action':<6} {'MMACs saved':>11}  FID change when applied at " + " ".join(f"{'t=' + str(t):>8}" for t in base.timesteps))
     for block in evaluator.generator.switch.blocks:
         for action in sorted(block.actions):
@@ -45,4 +61,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    started = time.perf_counter()
     main()
+    print(f"total {time.perf_counter() - started:.0f}s")

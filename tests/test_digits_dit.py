@@ -49,8 +49,8 @@ def test_bundled_dit_two_step_generation_is_deterministic_under_a_seed():
     plan = baseline_plan("uniform", 2, model.schedule)
 
     def images(seed: int) -> torch.Tensor:
-        generator = ImageGenerator(model, dataclasses.replace(settings, seed=seed))
-        return torch.cat(list(generator.batches(plan, 12)))
+        with ImageGenerator(model, dataclasses.replace(settings, seed=seed)) as generator:
+            return torch.cat(list(generator.batches(plan, 12)))
 
     first, again, other = images(0), images(0), images(1)
     assert first.shape == (12, 1, 8, 8) and torch.isfinite(first).all()

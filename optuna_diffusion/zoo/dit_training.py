@@ -38,7 +38,7 @@ WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def digits_dit_config(
-    *, width: int = 96, heads: int = 4, layers: int = 4, patch_size: int = 1
+    *, width: int = 96, heads: int = 4, layers: int = 4, patch_size: int = 2
 ) -> dict[str, Any]:
     """``DiTTransformer2DModel`` arguments of the digits DiT (defaults: the bundled model's).
 
@@ -90,8 +90,8 @@ class DiTTraining:
     width: int = 96
     heads: int = 4
     layers: int = 4
-    patch_size: int = 1
-    steps: int = 6000
+    patch_size: int = 2
+    steps: int = 8000
     batch_size: int = 128
     learning_rate: float = 1e-3
     warmup_steps: int = 200
