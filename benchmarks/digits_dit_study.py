@@ -11,6 +11,7 @@
    --study digits-dit prints every block x every step, skip and reuse.)
 ``--plans-out FILE`` writes the stage-1 plan and the stage-2 plans (JSON) for benchmarks/first_block_cache.py.
 Run: python benchmarks/digits_dit_study.py [--seed 0] [--steps 4] [--plans-out dit_plans.json]
+     (--timestep-trials N --architecture-trials N: other budgets, for a quick check)
 """
 
 from __future__ import annotations
@@ -58,10 +59,15 @@ def main() -> None:
     parser.add_argument("--rescore-stage2", type=int, default=8, help="stage-2 candidates re-scored with all samples")
     parser.add_argument("--plans-out", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--timestep-trials", type=int, default=None, help="stage 1's budget (default: the preset's)")
+    parser.add_argument("--architecture-trials", type=int, default=None, help="stage 2's budget (default: the preset's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_study_config(args.study)
     config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, seed=args.seed))
+    for section, trials in (("timesteps", args.timestep_trials), ("architecture", args.architecture_trials)):
+        if trials is not None:
+            config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), n_trials=trials)})
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{Path(folder) / 'study.db'}"

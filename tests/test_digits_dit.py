@@ -108,3 +108,18 @@ def test_preset_runs_a_flow_plan_on_the_bundled_dit():
     result = evaluator.evaluate(baseline_plan("uniform", 2, evaluator.generator.schedule), 16)
     evaluator.close()
     assert result.ok and result.fid > 0 and result.macs == 2 * evaluator.macs_table.full
+
+
+def test_zoo_train_digits_dit_writes_a_loadable_model_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from optuna_diffusion.cli import app
+
+    result = CliRunner().invoke(app, ["zoo", "train", "digits-dit", "--out", str(tmp_path), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "training.json").read_text())
+    assert report["dit"]["steps"] == 2 and report["dit"]["weights_dtype"] == "float16"
+    model = load_diffusion_model(str(tmp_path))
+    assert model.family.name == "dit" and model.sample_shape == (1, 8, 8)
+    bad = CliRunner().invoke(app, ["zoo", "train", "digits-vit", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "digits-dit" in bad.output

@@ -189,12 +189,16 @@ def save_dit_model(model: torch.nn.Module, out_dir: str | Path, weights_dtype: s
     """Write ``transformer/`` (weights in ``weights_dtype``) and ``scheduler/`` into ``out_dir``; return it."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
+    from diffusers.utils import logging as diffusers_logging
+
     out_dir = Path(out_dir)
-    stored = model.to(WEIGHTS_DTYPES[weights_dtype])
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # no advice on keeping modules in float32: none needs it here
     try:
-        stored.save_pretrained(out_dir / "transformer")
+        model.to(WEIGHTS_DTYPES[weights_dtype]).save_pretrained(out_dir / "transformer")
     finally:
         model.float()
+        diffusers_logging.set_verbosity(verbosity)
     FlowMatchEulerDiscreteScheduler(**digits_flow_scheduler_config()).save_pretrained(out_dir / "scheduler")
     return out_dir
 
