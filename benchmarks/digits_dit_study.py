@@ -50,6 +50,16 @@ def ranked_trials(study: optuna.Study, num_steps: int) -> list[tuple[float, floa
     return sorted(rows, key=lambda row: row[0])
 
 
+def steps_histogram(study: optuna.Study) -> dict[int, int]:
+    """How many complete full-fidelity trials the study has per number of steps."""
+    histogram: dict[int, int] = {}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.values is not None and not is_low_fidelity(trial):
+            k = plan_from_trial(trial).num_steps
+            histogram[k] = histogram.get(k, 0) + 1
+    return histogram
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="digits-dit")
@@ -61,6 +71,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timestep-trials", type=int, default=None, help="stage 1's budget (default: the preset's)")
     parser.add_argument("--architecture-trials", type=int, default=None, help="stage 2's budget (default: the preset's)")
+    parser.add_argument("--k-range", type=int, nargs=2, default=None, metavar=("K_MIN", "K_MAX"),
+                        help="stage 1's step counts (default: the preset's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_study_config(args.study)
@@ -68,6 +80,9 @@ def main() -> None:
     for section, trials in (("timesteps", args.timestep_trials), ("architecture", args.architecture_trials)):
         if trials is not None:
             config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), n_trials=trials)})
+    if args.k_range is not None:
+        k_min, k_max = args.k_range
+        config = dataclasses.replace(config, timesteps=dataclasses.replace(config.timesteps, k_min=k_min, k_max=k_max))
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{Path(folder) / 'study.db'}"
@@ -80,11 +95,14 @@ def main() -> None:
         stage1 = ranked_trials(studies["timesteps"], args.steps)
         stage2 = ranked_trials(studies["architecture"], args.steps)
         counts = {stage: len(study.trials) for stage, study in studies.items()}
+        by_k = {stage: steps_histogram(study) for stage, study in studies.items()}
     total = sum(seconds.values())
     print(f"{args.study} (seed {args.seed}): stage 1 {counts['timesteps']} trials in {seconds['timesteps']:.0f}s, "
           f"stage 2 {counts['architecture']} trials in {seconds['architecture']:.0f}s; "
           f"both {total:.0f}s ({total / 60:.1f} min), {torch.get_num_threads()} thread(s)")
     print("(one thread of the machine's cores, other jobs sharing them)")
+    for stage, histogram in by_k.items():
+        print(f"{stage}: complete full-fidelity trials by K: " + ", ".join(f"{k}: {n}" for k, n in sorted(histogram.items())))
     if not stage1:
         print(f"stage 1 has no complete {args.steps}-step trial")
         return

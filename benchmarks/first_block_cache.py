@@ -10,7 +10,7 @@ actually spent: a full forward when the cache misses, the forward without blocks
 scored the same way, with its MACs from the per-block table. Target: our stage-2 plan has lower FID
 than every First-Block-Cache setting that spends as many MACs or more.
 Plans come from ``python benchmarks/digits_dit_study.py --plans-out dit_plans.json``.
-Run: python benchmarks/first_block_cache.py --plans dit_plans.json [--thresholds 0.05 0.1 ...]
+Run: python benchmarks/first_block_cache.py --plans dit_plans.json [--thresholds 0.05 0.1 ...] [--extra plan.json]
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS)
     parser.add_argument("--samples", type=int, default=FULL_SAMPLES)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--extra", type=Path, nargs="*", default=[],
+                        help="more plans to score alike (JSON, e.g. sensitivity.py --greedy ... --plan-out)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
@@ -99,6 +101,10 @@ def main() -> None:
     for plan in ours:
         result = evaluator.evaluate(plan, args.samples)
         rows.append(("ours (stage 2)", str(plan), result.fid, result.macs, None))
+    for path in args.extra:
+        plan = Plan.from_json(path.read_text())
+        result = evaluator.evaluate(plan, args.samples)
+        rows.append((f"{path.stem}", str(plan), result.fid, result.macs, None))
 
     apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=args.thresholds[0]))
     meter = CacheMeter(transformer, anchor.num_steps, table.full, cached)
