@@ -8,8 +8,9 @@ the bundled DiT (its blocks ``blocks.i``, ``blocks.i.attn``, ``blocks.i.ff``; pa
 ``--greedy F`` then combines single changes: at each round it tries adding every remaining change (of
 those whose single FID change is at most ``--greedy-max-change``) to the plan so far and keeps the one
 with the least FID increase per MAC saved, until the plan saves at least the fraction F of the base
-plan's MACs; the base and the final plan are re-scored with ``--final-samples``. Single changes do not
-add up, so this path is what a cheap combination costs, not a bound.
+plan's MACs; the base and the final plan are re-scored with ``--final-samples``, changes are dropped
+while that FID falls and the cut holds, and both plans are re-scored on held-out seeds. Single changes
+do not add up, so this path is what a cheap combination costs, not a bound.
 Run: python benchmarks/sensitivity.py [--timesteps 887 439 199 86] [--samples 500] [--study digits]
      [--greedy 0.25]
 """
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--greedy-max-change", type=float, default=1.0, help="single FID changes above this are left out")
     parser.add_argument("--final-samples", type=int, default=1797)
     parser.add_argument("--plan-out", type=Path, default=None, help="write the greedy plan here (JSON)")
+    parser.add_argument("--check-seeds", type=int, nargs="*", default=[1], help="sampling seeds of a held-out re-check")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,6 +80,8 @@ def main() -> None:
         plan = greedy(evaluator, base, base_fid, changes, args.greedy, args.samples, args.final_samples)
         if args.plan_out is not None:
             args.plan_out.write_text(plan.to_json() + "\n")
+        for seed in args.check_seeds:
+            held_out_check(config, base, plan, seed, args.final_samples)
     evaluator.close()
 
 
@@ -90,7 +94,8 @@ def _with(base: Plan, chosen: list[tuple[str, str, int]]) -> Plan:
 
 
 def greedy(evaluator, base: Plan, base_fid: float, changes, fraction: float, samples: int, final_samples: int) -> Plan:
-    """Add single changes one at a time, least FID increase per MAC saved first, until ``fraction`` is saved."""
+    """Add single changes one at a time, least FID increase per MAC saved first, until ``fraction`` is saved;
+    then, re-scored with ``final_samples``, drop changes one at a time while the FID falls and ``fraction`` is still saved."""
     base_macs = evaluator.macs(base)
     chosen: list[tuple[str, str, int]] = []
     fid, macs, plan = base_fid, base_macs, base
@@ -118,15 +123,48 @@ def greedy(evaluator, base: Plan, base_fid: float, changes, fraction: float, sam
             break
         _, change, plan, fid, macs = best
         chosen.append(change)
-        name, action, step = change
-        print(f"{len(chosen):5d} {action + ' ' + name + ' @' + str(base.timesteps[step]):<28} {fid:8.3f} "
+        print(f"{len(chosen):5d} {_name(base, change):<28} {fid:8.3f} "
               f"{macs / 1e6:8.2f} {(1 - macs / base_macs) * 100:6.1f}%", flush=True)
     base_full = evaluator.evaluate(base, final_samples).fid
-    final_full = evaluator.evaluate(plan, final_samples).fid
+    fid = evaluator.evaluate(plan, final_samples).fid
     print(f"re-scored with {final_samples} samples: base FID {base_full:.3f} at {base_macs / 1e6:.2f} MMACs; greedy plan "
-          f"FID {final_full:.3f} ({(final_full / base_full - 1) * 100:+.1f}%) at {macs / 1e6:.2f} MMACs "
+          f"FID {fid:.3f} ({(fid / base_full - 1) * 100:+.1f}%) at {macs / 1e6:.2f} MMACs ({(1 - macs / base_macs) * 100:.1f}% fewer)")
+    print(f"dropping changes while the FID falls ({final_samples} samples, >= {fraction:.0%} fewer MACs kept)")
+    while True:
+        best = None
+        for change in chosen:
+            rest = [c for c in chosen if c != change]
+            candidate = _with(base, rest)
+            candidate_macs = evaluator.macs(candidate)
+            if candidate_macs > (1 - fraction) * base_macs:
+                continue
+            candidate_fid = evaluator.evaluate(candidate, final_samples).fid
+            if candidate_fid < fid and (best is None or candidate_fid < best[0]):
+                best = (candidate_fid, change, rest, candidate, candidate_macs)
+        if best is None:
+            break
+        fid, change, chosen, plan, macs = best
+        print(f"  dropped {_name(base, change):<28} FID {fid:.3f} ({(fid / base_full - 1) * 100:+.1f}%) at {macs / 1e6:.2f} "
+              f"MMACs ({(1 - macs / base_macs) * 100:.1f}% fewer)", flush=True)
+    print(f"final: FID {fid:.3f} ({(fid / base_full - 1) * 100:+.1f}%) at {macs / 1e6:.2f} MMACs "
           f"({(1 - macs / base_macs) * 100:.1f}% fewer)  [{plan}]")
     return plan
+
+
+def _name(base: Plan, change: tuple[str, str, int]) -> str:
+    name, action, step = change
+    return f"{action} {name} @{base.timesteps[step]}"
+
+
+def held_out_check(config, base: Plan, plan: Plan, seed: int, samples: int) -> None:
+    """Both plans on other seeded noise and labels than the ones the choices were made on."""
+    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, seed=seed))
+    evaluator = build_evaluator(config)
+    base_fid = evaluator.evaluate(base, samples).fid
+    fid = evaluator.evaluate(plan, samples).fid
+    evaluator.close()
+    print(f"held out (sampling seed {seed}, {samples} samples): base FID {base_fid:.3f}, plan FID {fid:.3f} "
+          f"({(fid / base_fid - 1) * 100:+.1f}%)")
 
 
 if __name__ == "__main__":
