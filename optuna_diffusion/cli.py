@@ -113,7 +113,7 @@ def zoo_train(
     seed: Annotated[int, typer.Option(help="Seed of the training run.")] = 0,
     steps: Annotated[Optional[int], typer.Option(help="Diffusion training steps (default: the bundled run's).")] = None,
 ) -> None:
-    """Retrain a bundled model from scratch, reproducibly (about 20-35 minutes each on 2 CPU cores)."""
+    """Retrain a bundled model from scratch, reproducibly (digits: 23 minutes on 2 CPU cores; digits-dit: 21 on one)."""
     from .zoo import BUNDLED_MODELS
 
     if name not in BUNDLED_MODELS:
