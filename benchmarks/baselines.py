@@ -1,37 +1,60 @@
-"""The numbers that frame the search: FID of hand-designed schedules on the digits model.
+"""The numbers that frame the search: FID of hand-designed schedules on the digits models.
 
-Each baseline (uniform, quadratic, Karras rho=7, uniform log-SNR) at K = 4, 6, 10 steps, under
-DDIM and DPM-Solver++(2M), plus 100-step DDIM; all samples use the same seeded noise and labels.
-Run: python benchmarks/baselines.py [--samples 1797]
+UNet (``digits``, DDPM): each baseline (uniform, quadratic, Karras rho=7, uniform log-SNR) at K = 4, 6,
+10 steps, under DDIM and DPM-Solver++(2M), plus 100-step DDIM. DiT (``digits-dit``, rectified flow): each
+flow baseline (uniform in sigma, shifted with shift 3 as SD3, and the model's own scheduler config)
+under flow Euler and flow DPM-Solver++(2M), plus 100-step flow Euler. All samples of a model use the
+same seeded noise and labels.
+Run: python benchmarks/baselines.py [--samples 1797] [--models digits digits-dit]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 
-from optuna_diffusion.baselines import BASELINES, baseline_plan
-from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
+from optuna_diffusion.baselines import baseline_names, baseline_plan
+from optuna_diffusion.evaluation import DIGITS_DIT_SETTINGS, DIGITS_SETTINGS, digits_evaluator
+
+MODELS = {
+    "digits": (DIGITS_SETTINGS, ("ddim", "dpmpp-2m")),
+    "digits-dit": (DIGITS_DIT_SETTINGS, ("flow-euler", "flow-dpmpp-2m")),
+}
+
+
+def table(model: str, steps: list[int], num_samples: int) -> None:
+    """Print the baseline table of ``model``: one row per solver and K, one column per baseline."""
+    settings, solvers = MODELS[model]
+    print(f"FID of baseline schedules, {model} model, {num_samples} samples vs 1797 real digits")
+    fid_100 = None
+    for solver in solvers:
+        evaluator = digits_evaluator(dataclasses.replace(settings, solver=solver), model=model)
+        schedule = evaluator.generator.schedule
+        names = baseline_names(schedule)
+        if solver == solvers[0]:
+            print(f"{'solver':<14} {'K':>3} " + " ".join(f"{name:>10}" for name in names))
+        for k in steps:
+            fids = [evaluator.evaluate(baseline_plan(name, k, schedule), num_samples).fid for name in names]
+            print(f"{solver:<14} {k:>3} " + " ".join(f"{fid:10.2f}" for fid in fids), flush=True)
+        if solver == solvers[0]:
+            fid_100 = evaluator.evaluate(baseline_plan("uniform", 100, schedule), num_samples).fid
+        evaluator.close()
+    print(f"{solvers[0]} uniform, 100 steps: {fid_100:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1797)
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 6, 10])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = parser.parse_args()
-    print(f"FID of baseline schedules, digits model, {args.samples} samples vs 1797 real digits")
-    header = f"{'solver':<9} {'K':>3} " + " ".join(f"{name:>10}" for name in BASELINES)
-    print(header)
-    for solver in ("ddim", "dpmpp-2m"):
-        evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=solver))
-        alphas_cumprod = evaluator.generator.schedule.alphas_cumprod
-        for k in args.steps:
-            fids = [evaluator.evaluate(baseline_plan(name, k, alphas_cumprod), args.samples).fid for name in BASELINES]
-            print(f"{solver:<9} {k:>3} " + " ".join(f"{fid:10.2f}" for fid in fids))
-        if solver == "ddim":
-            fid_100 = evaluator.evaluate(baseline_plan("uniform", 100, alphas_cumprod), args.samples).fid
-        evaluator.close()
-    print(f"ddim uniform, 100 steps: {fid_100:.2f}")
+    started = time.perf_counter()
+    for index, model in enumerate(args.models):
+        if index:
+            print()
+        table(model, args.steps, args.samples)
+    print(f"total {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":

@@ -289,6 +289,7 @@ def classifier_step_macs(classifier: nn.Module, sample_shape: Sequence[int]) -> 
 
 
 DIGITS_SETTINGS = SamplingSettings(num_classes=10, null_class=10)
+DIGITS_DIT_SETTINGS = SamplingSettings(solver="flow-euler", num_classes=10, null_class=10)
 
 
 def default_cache_dir() -> Path:
@@ -297,11 +298,17 @@ def default_cache_dir() -> Path:
 
 
 def digits_evaluator(
-    settings: SamplingSettings = DIGITS_SETTINGS, *, cache_dir: Path | None = None, prefix_cache: PrefixCache | int = 0
+    settings: SamplingSettings = DIGITS_SETTINGS,
+    *,
+    cache_dir: Path | None = None,
+    prefix_cache: PrefixCache | int = 0,
+    model: str = "digits",
 ) -> PlanEvaluator:
-    """Evaluator of the bundled digits model: FID in the digits feature space against all 1,797 digits.
+    """Evaluator of a digits model: FID in the digits feature space against all 1,797 digits.
 
-    ``prefix_cache`` as for :class:`PlanEvaluator` (it changes the speed, never the results).
+    ``prefix_cache`` as for :class:`PlanEvaluator` (it changes the speed, never the results). ``model``
+    is a bundled digits model (``"digits"``, the DDPM UNet; ``"digits-dit"``, the flow-matching DiT, which
+    needs a flow solver such as :data:`DIGITS_DIT_SETTINGS`'s) or a folder of one.
     """
     from .fid import load_feature_extractor, reference_stats
     from .models import load_diffusion_model
@@ -310,4 +317,4 @@ def digits_evaluator(
     extractor = load_feature_extractor("digits")
     images, _ = load_digits_images()
     reference = reference_stats(images, extractor, cache_dir=cache_dir or default_cache_dir())
-    return PlanEvaluator(load_diffusion_model("digits"), settings, extractor, reference, prefix_cache=prefix_cache)
+    return PlanEvaluator(load_diffusion_model(model), settings, extractor, reference, prefix_cache=prefix_cache)

@@ -3,6 +3,11 @@
 ``digits`` is a class-conditional DDPM of scikit-learn's 8x8 digits (diffusers format, in
 ``zoo/digits/``) with its FID feature network (``zoo/digits/features/``). The code that trained
 both is :mod:`optuna_diffusion.zoo.training` (``optuna-diffusion zoo train digits --out DIR``).
+
+``digits-dit`` is a class-conditional flow-matching transformer (``DiTTransformer2DModel`` with a
+``FlowMatchEulerDiscreteScheduler`` config, in ``zoo/digits-dit/``) of the same digits; its FID uses
+the digits feature network above. It was trained by :mod:`optuna_diffusion.zoo.dit_training`
+(``optuna-diffusion zoo train digits-dit --out DIR``).
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ _ZOO_DIR = Path(__file__).resolve().parent
 
 BUNDLED_MODELS: dict[str, str] = {
     "digits": "class-conditional DDPM of scikit-learn's 8x8 digits (10 classes + null class 10)",
+    "digits-dit": "class-conditional rectified-flow DiT of scikit-learn's 8x8 digits (10 classes + null class 10)",
 }
 
 
 def bundled_model_path(name: str) -> Path:
-    """Folder of a bundled model (``unet/``, ``scheduler/``, ``features/``)."""
+    """Folder of a bundled model (``unet/`` or ``transformer/``, ``scheduler/``; ``digits`` also ``features/``)."""
     if name not in BUNDLED_MODELS:
         from ..errors import ModelLoadError
 

@@ -1,0 +1,138 @@
+"""diffusers' First-Block-Cache on the digits DiT along the stage-1 plan, thresholds swept, against our stage-2 plan.
+
+``apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=...))`` runs the first transformer
+block at every call and skips the others, adding their cached residual, when the first block's output
+residual changed by less than ``threshold`` (relative mean absolute difference over the batch) since
+the last call. Here it runs along the stage-1 plan (flow Euler, the preset's batches of 500, same seeded
+noise and labels); its state is reset at the start of each batch's trajectory. MACs are counted as
+actually spent: a full forward when the cache misses, the forward without blocks 1..L-1 when it hits
+(hits counted by a hook on the second block). Our stage-2 plan (skips and reuses from the search) is
+scored the same way, with its MACs from the per-block table. Target: our stage-2 plan has lower FID
+than every First-Block-Cache setting that spends as many MACs or more.
+Plans come from ``python benchmarks/digits_dit_study.py --plans-out dit_plans.json``.
+Run: python benchmarks/first_block_cache.py --plans dit_plans.json [--thresholds 0.05 0.1 ...] [--extra plan.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from optuna_diffusion.plan import Plan
+from optuna_diffusion.study import build_evaluator
+from optuna_diffusion.study_config import load_study_config
+
+FULL_SAMPLES = 1797
+DEFAULT_THRESHOLDS = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0]
+
+
+class CacheMeter:
+    """Resets First-Block-Cache at each trajectory start and counts the MACs each denoiser call spends."""
+
+    def __init__(self, transformer: torch.nn.Module, num_steps: int, full: int, cached: int) -> None:
+        from diffusers.hooks.hooks import CacheContext
+
+        head = transformer.transformer_blocks[0]._diffusers_hook.get_hook("fbc_leader_block_hook")
+        self.head = head
+        self.context = CacheContext("cond")
+        self.num_steps, self.full, self.cached = num_steps, full, cached
+        self.calls = self.hits = self.images = 0
+        self.macs = 0
+        self._ran = False
+        self._handles = [
+            transformer.register_forward_pre_hook(self._before),
+            transformer.register_forward_hook(self._after),
+            transformer.transformer_blocks[1].norm1.register_forward_hook(self._second_block_ran),
+        ]
+
+    def _before(self, module, args) -> None:
+        if self.calls % self.num_steps == 0:  # a new batch's trajectory: forget the last one's residuals
+            self.head.state_manager.reset()
+            self.head.state_manager.set_context(self.context)
+        self._ran = False
+
+    def _second_block_ran(self, module, args, output) -> None:
+        self._ran = True
+
+    def _after(self, module, args, output) -> None:
+        batch = len(args[0]) if args else len(output[0])
+        self.calls += 1
+        self.images += batch
+        self.hits += 0 if self._ran else 1
+        self.macs += batch * (self.full if self._ran else self.cached)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plans", type=Path, required=True, help="JSON from digits_dit_study.py --plans-out")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS)
+    parser.add_argument("--samples", type=int, default=FULL_SAMPLES)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--extra", type=Path, nargs="*", default=[],
+                        help="more plans to score alike (JSON, e.g. sensitivity.py --greedy ... --plan-out)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    plans = json.loads(args.plans.read_text())
+    config = load_study_config(plans["study"])
+    # No prefix cache: First-Block-Cache must see every denoiser call of every plan.
+    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, prefix_cache_mb=0))
+    evaluator = build_evaluator(config)
+    table = evaluator.macs_table
+    transformer = evaluator.model.denoiser
+    layers = len(transformer.transformer_blocks)
+    cached = table.full - sum(table.reuse_savings[f"blocks.{i}"] for i in range(1, layers))
+    anchor = Plan.from_dict(plans["stage1"]["plan"])
+    ours = [(Plan.from_dict(row["plan"])) for row in plans["stage2"]]
+    print(f"{plans['study']}: one DiT call {table.full / 1e6:.3f} MMACs, first block only (cache hit) {cached / 1e6:.3f} MMACs; "
+          f"{args.samples} samples, batches of {config.sampling.batch_size}")
+    print(f"stage-1 plan {list(anchor.timesteps)} ({anchor.num_steps} steps)")
+    rows = []
+    for plan in ours:
+        result = evaluator.evaluate(plan, args.samples)
+        rows.append(("ours (stage 2)", str(plan), result.fid, result.macs, None))
+    for path in args.extra:
+        plan = Plan.from_json(path.read_text())
+        result = evaluator.evaluate(plan, args.samples)
+        rows.append((f"{path.stem}", str(plan), result.fid, result.macs, None))
+
+    apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=args.thresholds[0]))
+    meter = CacheMeter(transformer, anchor.num_steps, table.full, cached)
+    head = meter.head
+    for threshold in args.thresholds:
+        head.threshold = threshold
+        meter.calls = meter.hits = meter.images = meter.macs = 0
+        result = evaluator.evaluate(anchor, args.samples)
+        assert meter.calls % anchor.num_steps == 0, "a trajectory was not run through the denoiser"
+        rows.append((f"FBC {threshold:g}", f"{meter.hits}/{meter.calls} calls cached", result.fid,
+                     meter.macs / args.samples, threshold))
+    meter.remove()
+    evaluator.close()
+
+    anchor_macs = plans["stage1"]["macs"]
+    print(f"{'setting':<16} {'FID':>8} {'MMACs/image':>12} {'vs stage 1':>10}  detail")
+    for name, detail, fid, macs, _ in sorted(rows, key=lambda row: -row[3]):
+        print(f"{name:<16} {fid:8.3f} {macs / 1e6:12.3f} {(macs / anchor_macs - 1) * 100:+9.1f}%  {detail}")
+    fbc = [row for row in rows if row[4] is not None]
+    for name, detail, fid, macs, _ in (row for row in rows if row[4] is None):
+        rivals = [row for row in fbc if row[3] >= macs]
+        beaten = [row for row in rivals if fid < row[2]]
+        verdict = "met" if rivals and len(beaten) == len(rivals) else ("NOT met" if rivals else "no FBC setting spends as much")
+        print(f"{name} [{detail}] FID {fid:.3f} at {macs / 1e6:.3f} MMACs: lower FID than {len(beaten)} of the "
+              f"{len(rivals)} FBC settings spending as many MACs or more -> {verdict}")
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    main()
+    print(f"total {time.perf_counter() - started:.0f}s")

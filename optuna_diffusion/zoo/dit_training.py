@@ -1,0 +1,219 @@
+"""Reproducible training of the bundled digits DiT (`optuna-diffusion zoo train digits-dit`).
+
+A class-conditional diffusion transformer (diffusers ``DiTTransformer2DModel``, 10 digit classes plus
+the null class 10 for classifier-free guidance) trained with rectified flow on scikit-learn's 8x8
+digits, seeded and on the CPU:
+
+* ``x_s = (1 - s) x0 + s noise`` with ``s`` in (0, 1), the model sees the time step ``1000 s`` and
+  predicts the velocity ``v = noise - x0`` (what ``FlowMatchEulerDiscreteScheduler`` integrates);
+* labels are dropped to the null class with probability ``label_dropout`` (by this loop, seeded; the
+  per-block label dropout diffusers' ``LabelEmbedding`` does in training mode is switched off);
+* AdamW with linear warm-up and cosine decay, an exponential moving average of the weights is saved.
+
+The saved folder holds ``transformer/`` (weights stored in ``weights_dtype``; diffusers loads them into
+the dtype asked for), ``scheduler/`` (a ``FlowMatchEulerDiscreteScheduler`` config) and
+``training.json`` (settings, seconds, torch version, threads). The FID features are the digits UNet's
+(``zoo/digits/features/``), shared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .data import IMAGE_SIZE, NULL_CLASS, NUM_CLASSES, load_digits_images
+
+Log = Callable[[str], None]
+
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
+WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def digits_dit_config(
+    *, width: int = 96, heads: int = 4, layers: int = 4, patch_size: int = 2
+) -> dict[str, Any]:
+    """``DiTTransformer2DModel`` arguments of the digits DiT (defaults: the bundled model's).
+
+    Args:
+        width: the token width (``heads * attention_head_dim``).
+        heads: attention heads; ``width`` must be a multiple.
+        layers: transformer blocks.
+        patch_size: pixels per token side (1: 64 tokens of an 8x8 digit; 2: 16 tokens).
+    """
+    if width % heads:
+        raise ValueError(f"`width` ({width}) must be a multiple of `heads` ({heads})")
+    if IMAGE_SIZE % patch_size:
+        raise ValueError(f"`patch_size` must divide the image size {IMAGE_SIZE}, got {patch_size}")
+    return dict(
+        sample_size=IMAGE_SIZE,
+        in_channels=1,
+        out_channels=1,
+        patch_size=patch_size,
+        num_attention_heads=heads,
+        attention_head_dim=width // heads,
+        num_layers=layers,
+        num_embeds_ada_norm=NUM_CLASSES,  # the label table has one more row: the null class 10
+        norm_type="ada_norm_zero",
+        norm_num_groups=1,
+    )
+
+
+def digits_flow_scheduler_config() -> dict[str, Any]:
+    """``FlowMatchEulerDiscreteScheduler`` arguments: 1000 time-step units, no shift (as trained)."""
+    return dict(num_train_timesteps=1000, shift=1.0)
+
+
+@dataclass(frozen=True)
+class DiTTraining:
+    """Settings of the digits DiT training run (model size, optimiser, rectified-flow sampling of ``s``).
+
+    Attributes:
+        width, heads, layers, patch_size: the transformer (:func:`digits_dit_config`).
+        steps: optimiser steps; batch_size: digits per step (drawn with replacement).
+        learning_rate: peak AdamW learning rate after ``warmup_steps``, then cosine decay to 0.
+        weight_decay: AdamW weight decay.
+        ema_decay: decay of the saved exponential moving average of the weights.
+        label_dropout: probability of training a sample with the null class.
+        timestep_sampling: ``"uniform"`` or ``"logit-normal"`` (SD3's, mean 0, std 1) draws of ``s``.
+        weights_dtype: ``"float16"`` or ``"float32"``, how the weights are stored.
+        seed: seed of the initialisation, batches, labels dropped, ``s`` and noise.
+    """
+
+    width: int = 96
+    heads: int = 4
+    layers: int = 4
+    patch_size: int = 2
+    steps: int = 8000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    label_dropout: float = 0.1
+    timestep_sampling: str = "uniform"
+    weights_dtype: str = "float16"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("width", "heads", "layers", "patch_size", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError(f"`label_dropout` must be in [0, 1), got {self.label_dropout}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(f"`timestep_sampling` must be one of {', '.join(TIMESTEP_SAMPLINGS)}, got {self.timestep_sampling!r}")
+        if self.weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"`weights_dtype` must be one of {', '.join(WEIGHTS_DTYPES)}, got {self.weights_dtype!r}")
+        digits_dit_config(width=self.width, heads=self.heads, layers=self.layers, patch_size=self.patch_size)
+
+    def model_config(self) -> dict[str, Any]:
+        """The ``DiTTransformer2DModel`` arguments these settings train."""
+        return digits_dit_config(width=self.width, heads=self.heads, layers=self.layers, patch_size=self.patch_size)
+
+
+def _label_dropout_off(model: torch.nn.Module) -> None:
+    """Put diffusers' label embeddings in eval mode: each block would drop labels on its own, unseeded."""
+    from diffusers.models.embeddings import LabelEmbedding
+
+    for module in model.modules():
+        if isinstance(module, LabelEmbedding):
+            module.eval()
+
+
+def _draw_s(settings: DiTTraining, size: int, generator: torch.Generator) -> torch.Tensor:
+    if settings.timestep_sampling == "logit-normal":
+        return torch.sigmoid(torch.randn(size, generator=generator))
+    return torch.rand(size, generator=generator)
+
+
+def flow_matching_loss(
+    model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor, s: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Rectified-flow loss: mean squared error of the predicted velocity against ``noise - x0`` at ``x_s``."""
+    s_ = s.view(-1, 1, 1, 1)
+    noisy = (1 - s_) * x0 + s_ * noise
+    prediction = model(noisy, timestep=s * 1000, class_labels=labels, return_dict=False)[0]
+    return F.mse_loss(prediction, noise - x0)
+
+
+def train_dit_model(settings: DiTTraining = DiTTraining(), log: Log = print, log_every: int = 500) -> torch.nn.Module:
+    """Train the digits DiT and return the EMA model in float32, eval mode."""
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    images, labels = load_digits_images()
+    model = DiTTransformer2DModel(**settings.model_config())
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+    def lr_lambda(step: int) -> float:
+        warmup = min(1.0, (step + 1) / max(1, settings.warmup_steps))
+        return warmup * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    started = time.perf_counter()
+    model.train()
+    _label_dropout_off(model)
+    running = 0.0
+    for step in range(settings.steps):
+        batch = torch.randint(0, len(images), (settings.batch_size,), generator=generator)
+        x0, y = images[batch], labels[batch].clone()
+        y[torch.rand(len(y), generator=generator) < settings.label_dropout] = NULL_CLASS
+        s = _draw_s(settings, len(x0), generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        loss = flow_matching_loss(model, x0, y, s, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        ema.update_parameters(model)
+        running += loss.item()
+        if (step + 1) % log_every == 0 or step + 1 == settings.steps:
+            done = (step + 1) % log_every or log_every
+            log(f"dit step {step + 1}/{settings.steps}: loss {running / done:.4f} ({time.perf_counter() - started:.0f}s)")
+            running = 0.0
+    return ema.module.float().eval().requires_grad_(False)
+
+
+def save_dit_model(model: torch.nn.Module, out_dir: str | Path, weights_dtype: str = "float16") -> Path:
+    """Write ``transformer/`` (weights in ``weights_dtype``) and ``scheduler/`` into ``out_dir``; return it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from diffusers.utils import logging as diffusers_logging
+
+    out_dir = Path(out_dir)
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # no advice on keeping modules in float32: none needs it here
+    try:
+        model.to(WEIGHTS_DTYPES[weights_dtype]).save_pretrained(out_dir / "transformer")
+    finally:
+        model.float()
+        diffusers_logging.set_verbosity(verbosity)
+    FlowMatchEulerDiscreteScheduler(**digits_flow_scheduler_config()).save_pretrained(out_dir / "scheduler")
+    return out_dir
+
+
+def train_digits_dit(out_dir: str | Path, settings: DiTTraining = DiTTraining(), log: Log = print) -> dict[str, Any]:
+    """Train the digits DiT into ``out_dir`` (``transformer/``, ``scheduler/``) and write ``training.json``."""
+    started = time.perf_counter()
+    model = train_dit_model(settings, log)
+    seconds = time.perf_counter() - started
+    save_dit_model(model, out_dir, settings.weights_dtype)
+    report = {
+        "dit": {**asdict(settings), "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(seconds, 1)},
+        "scheduler": digits_flow_scheduler_config(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    (Path(out_dir) / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
