@@ -108,18 +108,23 @@ def _quiet_library_warnings() -> None:
 @zoo_app.command("train")
 @_one_line_errors
 def zoo_train(
-    name: Annotated[str, typer.Argument(help="Bundled model to retrain (digits, digits-dit).")],
+    name: Annotated[str, typer.Argument(help="Model to train: digits, digits-dit (bundled) or digits-t2i (a text-to-image pipeline, not shipped yet).")],
     out: Annotated[Path, typer.Option(help="Folder to write the diffusers model (and, for digits, the feature net) to.")],
     seed: Annotated[int, typer.Option(help="Seed of the training run.")] = 0,
     steps: Annotated[Optional[int], typer.Option(help="Diffusion training steps (default: the bundled run's).")] = None,
 ) -> None:
     """Retrain a bundled model from scratch, reproducibly (digits: 23 minutes on 2 CPU cores; digits-dit: 21 on one)."""
-    from .zoo import BUNDLED_MODELS
+    from .zoo import TRAINABLE_MODELS
 
-    if name not in BUNDLED_MODELS:
-        raise typer.BadParameter(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
+    if name not in TRAINABLE_MODELS:
+        raise typer.BadParameter(f"unknown model {name!r}; trainable: {', '.join(TRAINABLE_MODELS)}")
     _positive("--steps", steps)
-    if name == "digits-dit":
+    if name == "digits-t2i":
+        from .zoo.t2i_training import T2ITraining, train_digits_t2i
+
+        settings = T2ITraining(seed=seed) if steps is None else T2ITraining(seed=seed, steps=steps)
+        report = train_digits_t2i(out, settings, log=typer.echo)
+    elif name == "digits-dit":
         from .zoo.dit_training import DiTTraining, train_digits_dit
 
         settings = DiTTraining(seed=seed) if steps is None else DiTTraining(seed=seed, steps=steps)

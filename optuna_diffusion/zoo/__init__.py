@@ -8,6 +8,10 @@ both is :mod:`optuna_diffusion.zoo.training` (``optuna-diffusion zoo train digit
 ``FlowMatchEulerDiscreteScheduler`` config, in ``zoo/digits-dit/``) of the same digits; its FID uses
 the digits feature network above. It was trained by :mod:`optuna_diffusion.zoo.dit_training`
 (``optuna-diffusion zoo train digits-dit --out DIR``).
+
+``digits-t2i``, a latent text-to-image ``StableDiffusionPipeline`` of the digits, has its training code
+(:mod:`optuna_diffusion.zoo.t2i_training`, ``optuna-diffusion zoo train digits-t2i --out DIR``) but is not
+shipped yet.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ BUNDLED_MODELS: dict[str, str] = {
     "digits": "class-conditional DDPM of scikit-learn's 8x8 digits (10 classes + null class 10)",
     "digits-dit": "class-conditional rectified-flow DiT of scikit-learn's 8x8 digits (10 classes + null class 10)",
 }
+
+TRAINABLE_MODELS: tuple[str, ...] = (*BUNDLED_MODELS, "digits-t2i")
+"""What ``optuna-diffusion zoo train`` trains: the bundled models and the text-to-image pipeline."""
 
 
 def bundled_model_path(name: str) -> Path:
