@@ -9,12 +9,13 @@ command line checks everything else first.
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import optuna
 
 from .compat import HeartbeatRDBStorage
-from .errors import ConfigError, first_line
+from .errors import ConfigError, StorageError, first_line
 
 # SQLAlchemy's default driver for a bare URL, and the drivers it can name instead, by preference.
 _DRIVERS = {
@@ -23,6 +24,19 @@ _DRIVERS = {
     "mariadb": (("mysqldb", "MySQLdb"), ("pymysql", "pymysql"), ("mysqlconnector", "mysql.connector")),
 }
 _INSTALL_HINT = {"postgresql": "psycopg2-binary (or psycopg)", "mysql": "pymysql", "mariadb": "pymysql"}
+
+# What PostgreSQL and MySQL/MariaDB drivers say when a server that was there is restarting or dropped the
+# connection: worth waiting for. A refused connection is not among them: a wrong host or port says the same.
+_UNREACHABLE = (
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "lost connection to",
+    "server has gone away",
+)
+OPEN_WAITS = (1.0, 2.0, 4.0)
+"""Seconds waited before each new try when the database is unreachable while the storage opens."""
 
 
 def default_storage_url(name: str) -> str:
@@ -81,19 +95,37 @@ def check_storage_url(url: str) -> None:
 
 
 def open_storage(url: str, *, heartbeat_interval: int = 30) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``: an RDB URL (heartbeat + retry of stale trials) or a journal file path."""
+    """An Optuna storage for ``url``: an RDB URL (heartbeat + retry of stale trials) or a journal file path.
+
+    A database that is down or restarting while the storage opens is waited for (:data:`OPEN_WAITS`),
+    then a :class:`StorageError` (rerun to resume); any other failure is a one-line :class:`ConfigError`.
+    """
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     resolved = resolve_storage_url(url)
-    try:
-        return HeartbeatRDBStorage(
-            resolved,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=heartbeat_interval * 3,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"pool_pre_ping": True} if not resolved.startswith("sqlite") else None,
-        )
-    except Exception as error:  # SQLAlchemy raises many kinds; all mean the same to the user
-        raise ConfigError(f"cannot open storage {redacted(url)}: {first_line(error)}") from None
+    for wait in (*OPEN_WAITS, None):
+        try:
+            return HeartbeatRDBStorage(
+                resolved,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=heartbeat_interval * 3,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"pool_pre_ping": True} if not resolved.startswith("sqlite") else None,
+            )
+        except Exception as error:  # SQLAlchemy raises many kinds; all mean the same to the user
+            if not unreachable(error):
+                raise ConfigError(f"cannot open storage {redacted(url)}: {first_line(error)}") from None
+            if wait is None:
+                raise StorageError(
+                    f"the database of storage {redacted(url)} went away while it opened ({first_line(error)}); "
+                    "run the same command again to resume"
+                ) from None
+            time.sleep(wait)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the database server is restarting or dropped the connection."""
+    message = str(error).lower()
+    return any(marker in message for marker in _UNREACHABLE)

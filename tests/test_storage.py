@@ -67,3 +67,39 @@ def test_artifacts_sit_beside_a_sqlite_file_and_passwords_are_hidden(tmp_path):
     assert artifact_dir(f"sqlite:///{tmp_path / 'digits.db'}", "digits") == tmp_path / "digits-artifacts"
     assert str(artifact_dir("postgresql://u@h/db", "digits")) == "digits-artifacts"
     assert redacted("mysql+pymysql://root:secret@host/db") == "mysql+pymysql://root:***@host/db"
+
+
+class _Dropped(Exception):
+    """What psycopg2 says when PostgreSQL restarts under an open connection."""
+
+    def __init__(self) -> None:
+        super().__init__("(psycopg2.OperationalError) server closed the connection unexpectedly\n\tThis probably means ...")
+
+
+def test_a_database_restarting_while_the_storage_opens_is_waited_for(monkeypatch):
+    import optuna_diffusion.storage as storage
+
+    attempts, waits = [], []
+    real = storage.HeartbeatRDBStorage
+
+    def flaky(url, **kwargs):
+        attempts.append(url)
+        if len(attempts) < 3:
+            raise _Dropped()
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(storage, "HeartbeatRDBStorage", flaky)
+    monkeypatch.setattr(storage.time, "sleep", waits.append)
+    assert open_storage("sqlite:///:memory:") is not None
+    assert len(attempts) == 3 and waits == list(storage.OPEN_WAITS[:2])
+
+
+def test_a_database_that_stays_away_is_a_storage_error_that_says_rerun(monkeypatch):
+    import optuna_diffusion.storage as storage
+    from optuna_diffusion.errors import StorageError
+
+    monkeypatch.setattr(storage, "HeartbeatRDBStorage", lambda url, **kwargs: (_ for _ in ()).throw(_Dropped()))
+    monkeypatch.setattr(storage.time, "sleep", lambda seconds: None)
+    with pytest.raises(StorageError, match="went away while it opened .*run the same command again") as raised:
+        open_storage("postgresql+psycopg2://me:secret@127.0.0.1:5432/test")
+    assert raised.value.exit_code == 3 and "secret" not in str(raised.value)
