@@ -22,7 +22,7 @@ from .trial_plan import BASELINE_FIDS_ATTR, is_low_fidelity, plan_from_trial
 
 STAGE_LABELS = {"timesteps": "stage 1 (time steps)", "architecture": "stage 2 (skips and reuses)"}
 _STAGE_COLOURS = {"timesteps": "#1f77b4", "architecture": "#d62728"}
-_BASELINE_MARKERS = "sxD^v<>po"
+_BASELINE_MARKERS = "sD^v<>ph"
 
 
 @dataclass
