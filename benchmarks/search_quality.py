@@ -120,14 +120,15 @@ def main() -> None:
     tasks = [(name, seed, args) for name in args.samplers for seed in args.seeds]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = pool.map(run_search, tasks, chunksize=1)
-    print(f"{'sampler':<9} {'median best FID':>15} {'per seed':>26} {'median evals to 5%':>19}")
+    width = max(9, *(len(name) for name in args.samplers))
+    print(f"{'sampler':<{width}} {'median best FID':>15} {'per seed':>26} {'median evals to 5%':>19}")
     best_plan, best_fid = None, float("inf")
     for name in args.samplers:
         runs = [r for r in results if r[0] == name]
         bests = [min(values) for _, _, values, _ in runs]
         reach = [evaluations_to_within(values, 0.05) for _, _, values, _ in runs]
         per_seed = " ".join(f"{b:.2f}" for b in bests)
-        print(f"{name:<9} {statistics.median(bests):15.2f} {per_seed:>26} {statistics.median(reach):19.0f}")
+        print(f"{name:<{width}} {statistics.median(bests):15.2f} {per_seed:>26} {statistics.median(reach):19.0f}")
         for _, _, values, timesteps in runs:
             if name == "timestep" and min(values) < best_fid:
                 best_fid, best_plan = min(values), Plan(timesteps)
