@@ -1,8 +1,10 @@
 """diffusers pipelines as models: exact against the pipelines themselves, prompts encoded once, component
 MACs equal to direct fvcore counts, loading from folders (the presets' stand-ins).
 
-The ``test_export_*`` tests hold, per pipeline family, the call a user writes to run a plan in the
-pipeline itself (the README's export snippets): its images equal the project's to 1e-5.
+The ``test_export_*`` tests run a plan in each family's pipeline itself (:func:`pipeline_images`: the
+study's solver as its scheduler, the plan's blocks switched, the plan's time steps, the engine's initial
+latents) and check that its images equal the project's to 1e-5. The call a user writes is
+:mod:`optuna_diffusion.pipelines._calls` (the README's snippets, ``tests/test_readme_snippets.py``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,27 @@ def skipping(plan: Plan, denoiser) -> Plan:
     return Plan(plan.timesteps, skips=tuple(skips), schedule_kind=plan.schedule_kind)
 
 
+def pipeline_images(pipe, model, settings, plan, count, *args, mu=None, **call):
+    """The pipeline's own images of samples 0..count-1 under ``plan`` (``output_type="pt"``, [0, 1]).
+
+    The pipeline's scheduler runs the study's solver, its denoiser switches the plan's blocks, and the call
+    gets the plan's time steps, the engine's initial latents and guidance scale, plus ``args``/``call``.
+    """
+    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)  # keeps betas, shift, prediction type
+    switch = apply(pipe, plan)
+    try:
+        return pipe(
+            *args,
+            guidance_scale=settings.guidance_scale,
+            latents=model.family.initial_noise(model, settings.seed, 0, count),
+            output_type="pt",
+            **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu),
+            **call,
+        ).images
+    finally:
+        switch.remove()
+
+
 # Export: the call per family, and exactness against it -------------------------------------------------
 
 
@@ -86,21 +109,9 @@ def test_export_stable_diffusion(solver, skips):
     plan = skipping(plan, pipe.unet) if skips else plan
     ours = project_images(model, settings, plan, 4, prompts)
 
-    # Run the plan in the pipeline itself.
     height, width = model.family.image_size(model)
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)
-    switch = apply(pipe, plan)
-    images = pipe(
-        prompts.texts(0, 4),
-        negative_prompt=prompts.negatives(0, 4),
-        guidance_scale=settings.guidance_scale,
-        latents=model.family.initial_noise(model, settings.seed, 0, 4),
-        height=height,
-        width=width,
-        output_type="pt",
-        **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler),
-    ).images
-    switch.remove()
+    images = pipeline_images(pipe, model, settings, plan, 4, prompts.texts(0, 4),
+                             negative_prompt=prompts.negatives(0, 4), height=height, width=width)
 
     assert difference(ours, images) <= TOLERANCE
 
@@ -116,13 +127,7 @@ def test_export_stable_diffusion_2_v_prediction():
     plan = Plan(DDPM_STEPS)
     ours = project_images(model, settings, plan, 3, PromptSet(PROMPTS))
 
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)  # keeps prediction_type
-    switch = apply(pipe, plan)
-    images = pipe(
-        PROMPTS, guidance_scale=settings.guidance_scale, latents=model.family.initial_noise(model, 3, 0, 3),
-        output_type="pt", **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler),
-    ).images
-    switch.remove()
+    images = pipeline_images(pipe, model, settings, plan, 3, PROMPTS)  # the scheduler keeps prediction_type
 
     # v is turned into epsilon by the project and by the scheduler in different orders: float rounding only.
     assert difference(ours, images) <= TOLERANCE
@@ -135,14 +140,10 @@ def test_export_stable_diffusion_ddpm_with_the_same_generator():
     plan = Plan(DDPM_STEPS)
     ours = project_images(model, settings, plan, 3, PromptSet(PROMPTS))
 
-    pipe.scheduler = scheduler_for_solver("ddpm", pipe.scheduler)
-    switch = apply(pipe, plan)
-    images = pipe(
-        PROMPTS, guidance_scale=3.0, latents=model.family.initial_noise(model, 5, 0, 3), output_type="pt",
+    images = pipeline_images(
+        pipe, model, settings, plan, 3, PROMPTS,
         generator=torch.Generator().manual_seed(5 * 7 + 0),  # the engine's generator of the batch starting at 0
-        **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler),
-    ).images
-    switch.remove()
+    )
 
     assert difference(ours, images) <= TOLERANCE
 
@@ -160,19 +161,8 @@ def test_export_stable_diffusion_xl(negatives):
     ours = project_images(model, settings, plan, 3, prompts)
 
     height, width = model.family.image_size(model)
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)
-    switch = apply(pipe, plan)
-    images = pipe(
-        prompts.texts(0, 3),
-        negative_prompt=None if negatives == "none" else prompts.negatives(0, 3),
-        guidance_scale=settings.guidance_scale,
-        latents=model.family.initial_noise(model, settings.seed, 0, 3),
-        height=height,
-        width=width,
-        output_type="pt",
-        **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler),
-    ).images
-    switch.remove()
+    images = pipeline_images(pipe, model, settings, plan, 3, prompts.texts(0, 3), height=height, width=width,
+                             negative_prompt=None if negatives == "none" else prompts.negatives(0, 3))
 
     assert difference(ours, images) <= TOLERANCE
 
@@ -189,20 +179,11 @@ def test_export_pixart(alpha, skips):
     ours = project_images(model, settings, plan, 3, prompts)
 
     height, width = model.family.image_size(model)
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)
-    switch = apply(pipe, plan)
-    images = pipe(
-        prompts.texts(0, 3),
+    images = pipeline_images(
+        pipe, model, settings, plan, 3, prompts.texts(0, 3), height=height, width=width,
         negative_prompt="",  # PixArt's default unconditional prompt
-        guidance_scale=settings.guidance_scale,
-        latents=model.family.initial_noise(model, settings.seed, 0, 3),
-        height=height,
-        width=width,
         use_resolution_binning=False,  # the image size as given
-        output_type="pt",
-        **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler),
-    ).images
-    switch.remove()
+    )
 
     assert difference(ours, images) <= TOLERANCE
 
@@ -218,19 +199,9 @@ def test_export_stable_diffusion_3(skips):
     ours = project_images(model, settings, plan, 3, prompts)
 
     height, width = model.family.image_size(model)
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)  # keeps the shift of 3
-    switch = apply(pipe, plan)
-    images = pipe(
-        prompts.texts(0, 3),
-        negative_prompt=prompts.negatives(0, 3),
-        guidance_scale=settings.guidance_scale,
-        latents=model.family.initial_noise(model, settings.seed, 0, 3),
-        height=height,
-        width=width,
-        output_type="pt",
-        **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler),  # sigmas the shift maps onto the plan's
-    ).images
-    switch.remove()
+    # The scheduler keeps the shift of 3; the exported sigmas are those the shift maps onto the plan's.
+    images = pipeline_images(pipe, model, settings, plan, 3, prompts.texts(0, 3),
+                             negative_prompt=prompts.negatives(0, 3), height=height, width=width)
 
     assert difference(ours, images) <= TOLERANCE
 
@@ -247,18 +218,9 @@ def test_export_flux(variant):
 
     height, width = model.family.image_size(model)
     image_tokens = model.sample_shape[0]  # Flux computes mu from the number of image tokens
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)
-    switch = apply(pipe, plan)
-    images = pipe(
-        prompts.texts(0, 3),
-        guidance_scale=settings.guidance_scale,  # the guidance embedding (dev); schnell ignores it
-        latents=model.family.initial_noise(model, settings.seed, 0, 3),  # packed, as Flux takes them
-        height=height,
-        width=width,
-        output_type="pt",
-        **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=model.schedule.mu_for(image_tokens)),
-    ).images
-    switch.remove()
+    # guidance_scale is the guidance embedding (dev; schnell ignores it); the latents are packed, as Flux takes them.
+    images = pipeline_images(pipe, model, settings, plan, 3, prompts.texts(0, 3), height=height, width=width,
+                             mu=model.schedule.mu_for(image_tokens))
 
     assert difference(ours, images) <= TOLERANCE
 
