@@ -332,8 +332,8 @@ def load_diffusion_model(
     return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size)
 
 
-def pipeline_class_of(source: str) -> str | None:
-    """The pipeline class optuna-diffusion runs ``source`` as (read from its ``model_index.json``), or None.
+def pipeline_index_of(source: str) -> dict[str, Any] | None:
+    """The ``model_index.json`` of ``source`` when optuna-diffusion runs it as a pipeline, else None.
 
     None for a bundled model, a bare denoiser's folder, or a hub id whose index is not in the local cache.
     """
@@ -341,7 +341,7 @@ def pipeline_class_of(source: str) -> str | None:
         return None
     folder = Path(source).expanduser()
     model_index = _read_model_index(folder) if folder.is_dir() else _hub_model_index(source, local_files_only=True)
-    return _pipeline_class(model_index) if model_index is not None else None
+    return model_index if model_index is not None and _pipeline_class(model_index) else None
 
 
 def _read_model_index(folder: Path) -> dict[str, Any] | None:

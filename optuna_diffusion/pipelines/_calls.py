@@ -122,16 +122,16 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> 
     """
     import diffusers
 
-    from ..models import pipeline_class_of
+    from ..models import pipeline_index_of
     from ..pipeline_schedule import pipeline_schedule_kwargs
     from ._export import scheduler_for_solver
 
     source = config.model.source
-    pipeline_class = pipeline_class_of(source)
-    if pipeline_class is None:
+    index = pipeline_index_of(source)
+    if index is None:
         return None
+    pipeline_class = index["_class_name"]
     family = FAMILY_OF_PIPELINE.get(pipeline_class)
-    index = diffusers.DiffusionPipeline.load_config(source, local_files_only=True)
     _, scheduler_class = index["scheduler"]
     scheduler = getattr(diffusers, scheduler_class).from_pretrained(source, subfolder="scheduler", local_files_only=True)
     runner = scheduler_for_solver(plan.solver or config.sampling.solver, scheduler)
