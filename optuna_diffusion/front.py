@@ -28,13 +28,18 @@ class FrontRow:
     plan: Plan
 
 
+def fully_scored(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial has finite values from a full-size evaluation (not a low-fidelity look)."""
+    return trial.values is not None and all(math.isfinite(v) for v in trial.values) and not is_low_fidelity(trial)
+
+
 def pareto_front(study: optuna.Study) -> list[FrontRow]:
     """The study's Pareto-optimal complete trials with finite values and their plans, by MACs."""
-    rows = []
-    for trial in study.best_trials:
-        if trial.values is None or not all(math.isfinite(v) for v in trial.values) or is_low_fidelity(trial):
-            continue
-        rows.append(FrontRow(trial.number, trial.values[0], trial.values[1], plan_from_trial(trial)))
+    rows = [
+        FrontRow(trial.number, trial.values[0], trial.values[1], plan_from_trial(trial))
+        for trial in study.best_trials
+        if fully_scored(trial)
+    ]
     return sorted(rows, key=lambda row: (row.macs, row.fid))
 
 

@@ -17,8 +17,8 @@ import optuna
 from optuna.trial import TrialState
 
 from .errors import ConfigError
-from .front import FrontRow, pareto_front
-from .trial_plan import BASELINE_FIDS_ATTR, is_low_fidelity, plan_from_trial
+from .front import FrontRow, fully_scored, pareto_front
+from .trial_plan import BASELINE_FIDS_ATTR, plan_from_trial
 
 STAGE_LABELS = {"timesteps": "stage 1 (time steps)", "architecture": "stage 2 (skips and reuses)"}
 _STAGE_COLOURS = {"timesteps": "#1f77b4", "architecture": "#d62728"}
@@ -46,11 +46,7 @@ class FrontFigure:
 
 
 def _finite_full_fidelity(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [
-        trial
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if trial.values and all(math.isfinite(v) for v in trial.values) and not is_low_fidelity(trial)
-    ]
+    return [trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if fully_scored(trial)]
 
 
 def _baselines(timestep_study: optuna.Study) -> list[Baseline]:
