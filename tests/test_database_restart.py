@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from .test_distributed import postgres_or_skip
-from .workers import SAFETY_NET, Worker, completed, optimize_command, run, study_file, trials
+from .workers import SAFETY_NET, Worker, completed, optimize_command, run, study_file, trials, wait_out_the_grace_period
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_a_search_survives_a_postgresql_restart(tmp_path):
             if len(completed(storage, study_name)) >= BUDGET:
                 break
             if any(t.state == TrialState.RUNNING for t in trials(storage, study_name)):
-                time.sleep(max(0.0, stopped + 3.5 - time.monotonic()))  # the grace period (3 s): a lower bound
+                wait_out_the_grace_period(stopped)
             resumed = run(command, tmp_path)
             assert resumed.returncode == 0, resumed.stderr[-2000:]
         after = completed(storage, study_name)

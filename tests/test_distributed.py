@@ -24,7 +24,7 @@ from optuna_diffusion.samplers import plan_from_trial
 from optuna_diffusion.storage import open_storage
 from optuna_diffusion.trial_plan import BUDGET_STOPPED_ATTR, RETRIED_FROM_KEY
 
-from .workers import Worker, completed, optimize_command, run, study_file, trials
+from .workers import Worker, completed, optimize_command, run, study_file, trials, wait_out_the_grace_period
 
 pytestmark = pytest.mark.slow
 
@@ -108,15 +108,6 @@ def test_three_workers_share_one_study_with_an_exact_budget(backend, tmp_path):
                     optuna.delete_study(study_name=f"{name}-{stage}", storage=storage)
                 except KeyError:
                     pass
-
-
-GRACE_SECONDS = 3  # three missed heartbeats of --heartbeat-interval 1
-
-
-def wait_out_the_grace_period(died: float) -> None:
-    """Until the grace period has passed since the worker died (``time.monotonic()``): no heartbeat can be
-    later, so this is a lower bound to wait for, not a race."""
-    time.sleep(max(0.0, died + GRACE_SECONDS + 0.5 - time.monotonic()))
 
 
 def storage_for(backend: str, tmp_path) -> str:

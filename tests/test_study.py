@@ -13,7 +13,7 @@ import pytest
 
 from optuna_diffusion.storage import open_storage
 
-from .workers import SAFETY_NET, environment
+from .workers import SAFETY_NET, environment, wait_out_the_grace_period
 
 
 @pytest.mark.slow
@@ -33,8 +33,7 @@ def test_a_trial_killed_with_sigkill_is_retried_when_the_search_resumes(tmp_path
     assert killed.returncode == -signal.SIGKILL
     running = optuna.load_study(study_name="s", storage=url).trials[0]
     assert running.state == optuna.trial.TrialState.RUNNING
-    # Past the grace period (3 heartbeats of 1 s) after the last heartbeat: a lower bound, not a race.
-    time.sleep(max(0.0, died + 3.5 - time.monotonic()))
+    wait_out_the_grace_period(died)
     study = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat_interval=1))
     study.optimize(lambda trial: 2.0, n_trials=1)
     states = [t.state for t in study.trials]

@@ -13,6 +13,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -21,6 +22,18 @@ from optuna.trial import TrialState
 from optuna_diffusion.storage import open_storage
 
 SAFETY_NET = 900  # seconds; only a hung worker ever reaches it
+
+GRACE_SECONDS = 3  # three missed heartbeats of --heartbeat-interval 1
+CLOCK_RESOLUTION = 1  # SQLite's CURRENT_TIMESTAMP, which Optuna's stale check reads, is whole seconds
+
+
+def wait_out_the_grace_period(died: float) -> None:
+    """Until a trial whose worker died at ``died`` (``time.monotonic()``) is stale to Optuna's check.
+
+    No heartbeat can be later than ``died``, so this is a lower bound, not a race. Optuna compares the
+    database's ``now()`` with the last heartbeat; SQLite truncates both to the second, which can hide up
+    to one second of the time that has passed."""
+    time.sleep(max(0.0, died + GRACE_SECONDS + CLOCK_RESOLUTION + 0.5 - time.monotonic()))
 
 
 def study_file(folder: Path, *, num_samples: int = 16, budgets: dict[str, int], population: int = 4) -> Path:
