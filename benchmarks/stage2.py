@@ -4,13 +4,17 @@ Runs the digits study's two stages with their default budgets into a fresh SQLit
 Pareto fronts and their hypervolumes (one reference point), then re-scores with all 1,797 samples:
 stage 1's best 4-step plan, the best stage-2 plan with no more MACs, and the cheapest stage-2 plan
 within 5% of its FID. Targets: FID >= 10% lower at no more MACs, or FID within 5% at >= 20% fewer MACs.
-Run: python benchmarks/stage2.py [--seed 0] [--architecture-trials 100]
+It also prints how much of stage 2's budget went to plans that were bound to be bad: the share of its
+trials whose FID is above twice the best stage-1 FID at the same number of steps (target: <= 25%).
+``--study digits-dit`` runs the bundled DiT's preset instead.
+Run: python benchmarks/stage2.py [--study digits] [--seed 0] [--architecture-trials 100] [--probe-samples N]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -30,21 +34,39 @@ def hypervolume(rows, reference: np.ndarray) -> float:
     return float(compute_hypervolume(points, reference)) if len(points) else 0.0
 
 
+def wasted_share(stage1, stage2) -> str:
+    """Stage 2's trials scored above twice the best stage-1 FID at their number of steps, as a line."""
+    best: dict[int, float] = {}
+    for trial in stage1.trials:
+        if trial.values and math.isfinite(trial.values[0]):
+            k = len(trial.user_attrs["timesteps"])
+            best[k] = min(best.get(k, math.inf), trial.values[0])
+    scored = [t for t in stage2.trials if t.values and len(t.user_attrs.get("timesteps", ())) in best]
+    above = [t for t in scored if t.values[0] > 2 * best[len(t.user_attrs["timesteps"])]]
+    share = len(above) / len(scored) if scored else math.nan
+    return (f"stage 2 trials above 2x the best stage-1 FID at their K: {len(above)}/{len(scored)} = {share:.0%} "
+            f"(target <= 25%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference-fid", type=float, default=20.0, help="FID coordinate of the hypervolume reference")
     parser.add_argument("--architecture-trials", type=int, default=None, help="stage 2's budget (default: the preset's)")
+    parser.add_argument("--study", default="digits", choices=["digits", "digits-dit"])
+    parser.add_argument("--probe-samples", type=int, default=None, help="stage 2's probes (default: the preset's; 0: none)")
     args = parser.parse_args()
     started = time.perf_counter()
-    config = load_study_config("digits")
+    config = load_study_config(args.study)
     config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, seed=args.seed))
-    if args.architecture_trials is not None:
-        config = dataclasses.replace(config, architecture=dataclasses.replace(config.architecture, n_trials=args.architecture_trials))
+    changes = {"n_trials": args.architecture_trials, "probe_samples": args.probe_samples}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    config = dataclasses.replace(config, architecture=dataclasses.replace(config.architecture, **changes))
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{Path(folder) / 'digits.db'}"
         studies = run_optimize(config, storage, echo=lambda _: None)
         fronts = {stage: pareto_front(study) for stage, study in studies.items()}
+    print(wasted_share(studies["timesteps"], studies["architecture"]))
     max_macs = max(row.macs for rows in fronts.values() for row in rows)
     reference = np.array([args.reference_fid, 1.1 * max_macs])
     for stage, rows in fronts.items():

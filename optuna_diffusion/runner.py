@@ -23,6 +23,7 @@ from .front import baseline_limits, format_front, pareto_front
 from .objective import PlanObjective
 from .plan import Plan
 from .samplers import ArchitectureSampler, TimestepSampler
+from .sensitivity import Sensitivity, anchor_plan, probe_sensitivity, single_changes
 from .storage import artifact_dir, check_storage_url, open_storage, redacted
 from .rescore import rescore_front, stored_rescore
 from .study import (
@@ -35,7 +36,15 @@ from .study import (
     open_study,
 )
 from .study_config import STAGES, StudyConfig
-from .trial_plan import BASELINE_FIDS_ATTR, FIXED_MACS_ATTR, STUDY_MARKER, is_low_fidelity, plan_from_trial, stored_plan
+from .trial_plan import (
+    BASELINE_FIDS_ATTR,
+    FIXED_MACS_ATTR,
+    SENSITIVITY_ATTR,
+    STUDY_MARKER,
+    is_low_fidelity,
+    plan_from_trial,
+    stored_plan,
+)
 
 Echo = Callable[[str], None]
 
@@ -70,8 +79,11 @@ def _cheapest_possible_macs(evaluator: PlanEvaluator) -> int:
     return factor * table.step_macs(skips=tuple(table.skip_savings))
 
 
-def sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> optuna.samplers.BaseSampler:
-    """The sampler a study runs ``stage`` with: its population split, seed and, for stage 1, the baseline seeds."""
+def sampler_for(
+    stage: str, config: StudyConfig, evaluator: PlanEvaluator, sensitivity: Sensitivity | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler a study runs ``stage`` with: its population split, seed and, for stage 1, the baseline seeds;
+    for stage 2, the probes of single changes and their stacks as seeds (``sensitivity``)."""
     seed = config.sampling.seed
     if stage == "timesteps":
         t = config.timesteps
@@ -91,9 +103,32 @@ def sampler_for(stage: str, config: StudyConfig, evaluator: PlanEvaluator) -> op
         k_max=config.timesteps.k_max,
         num_train_timesteps=evaluator.generator.schedule.num_train_timesteps,
         schedule_kind=evaluator.generator.schedule.kind,
+        sensitivity=sensitivity,
+        initial_plans=None if sensitivity is None else sensitivity.stacks(evaluator.generator.switch.blocks, evaluator.macs),
         seed=seed,
         **population_split(config.architecture.population_size),
     )
+
+
+def stage2_sensitivity(
+    config: StudyConfig, storage: optuna.storages.BaseStorage, evaluator: PlanEvaluator, echo: Echo
+) -> Sensitivity | None:
+    """The probes stage 2 is steered by: those stored on its study, else measured now on stage 1's anchor plan.
+
+    None when ``[architecture] probe_samples`` is 0 or stage 1 has no complete plan yet."""
+    samples = config.architecture.probe_samples
+    if not samples:
+        return None
+    study = _load_or_none(storage, config.stage_study_name("architecture"))
+    if study is not None and SENSITIVITY_ATTR in study.user_attrs:
+        return Sensitivity.from_dict(study.user_attrs[SENSITIVITY_ATTR])
+    source = _load_or_none(storage, config.stage_study_name("timesteps"))
+    anchor = None if source is None else anchor_plan(source, stored_plan)
+    if anchor is None:
+        return None
+    count = len(single_changes(anchor, evaluator.generator.switch.blocks))
+    echo(f"stage architecture: probing {count} single skips and reuses of {anchor} ({samples} samples each)")
+    return probe_sensitivity(evaluator, anchor, samples)
 
 
 @dataclass
@@ -244,7 +279,10 @@ def _run_stage(
     preview: PreviewUploader, started: StartedTrials, *, n_trials: int | None, timeout: float | None, show_all: bool,
     echo: Echo, where: str,
 ) -> optuna.Study:
-    study = open_study(config, stage, storage, sampler_for(stage, config, evaluator))
+    sensitivity = stage2_sensitivity(config, storage, evaluator, echo) if stage == "architecture" else None
+    study = open_study(config, stage, storage, sampler_for(stage, config, evaluator, sensitivity))
+    if sensitivity is not None and SENSITIVITY_ATTR not in study.user_attrs:
+        study.set_user_attr(SENSITIVITY_ATTR, sensitivity.to_dict())
     fixed = {**evaluator.per_image_macs, "classifier_per_step": evaluator.classifier_step_macs}
     fixed = {name: macs for name, macs in fixed.items() if macs}
     if fixed and study.user_attrs.get(FIXED_MACS_ATTR) != fixed:

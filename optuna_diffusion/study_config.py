@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .fitness import FitnessSettings
-from .prompts import PromptSettings
+from .prompts import PromptSettings, shipped_prompt_set
 from .sampling import SamplingSettings
 from .settings import Section, SettingError, at_least, fraction, positive, setting
 
@@ -89,6 +89,13 @@ class ArchitectureStage(Section):
     population_size: int = setting(20, check=at_least(2))
     macs_budget: float | None = setting(None, check=positive)
     low_fidelity_fraction: float = setting(0.0, check=fraction)
+    probe_samples: int = setting(
+        0, check=at_least(0), help="samples to score each single skip or reuse with before the search (0: no probes)"
+    )
+
+    def validate(self) -> None:
+        if self.probe_samples == 1:
+            raise self.error("probe_samples", "architecture.probe_samples must be 0 (off) or at least 2")
 
 
 STAGES = ("timesteps", "architecture")
@@ -183,7 +190,10 @@ def parse_study_config(text: str, *, name: str, origin: str, folder: Path | None
         if section not in StudyConfig.SECTIONS:
             raise ConfigError(f"{origin}: unknown section [{section}]; known: {', '.join(StudyConfig.SECTIONS)}")
     prompt_file = data.get("prompts", {}).get("file") if isinstance(data.get("prompts"), dict) else None
-    if folder is not None and isinstance(prompt_file, str) and not Path(prompt_file).expanduser().is_absolute():
+    if (
+        folder is not None and isinstance(prompt_file, str) and shipped_prompt_set(prompt_file) is None
+        and not Path(prompt_file).expanduser().is_absolute()
+    ):
         data["prompts"] = {**data["prompts"], "file": str(folder / prompt_file)}
     try:
         return StudyConfig.from_dict({**data, "name": name})

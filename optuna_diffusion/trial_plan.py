@@ -47,7 +47,9 @@ attributes cannot change, so the values are kept on the study, by trial number; 
 after the stage, shown by ``show``); and
 ``optuna_diffusion:fixed_macs``, ``{component: MACs}`` every plan pays whatever its steps
 (text encoders and VAE decoder per image, the classifier per step; written by the runner, shown by
-``show``).
+``show``); on the architecture study, ``optuna_diffusion:sensitivity``, the probes of single changes
+(``Sensitivity.to_dict()``, :mod:`optuna_diffusion.sensitivity`; written by the first worker that
+starts stage 2 with ``[architecture] probe_samples``, read by every worker and on resume).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ STUDY_MARKER = "optuna_diffusion"
 BASELINE_FIDS_ATTR = "optuna_diffusion:baseline_fids"
 FIXED_MACS_ATTR = "optuna_diffusion:fixed_macs"
 RESCORE_ATTR = "optuna_diffusion:rescore"
+SENSITIVITY_ATTR = "optuna_diffusion:sensitivity"
 
 
 # --------------------------------------------------------------------------------------------------

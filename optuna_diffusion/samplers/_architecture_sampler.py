@@ -15,6 +15,7 @@ from .. import compat
 from ..blocks import Block, check_plan_blocks
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
+from ..sensitivity import Sensitivity
 from ..trial_plan import plan_genome_attrs, stored_plan
 from ._architecture_space import ArchitectureSpace, BoundArchitectureSpace, check_blocks
 from ._base import (
@@ -116,6 +117,9 @@ class ArchitectureSampler(PlanSearchSampler):
         num_train_timesteps: T of the model's noise schedule.
         schedule_kind: ``"ddpm"``, or ``"flow"`` for a flow-matching model (time steps of ``[1, T]``).
         initial_plans: plans to evaluate in generation 0 besides the source Pareto set.
+        sensitivity: probes of single changes (:func:`~optuna_diffusion.sensitivity.probe_sensitivity`);
+            mutants and random children then propose a change with its measured acceptance, so
+            the budget is not spent on changes known to be catastrophic. None: every change alike.
         seed: seed of the random number generators.
         parent_selection: how parents are chosen; default ``NSGA2ParentSelection(num_parents=...)``.
         child_generation: how a child's plan is made; default ``ChildGeneration(...)`` with the
@@ -141,6 +145,7 @@ class ArchitectureSampler(PlanSearchSampler):
         num_train_timesteps: int = 1000,
         schedule_kind: str = "ddpm",
         initial_plans: Sequence[Plan] | None = None,
+        sensitivity: Sensitivity | None = None,
         seed: int | None = None,
         parent_selection: ParentSelection | None = None,
         child_generation: ChildGenerationStrategy | None = None,
@@ -185,6 +190,9 @@ class ArchitectureSampler(PlanSearchSampler):
                 mutation_prob=self._skip_prob,
             ),
         )
+        if sensitivity is not None and not isinstance(sensitivity, Sensitivity):
+            raise ConfigError(f"`sensitivity` must be a Sensitivity or None, got {type(sensitivity).__name__}")
+        self._sensitivity = sensitivity
         self._source_study = source_study
         self._space: ArchitectureSpace | None = None
         self._initial: tuple[Plan, ...] = ()
@@ -273,7 +281,7 @@ class ArchitectureSampler(PlanSearchSampler):
         timestep_space = TimestepSpace(
             num_train_timesteps=self._num_train_timesteps, k_min=k_min, k_max=k_max, schedule_kind=self._schedule_kind
         )
-        self._space = ArchitectureSpace(blocks=self._blocks, timestep_space=timestep_space)
+        self._space = ArchitectureSpace(blocks=self._blocks, timestep_space=timestep_space, sensitivity=self._sensitivity)
 
     # Hooks of PlanSearchSampler -------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ import numpy as np
 from ..blocks import Block, check_plan_blocks
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
+from ..sensitivity import Sensitivity
 from ._architecture_crossover import crossover_plans
 from ._architecture_mutation import mutate_plan
 from ._timestep_space import TimestepSpace
@@ -66,10 +67,15 @@ class ArchitectureSpace:
     Args:
         blocks: the searchable blocks (from :func:`~optuna_diffusion.blocks.find_blocks`).
         timestep_space: the allowed time steps (T and the range of K).
+        sensitivity: measured single changes; a change is then proposed with its
+            :meth:`~optuna_diffusion.sensitivity.Sensitivity.acceptance` (None: every change alike).
     """
 
-    def __init__(self, *, blocks: Sequence[Block], timestep_space: TimestepSpace) -> None:
+    def __init__(
+        self, *, blocks: Sequence[Block], timestep_space: TimestepSpace, sensitivity: Sensitivity | None = None
+    ) -> None:
         blocks = check_blocks(blocks)
+        self.sensitivity = sensitivity
         names = [block.name for block in blocks]
         self.blocks = blocks
         self.timestep_space = timestep_space
@@ -166,14 +172,20 @@ class ArchitectureSpace:
         return Plan(tuple(timesteps), skips, reuses, space.num_train_timesteps, schedule_kind=space.schedule_kind)
 
     def add_choice(self, steps: list[Choices], step: int, name: str, rng: np.random.Generator) -> bool:
-        """Choose a random allowed action for a running block at ``step``; False when none applies."""
+        """Choose a random allowed action for a running block at ``step``; False when none applies.
+
+        With probes, the action drawn is kept with its acceptance (False otherwise): a change measured
+        to be harmful is rarely proposed."""
         choices = steps[step]
         if name in choices or name in self.covered_at(choices):
             return False
         actions = self._allowed(name, step)
         if not actions:
             return False
-        steps[step] = self.normalised_step({**choices, name: actions[int(rng.integers(len(actions)))]}, step)
+        action = actions[int(rng.integers(len(actions)))]
+        if self.sensitivity is not None and rng.random() >= self.sensitivity.acceptance(step, len(steps), name, action):
+            return False
+        steps[step] = self.normalised_step({**choices, name: action}, step)
         return True
 
     def trim(self, steps: list[Choices], max_ratio: float, rng: np.random.Generator) -> None:
