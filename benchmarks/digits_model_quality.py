@@ -1,8 +1,12 @@
 """Quality of the bundled digits models: FID of 100-step DDIM and 1000-step ancestral DDPM on the UNet,
-100-step flow Euler on the DiT (``digits-dit``).
+100-step flow Euler on the DiT (``digits-dit``), and the text-to-image pipeline (``digits-t2i``).
 
-FID is measured in the bundled digits feature space against all 1,797 real digits.
-Run: python benchmarks/digits_model_quality.py [--samples 1797] [--models digits digits-dit]
+FID is measured in the bundled digits feature space against all 1,797 real digits. ``digits-t2i`` runs
+as diffusers' own ``StableDiffusionPipeline`` (its PNDM scheduler, 50 steps, the preset's guidance
+scale) on the shipped prompts (sample i takes prompt i mod 300); its 32x32 images are area-averaged
+back to 8x8. It prints how often the digits classifier (the feature net's head) recognises the
+prompted digit, the measured ink mass and slant per prompted attribute beside the real digits', and FID.
+Run: python benchmarks/digits_model_quality.py [--samples 1797] [--models digits digits-dit digits-t2i]
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1797, help="samples of 100-step DDIM")
     parser.add_argument("--ddpm-samples", type=int, default=1000, help="samples of 1000-step DDPM (slow)")
-    parser.add_argument("--models", nargs="+", default=["digits", "digits-dit"], choices=["digits", "digits-dit"])
+    parser.add_argument("--models", nargs="+", default=["digits", "digits-dit", "digits-t2i"],
+                        choices=["digits", "digits-dit", "digits-t2i"])
+    parser.add_argument("--t2i-steps", type=int, default=50, help="digits-t2i: the pipeline's inference steps")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
@@ -45,6 +51,8 @@ def main() -> None:
     if "digits-dit" in args.models:
         runs.append(("digits-dit", "flow Euler, 100 steps", DIGITS_DIT_SETTINGS,
                      lambda schedule: baseline_plan("uniform", 100, schedule), args.samples))
+    if "digits-t2i" in args.models:
+        rows.append(text_to_image_quality(extractor, args.samples, args.t2i_steps))
     for model, label, settings, plan_of, num_samples in runs:
         evaluator = digits_evaluator(settings, model=model)
         plan = plan_of(evaluator.generator.schedule)
@@ -54,9 +62,57 @@ def main() -> None:
         print(f"{model} {label}: FID {result.fid:.2f} ({num_samples} samples, {result.seconds:.0f}s)", flush=True)
     print(f"feature net held-out accuracy: {accuracy:.4f} ({len(images)} digits, fixed split)")
     print(f"FID of 898 real digits against the other 899: {halves_fid:.2f}")
-    print(f"{'model':<11} {'sampler':<28} {'FID':>7} {'samples':>8} {'seconds':>8}   (vs all 1797 real digits)")
+    print(f"{'model':<11} {'sampler':<38} {'FID':>7} {'samples':>8} {'seconds':>8}   (vs all 1797 real digits)")
     for model, label, fid, num_samples, seconds in rows:
-        print(f"{model:<11} {label:<28} {fid:7.2f} {num_samples:8d} {seconds:8.1f}")
+        print(f"{model:<11} {label:<38} {fid:7.2f} {num_samples:8d} {seconds:8.1f}")
+
+
+def text_to_image_quality(extractor, num_samples: int, steps: int, batch_size: int = 100) -> tuple:
+    """Prompt accuracy, attribute adherence and FID of ``digits-t2i`` run by diffusers' own pipeline."""
+    from diffusers import StableDiffusionPipeline
+
+    from optuna_diffusion.study_config import load_study_config
+    from optuna_diffusion.zoo import bundled_model_path
+    from optuna_diffusion.zoo.digit_prompts import digit_of_prompt, ink_mass, measure_attributes, slant
+    from optuna_diffusion.zoo.feature_net import as_digits
+
+    config = load_study_config("digits-t2i")
+    guidance = config.sampling.guidance_scale
+    prompts = [prompt.text for prompt in config.prompts.load()]
+    pipe = StableDiffusionPipeline.from_pretrained(bundled_model_path("digits-t2i"))
+    pipe.set_progress_bar_config(disable=True)
+    started = time.perf_counter()
+    texts = [prompts[i % len(prompts)] for i in range(num_samples)]
+    batches = []
+    for start in range(0, num_samples, batch_size):
+        generator = torch.Generator().manual_seed(start)
+        out = pipe(texts[start:start + batch_size], num_inference_steps=steps, guidance_scale=guidance,
+                   generator=generator, output_type="pt").images
+        batches.append(as_digits(out * 2 - 1))
+    images = torch.cat(batches)
+    seconds = time.perf_counter() - started
+    with torch.inference_mode():
+        predicted = extractor.classify(images).argmax(dim=1)
+    wanted = torch.tensor([digit_of_prompt(text) for text in texts])
+    accuracy = (predicted == wanted).float().mean().item()
+    real, labels = load_digits_images()
+    fid = fid_of_images(images, reference_stats(real, extractor), extractor)
+    label = f"SD pipeline, PNDM {steps} steps, guidance {guidance:g}"
+    print(f"digits-t2i {label}: prompted digit recognised in {accuracy:.1%} of {num_samples} samples; "
+          f"FID {fid:.2f} ({seconds:.0f}s)")
+    # Attribute adherence: the measures the captions were made from, per prompted word, beside the real
+    # digits that carry the word (terciles within each digit, as in training).
+    real_words = measure_attributes(real, labels)
+    measures = {"ink mass": (ink_mass, ("thin", "thick")), "slant": (slant, ("backslanted", "upright", "slanted"))}
+    for measure, (function, words) in measures.items():
+        generated, reference = function(images), function(real)
+        cells = []
+        for word in words:
+            asked = torch.tensor([f" {word}" in f" {text.replace(',', ' ')} " for text in texts])
+            had = torch.tensor([word in (w.thickness, w.slant) for w in real_words])
+            cells.append(f"{word} {generated[asked].mean():.2f} (real {reference[had].mean():.2f}, n={int(asked.sum())})")
+        print(f"  {measure} by prompted word: " + "; ".join(cells))
+    return ("digits-t2i", label, fid, num_samples, seconds)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ candidate on all ``--samples`` samples (no multi-fidelity, so the evaluations ar
 of each search is then scored by FID on all 1,797 samples. Cost: UNet image evaluations and seconds of
 the search, and of generating the teacher once.
 
-Run: python benchmarks/teacher_fitness.py [--plans 100] [--ks 4 6] [--trials 60] [--seeds 0 1 2] [--threads 1]
+``--study digits-t2i`` measures the same on the bundled text-to-image pipeline: its teacher is the
+preset's (``teacher_steps``), its images are VAE-decoded 32x32 digits (FID reads them back at 8x8), and
+part 2 is skipped unless ``--seeds`` are given.
+
+Run: python benchmarks/teacher_fitness.py [--study digits] [--plans 100] [--ks 4 6] [--trials 60] [--seeds 0 1 2]
+     [--threads 1]
 """
 
 from __future__ import annotations
@@ -116,19 +121,21 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=60, help="evaluations per search")
     parser.add_argument("--search-k", type=int, default=4)
     parser.add_argument("--distance", default="psnr", choices=DISTANCES, help="the teacher distance searched on")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=None, help="searches (default: 0 1 2 on digits, none on digits-t2i)")
+    parser.add_argument("--study", default="digits", choices=["digits", "digits-t2i"])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     began = time.perf_counter()
-    config = load_study_config("digits")
+    config = load_study_config(args.study)
+    seeds = args.seeds if args.seeds is not None else ([0, 1, 2] if args.study == "digits" else [])
     samples = args.samples or config.timesteps.num_samples
     evaluator = build_evaluator(config)  # the study's batches, prefix cache and FID
-    fid = evaluator.fitness
+    fid = evaluator.fitness if config.fitness.metric == "fid" else evaluator.rescore_fitness
     num_train = evaluator.generator.schedule.num_train_timesteps
 
-    teacher = evaluator.bind(TeacherFitness("mse"))
+    teacher = evaluator.bind(TeacherFitness("mse", steps=config.fitness.teacher_steps))
     started, work = time.perf_counter(), evaluator.generator.image_evaluations
     teacher_raw = teacher.targets(samples)
     teacher_seconds, teacher_work = time.perf_counter() - started, evaluator.generator.image_evaluations - work
@@ -146,13 +153,17 @@ def main() -> None:
         print(f"{k:>3} {min(fids):6.2f}..{max(fids):7.2f} " + " ".join(f"{c:>14}" for c in cells), flush=True)
         print(f"# K = {k}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
-    teacher_search = evaluator.bind(TeacherFitness(args.distance))
+    if not seeds:
+        evaluator.close()
+        print(f"\ntotal {time.perf_counter() - began:.0f} s")
+        return
+    teacher_search = evaluator.bind(TeacherFitness(args.distance, steps=config.fitness.teacher_steps))
     teacher_search._targets = {samples: to_uint8(evaluator.model.family.decode(evaluator.model, teacher_raw)) if teacher_search.decoded else teacher_raw}
     print(f"\nsearch: TimestepSampler, K = {args.search_k}, {args.trials} evaluations of {samples} samples each; "
           f"best plan's FID on all {ALL_DIGITS} digits")
     print(f"{'seed':>4} {'fitness':>8} {'FID@1797':>9} {'work':>7} {'seconds':>8}  best plan")
     results: dict[str, list[tuple[float, int, float]]] = {"fid": [], "teacher": []}
-    for seed in args.seeds:
+    for seed in seeds:
         for name, meter in (("fid", fid), ("teacher", teacher_search)):
             plan, _, work, seconds = search(evaluator, config, meter, seed, args.search_k, args.trials, samples)
             full = evaluator.evaluate(plan, ALL_DIGITS, fitness=fid).fid

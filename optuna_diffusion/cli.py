@@ -108,12 +108,12 @@ def _quiet_library_warnings() -> None:
 @zoo_app.command("train")
 @_one_line_errors
 def zoo_train(
-    name: Annotated[str, typer.Argument(help="Model to train: digits, digits-dit (bundled) or digits-t2i (a text-to-image pipeline, not shipped yet).")],
+    name: Annotated[str, typer.Argument(help="Model to train: digits, digits-dit or digits-t2i (a text-to-image pipeline).")],
     out: Annotated[Path, typer.Option(help="Folder to write the diffusers model (and, for digits, the feature net) to.")],
     seed: Annotated[int, typer.Option(help="Seed of the training run.")] = 0,
     steps: Annotated[Optional[int], typer.Option(help="Diffusion training steps (default: the bundled run's).")] = None,
 ) -> None:
-    """Retrain a bundled model from scratch, reproducibly (digits: 23 minutes on 2 CPU cores; digits-dit: 21 on one)."""
+    """Retrain a bundled model from scratch, reproducibly (on 2 CPU cores: digits 23 minutes, digits-t2i 27; digits-dit: 21 on one)."""
     from .zoo import TRAINABLE_MODELS
 
     if name not in TRAINABLE_MODELS:

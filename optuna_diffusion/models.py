@@ -313,14 +313,13 @@ def load_diffusion_model(
     Raises:
         ModelLoadError: one line naming what is missing and how to supply it.
     """
-    if source in BUNDLED_MODELS:
-        return _bare(_load_from_folder(bundled_model_path(source), device, dtype), image_size)
-    folder = Path(source).expanduser()
+    folder = bundled_model_path(source) if source in BUNDLED_MODELS else Path(source).expanduser()
     if folder.is_dir():
         model_index = _read_model_index(folder)
         if model_index is not None and _pipeline_class(model_index):
             _check_pipeline_files(folder, model_index)
-            return _load_pipeline(folder, model_index, str(folder), device, dtype, image_size)
+            label = source if source in BUNDLED_MODELS else str(folder)
+            return _load_pipeline(folder, model_index, label, device, dtype, image_size)
         return _bare(_load_from_folder(folder, device, dtype), image_size)
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"model folder {source} does not exist")
@@ -335,11 +334,9 @@ def load_diffusion_model(
 def pipeline_index_of(source: str) -> dict[str, Any] | None:
     """The ``model_index.json`` of ``source`` when optuna-diffusion runs it as a pipeline, else None.
 
-    None for a bundled model, a bare denoiser's folder, or a hub id whose index is not in the local cache.
+    None for a bare denoiser (bundled or in a folder), or a hub id whose index is not in the local cache.
     """
-    if source in BUNDLED_MODELS:
-        return None
-    folder = Path(source).expanduser()
+    folder = bundled_model_path(source) if source in BUNDLED_MODELS else Path(source).expanduser()
     model_index = _read_model_index(folder) if folder.is_dir() else _hub_model_index(source, local_files_only=True)
     return model_index if model_index is not None and _pipeline_class(model_index) else None
 

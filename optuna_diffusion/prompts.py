@@ -23,7 +23,9 @@ from typing import ClassVar, Iterable, Iterator, Sequence
 from .errors import ConfigError, MissingFileError
 from .settings import Section, setting
 
-DEFAULT_PROMPT_FILE = Path(__file__).parent / "prompt_sets" / "everyday.txt"
+SHIPPED_PROMPT_SETS = Path(__file__).parent / "prompt_sets"
+"""Prompt files shipped with the package, named by their stem in ``[prompts] file`` (``"digits"``)."""
+DEFAULT_PROMPT_FILE = SHIPPED_PROMPT_SETS / "everyday.txt"
 """The prompt set shipped with the package (plain text, one scene per line)."""
 
 
@@ -150,6 +152,14 @@ def _json_lines(lines: Sequence[str], path: Path) -> Iterator[Prompt]:
         yield Prompt(prompt.strip(), negative)
 
 
+def shipped_prompt_set(name: str) -> Path | None:
+    """The shipped prompt file ``name`` names (a bare stem such as ``"digits"``), else None."""
+    if "/" in name or "\\" in name or "." in name:
+        return None
+    path = SHIPPED_PROMPT_SETS / f"{name}.txt"
+    return path if path.is_file() else None
+
+
 def default_prompts(*, negative_prompt: str | None = None) -> PromptSet:
     """The prompt set shipped with the package: a few hundred everyday scenes, one per line."""
     return PromptSet.from_file(DEFAULT_PROMPT_FILE, negative_prompt=negative_prompt)
@@ -160,7 +170,8 @@ class PromptSettings(Section):
     """The ``[prompts]`` section of a study file.
 
     Args:
-        file: a prompt file (plain text or ``.jsonl``); None: the shipped everyday scenes.
+        file: a prompt file (plain text or ``.jsonl``), or the name of a shipped set (``"everyday"``,
+            ``"digits"``: the prompt language of the bundled ``digits-t2i``); None: the everyday scenes.
         negative_prompt: negative prompt of every prompt that has none of its own (None: the pipeline's
             default unconditional pass).
     """
@@ -174,6 +185,9 @@ class PromptSettings(Section):
         """The prompt set; a relative ``file`` is read relative to ``base`` (e.g. the study file's folder)."""
         if self.file is None:
             return default_prompts(negative_prompt=self.negative_prompt)
+        shipped = shipped_prompt_set(self.file)
+        if shipped is not None:
+            return PromptSet.from_file(shipped, negative_prompt=self.negative_prompt)
         path = Path(self.file).expanduser()
         if base is not None and not path.is_absolute():
             path = Path(base) / path

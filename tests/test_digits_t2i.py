@@ -94,3 +94,51 @@ def test_a_tiny_training_run_writes_a_deterministic_stable_diffusion_pipeline(tm
     first = generate()
     assert first.shape == (8, 1, 32, 32)
     assert torch.equal(first, generate())
+
+
+def test_the_shipped_pipeline_loads_through_diffusers_and_generates_deterministically():
+    from diffusers import StableDiffusionPipeline
+
+    from optuna_diffusion.zoo import bundled_model_path
+
+    pipe = StableDiffusionPipeline.from_pretrained(bundled_model_path("digits-t2i"))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.dtype == pipe.text_encoder.dtype == torch.float32  # fp16 on disk, float32 loaded
+
+    def generate():
+        return pipe(["a thin, slanted 7", "the number 3"] * 4, num_inference_steps=2, guidance_scale=2.0,
+                    generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+    first = generate()
+    assert first.shape == (8, 1, 32, 32) and torch.isfinite(first).all()
+    assert torch.equal(first, generate())
+
+
+def test_the_preset_runs_the_shipped_pipeline_with_its_prompts_teacher_fitness_and_fid_rescoring():
+    from optuna_diffusion.baselines import baseline_plan
+    from optuna_diffusion.study import build_evaluator
+    from optuna_diffusion.study_config import load_study_config, with_overrides
+
+    config = load_study_config("digits-t2i")
+    assert [p.text for p in config.prompts.load()] == prompt_lines(300)
+    assert config.fitness.metric == "teacher" and config.fitness.rescore == "fid"
+    evaluator = build_evaluator(with_overrides(config, batch_size=8))
+    try:
+        assert evaluator.model.family.name == "stable-diffusion" and evaluator.model.source == "digits-t2i"
+        plan = baseline_plan("uniform", 2, evaluator.generator.schedule)
+        teacher = evaluator.evaluate(plan, 8)
+        fid = evaluator.evaluate(plan, 8, fitness=evaluator.rescore_fitness)
+    finally:
+        evaluator.close()
+    assert teacher.ok and teacher.metric == "teacher" and fid.ok and fid.fid > 0
+
+
+def test_the_digits_feature_net_reads_a_32x32_digit_as_its_8x8_original():
+    from optuna_diffusion.fid import load_feature_extractor
+    from optuna_diffusion.zoo.t2i_training import upscale
+
+    net = load_feature_extractor("digits")
+    digits = load_digits_images()[0][:16]
+    shown = upscale(digits)
+    assert torch.allclose(net(shown), net(digits), atol=1e-5)
+    assert torch.allclose(net(shown.repeat(1, 3, 1, 1)), net(digits), atol=1e-5)  # colour averaged to grey

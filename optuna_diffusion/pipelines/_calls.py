@@ -15,6 +15,7 @@ import json
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..zoo import BUNDLED_MODELS, bundled_model_path
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -93,14 +94,17 @@ def pipeline_call(
     if family is None:
         raise ConfigError(f"no pipeline call for a {pipeline_class}; export knows {', '.join(FAMILY_OF_PIPELINE)}")
     body = _BODIES.get(family, _BODIES["text"])
+    bundled = source in BUNDLED_MODELS  # shipped inside the package: its folder, wherever that is installed
+    extra_imports = ["from diffusers.pipelines.flux.pipeline_flux import calculate_shift"] if family == "flux" else []
+    extra_imports += ["from optuna_diffusion.zoo import bundled_model_path"] if bundled else []
     head = _HEAD.format(
         family=family,
         note=_NOTES[family],
         pipeline_class=pipeline_class,
-        extra_import="from diffusers.pipelines.flux.pipeline_flux import calculate_shift\n" if family == "flux" else "",
+        extra_import="".join(line + "\n" for line in extra_imports),
         schedule_import="" if family == "dit" else "from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs\n",
         plan_file=json.dumps(plan_file),
-        source=json.dumps(source),
+        source=f"bundled_model_path({json.dumps(source)})" if bundled else json.dumps(source),
         solver=json.dumps(solver),
     )
     return head + body.format(
@@ -133,7 +137,8 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> 
     pipeline_class = index["_class_name"]
     family = FAMILY_OF_PIPELINE.get(pipeline_class)
     _, scheduler_class = index["scheduler"]
-    scheduler = getattr(diffusers, scheduler_class).from_pretrained(source, subfolder="scheduler", local_files_only=True)
+    folder = bundled_model_path(source) if source in BUNDLED_MODELS else source
+    scheduler = getattr(diffusers, scheduler_class).from_pretrained(folder, subfolder="scheduler", local_files_only=True)
     runner = scheduler_for_solver(plan.solver or config.sampling.solver, scheduler)
     if family == "dit":
         runner.set_timesteps(timesteps=list(plan.timesteps))

@@ -9,9 +9,10 @@ both is :mod:`optuna_diffusion.zoo.training` (``optuna-diffusion zoo train digit
 the digits feature network above. It was trained by :mod:`optuna_diffusion.zoo.dit_training`
 (``optuna-diffusion zoo train digits-dit --out DIR``).
 
-``digits-t2i``, a latent text-to-image ``StableDiffusionPipeline`` of the digits, has its training code
-(:mod:`optuna_diffusion.zoo.t2i_training`, ``optuna-diffusion zoo train digits-t2i --out DIR``) but is not
-shipped yet.
+``digits-t2i`` is a latent text-to-image ``StableDiffusionPipeline`` of the same digits (a whole
+pipeline folder, in ``zoo/digits-t2i/``: VAE, CLIP text encoder and a tokenizer generated for its
+prompt language, cross-attention UNet, scheduler), loadable with ``StableDiffusionPipeline.from_pretrained``.
+It was trained by :mod:`optuna_diffusion.zoo.t2i_training` (``optuna-diffusion zoo train digits-t2i --out DIR``).
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ _ZOO_DIR = Path(__file__).resolve().parent
 BUNDLED_MODELS: dict[str, str] = {
     "digits": "class-conditional DDPM of scikit-learn's 8x8 digits (10 classes + null class 10)",
     "digits-dit": "class-conditional rectified-flow DiT of scikit-learn's 8x8 digits (10 classes + null class 10)",
+    "digits-t2i": "latent text-to-image Stable Diffusion pipeline of scikit-learn's digits (prompts: 'a thin, slanted 7')",
 }
 
-TRAINABLE_MODELS: tuple[str, ...] = (*BUNDLED_MODELS, "digits-t2i")
-"""What ``optuna-diffusion zoo train`` trains: the bundled models and the text-to-image pipeline."""
+TRAINABLE_MODELS: tuple[str, ...] = tuple(BUNDLED_MODELS)
+"""What ``optuna-diffusion zoo train`` trains: every bundled model."""
 
 
 def bundled_model_path(name: str) -> Path:
-    """Folder of a bundled model (``unet/`` or ``transformer/``, ``scheduler/``; ``digits`` also ``features/``)."""
+    """Folder of a bundled model (``unet/`` or ``transformer/``, ``scheduler/``; ``digits`` also ``features/``;
+    ``digits-t2i`` is a whole pipeline folder with its ``model_index.json``)."""
     if name not in BUNDLED_MODELS:
         from ..errors import ModelLoadError
 

@@ -17,10 +17,27 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
+DIGIT_SIZE = 8
+
+
+def as_digits(images: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` images in [-1, 1] as the ``(N, 1, 8, 8)`` grey digits the net reads.
+
+    Channels are averaged and larger images area-averaged down to 8x8, so a digit a pipeline draws
+    at 32x32 (each digit pixel a 4x4 block, as ``digits-t2i`` does) comes back exactly."""
+    images = images.float()
+    if images.shape[1] != 1:
+        images = images.mean(dim=1, keepdim=True)
+    if images.shape[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
+        images = nn.functional.adaptive_avg_pool2d(images, DIGIT_SIZE)
+    return images
+
+
 class DigitsFeatureNet(nn.Module):
     """CNN over ``(N, 1, 8, 8)`` images in [-1, 1]; ``forward`` returns ``(N, num_features)`` features.
 
-    It is a drop-in ``feature=`` module for torchmetrics' ``FrechetInceptionDistance``.
+    Other sizes and colour images are brought to 8x8 grey first (:func:`as_digits`). It is a drop-in
+    ``feature=`` module for torchmetrics' ``FrechetInceptionDistance``.
     """
 
     def __init__(self, num_features: int = 64, num_classes: int = 10) -> None:
@@ -43,7 +60,7 @@ class DigitsFeatureNet(nn.Module):
         self.head = nn.Linear(num_features, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images.float())
+        return self.body(as_digits(images))
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(N, num_classes)``."""
