@@ -32,6 +32,7 @@ from optuna_diffusion.runner import run_optimize
 from optuna_diffusion.study import build_evaluator
 from optuna_diffusion.study_config import load_study_config
 from optuna_diffusion.trial_plan import is_low_fidelity, plan_from_trial
+from stage2 import wasted_share  # a sibling script: run from this folder or as benchmarks/digits_dit_study.py
 
 FULL_SAMPLES = 1797
 MACS_CUT = 0.25   # stage 2: at least this fraction fewer MACs
@@ -95,6 +96,7 @@ def main() -> None:
         stage1 = ranked_trials(studies["timesteps"], args.steps)
         stage2 = ranked_trials(studies["architecture"], args.steps)
         counts = {stage: len(study.trials) for stage, study in studies.items()}
+        waste = wasted_share(studies["timesteps"], studies["architecture"])
         by_k = {stage: steps_histogram(study) for stage, study in studies.items()}
     total = sum(seconds.values())
     print(f"{args.study} (seed {args.seed}): stage 1 {counts['timesteps']} trials in {seconds['timesteps']:.0f}s, "
@@ -103,6 +105,7 @@ def main() -> None:
     print("(one thread of the machine's cores, other jobs sharing them)")
     for stage, histogram in by_k.items():
         print(f"{stage}: complete full-fidelity trials by K: " + ", ".join(f"{k}: {n}" for k, n in sorted(histogram.items())))
+    print(waste)
     if not stage1:
         print(f"stage 1 has no complete {args.steps}-step trial")
         return

@@ -25,7 +25,8 @@ from optuna_diffusion.baselines import baseline_plan
 from optuna_diffusion.fid import fid_of_images, load_feature_extractor, reference_stats
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.runner import run_optimize
-from optuna_diffusion.study import build_evaluator, format_front, pareto_front
+from optuna_diffusion.front import format_front, pareto_front
+from optuna_diffusion.study import build_evaluator, metric_label
 from optuna_diffusion.study_config import load_study_config
 from optuna_diffusion.zoo import bundled_model_path
 from optuna_diffusion.zoo.data import load_digits_images
@@ -80,7 +81,7 @@ def main() -> None:
     print(f"digits-t2i preset, both stages with default budgets: {seconds / 60:.1f} min "
           f"({len(studies['timesteps'].trials)} + {len(studies['architecture'].trials)} trials, teacher generated inside)")
     for stage, rows in fronts.items():
-        print(f"{stage} front:\n{format_front(rows)}")
+        print(f"{stage} front:\n{format_front(rows, metric=metric_label(config))}")
     searched = [row for row in fronts["timesteps"] if row.plan.num_steps == args.steps]
     evaluator = build_evaluator(config)
     schedule = evaluator.generator.schedule

@@ -23,8 +23,10 @@ import numpy as np
 from optuna._hypervolume import compute_hypervolume  # Optuna's exact hypervolume (private module)
 
 from optuna_diffusion.runner import run_optimize
-from optuna_diffusion.study import build_evaluator, format_front, pareto_front
+from optuna_diffusion.front import format_front, pareto_front
+from optuna_diffusion.study import build_evaluator
 from optuna_diffusion.study_config import load_study_config
+from optuna_diffusion.trial_plan import is_low_fidelity
 
 FULL_SAMPLES = 1797
 
@@ -44,8 +46,9 @@ def wasted_share(stage1, stage2) -> str:
     scored = [t for t in stage2.trials if t.values and len(t.user_attrs.get("timesteps", ())) in best]
     above = [t for t in scored if t.values[0] > 2 * best[len(t.user_attrs["timesteps"])]]
     share = len(above) / len(scored) if scored else math.nan
+    low = [t for t in above if is_low_fidelity(t)]
     return (f"stage 2 trials above 2x the best stage-1 FID at their K: {len(above)}/{len(scored)} = {share:.0%} "
-            f"(target <= 25%)")
+            f"(target <= 25%; {len(low)} of them stopped at the low fidelity)")
 
 
 def main() -> None:

@@ -104,7 +104,7 @@ def sampler_for(
         num_train_timesteps=evaluator.generator.schedule.num_train_timesteps,
         schedule_kind=evaluator.generator.schedule.kind,
         sensitivity=sensitivity,
-        initial_plans=None if sensitivity is None else sensitivity.stacks(evaluator.generator.switch.blocks, evaluator.macs),
+        initial_plans=None if sensitivity is None else sensitivity.stacks,
         seed=seed,
         **population_split(config.architecture.population_size),
     )

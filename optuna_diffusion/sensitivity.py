@@ -7,10 +7,11 @@ step -- is scored once with few samples and the study's common random numbers (t
 precise even where the values are noisy). The search then
 
 * proposes a change with a probability that falls with its measured harm
-  (:meth:`Sensitivity.acceptance`: 1 up to :data:`TOLERANCE` relative increase, then inversely), so
-  reuse is preferred over skip wherever reuse costs less;
-* starts from *stacks*: the least harmful changes per MAC saved, added one by one until a given share
-  of the anchor's MACs is saved (:meth:`Sensitivity.stacks`), besides stage 1's front.
+  (:meth:`Sensitivity.acceptance`: 1 up to :data:`TOLERANCE` relative increase, then with the square
+  of its inverse), so reuse is preferred over skip wherever reuse costs less;
+* starts from *stacks*, besides stage 1's front: probed changes combined one at a time, each kept only
+  if the combined plan, evaluated, helps or stays within :data:`STACK_TOLERANCE` of the anchor
+  (:func:`probe_sensitivity`; single changes do not add up, so each combination is checked).
 
 Single changes do not add up exactly; the probes steer the search, the search judges the plans.
 A plan of another number of steps reads the probes of the anchor's step at the same relative position.
@@ -36,8 +37,9 @@ TOLERANCE = 0.1
 STACK_CUTS = (0.1, 0.2, 0.3, 0.4)
 """Shares of the anchor's MACs the stacks of generation 0 save."""
 
-STACK_MAX_HARM = 0.5
-"""Changes that alone raise the fitness value by more than this (relative) are left out of the stacks."""
+STACK_TOLERANCE = 0.05
+"""Relative increase of the anchor's value a stack may reach (the changes it combines are checked together)."""
+
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,15 @@ class Sensitivity:
     base_macs: int
     num_samples: int
     probes: tuple[Probe, ...]
+    stacks: tuple[Plan, ...] = ()
+    """Combinations of probed changes, each verified by an evaluation (:func:`probe_sensitivity`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_change", {(p.step, p.block, p.action): p for p in self.probes})
 
     def harm(self, probe: Probe) -> float:
         """The probe's relative increase of the fitness value (inf when its evaluation failed)."""
-        if not math.isfinite(probe.value):
-            return math.inf
-        return (probe.value - self.base_value) / max(abs(self.base_value), 1e-6)
+        return self.harm_of(probe.value)
 
     def anchor_step(self, step: int, num_steps: int) -> int:
         """The anchor's step at the same relative position as ``step`` of a ``num_steps``-step plan."""
@@ -77,7 +79,10 @@ class Sensitivity:
         return round(step * (self.anchor.num_steps - 1) / (num_steps - 1))
 
     def acceptance(self, step: int, num_steps: int, block: str, action: str) -> float:
-        """Probability with which the search proposes this change: ``min(1, TOLERANCE / harm)``.
+        """Probability with which the search proposes this change: ``min(1, (TOLERANCE / harm) ** 2)``.
+
+        Squared, because a mutant makes several changes at once: a change that doubles the value is
+        proposed once in a hundred draws, one that adds 20% a quarter of the time.
 
         A change the probes did not measure (reuse mapped onto the anchor's first step) is proposed
         as without probes.
@@ -89,34 +94,11 @@ class Sensitivity:
         if probe is None:
             return 1.0
         harm = self.harm(probe)
-        return 1.0 if harm <= TOLERANCE else TOLERANCE / harm
+        return 1.0 if harm <= TOLERANCE else (TOLERANCE / harm) ** 2
 
-    def stacks(self, blocks: Sequence[Block], macs_of: Callable[[Plan], int], cuts: Sequence[float] = STACK_CUTS) -> list[Plan]:
-        """Plans of the anchor's time steps that save each share of ``cuts`` of its MACs, or as much as they can.
-
-        Changes of at most :data:`STACK_MAX_HARM` are added least harm per MAC saved first (the
-        harmless ones, largest saving first), each only if the plan stays valid and cheaper.
-        """
-        usable = [p for p in self.probes if self.harm(p) <= STACK_MAX_HARM and p.macs_saved > 0]
-        usable.sort(key=lambda p: (max(self.harm(p), 0.0) / p.macs_saved, -p.macs_saved))
-        plans: list[Plan] = []
-        for cut in sorted(cuts):
-            chosen: list[Probe] = []
-            plan, macs = self.anchor, self.base_macs
-            for probe in usable:
-                if macs <= (1 - cut) * self.base_macs:
-                    break
-                try:
-                    candidate = _with_changes(self.anchor, [*chosen, probe])
-                    check_plan_blocks(candidate, blocks)
-                except PlanError:
-                    continue  # overlaps a change already made (the same block, its sub-layer or its branch)
-                candidate_macs = macs_of(candidate)
-                if candidate_macs < macs:
-                    chosen, plan, macs = [*chosen, probe], candidate, candidate_macs
-            if plan != self.anchor and plan not in plans:
-                plans.append(plan)
-        return plans
+    def harm_of(self, value: float) -> float:
+        """Relative increase of ``value`` over the anchor's (inf for a failed evaluation)."""
+        return math.inf if not math.isfinite(value) else (value - self.base_value) / max(abs(self.base_value), 1e-6)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +107,7 @@ class Sensitivity:
             "base_macs": self.base_macs,
             "num_samples": self.num_samples,
             "probes": [list(dataclasses.astuple(p)) for p in self.probes],
+            "stacks": [plan.to_dict() for plan in self.stacks],
         }
 
     @classmethod
@@ -135,6 +118,7 @@ class Sensitivity:
             base_macs=int(data["base_macs"]),
             num_samples=int(data["num_samples"]),
             probes=tuple(Probe(int(s), str(b), str(a), float(v), int(m)) for s, b, a, v, m in data["probes"]),
+            stacks=tuple(Plan.from_dict(plan) for plan in data.get("stacks", ())),
         )
 
 
@@ -157,11 +141,18 @@ def single_changes(anchor: Plan, blocks: Sequence[Block]) -> list[tuple[int, str
     ]
 
 
-def probe_sensitivity(evaluator: Any, anchor: Plan, num_samples: int) -> Sensitivity:
-    """Score ``anchor`` and each of its single changes with ``num_samples`` samples of ``evaluator``.
+def probe_sensitivity(evaluator: Any, anchor: Plan, num_samples: int, cuts: Sequence[float] = STACK_CUTS) -> Sensitivity:
+    """Score ``anchor`` and each of its single changes with ``num_samples`` samples of ``evaluator``, then stack them.
 
     ``evaluator`` is a :class:`~optuna_diffusion.evaluation.PlanEvaluator` (its fitness metric, its
     seeded noise, its MACs table); a failed evaluation scores ``inf`` and is never proposed.
+
+    Single changes do not add up, so the stacks are built by evaluation, in one pass over the changes
+    (one evaluation each): first those that alone lower the value, most helpful first, each kept if
+    it lowers the combined plan's value; then the nearly free ones (harm at most :data:`TOLERANCE`,
+    least harm per MAC saved first), each kept if it saves MACs and the plan stays within
+    :data:`STACK_TOLERANCE` of the anchor's value, until ``max(cuts)`` of its MACs is saved. The stacks:
+    the plan after the helpful changes, the plan when each share of ``cuts`` is first saved, the last.
     """
     blocks = evaluator.generator.switch.blocks
     base = evaluator.evaluate(anchor, num_samples)
@@ -170,7 +161,45 @@ def probe_sensitivity(evaluator: Any, anchor: Plan, num_samples: int) -> Sensiti
         plan = _with_changes(anchor, [Probe(step, block, action, 0.0, 0)])
         result = evaluator.evaluate(plan, num_samples)
         probes.append(Probe(step, block, action, result.fid if result.ok else math.inf, base.macs - result.macs))
-    return Sensitivity(anchor, base.fid, base.macs, num_samples, tuple(probes))
+    table = Sensitivity(anchor, base.fid, base.macs, num_samples, tuple(probes))
+    return dataclasses.replace(table, stacks=tuple(_stacks(table, evaluator, cuts)))
+
+
+def _stacks(table: Sensitivity, evaluator: Any, cuts: Sequence[float]) -> list[Plan]:
+    """The stacks of :func:`probe_sensitivity`, distinct and other than the anchor."""
+    blocks = evaluator.generator.switch.blocks
+    helpful = sorted((p for p in table.probes if table.harm(p) < 0), key=table.harm)
+    cheap = [p for p in table.probes if 0 <= table.harm(p) <= TOLERANCE and p.macs_saved > 0]
+    cheap.sort(key=lambda p: (table.harm(p) / p.macs_saved, -p.macs_saved))
+    targets = sorted(cuts)
+    chosen: list[Probe] = []
+    plan, value, macs = table.anchor, table.base_value, table.base_macs
+    stacks: list[Plan] = []
+    first_at: dict[float, Plan] = {}  # share of MACs saved -> the plan that first saved it
+    for phase, probes in (("helpful", helpful), ("cheap", cheap)):
+        for probe in probes:
+            if phase == "cheap" and (not targets or macs <= (1 - targets[-1]) * table.base_macs):
+                break
+            try:
+                candidate = _with_changes(table.anchor, [*chosen, probe])
+                check_plan_blocks(candidate, blocks)
+            except PlanError:
+                continue  # overlaps a change already made (the same block, its sub-layer or its branch)
+            candidate_macs = evaluator.macs(candidate)
+            if phase == "cheap" and candidate_macs >= macs:
+                continue
+            result = evaluator.evaluate(candidate, table.num_samples)
+            candidate_value = result.fid if result.ok else math.inf
+            keep = candidate_value < value if phase == "helpful" else table.harm_of(candidate_value) <= STACK_TOLERANCE
+            if not keep:
+                continue
+            chosen, plan, value, macs = [*chosen, probe], candidate, candidate_value, candidate_macs
+            for cut in targets:
+                if cut not in first_at and macs <= (1 - cut) * table.base_macs:
+                    first_at[cut] = plan
+        stacks.append(plan)  # after the helpful changes; after the cheap ones
+    stacks[1:1] = first_at.values()
+    return list(dict.fromkeys(p for p in stacks if p != table.anchor))
 
 
 def anchor_plan(study: optuna.Study, plan_of: Callable[[optuna.trial.FrozenTrial], Plan | None]) -> Plan | None:

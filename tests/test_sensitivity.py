@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -14,7 +15,7 @@ from optuna_diffusion.plan import Plan
 from optuna_diffusion.runner import run_optimize
 from optuna_diffusion.samplers._architecture_space import ArchitectureSpace
 from optuna_diffusion.samplers._timestep_space import TimestepSpace
-from optuna_diffusion.sensitivity import TOLERANCE, Probe, Sensitivity, anchor_plan, single_changes
+from optuna_diffusion.sensitivity import TOLERANCE, Probe, Sensitivity, anchor_plan, probe_sensitivity, single_changes
 from optuna_diffusion.study_config import load_study_config, with_overrides
 from optuna_diffusion.trial_plan import SENSITIVITY_ATTR, stored_plan
 
@@ -34,10 +35,10 @@ def sensitivity(values: dict[tuple[int, str, str], float], base: float = 1.0) ->
 def test_a_change_is_proposed_less_the_more_it_harms():
     table = sensitivity({(0, "a", "skip"): 1.05, (1, "a", "skip"): 2.0, (3, "b", "reuse"): math.inf})
     assert table.acceptance(0, 4, "a", "skip") == 1.0  # within the tolerance
-    assert table.acceptance(1, 4, "a", "skip") == pytest.approx(TOLERANCE / 1.0)  # twice the value
+    assert table.acceptance(1, 4, "a", "skip") == pytest.approx(TOLERANCE**2)  # twice the value
     assert table.acceptance(3, 4, "b", "reuse") == 0.0
     # another number of steps reads the anchor's step at the same relative position
-    assert table.acceptance(7, 8, "b", "reuse") == 0.0 and table.acceptance(2, 8, "a", "skip") == pytest.approx(TOLERANCE)
+    assert table.acceptance(7, 8, "b", "reuse") == 0.0 and table.acceptance(2, 8, "a", "skip") == pytest.approx(TOLERANCE**2)
     assert table.acceptance(1, 8, "a", "reuse") == 1.0  # reuse maps past the first step, where none was probed
 
 
@@ -60,21 +61,49 @@ def test_mutants_never_propose_a_change_measured_to_fail_and_still_differ_from_t
     assert {step for step, _ in seen} == {1, 2}  # the harmless skips are still explored
 
 
-def test_stacks_save_the_asked_share_with_the_least_harmful_changes_first():
-    harmful = {change: 5.0 for change in single_changes(ANCHOR, BLOCKS)}
-    table = sensitivity({**harmful, (2, "c", "reuse"): 1.02, (1, "b", "reuse"): 1.01, (1, "b", "skip"): 1.0})
+class AdditiveEvaluator:
+    """A stand-in evaluator: each change adds its delta to the value 1.0, plus ``clash`` when both of
+    ``pair`` are made (single changes do not add up); each change saves 10 of 100 MACs."""
 
-    def macs_of(plan: Plan) -> int:
-        return 100 - 10 * sum(len(s) + len(r) for s, r in zip(plan.skips, plan.reuses))
+    def __init__(self, deltas: dict[tuple[int, str, str], float], pair=(), clash: float = 0.0):
+        self.deltas, self.pair, self.clash = deltas, set(pair), clash
+        self.generator = SimpleNamespace(switch=SimpleNamespace(blocks=BLOCKS))
+        self.evaluated: list[Plan] = []
 
-    stacks = table.stacks(BLOCKS, macs_of, cuts=(0.1, 0.2, 0.3))
-    # 0.1: the least harmful change (skip b at step 1); 0.2: then reuse c at step 2 (reusing b at step 1
-    # as well cannot be: it is skipped); 0.3 would need a harmful change (left out of stacks), so it
-    # repeats 0.2's plan and is dropped.
-    assert [macs_of(plan) for plan in stacks] == [90, 80]
-    assert stacks[0].skips[1] == {"b"} and not any(stacks[0].reuses)
-    assert stacks[1].skips[1] == {"b"} and stacks[1].reuses[2] == {"c"} and not stacks[1].reuses[1]
+    @staticmethod
+    def changes(plan: Plan) -> set[tuple[int, str, str]]:
+        return {(i, name, action) for i, (skipped, reused) in enumerate(zip(plan.skips, plan.reuses))
+                for action, names in (("skip", skipped), ("reuse", reused)) for name in names}
+
+    def macs(self, plan: Plan) -> int:
+        return 100 - 10 * len(self.changes(plan))
+
+    def evaluate(self, plan: Plan, num_samples: int):
+        self.evaluated.append(plan)
+        made = self.changes(plan)
+        value = 1.0 + sum(self.deltas.get(c, 5.0) for c in made) + (self.clash if self.pair and self.pair <= made else 0.0)
+        return SimpleNamespace(fid=value, macs=self.macs(plan), ok=True)
+
+
+def test_stacks_combine_nearly_free_changes_and_keep_each_only_if_the_combination_stays_within_tolerance():
+    cheap = {(1, "b", "skip"): 0.0, (1, "b", "reuse"): 0.01, (2, "c", "reuse"): 0.02, (3, "a", "reuse"): 0.03}
+    evaluator = AdditiveEvaluator(cheap, pair=[(1, "b", "skip"), (2, "c", "reuse")], clash=1.0)
+    table = probe_sensitivity(evaluator, ANCHOR, 8, cuts=(0.1, 0.2, 0.3))
+    assert len(table.probes) == len(single_changes(ANCHOR, BLOCKS)) and table.base_value == 1.0
+    # Nothing helps alone. Cheapest first: skip b@1 (0.1 saved); reuse b@1 cannot join it; reuse c@2
+    # clashes with it (+1.0 together, beyond the tolerance: dropped); reuse a@3 joins (+0.03, 0.2
+    # saved). 0.3 is never reached.
+    assert [evaluator.macs(plan) for plan in table.stacks] == [90, 80]
+    assert AdditiveEvaluator.changes(table.stacks[-1]) == {(1, "b", "skip"), (3, "a", "reuse")}
     assert Sensitivity.from_dict(table.to_dict()) == table
+
+    # Helpful changes come first and bank their gain (1.0 -> 0.75): then both changes of +0.04 fit,
+    # which together (+0.08) would exceed the tolerance of 0.05 from the anchor alone.
+    helped = AdditiveEvaluator({(3, "a", "reuse"): -0.1, (2, "a", "skip"): -0.05, (3, "a", "skip"): -0.2,
+                                (1, "c", "reuse"): 0.04, (1, "b", "reuse"): 0.04})
+    stacks = probe_sensitivity(helped, ANCHOR, 8, cuts=(0.4,)).stacks
+    assert AdditiveEvaluator.changes(stacks[0]) == {(3, "a", "skip"), (2, "a", "skip")}  # most helpful first, valid
+    assert AdditiveEvaluator.changes(stacks[-1]) == {(3, "a", "skip"), (2, "a", "skip"), (1, "c", "reuse"), (1, "b", "reuse")}
 
 
 def _config(probe_samples: int):

@@ -17,19 +17,16 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
-DIGIT_SIZE = 8
-
-
-def as_digits(images: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` images in [-1, 1] as the ``(N, 1, 8, 8)`` grey digits the net reads.
+def as_digits(images: torch.Tensor, size: int = 8) -> torch.Tensor:
+    """``(N, C, H, W)`` images in [-1, 1] as the ``(N, 1, size, size)`` grey digits the net reads.
 
     Channels are averaged and larger images area-averaged down to 8x8, so a digit a pipeline draws
     at 32x32 (each digit pixel a 4x4 block, as ``digits-t2i`` does) comes back exactly."""
     images = images.float()
     if images.shape[1] != 1:
         images = images.mean(dim=1, keepdim=True)
-    if images.shape[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
-        images = nn.functional.adaptive_avg_pool2d(images, DIGIT_SIZE)
+    if images.shape[-2] != size or images.shape[-1] != size:  # (TorchScript: no tuple comparison, no globals)
+        images = nn.functional.adaptive_avg_pool2d(images, size)
     return images
 
 
