@@ -116,9 +116,9 @@ def stage2_sensitivity(
     """The probes stage 2 is steered by: those stored on its study, else measured now on stage 1's anchor plan.
 
     None when ``[architecture] probe_samples`` is 0 or stage 1 has no complete plan yet."""
-    samples = config.architecture.probe_samples
-    if not samples:
+    if not config.architecture.probe_samples:
         return None
+    samples = min(config.architecture.probe_samples, config.architecture.num_samples)
     study = _load_or_none(storage, config.stage_study_name("architecture"))
     if study is not None and SENSITIVITY_ATTR in study.user_attrs:
         return Sensitivity.from_dict(study.user_attrs[SENSITIVITY_ATTR])

@@ -90,7 +90,7 @@ class ArchitectureStage(Section):
     macs_budget: float | None = setting(None, check=positive)
     low_fidelity_fraction: float = setting(0.0, check=fraction)
     probe_samples: int = setting(
-        0, check=at_least(0), help="samples to score each single skip or reuse with before the search (0: no probes)"
+        0, check=at_least(0), help="samples to score each single skip or reuse with before the search, at most num_samples (0: no probes)"
     )
 
     def validate(self) -> None:
