@@ -3,8 +3,8 @@
 Skipping a block is nearly free at some steps and catastrophic at others (a residual block at the
 first or the last step), and a blind search spends most of its budget finding that out again. So
 before stage 2, every single change of one *anchor* plan -- one block skipped, or reused, at one
-step -- is scored once with few samples and the study's common random numbers (the differences are
-precise even where the values are noisy). The search then
+step -- is scored once (``[architecture] probe_samples`` samples) with the study's common random
+numbers, so the differences are precise even where the values are noisy. The search then
 
 * proposes a change with a probability that falls with its measured harm
   (:meth:`Sensitivity.acceptance`: 1 up to :data:`TOLERANCE` relative increase, then with the square
@@ -39,7 +39,6 @@ STACK_CUTS = (0.1, 0.2, 0.3, 0.4)
 
 STACK_TOLERANCE = 0.05
 """Relative increase of the anchor's value a stack may reach (the changes it combines are checked together)."""
-
 
 
 @dataclass(frozen=True)
