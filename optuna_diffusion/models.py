@@ -313,7 +313,7 @@ def load_diffusion_model(
     Raises:
         ModelLoadError: one line naming what is missing and how to supply it.
     """
-    folder = bundled_model_path(source) if source in BUNDLED_MODELS else Path(source).expanduser()
+    folder = Path(model_location(source)).expanduser()
     if folder.is_dir():
         model_index = _read_model_index(folder)
         if model_index is not None and _pipeline_class(model_index):
@@ -331,12 +331,17 @@ def load_diffusion_model(
     return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size)
 
 
+def model_location(source: str) -> str:
+    """Where ``source`` is read from: a bundled name's folder inside the package, else ``source`` itself."""
+    return str(bundled_model_path(source)) if source in BUNDLED_MODELS else source
+
+
 def pipeline_index_of(source: str) -> dict[str, Any] | None:
     """The ``model_index.json`` of ``source`` when optuna-diffusion runs it as a pipeline, else None.
 
     None for a bare denoiser (bundled or in a folder), or a hub id whose index is not in the local cache.
     """
-    folder = bundled_model_path(source) if source in BUNDLED_MODELS else Path(source).expanduser()
+    folder = Path(model_location(source)).expanduser()
     model_index = _read_model_index(folder) if folder.is_dir() else _hub_model_index(source, local_files_only=True)
     return model_index if model_index is not None and _pipeline_class(model_index) else None
 

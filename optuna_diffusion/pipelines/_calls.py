@@ -15,7 +15,7 @@ import json
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..zoo import BUNDLED_MODELS, bundled_model_path
+from ..zoo import BUNDLED_MODELS
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -126,7 +126,7 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> 
     """
     import diffusers
 
-    from ..models import pipeline_index_of
+    from ..models import model_location, pipeline_index_of
     from ..pipeline_schedule import pipeline_schedule_kwargs
     from ._export import scheduler_for_solver
 
@@ -137,8 +137,9 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> 
     pipeline_class = index["_class_name"]
     family = FAMILY_OF_PIPELINE.get(pipeline_class)
     _, scheduler_class = index["scheduler"]
-    folder = bundled_model_path(source) if source in BUNDLED_MODELS else source
-    scheduler = getattr(diffusers, scheduler_class).from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+    scheduler = getattr(diffusers, scheduler_class).from_pretrained(
+        model_location(source), subfolder="scheduler", local_files_only=True
+    )
     runner = scheduler_for_solver(plan.solver or config.sampling.solver, scheduler)
     if family == "dit":
         runner.set_timesteps(timesteps=list(plan.timesteps))
