@@ -152,3 +152,24 @@ def test_everything_the_package_ships_fits_in_8_mb():
         if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".html"}
     ]
     assert sum(path.stat().st_size for path in shipped) <= 8_000_000
+
+
+def test_the_exported_call_of_the_bundled_pipeline_runs_wherever_the_package_is_installed(tmp_path, monkeypatch):
+    import json
+
+    from optuna_diffusion.baselines import baseline_plan
+    from optuna_diffusion.pipelines._calls import study_pipeline_call
+    from optuna_diffusion.study import build_evaluator
+    from optuna_diffusion.study_config import load_study_config
+
+    config = load_study_config("digits-t2i")
+    evaluator = build_evaluator(config)
+    plan = baseline_plan("uniform", 2, evaluator.generator.schedule)
+    evaluator.close()
+    code = study_pipeline_call(config, plan, "plan.json")
+    assert 'from_pretrained(bundled_model_path("digits-t2i"))' in code
+    (tmp_path / "plan.json").write_text(json.dumps({"plan": plan.to_dict()}))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "plan.py", "exec"), namespace)  # the file export writes, run as a user would
+    assert namespace["image"].size == (32, 32)
