@@ -9,9 +9,10 @@ numbers, so the differences are precise even where the values are noisy. The sea
 * proposes a change with a probability that falls with its measured harm
   (:meth:`Sensitivity.acceptance`: 1 up to :data:`TOLERANCE` relative increase, then with the square
   of its inverse), so reuse is preferred over skip wherever reuse costs less;
-* starts from *stacks*, besides stage 1's front: probed changes combined one at a time, each kept only
-  if the combined plan, evaluated, helps or stays within :data:`STACK_TOLERANCE` of the anchor
-  (:func:`probe_sensitivity`; single changes do not add up, so each combination is checked).
+* starts from *stacks*, besides stage 1's front: probed changes combined by a greedy path, each round
+  adding the change that costs least per MAC saved *in combination*, then polished with the stage's
+  own sample count (:func:`probe_sensitivity`; single changes do not add up, so every combination
+  is evaluated).
 
 Single changes do not add up exactly; the probes steer the search, the search judges the plans.
 A plan of another number of steps reads the probes of the anchor's step at the same relative position.
@@ -34,11 +35,15 @@ from .plan import Plan
 TOLERANCE = 0.1
 """Relative increase of the fitness value below which a change is proposed as often as without probes."""
 
-STACK_CUTS = (0.1, 0.2, 0.3, 0.4)
-"""Shares of the anchor's MACs the stacks of generation 0 save."""
+STACK_CUTS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+"""Shares of the anchor's MACs the stacks of generation 0 save: one every 5%, so that the polish of
+each (which must keep its share) can reach the plans between two."""
 
-STACK_TOLERANCE = 0.05
-"""Relative increase of the anchor's value a stack may reach (the changes it combines are checked together)."""
+CANDIDATE_HARM = 0.3
+"""Single changes the stacks may combine: those that alone raise the anchor's value by at most this share."""
+
+MAX_CANDIDATES = 40
+"""At most this many of them, least harm per MAC saved first."""
 
 
 @dataclass(frozen=True)
@@ -140,18 +145,26 @@ def single_changes(anchor: Plan, blocks: Sequence[Block]) -> list[tuple[int, str
     ]
 
 
-def probe_sensitivity(evaluator: Any, anchor: Plan, num_samples: int, cuts: Sequence[float] = STACK_CUTS) -> Sensitivity:
+def probe_sensitivity(
+    evaluator: Any, anchor: Plan, num_samples: int, cuts: Sequence[float] = STACK_CUTS, *, polish_samples: int | None = None
+) -> Sensitivity:
     """Score ``anchor`` and each of its single changes with ``num_samples`` samples of ``evaluator``, then stack them.
 
     ``evaluator`` is a :class:`~optuna_diffusion.evaluation.PlanEvaluator` (its fitness metric, its
     seeded noise, its MACs table); a failed evaluation scores ``inf`` and is never proposed.
 
-    Single changes do not add up, so the stacks are built by evaluation, in one pass over the changes
-    (one evaluation each): first those that alone lower the value, most helpful first, each kept if
-    it lowers the combined plan's value; then the nearly free ones (harm at most :data:`TOLERANCE`,
-    least harm per MAC saved first), each kept if it saves MACs and the plan stays within
-    :data:`STACK_TOLERANCE` of the anchor's value, until ``max(cuts)`` of its MACs is saved. The stacks:
-    the plan after the helpful changes, the plan when each share of ``cuts`` is first saved, the last.
+    Single changes do not add up, so the stacks are built by evaluation, on a greedy path: starting
+    from the anchor, each round adds the change whose combined plan raises the value least per MAC
+    saved (helpful changes first: their increase is negative), until ``max(cuts)`` of the anchor's
+    MACs is saved or the path's value would exceed the anchor's by more than :data:`CANDIDATE_HARM`.
+    Candidates are the changes that alone cost at most :data:`CANDIDATE_HARM` (at most
+    :data:`MAX_CANDIDATES`). The greedy is lazy: each round evaluates candidates in the order of their
+    last measured cost and stops once the best beats every figure still queued. The stacks: the
+    path's plan of lowest value, and its plan where each share of ``cuts`` is first saved, each then
+    *polished* with ``polish_samples`` (default ``num_samples``; the stage's own sample count, where
+    its FID differences are precise): changes are dropped, the one that lowers the value most first,
+    while the value falls and the share of MACs saved holds. A greedy path overshoots on the noise of
+    small samples; a change or two dropped takes most of that back.
     """
     blocks = evaluator.generator.switch.blocks
     base = evaluator.evaluate(anchor, num_samples)
@@ -161,44 +174,74 @@ def probe_sensitivity(evaluator: Any, anchor: Plan, num_samples: int, cuts: Sequ
         result = evaluator.evaluate(plan, num_samples)
         probes.append(Probe(step, block, action, result.fid if result.ok else math.inf, base.macs - result.macs))
     table = Sensitivity(anchor, base.fid, base.macs, num_samples, tuple(probes))
-    return dataclasses.replace(table, stacks=tuple(_stacks(table, evaluator, cuts)))
+    stacks = _stacks(table, evaluator, cuts, polish_samples or num_samples)
+    return dataclasses.replace(table, stacks=tuple(stacks))
 
 
-def _stacks(table: Sensitivity, evaluator: Any, cuts: Sequence[float]) -> list[Plan]:
+def _stacks(table: Sensitivity, evaluator: Any, cuts: Sequence[float], polish_samples: int) -> list[Plan]:
     """The stacks of :func:`probe_sensitivity`, distinct and other than the anchor."""
     blocks = evaluator.generator.switch.blocks
-    helpful = sorted((p for p in table.probes if table.harm(p) < 0), key=table.harm)
-    cheap = [p for p in table.probes if 0 <= table.harm(p) <= TOLERANCE and p.macs_saved > 0]
-    cheap.sort(key=lambda p: (table.harm(p) / p.macs_saved, -p.macs_saved))
+    candidates = [p for p in table.probes if table.harm(p) <= CANDIDATE_HARM and p.macs_saved > 0]
+    candidates = sorted(candidates, key=lambda p: table.harm(p) / p.macs_saved)[:MAX_CANDIDATES]
+    # Lazy greedy: a candidate queues at its last measured increase per MAC saved (at first its
+    # probe's). A change rarely gets cheaper as others join it, so once the best one measured in a
+    # round beats every queued figure, the round is decided without evaluating the rest.
+    queued = {probe: (probe.value - table.base_value) / probe.macs_saved for probe in candidates}
     targets = sorted(cuts)
     chosen: list[Probe] = []
     plan, value, macs = table.anchor, table.base_value, table.base_macs
-    stacks: list[Plan] = []
-    first_at: dict[float, Plan] = {}  # share of MACs saved -> the plan that first saved it
-    for phase, probes in (("helpful", helpful), ("cheap", cheap)):
-        for probe in probes:
-            if phase == "cheap" and (not targets or macs <= (1 - targets[-1]) * table.base_macs):
+    lowest = (plan, value)  # the path's plan of lowest value
+    stacks: list[Plan] = []  # the path's plan where each share of ``cuts`` is first saved
+    while targets and macs > (1 - targets[-1]) * table.base_macs:
+        best = None  # (increase per MAC saved, probe, plan, value, MACs)
+        for probe in sorted(queued, key=queued.__getitem__):
+            if best is not None and best[0] <= queued[probe]:
                 break
             try:
                 candidate = _with_changes(table.anchor, [*chosen, probe])
                 check_plan_blocks(candidate, blocks)
             except PlanError:
-                continue  # overlaps a change already made (the same block, its sub-layer or its branch)
+                del queued[probe]  # overlaps a change already made (the same block, its sub-layer or its branch)
+                continue
             candidate_macs = evaluator.macs(candidate)
-            if phase == "cheap" and candidate_macs >= macs:
+            result = evaluator.evaluate(candidate, table.num_samples) if candidate_macs < macs else None
+            if result is None or not result.ok:
+                del queued[probe]
                 continue
-            result = evaluator.evaluate(candidate, table.num_samples)
-            candidate_value = result.fid if result.ok else math.inf
-            keep = candidate_value < value if phase == "helpful" else table.harm_of(candidate_value) <= STACK_TOLERANCE
-            if not keep:
+            queued[probe] = (result.fid - value) / (macs - candidate_macs)
+            if best is None or queued[probe] < best[0]:
+                best = (queued[probe], probe, candidate, result.fid, candidate_macs)
+        if best is None or table.harm_of(best[3]) > CANDIDATE_HARM:
+            break  # nothing left, or the cheapest way on costs more than any candidate alone may
+        _, probe, plan, value, macs = best
+        del queued[probe]
+        chosen.append(probe)
+        if value < lowest[1]:
+            lowest = (plan, value)
+        while targets and macs <= (1 - targets[0]) * table.base_macs:
+            stacks.append((targets.pop(0), list(chosen)))
+    polished = [_polish(table, evaluator, changes, cut, polish_samples) for cut, changes in stacks]
+    return list(dict.fromkeys(p for p in [lowest[0], *polished] if p != table.anchor))
+
+
+def _polish(table: Sensitivity, evaluator: Any, changes: list[Probe], cut: float, num_samples: int) -> Plan:
+    """The plan of ``changes``, with changes dropped while that lowers its value and ``cut`` of the MACs stays saved."""
+    plan = _with_changes(table.anchor, changes)
+    result = evaluator.evaluate(plan, num_samples)
+    value = result.fid if result.ok else math.inf
+    while True:
+        best = None  # (value, changes, plan)
+        for change in changes:
+            rest = [c for c in changes if c != change]
+            candidate = _with_changes(table.anchor, rest)
+            if evaluator.macs(candidate) > (1 - cut) * table.base_macs:
                 continue
-            chosen, plan, value, macs = [*chosen, probe], candidate, candidate_value, candidate_macs
-            for cut in targets:
-                if cut not in first_at and macs <= (1 - cut) * table.base_macs:
-                    first_at[cut] = plan
-        stacks.append(plan)  # after the helpful changes; after the cheap ones
-    stacks[1:1] = first_at.values()
-    return list(dict.fromkeys(p for p in stacks if p != table.anchor))
+            result = evaluator.evaluate(candidate, num_samples)
+            if result.ok and result.fid < value and (best is None or result.fid < best[0]):
+                best = (result.fid, rest, candidate)
+        if best is None:
+            return plan
+        value, changes, plan = best
 
 
 def anchor_plan(study: optuna.Study, plan_of: Callable[[optuna.trial.FrozenTrial], Plan | None]) -> Plan | None:

@@ -63,12 +63,14 @@ def test_mutants_never_propose_a_change_measured_to_fail_and_still_differ_from_t
 
 class AdditiveEvaluator:
     """A stand-in evaluator: each change adds its delta to the value 1.0, plus ``clash`` when both of
-    ``pair`` are made (single changes do not add up); each change saves 10 of 100 MACs."""
+    ``pair`` are made (single changes do not add up); each change saves 10 of 100 MACs unless ``savings``
+    says otherwise."""
 
-    def __init__(self, deltas: dict[tuple[int, str, str], float], pair=(), clash: float = 0.0):
-        self.deltas, self.pair, self.clash = deltas, set(pair), clash
+    def __init__(self, deltas: dict[tuple[int, str, str], float], pair=(), clash: float = 0.0, savings=None):
+        self.deltas, self.pair, self.clash, self.savings = deltas, set(pair), clash, savings or {}
         self.generator = SimpleNamespace(switch=SimpleNamespace(blocks=BLOCKS))
         self.evaluated: list[Plan] = []
+        self.sample_counts: set[int] = set()
 
     @staticmethod
     def changes(plan: Plan) -> set[tuple[int, str, str]]:
@@ -76,34 +78,45 @@ class AdditiveEvaluator:
                 for action, names in (("skip", skipped), ("reuse", reused)) for name in names}
 
     def macs(self, plan: Plan) -> int:
-        return 100 - 10 * len(self.changes(plan))
+        return 100 - sum(self.savings.get(change, 10) for change in self.changes(plan))
 
     def evaluate(self, plan: Plan, num_samples: int):
         self.evaluated.append(plan)
+        self.sample_counts.add(num_samples)
         made = self.changes(plan)
         value = 1.0 + sum(self.deltas.get(c, 5.0) for c in made) + (self.clash if self.pair and self.pair <= made else 0.0)
         return SimpleNamespace(fid=value, macs=self.macs(plan), ok=True)
 
 
-def test_stacks_combine_nearly_free_changes_and_keep_each_only_if_the_combination_stays_within_tolerance():
+def test_stacks_follow_the_cheapest_combination_per_mac_saved_and_stop_where_it_costs_too_much():
     cheap = {(1, "b", "skip"): 0.0, (1, "b", "reuse"): 0.01, (2, "c", "reuse"): 0.02, (3, "a", "reuse"): 0.03}
     evaluator = AdditiveEvaluator(cheap, pair=[(1, "b", "skip"), (2, "c", "reuse")], clash=1.0)
     table = probe_sensitivity(evaluator, ANCHOR, 8, cuts=(0.1, 0.2, 0.3))
     assert len(table.probes) == len(single_changes(ANCHOR, BLOCKS)) and table.base_value == 1.0
-    # Nothing helps alone. Cheapest first: skip b@1 (0.1 saved); reuse b@1 cannot join it; reuse c@2
-    # clashes with it (+1.0 together, beyond the tolerance: dropped); reuse a@3 joins (+0.03, 0.2
-    # saved). 0.3 is never reached.
+    # Nothing helps alone; the changes of +5 are no candidates. Round 1: skip b@1 (+0, 0.1 saved).
+    # Round 2: reuse b@1 cannot join it; reuse c@2 clashes with it (+1.02 together) so reuse a@3
+    # (+0.03, 0.2 saved). Round 3: only reuse c@2 is left, +1.05 in all: beyond the candidates' harm,
+    # so the path stops and 0.3 is never reached.
     assert [evaluator.macs(plan) for plan in table.stacks] == [90, 80]
     assert AdditiveEvaluator.changes(table.stacks[-1]) == {(1, "b", "skip"), (3, "a", "reuse")}
     assert Sensitivity.from_dict(table.to_dict()) == table
 
-    # Helpful changes come first and bank their gain (1.0 -> 0.75): then both changes of +0.04 fit,
-    # which together (+0.08) would exceed the tolerance of 0.05 from the anchor alone.
+    # Helpful changes come first (a negative increase per MAC), and the path's lowest plan is a stack.
     helped = AdditiveEvaluator({(3, "a", "reuse"): -0.1, (2, "a", "skip"): -0.05, (3, "a", "skip"): -0.2,
                                 (1, "c", "reuse"): 0.04, (1, "b", "reuse"): 0.04})
     stacks = probe_sensitivity(helped, ANCHOR, 8, cuts=(0.4,)).stacks
     assert AdditiveEvaluator.changes(stacks[0]) == {(3, "a", "skip"), (2, "a", "skip")}  # most helpful first, valid
     assert AdditiveEvaluator.changes(stacks[-1]) == {(3, "a", "skip"), (2, "a", "skip"), (1, "c", "reuse"), (1, "b", "reuse")}
+
+
+def test_stacks_are_polished_with_the_stage_samples_by_dropping_changes_while_the_cut_holds():
+    x, y = (1, "a", "skip"), (2, "b", "skip")  # y saves twice as much as x, for three times the harm
+    evaluator = AdditiveEvaluator({x: 0.01, y: 0.03}, savings={y: 20})
+    stacks = probe_sensitivity(evaluator, ANCHOR, 8, cuts=(0.2,), polish_samples=32).stacks
+    # The path takes x (0.001 per MAC), then y (0.0015): 30% saved at +0.04. Dropping x keeps 20%
+    # saved at +0.03, so the stack is y alone; dropping y would save too little.
+    assert [AdditiveEvaluator.changes(plan) for plan in stacks] == [{y}]
+    assert evaluator.sample_counts == {8, 32}
 
 
 def _config(probe_samples: int):
