@@ -62,6 +62,15 @@ def population_split(population: int) -> dict[str, int]:
     }
 
 
+def architecture_population(population: int) -> dict[str, int]:
+    """Stage 2's split: half of the method's mutants are refinements (one block choice of a parent
+    toggled). Its genome is large -- a mutant toggles about one in ten of K x blocks choices -- so
+    without single toggles the search cannot polish a plan that is one change from better."""
+    split = population_split(population)
+    refinements = split["num_mutants"] // 2
+    return {**split, "num_mutants": split["num_mutants"] - refinements, "num_refinements": refinements}
+
+
 def _initial_plans(config: StudyConfig, evaluator: PlanEvaluator) -> list[Plan]:
     """Hand-designed schedules for every allowed K, as the first generation's seeds."""
     schedule = evaluator.generator.schedule
@@ -104,9 +113,9 @@ def sampler_for(
         num_train_timesteps=evaluator.generator.schedule.num_train_timesteps,
         schedule_kind=evaluator.generator.schedule.kind,
         sensitivity=sensitivity,
-        initial_plans=None if sensitivity is None else sensitivity.stacks,
+        initial_plans=None if sensitivity is None else sensitivity.stacks[: config.architecture.population_size],
         seed=seed,
-        **population_split(config.architecture.population_size),
+        **architecture_population(config.architecture.population_size),
     )
 
 
@@ -128,7 +137,7 @@ def stage2_sensitivity(
         return None
     count = len(single_changes(anchor, evaluator.generator.switch.blocks))
     echo(f"stage architecture: probing {count} single skips and reuses of {anchor} ({samples} samples each)")
-    return probe_sensitivity(evaluator, anchor, samples)
+    return probe_sensitivity(evaluator, anchor, samples, polish_samples=config.architecture.num_samples)
 
 
 @dataclass
@@ -163,7 +172,7 @@ def _objective(
     started: StartedTrials,
 ) -> Callable[[optuna.Trial], Any]:
     settings = getattr(config, stage)
-    population = population_split(settings.population_size)
+    population = (architecture_population if stage == "architecture" else population_split)(settings.population_size)
     low_samples = config.low_fidelity_samples(stage)
     fidelity = None if low_samples is None else FidelityPolicy(low_samples=low_samples, keep=population["num_parents"])
     objective = PlanObjective(

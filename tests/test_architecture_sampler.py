@@ -22,6 +22,7 @@ from optuna_diffusion.macs import MacsTable
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.samplers import (
     ArchitectureSampler,
+    ChildGeneration,
     ArchitectureSpace,
     TimestepSpace,
     TimestepSampler,
@@ -124,6 +125,27 @@ def test_operators_give_valid_plans_within_the_ratio(unet_blocks):
     assert branch_reused > 0 and inner_dropped > 0
 
 
+def test_refinement_slots_toggle_one_choice_of_a_parent(unet_blocks):
+    blocks, _ = unet_blocks
+    space = ArchitectureSpace(blocks=blocks, timestep_space=TimestepSpace(num_train_timesteps=1000, k_min=3, k_max=3))
+    bound = space.bind(max_ratio=0.5, timestep_mutation_prob=1.0)  # refinements never move the time steps
+    parents = [Plan((900, 500, 100), skips=[["mid.attn.0"], [], []]), Plan((800, 400, 50), reuses=[[], ["up.0"], []])]
+    generation = ChildGeneration(population_size=10, num_mutants=3, num_crossovers=2, mutation_prob=0.1, num_refinements=3)
+    rng = np.random.default_rng(0)
+    refined = set()
+    for slot in range(30):
+        child = generation(rng, space=bound, generation=1, slot=slot, parents=parents)
+        if slot % 10 >= 3:
+            continue
+        parent = next(p for p in parents if p.timesteps == child.timesteps)  # the time steps are kept
+        changed = [(i, name) for i in range(3) for name in space.names
+                   if space.choices(child)[i].get(name) != space.choices(parent)[i].get(name)]
+        assert len(changed) in (1, 2), changed  # one toggle (a reuse may grow to its branch)
+        check_plan_blocks(child, blocks)
+        refined.add(parent)
+    assert refined == set(parents)
+
+
 def test_mutation_moves_time_steps_and_can_trade_blocks_for_a_step(unet_blocks):
     blocks, _ = unet_blocks
     space = ArchitectureSpace(blocks=blocks, timestep_space=TimestepSpace(num_train_timesteps=1000, k_min=2, k_max=4))
@@ -196,6 +218,8 @@ def test_skip_ratio_counts_blocks_inside_a_reused_branch(unet_blocks):
         (dict(num_parents=13), "num_parents"),
         (dict(num_mutants=10, num_crossovers=3), "num_mutants"),
         (dict(skip_prob=1.5), "skip_prob"),
+        (dict(num_refinements=-1), "num_refinements"),
+        (dict(num_refinements=4), "num_refinements"),
         (dict(max_skip_ratio_start=-0.1), "max_skip_ratio_start"),
         (dict(max_skip_ratio_end=2), "max_skip_ratio_end"),
         (dict(max_skip_ratio_start=0.5, max_skip_ratio_end=0.2), "max_skip_ratio_end"),

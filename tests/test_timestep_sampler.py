@@ -124,6 +124,8 @@ def test_genome_space_binds_the_operators():
     genome = space.random(rng)
     assert space.contains(genome) and space.contains(space.mutate(genome, rng))
     assert space.contains(space.crossover(genome, space.random(rng), rng))
+    neighbour = space.refine(genome, rng)
+    assert len(neighbour) == len(genome) and len(set(neighbour) - set(genome)) == 1  # one step moved
     assert not space.contains((1, 50)) and not space.contains((99, 1, 1)) and not space.contains("99,1")
     with pytest.raises(ValueError, match="k_range"):
         TimestepSpace(num_train_timesteps=3, k_min=2, k_max=4)

@@ -82,8 +82,9 @@ class ArchitectureSampler(PlanSearchSampler):
     them (which add skips and reuses), then random block choices on their time steps. Each later
     generation takes ``num_parents`` parents among ALL complete trials by non-dominated rank and
     crowding distance over (FID, MACs) -- constraints the objective sets (a MACs budget) rank
-    infeasible trials after feasible ones -- and makes ``num_mutants`` mutants, ``num_crossovers``
-    crossovers and random children for the rest (see :class:`ArchitectureSpace` for the operators).
+    infeasible trials after feasible ones -- and makes ``num_refinements`` refinements (one choice of
+    a parent toggled), ``num_mutants`` mutants, ``num_crossovers`` crossovers and random children for
+    the rest (see :class:`ArchitectureSpace` for the operators).
 
     The allowed skip ratio (not-run (step, block) pairs over ``K * len(blocks)``) grows linearly
     from ``max_skip_ratio_start`` in generation 0 to ``max_skip_ratio_end`` in generation
@@ -107,6 +108,8 @@ class ArchitectureSampler(PlanSearchSampler):
         num_mutants: mutants per generation.
         num_crossovers: crossovers per generation; the rest of a generation is random.
         skip_prob: probability that a mutation toggles each (step, block) choice.
+        num_refinements: refinements per generation after the first: one block choice of a parent
+            toggled (the best parents first), the local search that polishes the front.
         max_skip_ratio_start: allowed skip ratio of generation 0.
         max_skip_ratio_end: allowed skip ratio from generation ``ratio_generations`` on.
         ratio_generations: generations over which the ratio grows (0: the end ratio at once).
@@ -136,6 +139,7 @@ class ArchitectureSampler(PlanSearchSampler):
         num_mutants: int = 25,
         num_crossovers: int = 15,
         skip_prob: float = 0.1,
+        num_refinements: int = 0,
         max_skip_ratio_start: float = 0.1,
         max_skip_ratio_end: float = 0.5,
         ratio_generations: int = 10,
@@ -157,6 +161,12 @@ class ArchitectureSampler(PlanSearchSampler):
             population_size, num_parents, num_mutants, num_crossovers
         )
         self._skip_prob = check_probability(skip_prob, "skip_prob")
+        num_refinements = check_int(num_refinements, "num_refinements", 0)
+        if num_refinements + num_mutants + num_crossovers > population_size:
+            raise ConfigError(
+                f"`num_refinements` + `num_mutants` + `num_crossovers` must be <= population_size = {population_size}, "
+                f"got {num_refinements} + {num_mutants} + {num_crossovers}"
+            )
         ratio_start = check_probability(max_skip_ratio_start, "max_skip_ratio_start")
         ratio_end = check_probability(max_skip_ratio_end, "max_skip_ratio_end")
         if ratio_end < ratio_start:
@@ -188,6 +198,7 @@ class ArchitectureSampler(PlanSearchSampler):
                 num_mutants=num_mutants,
                 num_crossovers=num_crossovers,
                 mutation_prob=self._skip_prob,
+                num_refinements=num_refinements,
             ),
         )
         if sensitivity is not None and not isinstance(sensitivity, Sensitivity):

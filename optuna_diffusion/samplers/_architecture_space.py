@@ -311,6 +311,10 @@ class BoundArchitectureSpace:
             timestep_mutation_prob=self.timestep_mutation_prob,
         )
 
+    def refine(self, plan: Plan, rng: np.random.Generator) -> Plan:
+        # One block choice toggled, the time steps kept.
+        return self.space.mutate(plan, rng, toggle_prob=0.0, max_ratio=self.max_ratio, timestep_mutation_prob=0.0)
+
     def crossover(self, parent_a: Plan, parent_b: Plan, rng: np.random.Generator) -> Plan:
         return self.space.crossover(parent_a, parent_b, rng, max_ratio=self.max_ratio)
 

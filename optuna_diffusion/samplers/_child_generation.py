@@ -41,9 +41,10 @@ class ChildGeneration:
     Slots are the trial's rank among the trials of its generation. In generation 0 the first slots
     hold the initial plans, the next ``num_mutants`` slots their mutants (when there are initial
     plans), the rest random genomes. In later generations, slot ``s`` (taken modulo
-    ``population_size``) is a mutant of a random parent when ``s < num_mutants``, a crossover of
-    two random parents when ``s < num_mutants + num_crossovers``, else a random genome -- the
-    AutoDiffusion / Once-for-All recipe. Without parents (every trial failed) all slots are random.
+    ``population_size``) is a refinement of a random parent (one gene changed, ``space.refine``)
+    when ``s < num_refinements``; then come ``num_mutants`` mutants of random parents, ``num_crossovers`` crossovers of two random parents, and random genomes for the rest --
+    the AutoDiffusion / Once-for-All recipe when ``num_refinements`` is 0. Without parents (every
+    trial failed) all slots are random.
 
     A genome already taken (evaluated or running) is drawn again: ``max_attempts // 2`` fresh draws
     of the same operator, then ever stronger mutations of the last draw, then one random genome.
@@ -55,13 +56,23 @@ class ChildGeneration:
         num_mutants: mutants per generation.
         num_crossovers: crossovers per generation.
         mutation_prob: probability that a mutant changes each gene (a time step; a (step, block) choice).
+        num_refinements: refinements per generation after the first: the local search that polishes
+            the best plans (a mutant changes several genes of a large genome at once).
         max_attempts: draws before giving up on a fresh genome.
     """
 
     def __init__(
-        self, *, population_size: int, num_mutants: int, num_crossovers: int, mutation_prob: float, max_attempts: int = 8
+        self,
+        *,
+        population_size: int,
+        num_mutants: int,
+        num_crossovers: int,
+        mutation_prob: float,
+        num_refinements: int = 0,
+        max_attempts: int = 8,
     ) -> None:
         self.population_size = population_size
+        self.num_refinements = num_refinements
         self.num_mutants = num_mutants
         self.num_crossovers = num_crossovers
         self.mutation_prob = mutation_prob
@@ -74,6 +85,9 @@ class ChildGeneration:
 
         def mutant_of(pool: Sequence[G]) -> Callable[[np.random.Generator], G]:
             return lambda rng: space.mutate(pool[int(rng.integers(len(pool)))], rng, replace_prob=self.mutation_prob)
+
+        def refinement_of(pool: Sequence[G]) -> Callable[[np.random.Generator], G]:
+            return lambda rng: space.refine(pool[int(rng.integers(len(pool)))], rng)
 
         def crossover_of(pool: Sequence[G]) -> Callable[[np.random.Generator], G]:
             def make(rng: np.random.Generator) -> G:
@@ -92,6 +106,9 @@ class ChildGeneration:
         if not parents:
             return space.random
         position = slot % self.population_size
+        if position < self.num_refinements:
+            return refinement_of(parents)
+        position -= self.num_refinements
         if position < self.num_mutants:
             return mutant_of(parents)
         if position < self.num_mutants + self.num_crossovers:

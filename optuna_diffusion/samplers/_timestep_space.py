@@ -63,6 +63,13 @@ class TimestepSpace:
             schedule_kind=self.schedule_kind,
         )
 
+    def refine(self, steps: Iterable[int], rng: np.random.Generator) -> Genome:
+        """One step moved (locally or anywhere), K kept."""
+        return mutate(
+            steps, rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range, replace_prob=0.0,
+            resize_prob=0.0, schedule_kind=self.schedule_kind,
+        )
+
     def crossover(self, parent_a: Iterable[int], parent_b: Iterable[int], rng: np.random.Generator) -> Genome:
         return crossover(
             parent_a, parent_b, rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range,
