@@ -3,8 +3,8 @@
 For each solver (DDIM, DPM-Solver++(2M), Euler) and K in (4, 6), TimestepSampler searches the digits
 model's time steps (500 samples per evaluation, common random numbers). Every best plan is then
 re-scored with all 1,797 samples under every solver, so the table shows the best plan per solver,
-the overall best, and what a plan tuned for one solver is worth under another.
-Run: python benchmarks/per_solver.py [--trials 200] [--jobs 2]
+the overall best (against the FID of 100 uniform DDIM steps), and what a plan tuned for one solver is
+worth under another. Run: python benchmarks/per_solver.py [--trials 200] [--jobs 2] [--steps 2 3 4]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FID
 
 SOLVERS = ("ddim", "dpmpp-2m", "euler")
 FULL_SAMPLES = 1797
+REFERENCE_STEPS = 100  # what the few-step plans are compared with
 
 
 def search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, list[int]]:
@@ -39,7 +40,7 @@ def search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, list[in
     sampler = TimestepSampler(
         k_min=k, population_size=population, num_parents=max(2, population // 5), num_mutants=population // 2,
         num_crossovers=population * 3 // 10, seed=args.seed,
-        initial_plans=list(baseline_plans(k, evaluator.generator.schedule.alphas_cumprod).values()),
+        initial_plans=list(dict.fromkeys(baseline_plans(k, evaluator.generator.schedule.alphas_cumprod).values())),
     )
     study = optuna.create_study(sampler=sampler)
     study.optimize(PlanObjective(evaluator, num_samples=args.samples, objectives=("fid",)), n_trials=args.trials)
@@ -62,6 +63,9 @@ def main() -> None:
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         found = pool.map(search, tasks, chunksize=1)
     evaluators = {s: digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=s, batch_size=500)) for s in SOLVERS}
+    uniform = baseline_plans(REFERENCE_STEPS, evaluators["ddim"].generator.schedule.alphas_cumprod)["uniform"]
+    reference = evaluators["ddim"].evaluate(uniform, args.full_samples).fid
+    print(f"reference: DDIM, {REFERENCE_STEPS} uniform steps, FID {reference:.3f} ({args.full_samples} samples)")
     print(f"FID with {args.full_samples} samples of each searched plan (rows) under each solver (columns); "
           f"search: {args.trials} evaluations of {args.samples} samples, seed {args.seed}")
     for k in args.steps:
@@ -74,7 +78,8 @@ def main() -> None:
             print(f"          {solver:<10} {str(timesteps):<32} " + " ".join(f"{fids[s]:9.3f}" for s in SOLVERS))
             if fids[solver] < best[0]:
                 best = (fids[solver], solver, str(timesteps))
-        print(f"          overall best at K = {k}: {best[1]} with {best[2]}, FID {best[0]:.3f}")
+        print(f"          overall best at K = {k}: {best[1]} with {best[2]}, FID {best[0]:.3f} "
+              f"({best[0] / reference:.2f}x the {REFERENCE_STEPS}-step FID)")
     for evaluator in evaluators.values():
         evaluator.close()
     print(f"total {time.perf_counter() - started:.0f}s")

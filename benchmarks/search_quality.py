@@ -94,7 +94,7 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
         history = autodiffusion_search(fid_of, args.steps, num_train, args.trials, seed)
         evaluator.close()
         return name, seed, [fid for _, fid in history], list(min(history, key=lambda item: item[1])[0])
-    initial_plans = list(baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod).values())
+    initial_plans = list(dict.fromkeys(baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod).values()))
     study = optuna.create_study(sampler=make_sampler(name, seed, args.steps, initial_plans, args.population))
     study.optimize(make_objective(name, evaluator, args.steps, args.samples), n_trials=args.trials)
     evaluator.close()
