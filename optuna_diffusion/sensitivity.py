@@ -191,7 +191,7 @@ def _stacks(table: Sensitivity, evaluator: Any, cuts: Sequence[float], polish_sa
     chosen: list[Probe] = []
     plan, value, macs = table.anchor, table.base_value, table.base_macs
     lowest = (plan, value)  # the path's plan of lowest value
-    stacks: list[Plan] = []  # the path's plan where each share of ``cuts`` is first saved
+    stacks: list[tuple[float, list[Probe]]] = []  # (share of ``cuts``, the path's changes when first saved)
     while targets and macs > (1 - targets[-1]) * table.base_macs:
         best = None  # (increase per MAC saved, probe, plan, value, MACs)
         for probe in sorted(queued, key=queued.__getitem__):

@@ -109,7 +109,7 @@ class ArchitectureSampler(PlanSearchSampler):
         num_crossovers: crossovers per generation; the rest of a generation is random.
         skip_prob: probability that a mutation toggles each (step, block) choice.
         num_refinements: refinements per generation after the first: one block choice of a parent
-            toggled (the best parents first), the local search that polishes the front.
+            toggled, the local search that polishes the front.
         max_skip_ratio_start: allowed skip ratio of generation 0.
         max_skip_ratio_end: allowed skip ratio from generation ``ratio_generations`` on.
         ratio_generations: generations over which the ratio grows (0: the end ratio at once).

@@ -42,9 +42,10 @@ class ChildGeneration:
     hold the initial plans, the next ``num_mutants`` slots their mutants (when there are initial
     plans), the rest random genomes. In later generations, slot ``s`` (taken modulo
     ``population_size``) is a refinement of a random parent (one gene changed, ``space.refine``)
-    when ``s < num_refinements``; then come ``num_mutants`` mutants of random parents, ``num_crossovers`` crossovers of two random parents, and random genomes for the rest --
-    the AutoDiffusion / Once-for-All recipe when ``num_refinements`` is 0. Without parents (every
-    trial failed) all slots are random.
+    when ``s < num_refinements``; then come ``num_mutants`` mutants of random parents,
+    ``num_crossovers`` crossovers of two random parents, and random genomes for the rest -- the
+    AutoDiffusion / Once-for-All recipe when ``num_refinements`` is 0. Without parents (every trial
+    failed) all slots are random.
 
     A genome already taken (evaluated or running) is drawn again: ``max_attempts // 2`` fresh draws
     of the same operator, then ever stronger mutations of the last draw, then one random genome.
@@ -57,7 +58,7 @@ class ChildGeneration:
         num_crossovers: crossovers per generation.
         mutation_prob: probability that a mutant changes each gene (a time step; a (step, block) choice).
         num_refinements: refinements per generation after the first: the local search that polishes
-            the best plans (a mutant changes several genes of a large genome at once).
+            the parents (a mutant changes several genes of a large genome at once).
         max_attempts: draws before giving up on a fresh genome.
     """
 

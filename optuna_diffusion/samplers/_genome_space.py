@@ -28,7 +28,7 @@ class GenomeSpace(Protocol[G]):
         """A mutant of ``genome``; each gene changes with probability ``replace_prob``."""
 
     def refine(self, genome: G, rng: np.random.Generator) -> G:
-        """A neighbour of ``genome``: one gene changed (the local search around the best parents)."""
+        """A neighbour of ``genome``: one gene changed (the local search around the parents)."""
 
     def crossover(self, parent_a: G, parent_b: G, rng: np.random.Generator) -> G:
         """A child of two parents."""
