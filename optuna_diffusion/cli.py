@@ -245,6 +245,7 @@ def optimize(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per denoiser batch.")] = None,
     num_samples: Annotated[Optional[int], typer.Option(help="Samples per candidate in both stages.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model: bundled name, diffusers folder or hub id.")] = None,
+    solver: Annotated[Optional[str], typer.Option(help="Solver; several, comma-separated, or 'search' for stage 1 to choose it with the time steps.")] = None,
     classifier: Annotated[Optional[str], typer.Option(help="Classifier folder for classifier guidance (zoo convert-adm-classifier).")] = None,
     prompts: Annotated[Optional[str], typer.Option(help="Prompt file of a text-to-image pipeline (.txt or .jsonl).")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt of prompts that have none.")] = None,
@@ -264,7 +265,8 @@ def optimize(
         _positive(name, value)
     cfg = _config(study, config, model=model, classifier=classifier, prompts=prompts, negative_prompt=negative_prompt,
                   image_size=image_size, reference=reference, features=features, feature_weights=feature_weights,
-                  seed=seed, batch_size=batch_size, num_samples=num_samples)
+                  seed=seed, batch_size=batch_size, num_samples=num_samples,
+                  solver=tuple(solver.split(",")) if solver and "," in solver else solver)
     previous = signal.signal(signal.SIGINT, _first_interrupt)
     threading.excepthook = _thread_errors_in_one_line
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -78,11 +79,15 @@ def stage_population(stage: str, population: int) -> dict[str, int]:
 
 
 def _initial_plans(config: StudyConfig, evaluator: PlanEvaluator) -> list[Plan]:
-    """Hand-designed schedules for every allowed K, as the first generation's seeds."""
+    """Hand-designed schedules for every allowed K (under every searched solver), as the first generation's seeds."""
     schedule = evaluator.generator.schedule
     stage = config.timesteps
     names = baseline_names(schedule)
-    plans = [baseline_plan(name, k, schedule) for k in range(stage.k_min, stage.k_max + 1) for name in names]
+    solvers = evaluator.generator.solver_names if config.sampling.searches_solver else (None,)
+    plans = [
+        dataclasses.replace(baseline_plan(name, k, schedule), solver=solver)
+        for k in range(stage.k_min, stage.k_max + 1) for name in names for solver in solvers
+    ]
     unique = list(dict.fromkeys(plans))
     return unique[: stage.population_size]
 
@@ -97,7 +102,8 @@ def _cheapest_possible_macs(evaluator: PlanEvaluator) -> int:
 def sampler_for(
     stage: str, config: StudyConfig, evaluator: PlanEvaluator, sensitivity: Sensitivity | None = None
 ) -> optuna.samplers.BaseSampler:
-    """The sampler a study runs ``stage`` with: its population split, seed and, for stage 1, the baseline seeds;
+    """The sampler a study runs ``stage`` with: its population split, seed and, for stage 1, the baseline seeds
+    and the searched solvers (``[sampling] solver = "search"`` or a list);
     for stage 2, the probes of single changes and their stacks as seeds (``sensitivity``)."""
     seed = config.sampling.seed
     if stage == "timesteps":
@@ -107,6 +113,7 @@ def sampler_for(
             k_max=t.k_max,
             num_train_timesteps=evaluator.generator.schedule.num_train_timesteps,
             schedule_kind=evaluator.generator.schedule.kind,
+            solvers=evaluator.generator.solver_names if config.sampling.searches_solver else None,
             initial_plans=_initial_plans(config, evaluator),
             seed=seed,
             **stage_population(stage, t.population_size),
@@ -504,7 +511,7 @@ def baseline_table(config: StudyConfig, *, steps: list[int], samples: int, devic
     try:
         schedule = evaluator.generator.schedule
         names = baseline_names(schedule)
-        header = f"{config.model.source}, {config.sampling.solver}, {samples} samples, {metric_label(config)}"
+        header = f"{config.model.source}, {evaluator.generator.solver_names[0]}, {samples} samples, {metric_label(config)}"
         lines = [header, f"{'K':>3} " + " ".join(f"{n:>10}" for n in names)]
         for k in steps:
             fids = [evaluator.evaluate(baseline_plan(name, k, schedule), samples).fid for name in names]

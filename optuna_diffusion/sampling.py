@@ -31,9 +31,20 @@ from .prefix_cache import PrefixCache
 from .prompts import PromptSet, default_prompts
 from .schedules import FlowSchedule, NoiseSchedule
 from .settings import Section, at_least, one_of, positive, setting
-from .solvers import SOLVERS, Denoise, check_solver
+from .solvers import SEARCH, SOLVERS, Denoise, check_solver, searched_solvers
 
 LABEL_SAMPLINGS = ("balanced", "random")
+
+
+def _solver_choice(value: str | tuple[str, ...]) -> str | None:
+    if isinstance(value, str):
+        return one_of(lambda: (*SOLVERS, SEARCH))(value)
+    if not value:
+        return "must name at least one solver"
+    if len(set(value)) != len(value):
+        return "must not repeat a solver"
+    unknown = [name for name in value if name not in SOLVERS]
+    return f"holds unknown solvers {unknown}; known: {', '.join(SOLVERS)}" if unknown else None
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,10 @@ class SamplingSettings(Section):
     """How samples of a plan are drawn (the ``[sampling]`` section of a study file).
 
     Args:
-        solver: one of :data:`optuna_diffusion.solvers.SOLVERS` (a plan may carry its own).
+        solver: one of :data:`optuna_diffusion.solvers.SOLVERS` (a plan may carry its own); or a list of
+            them, or ``"search"`` (the distinct solvers of the model's kind), for stage 1 to search the
+            solver with the time steps (the first is the default: hand-designed baselines and plans
+            without a solver run with it).
         guidance_scale: classifier-free guidance weight w; ``w <= 1`` runs the conditional pass only.
         num_classes: number of classes of a class-conditional model (None: unconditional).
         null_class: label of the unconditional pass, needed for classifier-free guidance.
@@ -57,7 +71,7 @@ class SamplingSettings(Section):
 
     SECTION: ClassVar[str] = "sampling"
 
-    solver: str = setting("ddim", check=one_of(lambda: SOLVERS))
+    solver: str | tuple[str, ...] = setting("ddim", check=_solver_choice)
     guidance_scale: float = setting(1.0, check=at_least(0))
     num_classes: int | None = setting(None, check=positive)
     null_class: int | None = setting(None, check=at_least(0))
@@ -76,6 +90,15 @@ class SamplingSettings(Section):
                 f"sampling.classifier (classifier guidance) and guidance_scale = {self.guidance_scale:g} "
                 "(classifier-free guidance) cannot be combined: set one of them",
             )
+
+    def solvers(self, kind: str) -> tuple[str, ...]:
+        """The solvers plans may carry on a schedule of ``kind``, the default first (ConfigError if one does not fit)."""
+        return searched_solvers(self.solver, kind)
+
+    @property
+    def searches_solver(self) -> bool:
+        """Whether stage 1 searches the solver (``solver`` is ``"search"`` or a list)."""
+        return not isinstance(self.solver, str) or self.solver == SEARCH
 
     @property
     def uses_guidance(self) -> bool:
@@ -211,7 +234,8 @@ class ImageGenerator:
         self.text = text
         self.prompts = prompts
         self.schedule = model.schedule
-        self.solver = check_solver(settings.solver, self.schedule)
+        self.solver_names = settings.solvers(self.schedule.kind)
+        self.solver = check_solver(self.solver_names[0], self.schedule)
         if settings.clip_x0 and isinstance(self.schedule, FlowSchedule):
             raise ConfigError("clip_x0 applies to DDPM-style schedules; this model is flow matching (set clip_x0 = false)")
         if classifier is not None and settings.num_classes is None:
@@ -311,7 +335,7 @@ class ImageGenerator:
         cache = self.prefix_cache
         assert cache is not None
         num_steps = plan.num_steps
-        prefix = (self._cache_scope, str(x.device), plan.solver or self.settings.solver, *batch)
+        prefix = (self._cache_scope, str(x.device), plan.solver or self.solver_names[0], *batch)
         keys = [prefix + (plan.timesteps[: i + 1], plan.skips[: i + 1], plan.reuses[: i + 1]) for i in range(num_steps)]
         resume = cache.prefix_length(keys)
         # A step that reuses blocks needs the block outputs of the denoiser call before it, which the

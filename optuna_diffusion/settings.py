@@ -69,11 +69,13 @@ def one_of(choices: Callable[[], typing.Iterable[str]] | typing.Iterable[str]) -
 def _type_name(kind: Any) -> str:
     if kind is float:
         return "int or float"
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}"
     return getattr(kind, "__name__", str(kind))
 
 
 def _coerce(value: Any, annotation: Any, where: str, section: str, key: str) -> Any:
-    """``value`` as the annotation's type (an int is a float), or SettingError."""
+    """``value`` as the annotation's type (an int is a float; a list is a ``tuple[X, ...]``), or SettingError."""
     kinds = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
     if value is None and type(None) in kinds:
         return None
@@ -85,6 +87,9 @@ def _coerce(value: Any, annotation: Any, where: str, section: str, key: str) -> 
             return float(value)
         if kind in (int, str, bool) and isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
             return value
+        if typing.get_origin(kind) is tuple and isinstance(value, (list, tuple)):
+            item = typing.get_args(kind)[0]
+            return tuple(_coerce(element, item, f"every entry of {where}", section, key) for element in value)
     names = " or ".join(_type_name(kind) for kind in concrete)
     raise SettingError(f"{where} must be {names}, got {value!r}", section=section, key=key)
 

@@ -44,9 +44,12 @@ __all__ = [
     "NoiseSchedule",
     "SOLVERS",
     "SOLVER_KINDS",
+    "DISTINCT_SOLVERS",
+    "SEARCH",
     "check_solver",
     "get_solver",
     "schedule_from_config",
+    "searched_solvers",
     "solvers_for",
 ]
 
@@ -301,6 +304,18 @@ SOLVER_KINDS: dict[str, str] = {
 
 _KIND_NAMES = {"ddpm": "DDPM-style (variance-preserving)", "flow": "flow-matching"}
 
+SEARCH = "search"
+"""The solver setting that lets the search choose among :data:`DISTINCT_SOLVERS` of the model's kind."""
+
+# The deterministic solvers of each kind that sample differently on the same time steps. Left out:
+# ``euler``, which on a DDPM-style schedule is DDIM (both are Euler's method in sigma = sqrt((1 -
+# alpha_prod) / alpha_prod) and x / sqrt(alpha_prod); tests/test_solvers.py checks they agree), and
+# the ancestral ``ddpm``, whose noise makes it poor at few steps.
+DISTINCT_SOLVERS: dict[str, tuple[str, ...]] = {
+    "ddpm": ("ddim", "dpmpp-2m", "unipc"),
+    "flow": ("flow-euler", "flow-dpmpp-2m", "flow-unipc"),
+}
+
 
 def get_solver(name: str) -> Callable[..., torch.Tensor]:
     """The solver called ``name`` (one of :data:`SOLVERS`)."""
@@ -317,12 +332,31 @@ def solvers_for(kind: str) -> list[str]:
     return [name for name, solver_kind in SOLVER_KINDS.items() if solver_kind == kind]
 
 
+def searched_solvers(choice: str | tuple[str, ...], kind: str) -> tuple[str, ...]:
+    """The solvers a ``[sampling] solver`` setting allows on a schedule of ``kind``, the study's default first.
+
+    ``"search"``: :data:`DISTINCT_SOLVERS` of the kind; a name: that solver alone; a tuple: those solvers.
+    A solver of the other kind is a one-line ConfigError.
+    """
+    if kind not in _KIND_NAMES:
+        raise ConfigError(f"unknown schedule kind {kind!r}; choose one of {', '.join(_KIND_NAMES)}")
+    names = DISTINCT_SOLVERS[kind] if choice == SEARCH else (choice,) if isinstance(choice, str) else tuple(choice)
+    for name in names:
+        get_solver(name)
+        _check_kind(name, kind)
+    return names
+
+
 def check_solver(name: str, schedule: Schedule) -> Callable[..., torch.Tensor]:
     """The solver called ``name``, after checking it runs on ``schedule``'s kind; a one-line ConfigError if not."""
     solver = get_solver(name)
-    if SOLVER_KINDS[name] != schedule.kind:
+    _check_kind(name, schedule.kind)
+    return solver
+
+
+def _check_kind(name: str, kind: str) -> None:
+    if SOLVER_KINDS[name] != kind:
         raise ConfigError(
             f"solver {name!r} runs on {_KIND_NAMES[SOLVER_KINDS[name]]} models, but this model has a "
-            f"{_KIND_NAMES[schedule.kind]} schedule; choose one of {', '.join(solvers_for(schedule.kind))}"
+            f"{_KIND_NAMES[kind]} schedule; choose one of {', '.join(solvers_for(kind))}"
         )
-    return solver
