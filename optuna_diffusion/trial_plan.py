@@ -9,9 +9,11 @@ Trial system attributes (written by the samplers in ``before_trial``, before the
 
 =================================  ==========================================================
 ``optuna_diffusion:timesteps``     ``TimestepSampler``'s genome: the time steps, largest first
+``optuna_diffusion:solver``        with it, the solver of the genome when stage 1 searches solvers
 ``optuna_diffusion:plan``          ``ArchitectureSampler``'s genome: ``Plan.to_dict()``
 ``optuna_diffusion:genome_space``  the sampler's space: ``{"num_train_timesteps", "k_min",
-                                   "k_max"}`` and, for stage 2, ``"blocks"`` (searched names)
+                                   "k_max"}``, ``"solvers"`` when it searches them and, for
+                                   stage 2, ``"blocks"`` (searched names)
 ``constraints``                    the MACs constraint where optuna-dashboard 0.21 reads it,
                                    written by the objective (:mod:`optuna_diffusion.compat`)
 ``<Sampler>:generation``           the trial's generation (Optuna's ``BaseGASampler``)
@@ -22,13 +24,14 @@ Trial system attributes (written by the samplers in ``before_trial``, before the
 
 Trial parameters (suggested by the objective, answered by the samplers with the genome, so that
 Optuna's plots and the dashboard's parameter views work on a plan search): ``num_steps`` (K),
-``t0`` .. ``t{K-1}`` (the time steps, largest first) and, for stage 2, ``step{i}/{block}`` for every
+``t0`` .. ``t{K-1}`` (the time steps, largest first), ``solver`` when the space searches solvers and,
+for stage 2, ``step{i}/{block}`` for every
 step and searched block: ``"run"``, ``"skip"`` or ``"reuse"`` (a block inside a branch reused at that
 step reads ``"reuse"``). Under any other sampler, :func:`suggest_plan` suggests ``num_steps`` and the
 codes ``timestep_code_{i}`` instead (see there).
 
-Trial user attributes (written by the objective): ``timesteps``, ``skips``, ``reuses`` (the plan,
-readable in the dashboard; skips and reuses only when the plan has any), ``macs``, ``num_samples``,
+Trial user attributes (written by the objective): ``timesteps``, ``skips``, ``reuses``, ``solver``
+(the plan, readable in the dashboard; skips, reuses and solver only when the plan has them), ``macs``, ``num_samples``,
 ``seconds``, ``failure`` (why a plan scored FID inf), ``fidelity`` (``"full"`` or ``"low"``),
 ``fid_low``, ``fid_estimate``, ``fid_optimistic`` (multi-fidelity, :mod:`optuna_diffusion.fidelity`)
 ``stopped`` (a trial that did not run because the global budget was claimed,
@@ -69,6 +72,7 @@ from .plan import Plan, timestep_range
 
 # Trial system attributes ---------------------------------------------------------------------------
 TIMESTEPS_KEY = "optuna_diffusion:timesteps"
+SOLVER_KEY = "optuna_diffusion:solver"
 PLAN_KEY = "optuna_diffusion:plan"
 SPACE_KEY = "optuna_diffusion:genome_space"
 RETRIED_FROM_KEY = "failed_trial"
@@ -77,6 +81,7 @@ DASHBOARD_CONSTRAINTS = DASHBOARD_CONSTRAINTS_KEY
 # Trial parameters ----------------------------------------------------------------------------------
 NUM_STEPS_PARAM = "num_steps"
 TIMESTEP_PARAM = "t{index}"
+SOLVER_PARAM = "solver"
 BLOCK_PARAM = "step{index}/{block}"
 CODE_PARAM = "timestep_code_{index}"
 RUN, SKIP, REUSE = "run", "skip", "reuse"
@@ -85,6 +90,7 @@ RUN, SKIP, REUSE = "run", "skip", "reuse"
 TIMESTEPS_ATTR = "timesteps"
 SKIPS_ATTR = "skips"
 REUSES_ATTR = "reuses"
+SOLVER_ATTR = "solver"
 MACS_ATTR = "macs"
 NUM_SAMPLES_ATTR = "num_samples"
 SECONDS_ATTR = "seconds"
@@ -111,9 +117,10 @@ SENSITIVITY_ATTR = "optuna_diffusion:sensitivity"
 # --------------------------------------------------------------------------------------------------
 
 
-def timestep_genome_attrs(steps: Sequence[int], space: dict[str, Any]) -> dict[str, Any]:
-    """System attributes of a stage-1 genome: the time steps and the sampler's space."""
-    return {SPACE_KEY: dict(space), TIMESTEPS_KEY: [int(t) for t in steps]}
+def timestep_genome_attrs(steps: Sequence[int], space: dict[str, Any], solver: str | None = None) -> dict[str, Any]:
+    """System attributes of a stage-1 genome: the time steps, the solver (when searched) and the sampler's space."""
+    attrs = {SPACE_KEY: dict(space), TIMESTEPS_KEY: [int(t) for t in steps]}
+    return {**attrs, SOLVER_KEY: solver} if solver is not None else attrs
 
 
 def plan_genome_attrs(plan: Plan, space: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +149,12 @@ def stored_timesteps(trial: FrozenTrial) -> tuple[int, ...] | None:
     return tuple(steps) if _is_int_list(steps) else None
 
 
+def stored_solver(trial: FrozenTrial) -> str | None:
+    """The solver a trial's plan carries (the sampler's genome, else the objective's user attribute), or None."""
+    solver = trial.system_attrs.get(SOLVER_KEY, trial.user_attrs.get(SOLVER_ATTR))
+    return solver if isinstance(solver, str) else None
+
+
 def stored_num_steps(system_attrs: dict[str, Any]) -> int | None:
     """K of the genome a sampler stored in these system attributes, or None."""
     plan = system_attrs.get(PLAN_KEY)
@@ -160,7 +173,7 @@ def genome_plan(system_attrs: dict[str, Any]) -> Plan | None:
     if PLAN_KEY in system_attrs:
         return Plan.from_dict(system_attrs[PLAN_KEY])
     if TIMESTEPS_KEY in system_attrs:
-        return Plan(system_attrs[TIMESTEPS_KEY], **_timestep_grid(system_attrs))
+        return Plan(system_attrs[TIMESTEPS_KEY], solver=system_attrs.get(SOLVER_KEY), **_timestep_grid(system_attrs))
     return None
 
 
@@ -180,7 +193,7 @@ def stored_plan(trial: FrozenTrial) -> Plan | None:
             return None
         skips = trial.user_attrs.get(SKIPS_ATTR) or ()
         reuses = trial.user_attrs.get(REUSES_ATTR) or ()
-        return Plan(steps, skips, reuses, **_timestep_grid(trial.system_attrs))
+        return Plan(steps, skips, reuses, solver=stored_solver(trial), **_timestep_grid(trial.system_attrs))
     except PlanError:
         return None
 
@@ -252,8 +265,8 @@ def _choices_of(plan: Plan, step: int, blocks: Sequence[str], branches: dict[str
 def plan_params(plan: Plan, space: dict[str, Any]) -> dict[str, tuple[BaseDistribution, Any]]:
     """The trial parameters that show ``plan``, each with its distribution and value.
 
-    ``num_steps``, ``t0`` .. ``t{K-1}`` and, when ``space`` names blocks (stage 2), the choice of
-    every block at every step.
+    ``num_steps``, ``t0`` .. ``t{K-1}``, ``solver`` when ``space`` searches solvers and, when it
+    names blocks (stage 2), the choice of every block at every step.
     """
     low, high = timestep_range(int(space["num_train_timesteps"]), space.get("schedule_kind", "ddpm"))
     params: dict[str, tuple[BaseDistribution, Any]] = {
@@ -261,6 +274,8 @@ def plan_params(plan: Plan, space: dict[str, Any]) -> dict[str, tuple[BaseDistri
     }
     for i, t in enumerate(plan.timesteps):
         params[TIMESTEP_PARAM.format(index=i)] = (IntDistribution(low, high), t)
+    if space.get("solvers"):
+        params[SOLVER_PARAM] = (CategoricalDistribution(tuple(space["solvers"])), plan.solver)
     blocks = space.get("blocks") or ()
     branches = space.get("branches") or {}
     for step in range(plan.num_steps):
@@ -299,9 +314,11 @@ def suggest_plan_params(trial: optuna.trial.BaseTrial, plan: Plan, space: dict[s
 
 
 def record_plan_attrs(trial: optuna.trial.BaseTrial, plan: Plan, *, blocks: bool = True) -> None:
-    """The user attributes that show the plan: ``timesteps``, and ``skips``/``reuses`` when it has any."""
+    """The user attributes that show the plan: ``timesteps``, ``solver`` and ``skips``/``reuses`` when it has them."""
     # Every attribute is its own storage transaction: leave out the empty skips of a full-network plan.
     trial.set_user_attr(TIMESTEPS_ATTR, list(plan.timesteps))
+    if plan.solver is not None:
+        trial.set_user_attr(SOLVER_ATTR, plan.solver)
     if blocks and not plan.is_full_network:
         data = plan.to_dict()
         trial.set_user_attr(SKIPS_ATTR, data["skips"])

@@ -5,7 +5,7 @@
 from the Pareto set of a stage-1 study in the same storage (stage 2). Both are genetic samplers in
 the shape of Optuna's ``NSGAIISampler``: they take their parent selection and child generation as
 strategies (:class:`NSGA2ParentSelection`, :class:`ChildGeneration`) over a :class:`GenomeSpace`
-(:class:`TimestepSpace`, :class:`ArchitectureSpace`), whose operators live in modules named for
+(:class:`TimestepSpace`, :class:`SolverTimestepSpace`, :class:`ArchitectureSpace`), whose operators live in modules named for
 them. An objective reads a trial's plan with :func:`plan_from_trial`, or with :func:`suggest_plan`,
 which works under any sampler; :class:`~optuna_diffusion.objective.PlanObjective` does it for you::
 
@@ -28,6 +28,7 @@ from ._architecture_space import ArchitectureSpace
 from ._child_generation import ChildGeneration, ChildGenerationStrategy
 from ._genome_space import GenomeSpace
 from ._parent_selection import NSGA2ParentSelection, ParentSelection
+from ._solver_space import SolverSteps, SolverTimestepSpace
 from ._timestep_crossover import crossover
 from ._timestep_genome import check_genome, random_genome
 from ._timestep_mutation import mutate
@@ -42,6 +43,8 @@ __all__ = [
     "GenomeSpace",
     "NSGA2ParentSelection",
     "ParentSelection",
+    "SolverSteps",
+    "SolverTimestepSpace",
     "TimestepSampler",
     "TimestepSpace",
     "check_genome",

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def crossover_plans(space: ArchitectureSpace, parent_a: Plan, parent_b: Plan, rng: np.random.Generator, *, max_ratio: float = 1.0) -> Plan:
     """A child of two parents: the time steps of one, per (step, block) the choice of either.
 
-    The child takes the time steps (and K) of one parent, each with probability 1/2. Block
+    The child takes the time steps (and K, and solver) of one parent, each with probability 1/2. Block
     choices are matched by step position: at step i each block takes its choice from either
     parent with probability 1/2, or from the time-step parent when the other has no step i.
     Then branches drop the choices inside them and the child is trimmed to ``max_ratio``.
@@ -32,4 +32,4 @@ def crossover_plans(space: ArchitectureSpace, parent_a: Plan, parent_b: Plan, rn
                 choices[name] = source[name]
         steps.append(space.normalised_step(choices, i))
     space.trim(steps, max_ratio, rng)
-    return space.plan_of(base.timesteps, steps)
+    return space.plan_of(base.timesteps, steps, base.solver)  # the solver goes with the time steps

@@ -55,14 +55,14 @@ def mutate_plan(
         else:
             space.add_choice(steps, i, name, rng)
     space.trim(steps, max_ratio, rng)
-    child = space.plan_of(timesteps, steps)
+    child = space.plan_of(timesteps, steps, plan.solver)
     if child == plan:
         child = one_toggle(space, plan, rng, max_ratio)
     if child == plan:  # no block change fits the ratio: move the time steps instead
         timesteps = space.timestep_space.mutate(plan.timesteps, rng)
         steps = [space.normalised_step(c, i) for i, c in enumerate(space.moved_choices(plan, timesteps))]
         space.trim(steps, max_ratio, rng)
-        child = space.plan_of(timesteps, steps)
+        child = space.plan_of(timesteps, steps, plan.solver)
     return child
 
 
@@ -80,6 +80,6 @@ def one_toggle(space: ArchitectureSpace, plan: Plan, rng: np.random.Generator, m
         elif not space.add_choice(steps, i, name, rng):
             continue
         if count - before + space.step_not_run(steps[i]) <= budget:
-            return space.plan_of(plan.timesteps, steps)
+            return space.plan_of(plan.timesteps, steps, plan.solver)
         steps[i] = saved
     return plan

@@ -164,12 +164,15 @@ class ArchitectureSpace:
         covered = self.covered_at(choices)
         return {name: choice for name, choice in choices.items() if name not in covered}
 
-    def plan_of(self, timesteps: Sequence[int], steps: Sequence[Choices]) -> Plan:
+    def plan_of(self, timesteps: Sequence[int], steps: Sequence[Choices], solver: str | None = None) -> Plan:
+        """The plan of ``timesteps`` with per-step block ``steps`` (normalised), run by ``solver``."""
         steps = [self.normalised_step(choices, i) for i, choices in enumerate(steps)]
         skips = [sorted(n for n, c in choices.items() if c == "skip") for choices in steps]
         reuses = [sorted(n for n, c in choices.items() if c == "reuse") for choices in steps]
         space = self.timestep_space
-        return Plan(tuple(timesteps), skips, reuses, space.num_train_timesteps, schedule_kind=space.schedule_kind)
+        return Plan(
+            tuple(timesteps), skips, reuses, space.num_train_timesteps, schedule_kind=space.schedule_kind, solver=solver
+        )
 
     def add_choice(self, steps: list[Choices], step: int, name: str, rng: np.random.Generator) -> bool:
         """Choose a random allowed action for a running block at ``step``; False when none applies.
@@ -229,9 +232,10 @@ class ArchitectureSpace:
         rng: np.random.Generator,
         *,
         timesteps: Sequence[int] | None = None,
+        solver: str | None = None,
         max_ratio: float,
     ) -> Plan:
-        """Random block choices on ``timesteps`` (default: random time steps).
+        """Random block choices on ``timesteps`` (default: random time steps), run by ``solver``.
 
         The number of not-run pairs is drawn uniformly in ``[1, budget]`` (0 when the budget is 0),
         then choices are added in one random pass over the (step, block) pairs while they fit.
@@ -241,7 +245,7 @@ class ArchitectureSpace:
         budget = self.budget(len(timesteps), max_ratio)
         if budget > 0:
             self._fill(steps, int(rng.integers(1, budget + 1)), rng)
-        return self.plan_of(timesteps, steps)
+        return self.plan_of(timesteps, steps, solver)
 
     def mutate(
         self,
@@ -295,12 +299,13 @@ class BoundArchitectureSpace:
         return f"{self.space} (skip ratio <= {self.max_ratio:.3g})"
 
     def random(self, rng: np.random.Generator) -> Plan:
-        timesteps = None
+        timesteps, solver = None, None
         if self.pool:
-            timesteps = self.pool[int(rng.integers(len(self.pool)))].timesteps
+            source = self.pool[int(rng.integers(len(self.pool)))]
+            timesteps, solver = source.timesteps, source.solver
             if self.timestep_mutation_prob > 0 and rng.random() < self.timestep_mutation_prob:
                 timesteps = self.space.timestep_space.mutate(timesteps, rng)
-        return self.space.random(rng, timesteps=timesteps, max_ratio=self.max_ratio)
+        return self.space.random(rng, timesteps=timesteps, solver=solver, max_ratio=self.max_ratio)
 
     def mutate(self, plan: Plan, rng: np.random.Generator, *, replace_prob: float) -> Plan:
         return self.space.mutate(

@@ -151,4 +151,4 @@ class ChildGeneration:
 
 
 def _describe(genome: Any) -> str:
-    return str(list(genome)) if isinstance(genome, tuple) else str(genome)
+    return str(list(genome)) if type(genome) is tuple else str(genome)  # time steps; else its own str

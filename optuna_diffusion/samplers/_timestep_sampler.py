@@ -7,8 +7,9 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from ..errors import ConfigError
-from ..trial_plan import stored_timesteps, timestep_genome_attrs
+from ..errors import ConfigError, PlanError
+from ..solvers import searched_solvers
+from ..trial_plan import stored_solver, stored_timesteps, timestep_genome_attrs
 from ._base import (
     PlanSearchSampler,
     check_int,
@@ -20,6 +21,7 @@ from ._base import (
 from ._child_generation import ChildGeneration, ChildGenerationStrategy
 from ._parent_selection import NSGA2ParentSelection, ParentSelection
 from ._timestep_genome import Genome
+from ._solver_space import SolverSteps, SolverTimestepSpace
 from ._timestep_space import TimestepSpace
 
 
@@ -27,7 +29,8 @@ class TimestepSampler(PlanSearchSampler):
     """Evolutionary search of K distinct time steps (AutoDiffusion stage 1), NSGA-II selection.
 
     Each trial gets a genome: K distinct time steps of ``[0, T - 1]``, sorted largest first, K in
-    ``[k_min, k_max]``. The objective reads it with
+    ``[k_min, k_max]`` and, when ``solvers`` are given, one of them (the plan's ``solver``, searched
+    jointly: :class:`SolverTimestepSpace`). The objective reads it with
     :func:`~optuna_diffusion.samplers.timesteps_from_trial` or
     :func:`~optuna_diffusion.samplers.plan_from_trial` (or ``suggest_timesteps`` / ``suggest_plan``)
     and returns FID, or (FID, MACs).
@@ -63,12 +66,15 @@ class TimestepSampler(PlanSearchSampler):
         k_max: most time steps; default ``k_min`` (fixed K).
         num_train_timesteps: T of the model's noise schedule.
         schedule_kind: ``"ddpm"``, or ``"flow"`` for a flow-matching model (time steps of ``[1, T]``).
+        solvers: names of :data:`~optuna_diffusion.solvers.SOLVERS` of that kind to search with the time
+            steps; None: plans carry no solver (the objective's runs them).
         population_size: complete trials per generation.
         num_parents: parents kept for each generation (at least 2).
         num_mutants: mutants per generation.
         num_crossovers: crossovers per generation; the rest of a generation is random.
         mutation_prob: probability that a mutant changes each step (AutoDiffusion: 0.25).
-        initial_plans: time steps to evaluate first (sequences of int or :class:`~optuna_diffusion.Plan`).
+        initial_plans: time steps to evaluate first (sequences of int or :class:`~optuna_diffusion.Plan`;
+            with ``solvers``, a plan without a solver takes the first).
         seed: seed of the random number generators.
         parent_selection: how parents are chosen; default ``NSGA2ParentSelection(num_parents=...)``.
         child_generation: how a child's genome is made; default ``ChildGeneration(...)`` with the
@@ -82,6 +88,7 @@ class TimestepSampler(PlanSearchSampler):
         k_max: int | None = None,
         num_train_timesteps: int = 1000,
         schedule_kind: str = "ddpm",
+        solvers: Sequence[str] | None = None,
         population_size: int = 50,
         num_parents: int = 10,
         num_mutants: int = 25,
@@ -104,8 +111,13 @@ class TimestepSampler(PlanSearchSampler):
         if seed is not None:
             seed = check_int(seed, "seed", 0)
 
-        self._space = TimestepSpace(
+        steps = TimestepSpace(
             num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max, schedule_kind=check_schedule_kind(schedule_kind)
+        )
+        if solvers is not None and (isinstance(solvers, str) or len(set(solvers)) != len(solvers) or not solvers):
+            raise ConfigError(f"`solvers` must be a list of distinct solver names, got {solvers!r}")
+        self._space: TimestepSpace | SolverTimestepSpace = (
+            steps if solvers is None else SolverTimestepSpace(steps, searched_solvers(tuple(solvers), schedule_kind))
         )
         self._initial = self._check_initial_plans(initial_plans, population_size)
 
@@ -122,26 +134,42 @@ class TimestepSampler(PlanSearchSampler):
             ),
         )
 
-    def _check_initial_plans(self, initial_plans: Sequence[Any] | None, population_size: int) -> tuple[Genome, ...]:
+    def _check_initial_plans(
+        self, initial_plans: Sequence[Any] | None, population_size: int
+    ) -> tuple[Genome | SolverSteps, ...]:
         if initial_plans is None:
             return ()
         if isinstance(initial_plans, (str, bytes)):
             raise ConfigError("`initial_plans` must be a list of time-step lists")
-        genomes = (self._space.check(getattr(plan, "timesteps", plan)) for plan in initial_plans)
-        return distinct_initial_genomes(genomes, population_size, describe=list)
+        space = self._space
+        if isinstance(space, TimestepSpace):
+            genomes = [space.check(getattr(plan, "timesteps", plan)) for plan in initial_plans]
+            return distinct_initial_genomes(genomes, population_size, describe=list)
+        try:
+            solver_genomes = [
+                space.check(getattr(plan, "timesteps", plan), getattr(plan, "solver", None) or space.solvers[0])
+                for plan in initial_plans
+            ]
+        except PlanError as error:
+            raise ConfigError(f"`initial_plans`: {error}") from None
+        return distinct_initial_genomes(solver_genomes, population_size, describe=str)
 
     @property
-    def space(self) -> TimestepSpace:
-        """The genomes searched."""
+    def space(self) -> TimestepSpace | SolverTimestepSpace:
+        """The genomes searched: time steps, or (solver, time steps) pairs when solvers are searched."""
         return self._space
 
-    def _genome(self, trial: FrozenTrial) -> Genome | None:
-        """The trial's time steps when they belong to this sampler's space."""
-        steps = stored_timesteps(trial)
-        return steps if steps is not None and self._space.contains(list(steps)) else None
+    def _genome(self, trial: FrozenTrial) -> Genome | SolverSteps | None:
+        """The trial's genome when it belongs to this sampler's space."""
+        genome = self._stored_genome(trial)
+        return genome if genome is not None and self._space.contains(genome) else None
 
-    def _stored_genome(self, trial: FrozenTrial) -> Genome | None:
-        return stored_timesteps(trial)
+    def _stored_genome(self, trial: FrozenTrial) -> Genome | SolverSteps | None:
+        steps = stored_timesteps(trial)
+        if steps is None or isinstance(self._space, TimestepSpace):
+            return steps
+        solver = stored_solver(trial)
+        return SolverSteps(solver, steps) if solver is not None else None
 
     def _generation_space(self, generation: int, parents: Sequence[Any]) -> TimestepSpace:
         return self._space
@@ -150,4 +178,6 @@ class TimestepSampler(PlanSearchSampler):
         return self._initial
 
     def _genome_attrs(self, genome: Any) -> dict[str, Any]:
+        if isinstance(genome, SolverSteps):
+            return timestep_genome_attrs(genome.timesteps, self._space.to_dict(), genome.solver)
         return timestep_genome_attrs(genome, self._space.to_dict())
