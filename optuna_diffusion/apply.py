@@ -27,6 +27,11 @@ def apply(model_or_pipeline: Any, plan: Plan, *, timestep_of: TimestepOf | None 
     plan's time steps, e.g. ``pipeline(..., timesteps=list(plan.timesteps))``. Call ``.remove()`` on
     the returned switch to restore the model; applying another plan replaces this one.
 
+    On a pipeline, a plan that carries its solver (a study that searched solvers) also sets
+    ``pipe.scheduler`` to the scheduler that runs it, keeping the pipeline's noise schedule
+    (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`; ``.remove()`` leaves it). A bare denoiser
+    has no scheduler: give yours ``scheduler_for_solver(plan.solver, scheduler)``.
+
     Args:
         model_or_pipeline: a diffusers UNet or transformer (DiT, PixArt, SD3, Flux), or a pipeline holding one.
         plan: the plan to follow.
@@ -36,8 +41,15 @@ def apply(model_or_pipeline: Any, plan: Plan, *, timestep_of: TimestepOf | None 
 
     Returns:
         The installed :class:`~optuna_diffusion.blocks.BlockSwitch`.
+
+    Raises:
+        ConfigError: the plan's solver is one no diffusers scheduler runs on a plan's time steps.
     """
     model = _denoiser(model_or_pipeline)
+    if plan.solver is not None and model is not model_or_pipeline and hasattr(model_or_pipeline, "scheduler"):
+        from .pipelines import scheduler_for_solver
+
+        model_or_pipeline.scheduler = scheduler_for_solver(plan.solver, model_or_pipeline.scheduler)
     previous = installed_switch(model)
     if previous is not None:
         previous.remove()

@@ -70,7 +70,7 @@ def test_export_names_why_a_plan_cannot_run_in_its_pipeline(tmp_path):
     from optuna_diffusion.study_config import load_study_config, with_overrides
 
     model = STAND_INS["sd15"](tmp_path / "pipeline")
-    config = with_overrides(load_study_config("sd15"), model=str(model), solver="ddim")
-    with pytest.raises(ConfigError, match="no diffusers scheduler runs solver 'ddim'"):
+    config = with_overrides(load_study_config("sd15"), model=str(model), solver="unipc")
+    with pytest.raises(ConfigError, match="no diffusers scheduler runs solver 'unipc'"):
         study_pipeline_call(config, Plan((901, 501, 101)), "plan.json")
     assert study_pipeline_call(load_study_config("digits"), Plan((901, 501, 101)), "plan.json") is None

@@ -99,7 +99,7 @@ def pipeline_images(pipe, model, settings, plan, count, *args, mu=None, **call):
 
 
 @pytest.mark.parametrize("skips", [False, True], ids=["full", "skips"])
-@pytest.mark.parametrize("solver", ["dpmpp-2m", "euler"])
+@pytest.mark.parametrize("solver", ["ddim", "dpmpp-2m", "euler"])
 def test_export_stable_diffusion(solver, skips):
     pipe = tiny_sd()
     model = model_from_pipeline(pipe, source="tiny-sd")
@@ -345,9 +345,31 @@ def test_image_size_is_checked():
         assert next(generator.batches(Plan((700, 300)), 2)).shape == (2, 3, 24, 40)
 
 
+def test_apply_sets_the_scheduler_of_a_plan_that_carries_its_solver():
+    pipe = tiny_sd()
+    model = model_from_pipeline(pipe, source="tiny-sd")
+    settings = SamplingSettings(solver="euler", guidance_scale=7.5, batch_size=2, seed=3)  # the study's default
+    prompts = PromptSet(PROMPTS)
+    plan = Plan(DDPM_STEPS, solver="dpmpp-2m")
+    ours = project_images(model, settings, plan, 2, prompts)
+
+    switch = apply(pipe, plan)
+    try:
+        assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler" and pipe.scheduler.config.solver_order == 2
+        height, width = model.family.image_size(model)
+        images = pipe(prompts.texts(0, 2), guidance_scale=7.5, latents=model.family.initial_noise(model, 3, 0, 2),
+                      output_type="pt", height=height, width=width,
+                      **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)).images
+    finally:
+        switch.remove()
+    assert difference(ours, images) <= TOLERANCE
+    with pytest.raises(ConfigError, match="no diffusers scheduler runs solver 'unipc'"):
+        apply(pipe, Plan(DDPM_STEPS, solver="unipc"))
+
+
 def test_scheduler_export_refuses_solvers_no_pipeline_scheduler_runs():
     pipe = tiny_sd()
-    for solver in ("ddim", "unipc", "flow-unipc", "flow-dpmpp-2m"):
+    for solver in ("unipc", "flow-unipc", "flow-dpmpp-2m"):
         with pytest.raises(ConfigError, match="no diffusers scheduler runs solver"):
             scheduler_for_solver(solver, pipe.scheduler)
     with pytest.raises(ConfigError, match="unknown solver"):

@@ -128,6 +128,7 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> 
 
     from ..models import model_location, pipeline_index_of
     from ..pipeline_schedule import pipeline_schedule_kwargs
+    from ..schedules import schedule_from_config
     from ._export import scheduler_for_solver
 
     source = config.model.source
@@ -140,13 +141,14 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> 
     scheduler = getattr(diffusers, scheduler_class).from_pretrained(
         model_location(source), subfolder="scheduler", local_files_only=True
     )
-    runner = scheduler_for_solver(plan.solver or config.sampling.solver, scheduler)
+    solver = plan.solver or config.sampling.solvers(schedule_from_config(scheduler.config).kind)[0]
+    runner = scheduler_for_solver(solver, scheduler)
     if family == "dit":
         runner.set_timesteps(timesteps=list(plan.timesteps))
     elif not getattr(runner.config, "use_dynamic_shifting", False):
         pipeline_schedule_kwargs(plan.timesteps, runner)
     prompt = config.prompts.load()[0].text if family != "dit" else "a cat asleep on a green sofa"
     return pipeline_call(
-        pipeline_class, source=source, solver=plan.solver or config.sampling.solver,
+        pipeline_class, source=source, solver=solver,
         guidance_scale=config.sampling.guidance_scale, prompt=prompt, class_labels=(0,), plan_file=plan_file,
     )

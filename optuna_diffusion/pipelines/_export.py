@@ -17,6 +17,8 @@ Which of the project's solvers a pipeline's scheduler can run (diffusers 0.42):
 ============== ================================================ ==============================================
 solver         pipeline scheduler                               notes
 ============== ================================================ ==============================================
+ddim           ``DPMSolverMultistepScheduler`` (dpmsolver++,   ``timesteps=``; first-order DPM-Solver++
+               order 1, final sigma 0)                          is DDIM
 dpmpp-2m       ``DPMSolverMultistepScheduler`` (dpmsolver++,   ``timesteps=``
                order 2, final sigma 0)
 euler          ``EulerDiscreteScheduler`` (final sigma 0,       ``timesteps=``
@@ -26,8 +28,8 @@ ddpm           ``DDPMScheduler`` (fixed_small variance)         ``timesteps=``; 
                                                                 * 7 + start)``
 flow-euler     ``FlowMatchEulerDiscreteScheduler`` (its own     ``sigmas=`` (and ``mu`` under dynamic
                shift)                                           shifting)
-ddim, unipc,   none                                             DDIM takes no custom time steps; UniPC and
-flow-dpmpp-2m,                                                  flow DPM-Solver do not keep a plan's steps
+unipc,         none                                             UniPC and flow DPM-Solver do not keep a
+flow-dpmpp-2m,                                                  plan's time steps
 flow-unipc
 ============== ================================================ ==============================================
 """
@@ -39,7 +41,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..solvers import SOLVERS
 
-_EXPORTABLE = ("dpmpp-2m", "euler", "ddpm", "flow-euler")
+_EXPORTABLE = ("ddim", "dpmpp-2m", "euler", "ddpm", "flow-euler")
 
 
 def _config(scheduler: Any) -> dict[str, Any]:
@@ -52,7 +54,8 @@ def scheduler_for_solver(solver: str, scheduler: Any) -> Any:
     """A scheduler for the pipeline that runs the project's ``solver`` on the pipeline's noise schedule.
 
     Args:
-        solver: ``"dpmpp-2m"``, ``"euler"``, ``"ddpm"`` (DDPM-style models) or ``"flow-euler"`` (flow matching).
+        solver: ``"ddim"``, ``"dpmpp-2m"``, ``"euler"``, ``"ddpm"`` (DDPM-style models) or ``"flow-euler"``
+            (flow matching).
         scheduler: the pipeline's scheduler (``pipe.scheduler``), whose betas or shift are kept.
 
     Returns:
@@ -75,9 +78,10 @@ def scheduler_for_solver(solver: str, scheduler: Any) -> Any:
         )
     config = _config(scheduler)
     # As the project's solvers drive these schedulers (optuna_diffusion.solvers).
-    if solver == "dpmpp-2m":
+    if solver in ("ddim", "dpmpp-2m"):
         return DPMSolverMultistepScheduler.from_config(
-            config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero", thresholding=False
+            config, algorithm_type="dpmsolver++", solver_order=1 if solver == "ddim" else 2, final_sigmas_type="zero",
+            thresholding=False,
         )
     if solver == "euler":
         return EulerDiscreteScheduler.from_config(config, final_sigmas_type="zero", timestep_spacing="linspace")
