@@ -236,6 +236,7 @@ def test_skip_ratio_counts_blocks_inside_a_reused_branch(unet_blocks):
         (dict(initial_plans=[Plan((999, 500)), Plan((999, 500))]), "twice"),
         (dict(k_min=3, initial_plans=[Plan((999, 500))]), "outside"),
         (dict(source_study=None), "k_min"),
+        (dict(max_parent_ratio=0.5), "max_parent_ratio"),
     ],
 )
 def test_arguments_are_checked_up_front(unet_blocks, kwargs, name):
@@ -352,6 +353,36 @@ def test_macs_constraint_ranks_infeasible_plans_after_feasible_ones(unet_blocks)
     earlier = [t for t in complete if t.system_attrs[GENERATION_KEY] == 0]
     share = lambda ts: sum(t.constraints["macs"] <= 0 for t in ts) / len(ts)  # noqa: E731
     assert share(later) > share(earlier)
+
+
+def test_plans_far_worse_than_the_source_best_at_their_k_are_parents_only_when_too_few_others_are(unet_blocks):
+    blocks, table = unet_blocks
+    storage = optuna.storages.InMemoryStorage()
+    source = stage1(storage, table)
+    best = {}
+    for trial in source.trials:
+        k = plan_from_trial(trial).num_steps
+        best[k] = min(best.get(k, float("inf")), trial.values[0])
+    sampler = stage2_sampler(blocks, max_skip_ratio_start=0.5, max_skip_ratio_end=0.8)
+    study = optuna.create_study(study_name="joint", storage=storage, directions=["minimize"] * 2, sampler=sampler)
+    study.optimize(stage2_objective(table, penalties(blocks)), n_trials=40)
+
+    def near(trial):
+        return trial.values[0] <= 2 * best[plan_from_trial(trial).num_steps]
+
+    complete = study.get_trials(states=COMPLETE)
+    assert sum(map(near, complete)) >= 4 and not all(map(near, complete))  # both kinds exist
+    parents = sampler.select_parent(study, 99)
+    assert len(parents) == 4 and all(map(near, parents))
+    # the cheap end of the front, far worse than stage 1 at its K, is on the front but not a parent
+    assert any(not near(t) for t in study.best_trials)
+    unbounded = stage2_sampler(blocks, max_parent_ratio=None)
+    unbounded._prepare(study, complete[0])
+    assert any(not near(t) for t in unbounded.select_parent(study, 99))
+    # too few near plans: the others fill the parent slots
+    strict = stage2_sampler(blocks, max_parent_ratio=1.0)
+    strict._prepare(study, complete[0])
+    assert len(strict.select_parent(study, 99)) == 4
 
 
 def test_initial_plans_without_source_study(unet_blocks):

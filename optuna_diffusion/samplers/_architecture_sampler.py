@@ -9,14 +9,14 @@ from typing import Any
 import optuna
 from optuna.samplers import RandomSampler
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from .. import compat
 from ..blocks import Block, check_plan_blocks
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
 from ..sensitivity import Sensitivity
-from ..trial_plan import plan_genome_attrs, stored_plan
+from ..trial_plan import finite_values, is_low_fidelity, plan_genome_attrs, stored_plan
 from ._architecture_space import ArchitectureSpace, BoundArchitectureSpace, check_blocks
 from ._base import (
     PlanSearchSampler,
@@ -56,6 +56,17 @@ def pareto_plans(storage: BaseStorage, study_name: str) -> list[Plan]:
     return plans
 
 
+def best_values_by_steps(storage: BaseStorage, study_name: str) -> dict[int, float]:
+    """The lowest first value of the full-fidelity complete trials of a study in ``storage``, per number of steps."""
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=RandomSampler(seed=0))
+    best: dict[int, float] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        plan = stored_plan(trial)
+        if plan is not None and finite_values(trial) and not is_low_fidelity(trial):
+            best[plan.num_steps] = min(best.get(plan.num_steps, math.inf), trial.values[0])
+    return best
+
+
 class ArchitectureSampler(PlanSearchSampler):
     """Evolutionary search of time steps and per-step block choices (AutoDiffusion stage 2), NSGA-II selection.
 
@@ -82,7 +93,9 @@ class ArchitectureSampler(PlanSearchSampler):
     them (which add skips and reuses), then random block choices on their time steps. Each later
     generation takes ``num_parents`` parents among ALL complete trials by non-dominated rank and
     crowding distance over (FID, MACs) -- constraints the objective sets (a MACs budget) rank
-    infeasible trials after feasible ones -- and makes ``num_refinements`` refinements (one choice of
+    infeasible trials after feasible ones; a trial whose FID is above ``max_parent_ratio`` times the
+    source study's best at its number of steps is a parent only when too few others are -- and makes
+    ``num_refinements`` refinements (one choice of
     a parent toggled), ``num_mutants`` mutants, ``num_crossovers`` crossovers and random children for
     the rest (see :class:`ArchitectureSpace` for the operators).
 
@@ -120,6 +133,11 @@ class ArchitectureSampler(PlanSearchSampler):
         num_train_timesteps: T of the model's noise schedule.
         schedule_kind: ``"ddpm"``, or ``"flow"`` for a flow-matching model (time steps of ``[1, T]``).
         initial_plans: plans to evaluate in generation 0 besides the source Pareto set.
+        max_parent_ratio: plans whose first value (FID) is above this multiple of the source study's best
+            at their number of steps are parents only when fewer than ``num_parents`` others are: the
+            front's cheap end holds plans many times worse than stage 1's, and their children spend
+            the budget on plans no one would use. None: no bound. Applies where that best is positive
+            (not to a negated score).
         sensitivity: probes of single changes (:func:`~optuna_diffusion.sensitivity.probe_sensitivity`);
             mutants and random children then propose a change with its measured acceptance, so
             the budget is not spent on changes known to be catastrophic. None: every change alike.
@@ -149,6 +167,7 @@ class ArchitectureSampler(PlanSearchSampler):
         num_train_timesteps: int = 1000,
         schedule_kind: str = "ddpm",
         initial_plans: Sequence[Plan] | None = None,
+        max_parent_ratio: float | None = 2.0,
         sensitivity: Sensitivity | None = None,
         seed: int | None = None,
         parent_selection: ParentSelection | None = None,
@@ -187,6 +206,13 @@ class ArchitectureSampler(PlanSearchSampler):
             )
         if seed is not None:
             seed = check_int(seed, "seed", 0)
+        if max_parent_ratio is not None and (
+            isinstance(max_parent_ratio, bool) or not isinstance(max_parent_ratio, (int, float)) or not max_parent_ratio >= 1
+        ):
+            raise ConfigError(f"`max_parent_ratio` must be a number >= 1 or None, got {max_parent_ratio!r}")
+        self._max_parent_ratio = max_parent_ratio
+        self._num_parents = num_parents
+        self._source_best: dict[int, float] = {}
 
         super().__init__(
             population_size=population_size,
@@ -266,6 +292,7 @@ class ArchitectureSampler(PlanSearchSampler):
         if self._source_study is not None:
             for plan in pareto_plans(compat.storage_of(study), self._source_study):
                 source.append(self._check_plan(plan, f"the Pareto set of source study {self._source_study!r}"))
+            self._source_best = best_values_by_steps(compat.storage_of(study), self._source_study)
         plans = list(dict.fromkeys([*source, *self._initial_plans]))
         sizes = [plan.num_steps for plan in plans]
         if self._k_min is None and not sizes:
@@ -293,6 +320,24 @@ class ArchitectureSampler(PlanSearchSampler):
             num_train_timesteps=self._num_train_timesteps, k_min=k_min, k_max=k_max, schedule_kind=self._schedule_kind
         )
         self._space = ArchitectureSpace(blocks=self._blocks, timestep_space=timestep_space, sensitivity=self._sensitivity)
+
+    def _near_the_source(self, value: float, num_steps: int) -> bool:
+        """Whether ``value`` is within ``max_parent_ratio`` of the source study's best at ``num_steps`` steps."""
+        best = self._source_best.get(num_steps, math.nan)
+        return self._max_parent_ratio is None or not best > 0 or value <= self._max_parent_ratio * best
+
+    def select_parent(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
+        """Parents of ``generation``: the parent selection among the trials near the source study's best
+        (``max_parent_ratio``), topped up from the others when too few are."""
+        near: list[FrozenTrial] = []
+        far: list[FrozenTrial] = []
+        for trial in compat.cached_trials(study, states=(TrialState.COMPLETE,)):
+            plan = self._genome(trial)
+            if plan is not None:
+                (near if self._near_the_source(trial.values[0], plan.num_steps) else far).append(trial)
+        parents = self._parent_selection(study, near)
+        missing = self._num_parents - len(parents)
+        return parents + self._parent_selection(study, far)[:missing] if missing > 0 else parents
 
     # Hooks of PlanSearchSampler -------------------------------------------------------------------
 
