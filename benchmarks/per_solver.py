@@ -1,10 +1,13 @@
-"""A schedule is solver-specific: search the time steps for each solver, then cross-evaluate.
+"""A schedule is solver-specific: search the time steps for each solver, then cross-evaluate; and search both at once.
 
-For each solver (DDIM, DPM-Solver++(2M), Euler) and K in (4, 6), TimestepSampler searches the digits
-model's time steps (500 samples per evaluation, common random numbers). Every best plan is then
-re-scored with all 1,797 samples under every solver, so the table shows the best plan per solver,
-the overall best (against the FID of 100 uniform DDIM steps), and what a plan tuned for one solver is
-worth under another. Run: python benchmarks/per_solver.py [--trials 200] [--jobs 2] [--steps 2 3 4]
+For each solver (DDIM, DPM-Solver++(2M), UniPC: the distinct deterministic solvers, Euler being DDIM)
+and K in (4, 6), TimestepSampler searches the digits model's time steps (500 samples per evaluation,
+common random numbers). Every best plan is then re-scored with all 1,797 samples under every solver,
+so the table shows the best plan per solver, the overall best (against the FID of 100 uniform DDIM
+steps), and what a plan tuned for one solver is worth under another. With ``--joint N ...`` one
+TimestepSampler per N also searches the solver with the time steps (``[sampling] solver =
+"search"``), N evaluations in all, and its best plan is set against the best single-solver search.
+Run: python benchmarks/per_solver.py [--trials 200] [--jobs 2] [--steps 2 3 4] [--joint 200 600]
 """
 
 from __future__ import annotations
@@ -22,30 +25,38 @@ from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
+from optuna_diffusion.solvers import DISTINCT_SOLVERS
 
 PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit
 
-SOLVERS = ("ddim", "dpmpp-2m", "euler")
+SOLVERS = DISTINCT_SOLVERS["ddpm"]
+JOINT = "joint"
 FULL_SAMPLES = 1797
 REFERENCE_STEPS = 100  # what the few-step plans are compared with
 
 
-def search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, list[int]]:
-    """Best time steps for one (solver, K), found with TimestepSampler."""
-    solver, k, args = task
+def search(task: tuple[str, int, int, argparse.Namespace]) -> tuple[str, int, int, Plan]:
+    """Best plan for one (solver, K) with ``trials`` evaluations, found with TimestepSampler; the solver
+    too when ``solver`` is :data:`JOINT` (the baselines under every solver seed the first generation)."""
+    solver, k, trials, args = task
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=solver, batch_size=500), prefix_cache=PREFIX_CACHE_BYTES)
+    settings = dataclasses.replace(DIGITS_SETTINGS, solver=SOLVERS if solver == JOINT else solver, batch_size=500)
+    evaluator = digits_evaluator(settings, prefix_cache=PREFIX_CACHE_BYTES)
+    baselines = list(dict.fromkeys(baseline_plans(k, evaluator.generator.schedule.alphas_cumprod).values()))
+    if solver == JOINT:
+        baselines = [dataclasses.replace(plan, solver=name) for plan in baselines for name in SOLVERS]
     population = args.population
     sampler = TimestepSampler(
         k_min=k, population_size=population, num_parents=max(2, population // 5), num_mutants=population // 2,
-        num_crossovers=population * 3 // 10, seed=args.seed,
-        initial_plans=list(dict.fromkeys(baseline_plans(k, evaluator.generator.schedule.alphas_cumprod).values())),
+        num_crossovers=population * 3 // 10, seed=args.seed, solvers=SOLVERS if solver == JOINT else None,
+        initial_plans=baselines[:population],
     )
     study = optuna.create_study(sampler=sampler)
-    study.optimize(PlanObjective(evaluator, num_samples=args.samples, objectives=("fid",)), n_trials=args.trials)
+    study.optimize(PlanObjective(evaluator, num_samples=args.samples, objectives=("fid",)), n_trials=trials)
     evaluator.close()
-    return solver, k, list(plan_from_trial(study.best_trial).timesteps)
+    best = plan_from_trial(study.best_trial)
+    return solver, k, trials, dataclasses.replace(best, solver=best.solver or solver)
 
 
 def main() -> None:
@@ -57,9 +68,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 6])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--full-samples", type=int, default=FULL_SAMPLES, help="samples of the re-scoring")
+    parser.add_argument("--joint", type=int, nargs="*", default=[], help="evaluations of joint solver searches")
     args = parser.parse_args()
     started = time.perf_counter()
-    tasks = [(solver, k, args) for k in args.steps for solver in SOLVERS]
+    tasks = [(solver, k, args.trials, args) for k in args.steps for solver in SOLVERS]
+    tasks += [(JOINT, k, trials, args) for k in args.steps for trials in args.joint]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         found = pool.map(search, tasks, chunksize=1)
     evaluators = {s: digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=s, batch_size=500)) for s in SOLVERS}
@@ -71,15 +84,22 @@ def main() -> None:
     for k in args.steps:
         print(f"\nK = {k}   {'tuned for':<10} {'time steps':<32} " + " ".join(f"{s:>9}" for s in SOLVERS))
         best = (float("inf"), "", "")
-        for solver, steps_k, timesteps in found:
-            if steps_k != k:
+        for solver, steps_k, _, plan in found:
+            if steps_k != k or solver == JOINT:
                 continue
+            timesteps = list(plan.timesteps)
             fids = {s: evaluators[s].evaluate(Plan(timesteps), args.full_samples).fid for s in SOLVERS}
             print(f"          {solver:<10} {str(timesteps):<32} " + " ".join(f"{fids[s]:9.3f}" for s in SOLVERS))
             if fids[solver] < best[0]:
                 best = (fids[solver], solver, str(timesteps))
         print(f"          overall best at K = {k}: {best[1]} with {best[2]}, FID {best[0]:.3f} "
               f"({best[0] / reference:.2f}x the {REFERENCE_STEPS}-step FID)")
+        for solver, steps_k, trials, plan in found:
+            if steps_k == k and solver == JOINT:
+                fid = evaluators[plan.solver].evaluate(plan, args.full_samples).fid
+                print(f"          joint search, {trials} evaluations ({trials / args.trials:g}x one solver's): "
+                      f"{plan.solver} with {list(plan.timesteps)}, FID {fid:.3f} = {fid / best[0]:.3f}x the best "
+                      f"single-solver search ({len(SOLVERS) * args.trials} evaluations over {len(SOLVERS)} searches)")
     for evaluator in evaluators.values():
         evaluator.close()
     print(f"total {time.perf_counter() - started:.0f}s")
