@@ -171,7 +171,7 @@ class TimestepSampler(PlanSearchSampler):
         solver = stored_solver(trial)
         return SolverSteps(solver, steps) if solver is not None else None
 
-    def _generation_space(self, generation: int, parents: Sequence[Any]) -> TimestepSpace:
+    def _generation_space(self, generation: int, parents: Sequence[Any]) -> TimestepSpace | SolverTimestepSpace:
         return self._space
 
     def _initial_genomes(self) -> tuple[Genome, ...]:
