@@ -275,8 +275,8 @@ def test_export_takes_the_best_plan_with_exactly_k_steps(digits_run):
     assert len(data["plan"]["timesteps"]) == k
     with_k = [t.values[0] for ts in plans.values() for t in ts if len(t.user_attrs["timesteps"]) == k]
     assert data["fid"] == min(with_k)
-    missing = invoke("export", "--study", "digits", "--storage", storage, "--steps", "2")
-    assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "exactly 2 steps" in missing.output
+    missing = invoke("export", "--study", "digits", "--storage", storage, "--steps", "9")
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "exactly 9 steps" in missing.output
 
 
 def test_show_hides_front_rows_worse_than_every_baseline_unless_all(digits_run):
