@@ -8,7 +8,6 @@ import json
 import numpy as np
 import optuna
 import pytest
-import torch
 
 from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
