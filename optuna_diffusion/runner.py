@@ -78,12 +78,17 @@ def stage_population(stage: str, population: int) -> dict[str, int]:
     return {**split, "num_mutants": split["num_mutants"] - refinements, "num_refinements": refinements}
 
 
+def _searched_solvers(config: StudyConfig, evaluator: PlanEvaluator) -> tuple[str, ...] | None:
+    """The solvers stage 1 searches (``[sampling] solver = "search"`` or a list), or None."""
+    return evaluator.generator.solver_names if config.sampling.searches_solver else None
+
+
 def _initial_plans(config: StudyConfig, evaluator: PlanEvaluator) -> list[Plan]:
     """Hand-designed schedules for every allowed K (under every searched solver), as the first generation's seeds."""
     schedule = evaluator.generator.schedule
     stage = config.timesteps
     names = baseline_names(schedule)
-    solvers = evaluator.generator.solver_names if config.sampling.searches_solver else (None,)
+    solvers = _searched_solvers(config, evaluator) or (None,)
     plans = [
         dataclasses.replace(baseline_plan(name, k, schedule), solver=solver)
         for k in range(stage.k_min, stage.k_max + 1) for name in names for solver in solvers
@@ -113,7 +118,7 @@ def sampler_for(
             k_max=t.k_max,
             num_train_timesteps=evaluator.generator.schedule.num_train_timesteps,
             schedule_kind=evaluator.generator.schedule.kind,
-            solvers=evaluator.generator.solver_names if config.sampling.searches_solver else None,
+            solvers=_searched_solvers(config, evaluator),
             initial_plans=_initial_plans(config, evaluator),
             seed=seed,
             **stage_population(stage, t.population_size),

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import PlanError
+from ..errors import ConfigError, PlanError
 from ._timestep_genome import Genome
 from ._timestep_space import TimestepSpace
 
@@ -39,7 +39,7 @@ class SolverTimestepSpace:
 
     def __post_init__(self) -> None:
         if not self.solvers or len(set(self.solvers)) != len(self.solvers):
-            raise PlanError(f"solvers must be distinct solver names, at least one, got {list(self.solvers)}")
+            raise ConfigError(f"`solvers` must be a list of distinct solver names, at least one, got {list(self.solvers)}")
 
     def check(self, steps: Iterable[int], solver: str) -> SolverSteps:
         """The genome of ``steps`` under ``solver``; PlanError if either does not belong to the space."""

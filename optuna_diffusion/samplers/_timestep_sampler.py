@@ -114,7 +114,7 @@ class TimestepSampler(PlanSearchSampler):
         steps = TimestepSpace(
             num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max, schedule_kind=check_schedule_kind(schedule_kind)
         )
-        if solvers is not None and (isinstance(solvers, str) or len(set(solvers)) != len(solvers) or not solvers):
+        if isinstance(solvers, str):
             raise ConfigError(f"`solvers` must be a list of distinct solver names, got {solvers!r}")
         self._space: TimestepSpace | SolverTimestepSpace = (
             steps if solvers is None else SolverTimestepSpace(steps, searched_solvers(tuple(solvers), schedule_kind))
