@@ -131,6 +131,20 @@ def test_genome_space_binds_the_operators():
         TimestepSpace(num_train_timesteps=3, k_min=2, k_max=4)
 
 
+def test_refine_nudges_one_step_by_small_and_large_moves_and_stays_valid_at_the_edges():
+    space = TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4)
+    rng = np.random.default_rng(0)
+    moves = []
+    for _ in range(300):
+        neighbour = space.refine((908, 356, 160, 52), rng)
+        (old,), (new,) = set((908, 356, 160, 52)) - set(neighbour), set(neighbour) - set((908, 356, 160, 52))
+        moves.append(abs(new - old))
+    assert max(moves) <= 64 and sum(m <= 8 for m in moves) > 100 and sum(m > 8 for m in moves) > 100
+    crowded = (999, 998, 997, 0)  # no room above 999 or below 0; neighbours in use
+    for _ in range(50):
+        assert space.contains(space.refine(crowded, rng)) and space.refine(crowded, rng) != crowded
+
+
 # Arguments ---------------------------------------------------------------------------------------
 
 

@@ -78,3 +78,37 @@ def mutate(
         if new is not None:  # None only when K == T: every value is in use
             genes[i] = new
     return tuple(sorted(genes, reverse=True))
+
+
+def nudge(
+    steps: Iterable[int],
+    rng: np.random.Generator,
+    *,
+    num_train_timesteps: int,
+    k_range: tuple[int, int],
+    max_move: int = 64,
+    schedule_kind: str = "ddpm",
+) -> Genome:
+    """``steps`` with one step moved a little: the local search that polishes a good plan.
+
+    The move's size is log-uniform in ``[1, max_move]`` (as often 1-8 as 8-64: the compass search
+    that found the best known plans moved steps by 64, 32, ..., 1), its direction random; a target
+    out of range or in use is tried the other way, then replaced by a free value within the move.
+    The result always differs from ``steps`` (unless every value is in use).
+    """
+    genes = sorted(check_genome(steps, num_train_timesteps=num_train_timesteps, k_range=k_range, schedule_kind=schedule_kind))
+    low, high = timestep_range(num_train_timesteps, schedule_kind)
+    i = int(rng.integers(len(genes)))
+    step = genes[i]
+    size = max(1, round(float(np.exp(rng.uniform(0.0, np.log(max_move))))))
+    direction = 1 if rng.random() < 0.5 else -1
+    for target in (step + direction * size, step - direction * size):
+        if low <= target <= high and target not in genes:
+            genes[i] = target
+            return tuple(sorted(genes, reverse=True))
+    new = draw_free(genes, max(low, step - size), min(high, step + size), rng)
+    if new is None:  # every value within the move is in use: move anywhere
+        new = draw_free(sorted(genes), low, high, rng)
+    if new is not None:
+        genes[i] = new
+    return tuple(sorted(genes, reverse=True))

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import PlanError
 from ._timestep_crossover import crossover
 from ._timestep_genome import Genome, check_genome, check_space, random_genome
-from ._timestep_mutation import mutate
+from ._timestep_mutation import mutate, nudge
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,8 @@ class TimestepSpace:
         )
 
     def refine(self, steps: Iterable[int], rng: np.random.Generator) -> Genome:
-        """One step moved (locally or anywhere), K kept."""
-        return mutate(
-            steps, rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range, replace_prob=0.0,
-            resize_prob=0.0, schedule_kind=self.schedule_kind,
-        )
+        """One step moved by 1 to 64 (log-uniform, as the compass search's moves), K kept."""
+        return nudge(steps, rng, num_train_timesteps=self.num_train_timesteps, k_range=self.k_range, schedule_kind=self.schedule_kind)
 
     def crossover(self, parent_a: Iterable[int], parent_b: Iterable[int], rng: np.random.Generator) -> Genome:
         return crossover(
