@@ -349,7 +349,9 @@ class ArchitectureSampler(PlanSearchSampler):
     def _stored_genome(self, trial: FrozenTrial) -> Plan | None:
         return stored_plan(trial)
 
-    def _generation_space(self, generation: int, parents: Sequence[Any]) -> BoundArchitectureSpace:
+    def _generation_space(
+        self, generation: int, parents: Sequence[Any], trials: Sequence[FrozenTrial]
+    ) -> BoundArchitectureSpace:
         assert self._space is not None  # set by _prepare
         return self._space.bind(
             max_ratio=self.max_skip_ratio(generation),

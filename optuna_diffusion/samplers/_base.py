@@ -122,8 +122,10 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         """The genome any trial of the study carries (what counts as taken)."""
 
     @abc.abstractmethod
-    def _generation_space(self, generation: int, parents: Sequence[Hashable]) -> GenomeSpace:
-        """The genome space whose operators make the children of ``generation``."""
+    def _generation_space(
+        self, generation: int, parents: Sequence[Hashable], trials: Sequence[FrozenTrial]
+    ) -> GenomeSpace:
+        """The genome space whose operators make the children of ``generation`` (``trials``: the study's)."""
 
     @abc.abstractmethod
     def _initial_genomes(self) -> Sequence[Hashable]:
@@ -184,7 +186,7 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         key = compat.generation_key(self)
         slot = sum(1 for other in trials if other.number < trial.number and other.system_attrs.get(key) == generation)
         rng = np.random.default_rng([self._seed, trial.number])
-        space = self._generation_space(generation, parents)
+        space = self._generation_space(generation, parents, trials)
         taken = self._taken(trials, trial)
         for _ in range(MAX_WRITE_ROUNDS):
             genome = self._child_generation(

@@ -43,9 +43,10 @@ class ChildGeneration:
     plans), the rest random genomes. In later generations, slot ``s`` (taken modulo
     ``population_size``) is a refinement of a random parent (one gene changed, ``space.refine``)
     when ``s < num_refinements``; then come ``num_mutants`` mutants of random parents,
-    ``num_crossovers`` crossovers of two random parents, and random genomes for the rest -- the
-    AutoDiffusion / Once-for-All recipe when ``num_refinements`` is 0. Without parents (every trial
-    failed) all slots are random.
+    ``num_crossovers`` crossovers of two random parents, ``num_proposals`` proposals of a model of
+    the evaluated genomes (``space.propose``; a space without it gives random genomes there), and
+    random genomes for the rest -- the AutoDiffusion / Once-for-All recipe when ``num_refinements``
+    and ``num_proposals`` are 0. Without parents (every trial failed) all slots are random.
 
     A genome already taken (evaluated or running) is drawn again: ``max_attempts // 2`` fresh draws
     of the same operator, then ever stronger mutations of the last draw, then one random genome.
@@ -59,6 +60,9 @@ class ChildGeneration:
         mutation_prob: probability that a mutant changes each gene (a time step; a (step, block) choice).
         num_refinements: refinements per generation after the first: the local search that polishes
             the parents (a mutant changes several genes of a large genome at once).
+        num_proposals: model proposals per generation after the first (stage 1: Optuna's TPE fitted
+            on the evaluated plans, :class:`~optuna_diffusion.samplers.GuidedTimestepSpace`): the
+            exploration that random genomes do blindly.
         max_attempts: draws before giving up on a fresh genome.
     """
 
@@ -70,10 +74,12 @@ class ChildGeneration:
         num_crossovers: int,
         mutation_prob: float,
         num_refinements: int = 0,
+        num_proposals: int = 0,
         max_attempts: int = 8,
     ) -> None:
         self.population_size = population_size
         self.num_refinements = num_refinements
+        self.num_proposals = num_proposals
         self.num_mutants = num_mutants
         self.num_crossovers = num_crossovers
         self.mutation_prob = mutation_prob
@@ -114,6 +120,8 @@ class ChildGeneration:
             return mutant_of(parents)
         if position < self.num_mutants + self.num_crossovers:
             return crossover_of(parents) if len(parents) >= 2 else mutant_of(parents)
+        if position < self.num_mutants + self.num_crossovers + self.num_proposals:
+            return getattr(space, "propose", space.random)
         return space.random
 
     def __call__(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ConfigError, PlanError
 from ..solvers import searched_solvers
@@ -23,6 +24,7 @@ from ._parent_selection import NSGA2ParentSelection, ParentSelection
 from ._timestep_genome import Genome
 from ._solver_space import SolverSteps, SolverTimestepSpace
 from ._timestep_space import TimestepSpace
+from ._tpe_proposals import GuidedTimestepSpace
 
 
 class TimestepSampler(PlanSearchSampler):
@@ -47,8 +49,10 @@ class TimestepSampler(PlanSearchSampler):
     and random genomes. Each later generation takes ``num_parents`` parents among ALL complete
     trials (default :class:`NSGA2ParentSelection`: non-dominated rank and crowding distance,
     constraints set with ``trial.set_constraint`` honoured; one objective reduces to FID order),
-    then makes ``num_mutants`` mutants, ``num_crossovers`` crossovers and random genomes for the
-    rest (default :class:`ChildGeneration`).
+    then makes ``num_refinements`` refinements (one step of a parent nudged),
+    ``num_mutants`` mutants, ``num_crossovers`` crossovers, ``num_proposals`` proposals of
+    Optuna's TPE fitted on the evaluated plans of a parent's K (:class:`GuidedTimestepSpace`) and
+    random genomes for the rest (default :class:`ChildGeneration`).
 
     A genome that an evaluated or running trial of the study already has is never proposed again
     (bounded re-draws, see :class:`ChildGeneration`); a worker that finds, after writing, that a
@@ -71,7 +75,12 @@ class TimestepSampler(PlanSearchSampler):
         population_size: complete trials per generation.
         num_parents: parents kept for each generation (at least 2).
         num_mutants: mutants per generation.
-        num_crossovers: crossovers per generation; the rest of a generation is random.
+        num_crossovers: crossovers per generation.
+        num_refinements: refinements per generation after the first: one step of a random parent
+            moved by 1 to 64 (:meth:`TimestepSpace.refine`), the polish of a good plan.
+        num_proposals: TPE proposals per generation after the first; the rest of a generation is
+            random. AutoDiffusion has neither; the studies' stage 1 fills its generations with
+            refinements and proposals only (:func:`optuna_diffusion.runner.stage_population`).
         mutation_prob: probability that a mutant changes each step (AutoDiffusion: 0.25).
         initial_plans: time steps to evaluate first (sequences of int or :class:`~optuna_diffusion.Plan`;
             with ``solvers``, a plan without a solver takes the first).
@@ -93,6 +102,8 @@ class TimestepSampler(PlanSearchSampler):
         num_parents: int = 10,
         num_mutants: int = 25,
         num_crossovers: int = 15,
+        num_refinements: int = 0,
+        num_proposals: int = 0,
         mutation_prob: float = 0.25,
         initial_plans: Sequence[Iterable[int] | Any] | None = None,
         seed: int | None = None,
@@ -107,6 +118,13 @@ class TimestepSampler(PlanSearchSampler):
         population_size, num_parents, num_mutants, num_crossovers = check_population(
             population_size, num_parents, num_mutants, num_crossovers
         )
+        num_refinements = check_int(num_refinements, "num_refinements", 0)
+        num_proposals = check_int(num_proposals, "num_proposals", 0)
+        if num_refinements + num_mutants + num_crossovers + num_proposals > population_size:
+            raise ConfigError(
+                "`num_refinements` + `num_mutants` + `num_crossovers` + `num_proposals` must be <= "
+                f"population_size = {population_size}, got {num_refinements} + {num_mutants} + {num_crossovers} + {num_proposals}"
+            )
         mutation_prob = check_probability(mutation_prob, "mutation_prob")
         if seed is not None:
             seed = check_int(seed, "seed", 0)
@@ -130,6 +148,8 @@ class TimestepSampler(PlanSearchSampler):
                 population_size=population_size,
                 num_mutants=num_mutants,
                 num_crossovers=num_crossovers,
+                num_refinements=num_refinements,
+                num_proposals=num_proposals,
                 mutation_prob=mutation_prob,
             ),
         )
@@ -171,8 +191,16 @@ class TimestepSampler(PlanSearchSampler):
         solver = stored_solver(trial)
         return SolverSteps(solver, steps) if solver is not None else None
 
-    def _generation_space(self, generation: int, parents: Sequence[Any]) -> TimestepSpace | SolverTimestepSpace:
-        return self._space
+    def _generation_space(
+        self, generation: int, parents: Sequence[Any], trials: Sequence[FrozenTrial]
+    ) -> GuidedTimestepSpace:
+        evaluated = tuple(
+            (genome, trial.values[0])
+            for trial in trials
+            if trial.state == TrialState.COMPLETE
+            if (genome := self._genome(trial)) is not None and math.isfinite(trial.values[0])
+        )
+        return GuidedTimestepSpace(self._space, evaluated, tuple(parents))
 
     def _initial_genomes(self) -> tuple[Genome, ...]:
         return self._initial

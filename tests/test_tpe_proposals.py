@@ -1,0 +1,92 @@
+"""Stage 1's TPE proposals: valid genomes, drawn where the good evaluated plans are, at a parent's K."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optuna_diffusion.errors import ConfigError
+from optuna_diffusion.samplers import (
+    ChildGeneration,
+    GuidedTimestepSpace,
+    SolverSteps,
+    SolverTimestepSpace,
+    TimestepSampler,
+    TimestepSpace,
+    timesteps_from_trial,
+)
+from optuna_diffusion.samplers._tpe_proposals import MIN_EVALUATED
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+GOOD = (908, 356, 160, 52)
+
+
+def fid_stand_in(steps) -> float:
+    """Low near GOOD, high far from it (an FID stand-in with one basin)."""
+    return 1.0 + sum(abs(a - b) for a, b in zip(steps, GOOD)) / 100
+
+
+def evaluated_plans(space, count, rng):
+    genomes = {space.random(rng) for _ in range(count)}
+    return tuple((genome, fid_stand_in(genome)) for genome in sorted(genomes))
+
+
+def test_proposals_fall_where_the_good_plans_are():
+    space = TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4)
+    evaluated = evaluated_plans(space, 60, np.random.default_rng(0))
+    guided = GuidedTimestepSpace(space, evaluated, parents=(GOOD,))
+    rng = np.random.default_rng(1)
+    proposals = [guided.propose(rng) for _ in range(40)]
+    randoms = [space.random(rng) for _ in range(40)]
+    for genome in proposals:
+        assert space.contains(genome)
+    assert np.median([fid_stand_in(g) for g in proposals]) < 0.7 * np.median([fid_stand_in(g) for g in randoms])
+
+
+def test_proposals_take_a_parents_k_and_are_random_until_that_k_has_enough_plans():
+    space = TimestepSpace(num_train_timesteps=1000, k_min=3, k_max=6)
+    rng = np.random.default_rng(0)
+    five_step = tuple((g, 1.0) for g in {space.refine((900, 700, 400, 200, 50), rng) for _ in range(MIN_EVALUATED)})
+    guided = GuidedTimestepSpace(space, five_step, parents=((900, 700, 400, 200, 50),))
+    assert len(five_step) == MIN_EVALUATED
+    assert {len(guided.propose(rng)) for _ in range(10)} == {5}
+    too_few = GuidedTimestepSpace(space, five_step[:-1], parents=((900, 700, 400, 200, 50),))
+    seeded = [np.random.default_rng(7) for _ in range(2)]
+    assert too_few.propose(seeded[0]) == space.random(seeded[1])
+
+
+def test_proposals_carry_a_searched_solver_and_follow_the_better_one():
+    space = SolverTimestepSpace(TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4), ("ddim", "dpmpp-2m"))
+    rng = np.random.default_rng(0)
+    genomes = {space.random(rng) for _ in range(60)}
+    evaluated = tuple((g, fid_stand_in(g.timesteps) + (0 if g.solver == "dpmpp-2m" else 5)) for g in genomes)
+    guided = GuidedTimestepSpace(space, evaluated, parents=(SolverSteps("ddim", GOOD),))
+    proposals = [guided.propose(rng) for _ in range(30)]
+    assert all(space.contains(genome) for genome in proposals)
+    assert sum(genome.solver == "dpmpp-2m" for genome in proposals) >= 25
+
+
+def test_sampler_fills_proposal_slots_from_tpe_and_checks_the_split():
+    sampler = TimestepSampler(
+        k_min=4, population_size=10, num_parents=2, num_mutants=2, num_crossovers=2, num_proposals=6, seed=0
+    )
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda trial: fid_stand_in(timesteps_from_trial(trial)), n_trials=40)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    later = [fid_stand_in(timesteps_from_trial(t)) for t in trials[20:]]
+    first = [fid_stand_in(timesteps_from_trial(t)) for t in trials[:10]]
+    assert np.median(later) < 0.5 * np.median(first)
+    with pytest.raises(ConfigError, match="num_proposals"):
+        TimestepSampler(k_min=4, population_size=10, num_parents=2, num_mutants=5, num_crossovers=3, num_proposals=3)
+
+
+def test_a_space_without_proposals_gives_random_genomes_in_those_slots():
+    space = TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4)
+    generation = ChildGeneration(population_size=10, num_mutants=2, num_crossovers=2, num_proposals=6, mutation_prob=0.25)
+    make = generation.operator(space=space, generation=1, slot=5, parents=[GOOD, (900, 500, 200, 10)])
+    assert make == space.random
+    guided = GuidedTimestepSpace(space, (), parents=(GOOD,))
+    assert generation.operator(space=guided, generation=1, slot=5, parents=[GOOD]) == guided.propose
