@@ -29,7 +29,7 @@ from optuna._hypervolume import compute_hypervolume  # Optuna's exact hypervolum
 from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.runner import population_split
+from optuna_diffusion.runner import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
 
 PREFIX_CACHE_BYTES = 512 * 2**20
@@ -40,7 +40,7 @@ REFERENCE_FID = 20.0
 def make_sampler(name: str, seed: int, args: argparse.Namespace, initial: list[Plan]) -> optuna.samplers.BaseSampler:
     if name == "timestep":
         return TimestepSampler(k_min=args.k_min, k_max=args.k_max, initial_plans=initial, seed=seed,
-                               **population_split(args.population))
+                               **stage_population("timesteps", args.population, args.k_max - args.k_min + 1))
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=args.population, seed=seed)
     return optuna.samplers.TPESampler(seed=seed)

@@ -3,7 +3,8 @@
 On the digits model at K steps (500 samples per evaluation, common random numbers), each sampler
 gets the same budget of evaluations for several seeds:
 
-* ``timestep``: optuna-diffusion's TimestepSampler, first generation seeded with the baselines;
+* ``timestep``: optuna-diffusion's TimestepSampler as a study's stage 1 runs it (first generation
+  seeded with the baselines, then refinements and TPE proposals: ``runner.stage_population``);
 * ``random``: Optuna's RandomSampler over random sets of K time steps (sorted);
 * ``nsga2`` / ``tpe`` / ``gp``: Optuna's stock NSGAIISampler / TPESampler / GPSampler on K integer
   parameters, sorted before use (a repeated value is pushed to the next free step);
@@ -30,6 +31,7 @@ from autodiffusion_search import autodiffusion_search
 from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, digits_evaluator
 from optuna_diffusion.plan import Plan
+from optuna_diffusion.runner import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial, suggest_plan
 
 PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit
@@ -58,15 +60,7 @@ def make_objective(name: str, evaluator: PlanEvaluator, k: int, num_samples: int
 
 def make_sampler(name: str, seed: int, k: int, initial_plans: list[Plan], population: int) -> optuna.samplers.BaseSampler:
     if name == "timestep":
-        return TimestepSampler(
-            k_min=k,
-            population_size=population,
-            num_parents=max(2, population // 5),
-            num_mutants=population // 2,
-            num_crossovers=population * 3 // 10,
-            initial_plans=initial_plans,
-            seed=seed,
-        )
+        return TimestepSampler(k_min=k, initial_plans=initial_plans, seed=seed, **stage_population("timesteps", population))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":

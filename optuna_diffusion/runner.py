@@ -63,17 +63,26 @@ def population_split(population: int) -> dict[str, int]:
     }
 
 
-def stage_population(stage: str, population: int) -> dict[str, int]:
+def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[str, int]:
     """The population split a stage's sampler and its multi-fidelity policy use.
 
-    Stage 1 keeps the method's. In stage 2 half of the method's mutants are refinements (one block
-    choice of a parent toggled): its genome is large -- a mutant toggles about one in ten of
-    K x blocks choices -- so without single toggles the search cannot polish a plan that is one
-    change from better. (In stage 1 they made ``benchmarks/search_quality.py``'s six-seed median worse.)
+    ``step_counts``: how many K stage 1 searches; it keeps at least one parent per K (up to the
+    population), since refinements and proposals are made at a parent's K.
+
+    Stage 1: after generation 0 (the hand-designed schedules and random plans), three tenths of each
+    generation are refinements (one step of a parent nudged) and the rest proposals of Optuna's
+    TPE fitted on the evaluated plans; the method's mutants and crossovers made
+    ``benchmarks/search_quality.py``'s six-seed median best FID worse (2.28 against 2.16).
+    Stage 2 keeps the method's split with half of its mutants as refinements (one block choice of a
+    parent toggled): its genome is large -- a mutant toggles about one in ten of K x blocks
+    choices -- so without single toggles the search cannot polish a plan that is one change from better.
     """
     split = population_split(population)
     if stage == "timesteps":
-        return split
+        refinements = population * 3 // 10
+        split["num_parents"] = min(population, max(split["num_parents"], step_counts))
+        return {**split, "num_mutants": 0, "num_crossovers": 0, "num_refinements": refinements,
+                "num_proposals": population - refinements}
     refinements = split["num_mutants"] // 2
     return {**split, "num_mutants": split["num_mutants"] - refinements, "num_refinements": refinements}
 
@@ -121,7 +130,7 @@ def sampler_for(
             solvers=_searched_solvers(config, evaluator),
             initial_plans=_initial_plans(config, evaluator),
             seed=seed,
-            **stage_population(stage, t.population_size),
+            **stage_population(stage, t.population_size, t.k_max - t.k_min + 1),
         )
     return ArchitectureSampler(
         source_study=config.stage_study_name("timesteps"),
@@ -190,7 +199,7 @@ def _objective(
     started: StartedTrials,
 ) -> Callable[[optuna.Trial], Any]:
     settings = getattr(config, stage)
-    population = stage_population(stage, settings.population_size)
+    population = stage_population(stage, settings.population_size, config.timesteps.k_max - config.timesteps.k_min + 1)
     low_samples = config.low_fidelity_samples(stage)
     fidelity = None if low_samples is None else FidelityPolicy(low_samples=low_samples, keep=population["num_parents"])
     objective = PlanObjective(
