@@ -39,8 +39,8 @@ class GuidedTimestepSpace:
 
     Args:
         space: the searched genomes (time steps, or (solver, time steps)).
-        evaluated: ``(genome, FID)`` of the evaluated plans (full-size FIDs: small-sample estimates
-            would mislead the model).
+        evaluated: ``(genome, FID)`` of the evaluated plans (small-sample estimates of plans stopped
+            at the low fidelity too: they sort among the worse plans, where they belong).
         parents: the generation's parents; a proposal takes the K of a random one.
     """
 
