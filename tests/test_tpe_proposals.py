@@ -92,11 +92,10 @@ def test_a_space_without_proposals_gives_random_genomes_in_those_slots():
     assert generation.operator(space=guided, generation=1, slot=5, parents=[GOOD]) == guided.propose
 
 
-def test_a_studys_stage_1_fills_generations_with_refinements_and_proposals_and_a_parent_per_k():
-    from optuna_diffusion.runner import stage_population
+def test_a_studys_stage_1_at_one_k_fills_generations_with_refinements_and_proposals():
+    from optuna_diffusion.runner import population_split, stage_population
 
     split = stage_population("timesteps", 20)
     assert split["num_refinements"] + split["num_proposals"] == 20 and split["num_mutants"] == split["num_crossovers"] == 0
-    assert split["num_parents"] == 4 and stage_population("timesteps", 20, step_counts=7)["num_parents"] == 7
-    assert stage_population("timesteps", 4, step_counts=7)["num_parents"] == 4
-    TimestepSampler(k_min=2, k_max=8, **stage_population("timesteps", 20, step_counts=7))  # a valid split
+    TimestepSampler(k_min=4, **split)  # a valid split
+    assert stage_population("timesteps", 20, step_counts=7) == population_split(20)  # over several K: the method's
