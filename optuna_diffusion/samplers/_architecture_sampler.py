@@ -176,16 +176,11 @@ class ArchitectureSampler(PlanSearchSampler):
         if source_study is not None and (not isinstance(source_study, str) or not source_study):
             raise ConfigError(f"`source_study` must be a study name or None, got {source_study!r}")
         self._blocks = check_blocks(blocks)
-        population_size, num_parents, num_mutants, num_crossovers = check_population(
-            population_size, num_parents, num_mutants, num_crossovers
+        population_size, num_parents, children = check_population(
+            population_size, num_parents, num_refinements=num_refinements, num_mutants=num_mutants,
+            num_crossovers=num_crossovers,
         )
         self._skip_prob = check_probability(skip_prob, "skip_prob")
-        num_refinements = check_int(num_refinements, "num_refinements", 0)
-        if num_refinements + num_mutants + num_crossovers > population_size:
-            raise ConfigError(
-                f"`num_refinements` + `num_mutants` + `num_crossovers` must be <= population_size = {population_size}, "
-                f"got {num_refinements} + {num_mutants} + {num_crossovers}"
-            )
         ratio_start = check_probability(max_skip_ratio_start, "max_skip_ratio_start")
         ratio_end = check_probability(max_skip_ratio_end, "max_skip_ratio_end")
         if ratio_end < ratio_start:
@@ -219,13 +214,7 @@ class ArchitectureSampler(PlanSearchSampler):
             seed=seed,
             parent_selection=parent_selection or NSGA2ParentSelection(num_parents=num_parents),
             child_generation=child_generation
-            or ChildGeneration(
-                population_size=population_size,
-                num_mutants=num_mutants,
-                num_crossovers=num_crossovers,
-                mutation_prob=self._skip_prob,
-                num_refinements=num_refinements,
-            ),
+            or ChildGeneration(population_size=population_size, mutation_prob=self._skip_prob, **children),
         )
         if sensitivity is not None and not isinstance(sensitivity, Sensitivity):
             raise ConfigError(f"`sensitivity` must be a Sensitivity or None, got {type(sensitivity).__name__}")

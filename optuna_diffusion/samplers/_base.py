@@ -46,22 +46,20 @@ def check_schedule_kind(value: Any) -> str:
     return value
 
 
-def check_population(
-    population_size: Any, num_parents: Any, num_mutants: Any, num_crossovers: Any
-) -> tuple[int, int, int, int]:
-    """The four population sizes of a generation, checked (ConfigError names the wrong one)."""
+def check_population(population_size: Any, num_parents: Any, **children: Any) -> tuple[int, int, dict[str, int]]:
+    """Population size, parents and the children of each kind per generation (``num_mutants=...``),
+    checked: the children must fit in the population (ConfigError names the wrong one)."""
     population_size = check_int(population_size, "population_size", 2)
     num_parents = check_int(num_parents, "num_parents", 2)
     if num_parents > population_size:
         raise ConfigError(f"`num_parents` must be <= population_size = {population_size}, got {num_parents}")
-    num_mutants = check_int(num_mutants, "num_mutants", 0)
-    num_crossovers = check_int(num_crossovers, "num_crossovers", 0)
-    if num_mutants + num_crossovers > population_size:
+    counts = {name: check_int(value, name, 0) for name, value in children.items()}
+    if sum(counts.values()) > population_size:
         raise ConfigError(
-            f"`num_mutants` + `num_crossovers` must be <= population_size = {population_size}, "
-            f"got {num_mutants} + {num_crossovers}"
+            f"{' + '.join(f'`{name}`' for name in counts)} must be <= population_size = {population_size}, "
+            f"got {' + '.join(str(count) for count in counts.values())}"
         )
-    return population_size, num_parents, num_mutants, num_crossovers
+    return population_size, num_parents, counts
 
 
 def distinct_initial_genomes(

@@ -115,16 +115,10 @@ class TimestepSampler(PlanSearchSampler):
         num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", 1)
         if k_max > num_train_timesteps:
             raise ConfigError(f"`k_max` must be <= num_train_timesteps = {num_train_timesteps}, got {k_max}")
-        population_size, num_parents, num_mutants, num_crossovers = check_population(
-            population_size, num_parents, num_mutants, num_crossovers
+        population_size, num_parents, children = check_population(
+            population_size, num_parents, num_refinements=num_refinements, num_mutants=num_mutants,
+            num_crossovers=num_crossovers, num_proposals=num_proposals,
         )
-        num_refinements = check_int(num_refinements, "num_refinements", 0)
-        num_proposals = check_int(num_proposals, "num_proposals", 0)
-        if num_refinements + num_mutants + num_crossovers + num_proposals > population_size:
-            raise ConfigError(
-                "`num_refinements` + `num_mutants` + `num_crossovers` + `num_proposals` must be <= "
-                f"population_size = {population_size}, got {num_refinements} + {num_mutants} + {num_crossovers} + {num_proposals}"
-            )
         mutation_prob = check_probability(mutation_prob, "mutation_prob")
         if seed is not None:
             seed = check_int(seed, "seed", 0)
@@ -145,12 +139,7 @@ class TimestepSampler(PlanSearchSampler):
             parent_selection=parent_selection or NSGA2ParentSelection(num_parents=num_parents),
             child_generation=child_generation
             or ChildGeneration(
-                population_size=population_size,
-                num_mutants=num_mutants,
-                num_crossovers=num_crossovers,
-                num_refinements=num_refinements,
-                num_proposals=num_proposals,
-                mutation_prob=mutation_prob,
+                population_size=population_size, mutation_prob=mutation_prob, **children
             ),
         )
 
