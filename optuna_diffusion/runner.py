@@ -88,6 +88,12 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     return {**split, "num_mutants": split["num_mutants"] - refinements, "num_refinements": refinements}
 
 
+def study_population(stage: str, config: StudyConfig) -> dict[str, int]:
+    """:func:`stage_population` of a study's ``stage``: its population size and stage 1's number of K."""
+    steps = config.timesteps
+    return stage_population(stage, getattr(config, stage).population_size, steps.k_max - steps.k_min + 1)
+
+
 def _searched_solvers(config: StudyConfig, evaluator: PlanEvaluator) -> tuple[str, ...] | None:
     """The solvers stage 1 searches (``[sampling] solver = "search"`` or a list), or None."""
     return evaluator.generator.solver_names if config.sampling.searches_solver else None
@@ -131,7 +137,7 @@ def sampler_for(
             solvers=_searched_solvers(config, evaluator),
             initial_plans=_initial_plans(config, evaluator),
             seed=seed,
-            **stage_population(stage, t.population_size, t.k_max - t.k_min + 1),
+            **study_population(stage, config),
         )
     return ArchitectureSampler(
         source_study=config.stage_study_name("timesteps"),
@@ -143,7 +149,7 @@ def sampler_for(
         sensitivity=sensitivity,
         initial_plans=None if sensitivity is None else sensitivity.stacks[: config.architecture.population_size],
         seed=seed,
-        **stage_population(stage, config.architecture.population_size),
+        **study_population(stage, config),
     )
 
 
@@ -200,7 +206,7 @@ def _objective(
     started: StartedTrials,
 ) -> Callable[[optuna.Trial], Any]:
     settings = getattr(config, stage)
-    population = stage_population(stage, settings.population_size, config.timesteps.k_max - config.timesteps.k_min + 1)
+    population = study_population(stage, config)
     low_samples = config.low_fidelity_samples(stage)
     fidelity = None if low_samples is None else FidelityPolicy(low_samples=low_samples, keep=population["num_parents"])
     objective = PlanObjective(
