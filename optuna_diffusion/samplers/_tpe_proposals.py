@@ -79,7 +79,7 @@ class GuidedTimestepSpace:
             n_startup_trials=MIN_EVALUATED, seed=int(rng.integers(2**32)),
         )
         values = tpe.sample_relative(study, create_trial(state=TrialState.RUNNING), distributions)
-        low, high = timestep_range(self._steps_space.num_train_timesteps, self._steps_space.schedule_kind)
+        low, high = self._step_range
         # TPE draws each sorted position on its own: equal or crossing values are put back in order.
         steps = strictly_decreasing((values[f"t{i}"] for i in range(num_steps)), high - low + 1, lowest=low)
         if isinstance(self.space, SolverTimestepSpace):
@@ -87,14 +87,15 @@ class GuidedTimestepSpace:
         return steps
 
     @property
-    def _steps_space(self) -> TimestepSpace:
-        return self.space.steps if isinstance(self.space, SolverTimestepSpace) else self.space
+    def _step_range(self) -> tuple[int, int]:
+        steps = self.space.steps if isinstance(self.space, SolverTimestepSpace) else self.space
+        return timestep_range(steps.num_train_timesteps, steps.schedule_kind)
 
     def __str__(self) -> str:
         return str(self.space)
 
     def _distributions(self, num_steps: int) -> dict[str, BaseDistribution]:
-        low, high = timestep_range(self._steps_space.num_train_timesteps, self._steps_space.schedule_kind)
+        low, high = self._step_range
         distributions: dict[str, BaseDistribution] = {f"t{i}": IntDistribution(low, high) for i in range(num_steps)}
         if isinstance(self.space, SolverTimestepSpace):
             distributions[_SOLVER] = CategoricalDistribution(self.space.solvers)
