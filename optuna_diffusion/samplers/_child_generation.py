@@ -41,8 +41,8 @@ class ChildGeneration:
     Slots are the trial's rank among the trials of its generation. In generation 0 the first slots
     hold the initial plans, the next ``num_mutants`` slots their mutants (when there are initial
     plans), the rest random genomes. In later generations, slot ``s`` (taken modulo
-    ``population_size``) is a refinement of a random parent (one gene changed, ``space.refine``)
-    when ``s < num_refinements``; then come ``num_mutants`` mutants of random parents,
+    ``population_size``) is a refinement (one gene of a parent changed, ``space.refine``) when
+    ``s < num_refinements``: of the first parent with ``refine_best``, else of a random one; then come ``num_mutants`` mutants of random parents,
     ``num_crossovers`` crossovers of two random parents, ``num_proposals`` proposals of a model of
     the evaluated genomes (``space.propose``; a space without it gives random genomes there), and
     random genomes for the rest -- the AutoDiffusion / Once-for-All recipe when ``num_refinements``
@@ -60,6 +60,8 @@ class ChildGeneration:
         mutation_prob: probability that a mutant changes each gene (a time step; a (step, block) choice).
         num_refinements: refinements per generation after the first: the local search that polishes
             the parents (a mutant changes several genes of a large genome at once).
+        refine_best: refine only the first parent (the selection's best): the search polishes one
+            plan as a (1 + lambda) evolution strategy does, instead of spreading its refinements.
         num_proposals: model proposals per generation after the first (stage 1: Optuna's TPE fitted
             on the evaluated plans, :class:`~optuna_diffusion.samplers.GuidedTimestepSpace`): the
             exploration that random genomes do blindly.
@@ -75,11 +77,13 @@ class ChildGeneration:
         mutation_prob: float,
         num_refinements: int = 0,
         num_proposals: int = 0,
+        refine_best: bool = False,
         max_attempts: int = 8,
     ) -> None:
         self.population_size = population_size
         self.num_refinements = num_refinements
         self.num_proposals = num_proposals
+        self.refine_best = refine_best
         self.num_mutants = num_mutants
         self.num_crossovers = num_crossovers
         self.mutation_prob = mutation_prob
@@ -114,7 +118,7 @@ class ChildGeneration:
             return space.random
         position = slot % self.population_size
         if position < self.num_refinements:
-            return refinement_of(parents)
+            return refinement_of(parents[:1] if self.refine_best else parents)
         position -= self.num_refinements
         if position < self.num_mutants:
             return mutant_of(parents)
