@@ -67,10 +67,11 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     """The population split a stage's sampler and its multi-fidelity policy use.
 
     Stage 1 at one K (``step_counts`` 1): after generation 0 (the hand-designed schedules and random
-    plans), three tenths of each generation are refinements (one step of a parent nudged) and the
-    rest proposals of Optuna's TPE fitted on the evaluated plans; the method's mutants and
-    crossovers made ``benchmarks/search_quality.py``'s six-seed median best FID worse (2.28 against
-    2.19). Stage 1 over several K keeps the method's split: refinements and proposals stay at a
+    plans), three tenths of each generation are refinements of the best plan (Optuna's GPSampler
+    fitted in a trust region around it, one step nudged while few plans are known there) and the rest
+    proposals of Optuna's TPE fitted on the evaluated plans; the method's mutants and crossovers made
+    ``benchmarks/search_quality.py``'s six-seed median best FID worse (2.28 against 2.19, before
+    refinements were model-guided). Stage 1 over several K keeps the method's split: refinements and proposals stay at a
     parent's K, and in the digits study (K 2..8) the K that the front's selection starves (3, 5)
     were then left near random plans, while mutants and crossovers change K.
     Stage 2 keeps the method's split with half of its mutants as refinements (one block choice of a

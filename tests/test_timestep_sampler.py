@@ -145,6 +145,34 @@ def test_refine_nudges_one_step_by_small_and_large_moves_and_stays_valid_at_the_
         assert space.contains(space.refine(crowded, rng)) and space.refine(crowded, rng) != crowded
 
 
+
+def test_refinements_polish_the_best_parent_and_the_sampler_refines_only_its_best_plan():
+    from optuna_diffusion.samplers import ChildGeneration
+
+    space = TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4)
+    best, other = (908, 356, 160, 52), (700, 500, 300, 100)
+    rng = np.random.default_rng(0)
+    focused = ChildGeneration(population_size=10, num_mutants=0, num_crossovers=0, mutation_prob=0.25,
+                              num_refinements=10, refine_best=True)
+    spread = ChildGeneration(population_size=10, num_mutants=0, num_crossovers=0, mutation_prob=0.25, num_refinements=10)
+
+    def moved_from(generation):
+        return {len(set(child) & set(best)) == 3 for child in (generation(rng, space=space, generation=1, slot=s,
+                                                                          parents=[best, other]) for s in range(40))}
+
+    assert moved_from(focused) == {True} and moved_from(spread) == {True, False}
+    # The sampler: each refinement of generation 1 polishes generation 0's best plan: one step nudged,
+    # or, once enough plans around it are evaluated, every step moved within the trust region.
+    sampler = TimestepSampler(k_min=4, population_size=10, num_parents=4, num_mutants=0, num_crossovers=0,
+                              num_refinements=10, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    distance = lambda steps: sum(abs(a - b) for a, b in zip(steps, best))  # noqa: E731
+    study.optimize(lambda trial: distance(timesteps_from_trial(trial)), n_trials=20)
+    first_best = min(study.trials[:10], key=lambda t: t.value).user_attrs["timesteps"]
+    for trial in study.trials[10:]:
+        moves = [abs(a - b) for a, b in zip(timesteps_from_trial(trial), first_best)]
+        assert 0 < max(moves) <= 24 or (sorted(moves)[-2] == 0 and max(moves) <= 64)  # trust radius at T = 1000: 24
+
 # Arguments ---------------------------------------------------------------------------------------
 
 

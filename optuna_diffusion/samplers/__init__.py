@@ -6,7 +6,7 @@ from the Pareto set of a stage-1 study in the same storage (stage 2). Both are g
 the shape of Optuna's ``NSGAIISampler``: they take their parent selection and child generation as
 strategies (:class:`NSGA2ParentSelection`, :class:`ChildGeneration`) over a :class:`GenomeSpace`
 (:class:`TimestepSpace`, :class:`SolverTimestepSpace`, :class:`ArchitectureSpace`), whose operators live in modules named for
-them; stage 1's generations also draw children from Optuna's TPE (:class:`GuidedTimestepSpace`). An objective reads a trial's plan with :func:`plan_from_trial`, or with :func:`suggest_plan`,
+them; stage 1's generations also draw children from Optuna's TPE and GP samplers (:class:`GuidedTimestepSpace`). An objective reads a trial's plan with :func:`plan_from_trial`, or with :func:`suggest_plan`,
 which works under any sampler; :class:`~optuna_diffusion.objective.PlanObjective` does it for you::
 
     import optuna
@@ -34,7 +34,7 @@ from ._timestep_genome import check_genome, random_genome
 from ._timestep_mutation import mutate
 from ._timestep_sampler import TimestepSampler
 from ._timestep_space import TimestepSpace
-from ._tpe_proposals import GuidedTimestepSpace
+from ._guided_space import GuidedTimestepSpace
 
 __all__ = [
     "ArchitectureSampler",

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ConfigError, PlanError
@@ -24,7 +25,7 @@ from ._parent_selection import NSGA2ParentSelection, ParentSelection
 from ._timestep_genome import Genome
 from ._solver_space import SolverSteps, SolverTimestepSpace
 from ._timestep_space import TimestepSpace
-from ._tpe_proposals import GuidedTimestepSpace
+from ._guided_space import GuidedTimestepSpace
 
 
 class TimestepSampler(PlanSearchSampler):
@@ -49,7 +50,7 @@ class TimestepSampler(PlanSearchSampler):
     and random genomes. Each later generation takes ``num_parents`` parents among ALL complete
     trials (default :class:`NSGA2ParentSelection`: non-dominated rank and crowding distance,
     constraints set with ``trial.set_constraint`` honoured; one objective reduces to FID order),
-    then makes ``num_refinements`` refinements (one step of a parent nudged),
+    then makes ``num_refinements`` refinements of the best parent (a trust-region GP proposal near it),
     ``num_mutants`` mutants, ``num_crossovers`` crossovers, ``num_proposals`` proposals of
     Optuna's TPE fitted on the evaluated plans of a parent's K (:class:`GuidedTimestepSpace`) and
     random genomes for the rest (default :class:`ChildGeneration`).
@@ -76,8 +77,9 @@ class TimestepSampler(PlanSearchSampler):
         num_parents: parents kept for each generation (at least 2).
         num_mutants: mutants per generation.
         num_crossovers: crossovers per generation.
-        num_refinements: refinements per generation after the first: one step of a random parent
-            moved by 1 to 64 (:meth:`TimestepSpace.refine`), the polish of a good plan.
+        num_refinements: refinements per generation after the first: the best parent (the
+            selection's first) polished, by Optuna's GPSampler fitted on the evaluated plans around
+            it (:meth:`GuidedTimestepSpace.refine`), or one step moved by 1 to 64 while few are known.
         num_proposals: TPE proposals per generation after the first; the rest of a generation is
             random. AutoDiffusion has neither; the studies' stage 1 fills its generations with
             refinements and proposals only (:func:`optuna_diffusion.runner.stage_population`).
@@ -139,7 +141,7 @@ class TimestepSampler(PlanSearchSampler):
             parent_selection=parent_selection or NSGA2ParentSelection(num_parents=num_parents),
             child_generation=child_generation
             or ChildGeneration(
-                population_size=population_size, mutation_prob=mutation_prob, **children
+                population_size=population_size, mutation_prob=mutation_prob, refine_best=True, **children
             ),
         )
 
@@ -167,6 +169,13 @@ class TimestepSampler(PlanSearchSampler):
     def space(self) -> TimestepSpace | SolverTimestepSpace:
         """The genomes searched: time steps, or (solver, time steps) pairs when solvers are searched."""
         return self._space
+
+    def get_parent_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
+        """The parents of ``generation``, best first: refinements polish the first.
+
+        ``BaseGASampler`` returns the parents it cached in the storage in trial order; the parent
+        selection ranks them again."""
+        return self._parent_selection(study, super().get_parent_population(study, generation))
 
     def _genome(self, trial: FrozenTrial) -> Genome | SolverSteps | None:
         """The trial's genome when it belongs to this sampler's space."""

@@ -1,4 +1,4 @@
-"""Stage 1's TPE proposals: valid genomes, drawn where the good evaluated plans are, at a parent's K."""
+"""Stage 1's model-guided children: TPE proposals where the good plans are, GP refinements near the best."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from optuna_diffusion.samplers import (
     TimestepSpace,
     timesteps_from_trial,
 )
-from optuna_diffusion.samplers._tpe_proposals import MIN_EVALUATED
+from optuna_diffusion.samplers._guided_space import MIN_EVALUATED, MIN_LOCAL
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -57,6 +57,25 @@ def test_proposals_take_a_parents_k_and_are_random_until_that_k_has_enough_plans
     seeded = [np.random.default_rng(7) for _ in range(2)]
     assert too_few.propose(seeded[0]) == space.random(seeded[1])
 
+
+
+def test_refinements_model_the_plans_around_the_refined_one_and_nudge_while_too_few_are_known():
+    space = TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4)
+    rng = np.random.default_rng(0)
+    start = (930, 380, 140, 70)  # near GOOD, inside its trust region
+    around = {tuple(t + int(rng.integers(-24, 24 + 1)) for t in start) for _ in range(30)}
+    evaluated = tuple((genome, fid_stand_in(genome)) for genome in sorted(around))
+    guided = GuidedTimestepSpace(space, evaluated, parents=(start,))
+    assert guided.trust_radius == 24  # 2.4% of 1,000 steps; it scales with the range:
+    assert GuidedTimestepSpace(TimestepSpace(num_train_timesteps=100, k_min=4, k_max=4), (), ()).trust_radius == 2
+    refined = [guided.refine(start, rng) for _ in range(10)]
+    nudged = [space.refine(start, rng) for _ in range(10)]
+    for genome in refined:
+        assert space.contains(genome) and max(abs(a - b) for a, b in zip(genome, start)) <= 24
+    assert np.median([fid_stand_in(g) for g in refined]) < np.median([fid_stand_in(g) for g in nudged]) - 0.1
+    few = GuidedTimestepSpace(space, evaluated[: MIN_LOCAL - 1], parents=(start,))
+    seeded = [np.random.default_rng(7) for _ in range(2)]
+    assert few.refine(start, seeded[0]) == space.refine(start, seeded[1])  # a nudge
 
 def test_proposals_carry_a_searched_solver_and_follow_the_better_one():
     space = SolverTimestepSpace(TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4), ("ddim", "dpmpp-2m"))
