@@ -376,7 +376,8 @@ def test_plans_far_worse_than_the_source_best_at_their_k_are_parents_only_when_t
     assert len(parents) == 4 and all(map(near, parents))
     # the cheap end of the front, far worse than stage 1 at its K, is on the front but not a parent
     assert any(not near(t) for t in study.best_trials)
-    unbounded = stage2_sampler(blocks, max_parent_ratio=None)
+    # without the bound, parents as many as the front are the front, far-worse plans included
+    unbounded = stage2_sampler(blocks, max_parent_ratio=None, num_parents=len(study.best_trials))
     unbounded._prepare(study, complete[0])
     assert any(not near(t) for t in unbounded.select_parent(study, 99))
     # too few near plans: the others fill the parent slots
