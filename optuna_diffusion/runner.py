@@ -67,7 +67,7 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     """The population split a stage's sampler and its multi-fidelity policy use.
 
     Stage 1 at one K (``step_counts`` 1): after generation 0 (the hand-designed schedules and random
-    plans), three tenths of each generation are refinements of the best plan (Optuna's GPSampler
+    plans), half of each generation are refinements of the best plan (Optuna's GPSampler
     fitted in a trust region around it, one step nudged while few plans are known there) and the rest
     proposals of Optuna's TPE fitted on the evaluated plans; the method's mutants and crossovers made
     ``benchmarks/search_quality.py``'s six-seed median best FID worse (2.28 against 2.19, before
@@ -82,7 +82,7 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     if stage == "timesteps":
         if step_counts > 1:
             return split
-        refinements = population * 3 // 10
+        refinements = population // 2
         return {**split, "num_mutants": 0, "num_crossovers": 0, "num_refinements": refinements,
                 "num_proposals": population - refinements}
     refinements = split["num_mutants"] // 2

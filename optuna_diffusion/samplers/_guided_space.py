@@ -73,7 +73,10 @@ class GuidedTimestepSpace:
             return self.space.refine(genome, rng)
         low, high = self._step_range
         region = [(max(low, t - radius), min(high, t + radius)) for t in steps]
-        gp = optuna.samplers.GPSampler(n_startup_trials=MIN_LOCAL, seed=int(rng.integers(2**32)))
+        # FID under common random numbers is deterministic: a plan evaluated once need not be drawn again.
+        gp = optuna.samplers.GPSampler(
+            n_startup_trials=MIN_LOCAL, deterministic_objective=True, seed=int(rng.integers(2**32))
+        )
         return self._draw(gp, local, region)
 
     def crossover(self, parent_a: Any, parent_b: Any, rng: np.random.Generator) -> Genome | SolverSteps:
