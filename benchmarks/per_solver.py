@@ -1,8 +1,9 @@
 """A schedule is solver-specific: search the time steps for each solver, then cross-evaluate; and search both at once.
 
 For each solver (DDIM, DPM-Solver++(2M), UniPC: the distinct deterministic solvers, Euler being DDIM)
-and K in (4, 6), TimestepSampler searches the digits model's time steps (500 samples per evaluation,
-common random numbers). Every best plan is then re-scored with all 1,797 samples under every solver,
+and K in (4, 6), TimestepSampler searches the digits model's time steps as a study's stage 1 does
+(``runner.stage_population``: refinements and TPE proposals, or mutants and crossovers when the
+solver is searched too; 500 samples per evaluation, common random numbers). Every best plan is then re-scored with all 1,797 samples under every solver,
 so the table shows the best plan per solver, the overall best (against the FID of 100 uniform DDIM
 steps), and what a plan tuned for one solver is worth under another. With ``--joint N ...`` one
 TimestepSampler per N also searches the solver with the time steps (``[sampling] solver =
@@ -24,6 +25,7 @@ from optuna_diffusion.baselines import baseline_plans
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
+from optuna_diffusion.runner import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
 from optuna_diffusion.solvers import DISTINCT_SOLVERS
 
@@ -48,9 +50,8 @@ def search(task: tuple[str, int, int, argparse.Namespace]) -> tuple[str, int, in
         baselines = [dataclasses.replace(plan, solver=name) for plan in baselines for name in SOLVERS]
     population = args.population
     sampler = TimestepSampler(
-        k_min=k, population_size=population, num_parents=max(2, population // 5), num_mutants=population // 2,
-        num_crossovers=population * 3 // 10, seed=args.seed, solvers=SOLVERS if solver == JOINT else None,
-        initial_plans=baselines[:population],
+        k_min=k, seed=args.seed, solvers=SOLVERS if solver == JOINT else None, initial_plans=baselines[:population],
+        **stage_population("timesteps", population, searches_solver=solver == JOINT),
     )
     study = optuna.create_study(sampler=sampler)
     study.optimize(PlanObjective(evaluator, num_samples=args.samples, objectives=("fid",)), n_trials=trials)

@@ -11,7 +11,6 @@ from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.samplers import (
     ChildGeneration,
     GuidedTimestepSpace,
-    SolverSteps,
     SolverTimestepSpace,
     TimestepSampler,
     TimestepSpace,
@@ -37,7 +36,7 @@ def evaluated_plans(space, count, rng):
 def test_proposals_fall_where_the_good_plans_are():
     space = TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4)
     evaluated = evaluated_plans(space, 60, np.random.default_rng(0))
-    guided = GuidedTimestepSpace(space, evaluated, parents=(GOOD,))
+    guided = GuidedTimestepSpace(space, evaluated)
     rng = np.random.default_rng(1)
     proposals = [guided.propose(rng) for _ in range(40)]
     randoms = [space.random(rng) for _ in range(40)]
@@ -46,17 +45,27 @@ def test_proposals_fall_where_the_good_plans_are():
     assert np.median([fid_stand_in(g) for g in proposals]) < 0.7 * np.median([fid_stand_in(g) for g in randoms])
 
 
-def test_proposals_take_a_parents_k_and_are_random_until_that_k_has_enough_plans():
+def test_over_several_k_children_work_at_a_uniformly_drawn_k():
     space = TimestepSpace(num_train_timesteps=1000, k_min=3, k_max=6)
     rng = np.random.default_rng(0)
     five_step = tuple((g, 1.0) for g in {space.refine((900, 700, 400, 200, 50), rng) for _ in range(MIN_EVALUATED)})
-    guided = GuidedTimestepSpace(space, five_step, parents=((900, 700, 400, 200, 50),))
     assert len(five_step) == MIN_EVALUATED
-    assert {len(guided.propose(rng)) for _ in range(10)} == {5}
-    too_few = GuidedTimestepSpace(space, five_step[:-1], parents=((900, 700, 400, 200, 50),))
+    guided = GuidedTimestepSpace(space, five_step)
+    # proposals: TPE at K = 5, the only K with enough plans; random (any K) at the others
+    proposals = [guided.propose(rng) for _ in range(40)]
+    assert {len(genome) for genome in proposals} == {3, 4, 5, 6}
+    too_few = GuidedTimestepSpace(space, five_step[:-1])
     seeded = [np.random.default_rng(7) for _ in range(2)]
+    seeded[1].integers(3, 7)  # the K drawn
     assert too_few.propose(seeded[0]) == space.random(seeded[1])
-
+    # refinements: near the best plan of the drawn K, whichever plan they are given
+    best_three, best_five = (800, 400, 100), min(five_step, key=lambda plan: plan[1])[0]
+    guided = GuidedTimestepSpace(space, ((best_three, 2.0), ((700, 300, 50), 3.0), *five_step))
+    refined = [guided.refine((990, 600, 300, 200), rng) for _ in range(40)]
+    assert {len(genome) for genome in refined} == {3, 4, 5}  # K = 6 has no plan: the given one is refined
+    for genome in refined:
+        near = {3: best_three, 4: (990, 600, 300, 200), 5: best_five}[len(genome)]
+        assert max(abs(a - b) for a, b in zip(genome, near)) <= 64  # a nudge (too few plans around)
 
 
 def test_refinements_model_the_plans_around_the_refined_one_and_nudge_while_too_few_are_known():
@@ -65,15 +74,15 @@ def test_refinements_model_the_plans_around_the_refined_one_and_nudge_while_too_
     start = (930, 380, 140, 70)  # near GOOD, inside its trust region
     around = {tuple(t + int(rng.integers(-24, 24 + 1)) for t in start) for _ in range(30)}
     evaluated = tuple((genome, fid_stand_in(genome)) for genome in sorted(around))
-    guided = GuidedTimestepSpace(space, evaluated, parents=(start,))
+    guided = GuidedTimestepSpace(space, evaluated)
     assert guided.trust_radius == 24  # 2.4% of 1,000 steps; it scales with the range:
-    assert GuidedTimestepSpace(TimestepSpace(num_train_timesteps=100, k_min=4, k_max=4), (), ()).trust_radius == 2
+    assert GuidedTimestepSpace(TimestepSpace(num_train_timesteps=100, k_min=4, k_max=4), ()).trust_radius == 2
     refined = [guided.refine(start, rng) for _ in range(10)]
     nudged = [space.refine(start, rng) for _ in range(10)]
     for genome in refined:
         assert space.contains(genome) and max(abs(a - b) for a, b in zip(genome, start)) <= 24
     assert np.median([fid_stand_in(g) for g in refined]) < np.median([fid_stand_in(g) for g in nudged]) - 0.1
-    few = GuidedTimestepSpace(space, evaluated[: MIN_LOCAL - 1], parents=(start,))
+    few = GuidedTimestepSpace(space, evaluated[: MIN_LOCAL - 1])
     seeded = [np.random.default_rng(7) for _ in range(2)]
     assert few.refine(start, seeded[0]) == space.refine(start, seeded[1])  # a nudge
 
@@ -82,7 +91,7 @@ def test_proposals_carry_a_searched_solver_and_follow_the_better_one():
     rng = np.random.default_rng(0)
     genomes = {space.random(rng) for _ in range(60)}
     evaluated = tuple((g, fid_stand_in(g.timesteps) + (0 if g.solver == "dpmpp-2m" else 5)) for g in genomes)
-    guided = GuidedTimestepSpace(space, evaluated, parents=(SolverSteps("ddim", GOOD),))
+    guided = GuidedTimestepSpace(space, evaluated)
     proposals = [guided.propose(rng) for _ in range(30)]
     assert all(space.contains(genome) for genome in proposals)
     assert sum(genome.solver == "dpmpp-2m" for genome in proposals) >= 25
@@ -107,7 +116,7 @@ def test_a_space_without_proposals_gives_random_genomes_in_those_slots():
     generation = ChildGeneration(population_size=10, num_mutants=2, num_crossovers=2, num_proposals=6, mutation_prob=0.25)
     make = generation.operator(space=space, generation=1, slot=5, parents=[GOOD, (900, 500, 200, 10)])
     assert make == space.random
-    guided = GuidedTimestepSpace(space, (), parents=(GOOD,))
+    guided = GuidedTimestepSpace(space, ())
     assert generation.operator(space=guided, generation=1, slot=5, parents=[GOOD]) == guided.propose
 
 
@@ -117,4 +126,15 @@ def test_a_studys_stage_1_at_one_k_fills_generations_with_refinements_and_propos
     split = stage_population("timesteps", 20)
     assert split["num_refinements"] + split["num_proposals"] == 20 and split["num_mutants"] == split["num_crossovers"] == 0
     TimestepSampler(k_min=4, **split)  # a valid split
-    assert stage_population("timesteps", 20, step_counts=7) == population_split(20)  # over several K: the method's
+    several = stage_population("timesteps", 20, step_counts=7)  # over several K: fewer refinements
+    assert several["num_refinements"] < split["num_refinements"] and several["num_mutants"] == 0
+    assert several["num_refinements"] + several["num_proposals"] == 20
+    assert {key: several[key] for key in population_split(20)} == {**population_split(20), "num_mutants": 0, "num_crossovers": 0}
+
+
+def test_a_studys_stage_1_keeps_mutants_and_crossovers_when_it_searches_the_solver():
+    from optuna_diffusion.runner import population_split, stage_population
+
+    joint = stage_population("timesteps", 20, searches_solver=True)
+    assert joint == population_split(20) and joint["num_mutants"] > 0 and joint["num_crossovers"] > 0
+    TimestepSampler(k_min=4, solvers=("ddim", "unipc"), **joint)  # a valid split

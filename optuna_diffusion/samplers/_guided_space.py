@@ -6,12 +6,17 @@ in the parents' basin. A *proposal* instead draws from a model of every evaluate
 multivariate TPE over the sorted time steps ``t0 > t1 > ...`` of the plans with the proposal's K
 (and their solver, when it is searched), fitted on their FID. A *refinement* polishes one plan:
 Optuna's GPSampler fitted on the evaluated plans in a trust region around it (every step within
-``TRUST_RADIUS``), where FID is smooth enough for a Gaussian process to point at the next better
-plan. Both keep the genome, the generations and the seeded first population of the search.
+``TRUST_FRACTION`` of the step range), where FID is smooth enough for a Gaussian process to point at
+the next better plan. Both keep the genome, the generations and the seeded first population of the
+search.
+
+In a search over several K both work at a K drawn uniformly: the front's selection favours the K
+whose plans dominate and would leave the others to random plans.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +52,10 @@ class GuidedTimestepSpace:
         space: the searched genomes (time steps, or (solver, time steps)).
         evaluated: ``(genome, FID)`` of the evaluated plans (small-sample estimates of plans stopped
             at the low fidelity too: they sort among the worse plans, where they belong).
-        parents: the generation's parents; a proposal takes the K of a random one.
     """
 
     space: TimestepSpace | SolverTimestepSpace
     evaluated: tuple[tuple[Genome | SolverSteps, float], ...]
-    parents: tuple[Genome | SolverSteps, ...]
 
     def random(self, rng: np.random.Generator) -> Genome | SolverSteps:
         return self.space.random(rng)
@@ -63,7 +66,11 @@ class GuidedTimestepSpace:
     def refine(self, genome: Any, rng: np.random.Generator) -> Genome | SolverSteps:
         """A plan near ``genome`` drawn by Optuna's GPSampler fitted on the evaluated plans of its K
         in its trust region (every step within ``trust_radius`` of its own); while fewer than
-        ``MIN_LOCAL`` lie there, the space's refinement (one step nudged)."""
+        ``MIN_LOCAL`` lie there, the space's refinement (one step nudged). In a space of several K
+        the plan refined is the best evaluated one of a uniformly drawn K (``genome`` while that K
+        has none)."""
+        if self._spans_several_k:
+            genome = self._best_of_k(self._random_k(rng)) or genome
         steps, radius = _steps(genome), self.trust_radius
         local = [
             (other, fid) for other, fid in self.evaluated
@@ -73,22 +80,22 @@ class GuidedTimestepSpace:
             return self.space.refine(genome, rng)
         low, high = self._step_range
         region = [(max(low, t - radius), min(high, t + radius)) for t in steps]
-        # FID under common random numbers is deterministic: a plan evaluated once need not be drawn again.
-        gp = optuna.samplers.GPSampler(
-            n_startup_trials=MIN_LOCAL, deterministic_objective=True, seed=int(rng.integers(2**32))
-        )
+        with warnings.catch_warnings():  # deterministic_objective is experimental; the choice is ours, not the user's
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # FID under common random numbers is deterministic: a plan evaluated once need not be drawn again.
+            gp = optuna.samplers.GPSampler(
+                n_startup_trials=MIN_LOCAL, deterministic_objective=True, seed=int(rng.integers(2**32))
+            )
         return self._draw(gp, local, region)
 
     def crossover(self, parent_a: Any, parent_b: Any, rng: np.random.Generator) -> Genome | SolverSteps:
         return self.space.crossover(parent_a, parent_b, rng)
 
     def propose(self, rng: np.random.Generator) -> Genome | SolverSteps:
-        """A genome drawn by TPE at the K of a random parent; random while that K has fewer than
+        """A genome drawn by TPE at a uniformly drawn K; random while that K has fewer than
         ``MIN_EVALUATED`` evaluated plans."""
-        if not self.parents:
-            return self.space.random(rng)
-        num_steps = len(_steps(self.parents[int(rng.integers(len(self.parents)))]))
-        same_k = [(genome, fid) for genome, fid in self.evaluated if len(_steps(genome)) == num_steps]
+        num_steps = self._random_k(rng)
+        same_k = self._evaluated_of_k(num_steps)
         if len(same_k) < MIN_EVALUATED:
             return self.space.random(rng)
         tpe = optuna.samplers.TPESampler(
@@ -122,6 +129,26 @@ class GuidedTimestepSpace:
             return SolverSteps(values[_SOLVER], steps)
         return steps
 
+    def _random_k(self, rng: np.random.Generator) -> int:
+        k_min, k_max = self._steps_space.k_range
+        return k_min if k_min == k_max else int(rng.integers(k_min, k_max + 1))
+
+    def _evaluated_of_k(self, num_steps: int) -> list[tuple[Genome | SolverSteps, float]]:
+        return [(genome, fid) for genome, fid in self.evaluated if len(_steps(genome)) == num_steps]
+
+    def _best_of_k(self, num_steps: int) -> Genome | SolverSteps | None:
+        same_k = self._evaluated_of_k(num_steps)
+        return min(same_k, key=lambda plan: plan[1])[0] if same_k else None
+
+    @property
+    def _spans_several_k(self) -> bool:
+        k_min, k_max = self._steps_space.k_range
+        return k_min < k_max
+
+    @property
+    def _steps_space(self) -> TimestepSpace:
+        return self.space.steps if isinstance(self.space, SolverTimestepSpace) else self.space
+
     @property
     def trust_radius(self) -> int:
         """How far (in time steps) a refinement may move each step: ``TRUST_FRACTION`` of the range."""
@@ -130,7 +157,7 @@ class GuidedTimestepSpace:
 
     @property
     def _step_range(self) -> tuple[int, int]:
-        steps = self.space.steps if isinstance(self.space, SolverTimestepSpace) else self.space
+        steps = self._steps_space
         return timestep_range(steps.num_train_timesteps, steps.schedule_kind)
 
     def __str__(self) -> str:
