@@ -81,12 +81,12 @@ def stage_population(stage: str, population: int, step_counts: int = 1, searches
     choices -- so without single toggles the search cannot polish a plan that is one change from better.
     """
     split = population_split(population)
-    if stage == "timesteps" and not searches_solver:
+    if stage == "timesteps":
+        if searches_solver:
+            return split
         refinements = population // 2 if step_counts == 1 else population * 3 // 10
         return {**split, "num_mutants": 0, "num_crossovers": 0, "num_refinements": refinements,
                 "num_proposals": population - refinements}
-    if stage == "timesteps":
-        return split
     refinements = split["num_mutants"] // 2
     return {**split, "num_mutants": split["num_mutants"] - refinements, "num_refinements": refinements}
 
