@@ -2,13 +2,12 @@
 
 For each solver (DDIM, DPM-Solver++(2M), UniPC: the distinct deterministic solvers, Euler being DDIM)
 and K in (4, 6), TimestepSampler searches the digits model's time steps as a study's stage 1 does
-(``runner.stage_population``: refinements and TPE proposals, or mutants and crossovers when the
-solver is searched too; 500 samples per evaluation, common random numbers). Every best plan is then
-re-scored with all 1,797 samples under every solver, so the table shows the best plan per solver, the
-overall best (against the FID of 100 uniform DDIM steps), and what a plan tuned for one solver is
-worth under another. With ``--joint N ...`` one TimestepSampler per N also searches the solver with
-the time steps (``[sampling] solver = "search"``), N evaluations in all, and its best plan is set
-against the best single-solver search.
+(``runner.stage_population``: GP refinements and TPE proposals; 500 samples per evaluation, common
+random numbers). Every best plan is then re-scored with all 1,797 samples under every solver, so the
+table shows the best plan per solver, the overall best (against the FID of 100 uniform DDIM steps),
+and what a plan tuned for one solver is worth under another. With ``--joint N ...`` one
+TimestepSampler per N also searches the solver with the time steps (``[sampling] solver = "search"``),
+N evaluations in all, and its best plan is set against the best single-solver search.
 Run: python benchmarks/per_solver.py [--trials 200] [--jobs 2] [--steps 2 3 4] [--joint 200 600]
 """
 
@@ -52,7 +51,7 @@ def search(task: tuple[str, int, int, argparse.Namespace]) -> tuple[str, int, in
     population = args.population
     sampler = TimestepSampler(
         k_min=k, seed=args.seed, solvers=SOLVERS if solver == JOINT else None, initial_plans=baselines[:population],
-        **stage_population("timesteps", population, searches_solver=solver == JOINT),
+        **stage_population("timesteps", population),
     )
     study = optuna.create_study(sampler=sampler)
     study.optimize(PlanObjective(evaluator, num_samples=args.samples, objectives=("fid",)), n_trials=trials)

@@ -63,27 +63,25 @@ def population_split(population: int) -> dict[str, int]:
     }
 
 
-def stage_population(stage: str, population: int, step_counts: int = 1, searches_solver: bool = False) -> dict[str, int]:
+def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[str, int]:
     """The population split a stage's sampler and its multi-fidelity policy use.
 
     Stage 1, after generation 0 (the hand-designed schedules and random plans), fills each generation
     with refinements (Optuna's GPSampler fitted in a trust region around the best plan, one step
     nudged while few plans are known there) and proposals of Optuna's TPE fitted on the evaluated
-    plans: half refinements at one K, three tenths over several K (where each child works at a
-    uniformly drawn K). The method's mutants and crossovers searched worse at K = 4
-    (``benchmarks/search_quality.py``: six-seed median best FID 2.28 against 2.12) and over K 3..8
-    (``benchmarks/search_front.py``: median hypervolume 2.351e9 against 2.389e9). When stage 1 also
-    searches the solver (``searches_solver``) it keeps the method's split: with 600 evaluations at
-    K = 4 the joint search ended at 1.09x the FID of the best single-solver plan with it and at 1.34x
-    with refinements and proposals (``benchmarks/per_solver.py``).
+    plans: half refinements at one K, three tenths over several K. Each child works on the plans of
+    one uniformly drawn K and, when stage 1 also searches the solver, solver
+    (:class:`~optuna_diffusion.samplers.GuidedTimestepSpace`). The method's mutants and crossovers
+    searched worse at K = 4 (``benchmarks/search_quality.py``: six-seed median best FID 2.28 against
+    2.12), over K 3..8 (``benchmarks/search_front.py``: median hypervolume 2.351e9 against 2.389e9)
+    and with the solver (``benchmarks/per_solver.py``, 600 evaluations at K = 4: 1.09x the FID of the
+    best of three single-solver searches, against 1.00x).
     Stage 2 keeps the method's split with half of its mutants as refinements (one block choice of a
     parent toggled): its genome is large -- a mutant toggles about one in ten of K x blocks
     choices -- so without single toggles the search cannot polish a plan that is one change from better.
     """
     split = population_split(population)
     if stage == "timesteps":
-        if searches_solver:
-            return split
         refinements = population // 2 if step_counts == 1 else population * 3 // 10
         return {**split, "num_mutants": 0, "num_crossovers": 0, "num_refinements": refinements,
                 "num_proposals": population - refinements}
@@ -92,12 +90,9 @@ def stage_population(stage: str, population: int, step_counts: int = 1, searches
 
 
 def study_population(stage: str, config: StudyConfig) -> dict[str, int]:
-    """:func:`stage_population` of a study's ``stage``: its population size, stage 1's number of K and
-    whether it searches the solver."""
+    """:func:`stage_population` of a study's ``stage``: its population size and stage 1's number of K."""
     steps = config.timesteps
-    return stage_population(
-        stage, getattr(config, stage).population_size, steps.k_max - steps.k_min + 1, config.sampling.searches_solver
-    )
+    return stage_population(stage, getattr(config, stage).population_size, steps.k_max - steps.k_min + 1)
 
 
 def _searched_solvers(config: StudyConfig, evaluator: PlanEvaluator) -> tuple[str, ...] | None:

@@ -86,15 +86,31 @@ def test_refinements_model_the_plans_around_the_refined_one_and_nudge_while_too_
     seeded = [np.random.default_rng(7) for _ in range(2)]
     assert few.refine(start, seeded[0]) == space.refine(start, seeded[1])  # a nudge
 
-def test_proposals_carry_a_searched_solver_and_follow_the_better_one():
+def test_with_the_solver_searched_children_work_on_one_solvers_plans_at_a_time():
     space = SolverTimestepSpace(TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4), ("ddim", "dpmpp-2m"))
+    wanted = {"ddim": GOOD, "dpmpp-2m": (700, 300, 120, 20)}  # each solver wants its own steps
+
+    def distance(genome) -> float:
+        return sum(abs(a - b) for a, b in zip(genome.timesteps, wanted[genome.solver])) / 100
+
+    def fid(genome) -> float:  # DDIM is behind at any steps
+        return 1.0 + distance(genome) + (5.0 if genome.solver == "ddim" else 0.0)
+
     rng = np.random.default_rng(0)
-    genomes = {space.random(rng) for _ in range(60)}
-    evaluated = tuple((g, fid_stand_in(g.timesteps) + (0 if g.solver == "dpmpp-2m" else 5)) for g in genomes)
+    evaluated = tuple((genome, fid(genome)) for genome in sorted({space.random(rng) for _ in range(80)}))
     guided = GuidedTimestepSpace(space, evaluated)
-    proposals = [guided.propose(rng) for _ in range(30)]
+    proposals = [guided.propose(rng) for _ in range(40)]
+    randoms = [space.random(rng) for _ in range(40)]
     assert all(space.contains(genome) for genome in proposals)
-    assert sum(genome.solver == "dpmpp-2m" for genome in proposals) >= 25
+    assert {genome.solver for genome in proposals} == {"ddim", "dpmpp-2m"}  # a solver behind is not left to chance
+    for solver in wanted:  # each solver's proposals fall near the steps it wants
+        mine = [distance(genome) for genome in proposals if genome.solver == solver]
+        assert np.median(mine) < 0.5 * np.median([distance(genome) for genome in randoms if genome.solver == solver])
+    best = {solver: min((p for p in evaluated if p[0].solver == solver), key=lambda p: p[1])[0] for solver in wanted}
+    refined = [guided.refine(evaluated[0][0], rng) for _ in range(40)]
+    near = [{solver for solver, plan in best.items() if max(abs(a - b) for a, b in zip(genome.timesteps, plan.timesteps)) <= 64}
+            for genome in refined]
+    assert all(near) and set().union(*near) == {"ddim", "dpmpp-2m"}  # each polishes the best plan of either solver
 
 
 def test_sampler_fills_proposal_slots_from_tpe_and_checks_the_split():
@@ -130,11 +146,3 @@ def test_a_studys_stage_1_at_one_k_fills_generations_with_refinements_and_propos
     assert several["num_refinements"] < split["num_refinements"] and several["num_mutants"] == 0
     assert several["num_refinements"] + several["num_proposals"] == 20
     assert {key: several[key] for key in population_split(20)} == {**population_split(20), "num_mutants": 0, "num_crossovers": 0}
-
-
-def test_a_studys_stage_1_keeps_mutants_and_crossovers_when_it_searches_the_solver():
-    from optuna_diffusion.runner import population_split, stage_population
-
-    joint = stage_population("timesteps", 20, searches_solver=True)
-    assert joint == population_split(20) and joint["num_mutants"] > 0 and joint["num_crossovers"] > 0
-    TimestepSampler(k_min=4, solvers=("ddim", "unipc"), **joint)  # a valid split

@@ -3,15 +3,17 @@
 Once a search has found good plans, a uniformly random genome (the exploration slots of the
 AutoDiffusion recipe) almost never lands near them, and mutants and crossovers of a few parents stay
 in the parents' basin. A *proposal* instead draws from a model of every evaluated plan: Optuna's
-multivariate TPE over the sorted time steps ``t0 > t1 > ...`` of the plans with the proposal's K
-(and their solver, when it is searched), fitted on their FID. A *refinement* polishes one plan:
-Optuna's GPSampler fitted on the evaluated plans in a trust region around it (every step within
-``TRUST_FRACTION`` of the step range), where FID is smooth enough for a Gaussian process to point at
-the next better plan. Both keep the genome, the generations and the seeded first population of the
-search.
+multivariate TPE over the sorted time steps ``t0 > t1 > ...`` of the plans with the proposal's K,
+fitted on their FID. A *refinement* polishes one plan: Optuna's GPSampler fitted on the evaluated
+plans of its K in a trust region around it (every step within ``TRUST_FRACTION`` of the step range),
+where FID is smooth enough for a Gaussian process to point at the next better plan. Both keep the
+genome, the generations and the seeded first population of the search.
 
-In a search over several K both work at a K drawn uniformly: the front's selection favours the K
-whose plans dominate and would leave the others to random plans.
+Both work on the plans of one *group* at a time: one K and, when the solver is searched, one solver
+(the steps a solver wants are its own, and one model over all solvers tells little about any). In a
+search over several K or solvers the group is drawn uniformly: the front's selection favours the
+group whose plans dominate and would leave the others to random plans, and a solver that is behind
+early may be ahead once its steps are tuned.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from ..baselines import strictly_decreasing
@@ -37,7 +39,9 @@ MIN_EVALUATED = 10
 # 1,000 steps) of the refined plan's; with fewer than MIN_LOCAL of them it nudges one step instead.
 TRUST_FRACTION = 0.024
 MIN_LOCAL = 6
-_SOLVER = "solver"
+
+# The plans a child is modelled on: one K and the solver (None when the solver is not searched).
+Group = tuple[int, str | None]
 
 
 @dataclass(frozen=True)
@@ -64,17 +68,17 @@ class GuidedTimestepSpace:
         return self.space.mutate(genome, rng, replace_prob=replace_prob)
 
     def refine(self, genome: Any, rng: np.random.Generator) -> Genome | SolverSteps:
-        """A plan near ``genome`` drawn by Optuna's GPSampler fitted on the evaluated plans of its K
-        in its trust region (every step within ``trust_radius`` of its own); while fewer than
-        ``MIN_LOCAL`` lie there, the space's refinement (one step nudged). In a space of several K
-        the plan refined is the best evaluated one of a uniformly drawn K (``genome`` while that K
-        has none)."""
-        if self._spans_several_k:
-            genome = self._best_of_k(self._random_k(rng)) or genome
+        """A plan near ``genome`` drawn by Optuna's GPSampler fitted on the evaluated plans of its
+        group (its K and solver) in its trust region (every step within ``trust_radius`` of its own);
+        while fewer than ``MIN_LOCAL`` lie there, the space's refinement (one gene changed). In a
+        space of several groups the plan refined is the best evaluated one of a uniformly drawn group
+        (``genome`` while that group has none)."""
+        if self._spans_several_groups:
+            genome = self._best_of(self._random_group(rng)) or genome
         steps, radius = _steps(genome), self.trust_radius
         local = [
-            (other, fid) for other, fid in self.evaluated
-            if len(_steps(other)) == len(steps) and max(abs(a - b) for a, b in zip(_steps(other), steps)) <= radius
+            (other, fid) for other, fid in self._evaluated_of(_group(genome))
+            if max(abs(a - b) for a, b in zip(_steps(other), steps)) <= radius
         ]
         if len(local) < MIN_LOCAL:
             return self.space.refine(genome, rng)
@@ -86,33 +90,32 @@ class GuidedTimestepSpace:
             gp = optuna.samplers.GPSampler(
                 n_startup_trials=MIN_LOCAL, deterministic_objective=True, seed=int(rng.integers(2**32))
             )
-        return self._draw(gp, local, region)
+        return self._draw(gp, local, region, solver=_solver(genome))
 
     def crossover(self, parent_a: Any, parent_b: Any, rng: np.random.Generator) -> Genome | SolverSteps:
         return self.space.crossover(parent_a, parent_b, rng)
 
     def propose(self, rng: np.random.Generator) -> Genome | SolverSteps:
-        """A genome drawn by TPE at a uniformly drawn K; random while that K has fewer than
-        ``MIN_EVALUATED`` evaluated plans."""
-        num_steps = self._random_k(rng)
-        same_k = self._evaluated_of_k(num_steps)
-        if len(same_k) < MIN_EVALUATED:
+        """A genome drawn by TPE fitted on the plans of a uniformly drawn group (K and solver);
+        random while the group has fewer than ``MIN_EVALUATED``."""
+        group = self._random_group(rng)
+        plans = self._evaluated_of(group)
+        if len(plans) < MIN_EVALUATED:
             return self.space.random(rng)
         tpe = optuna.samplers.TPESampler(
             multivariate=True, constant_liar=False,
             n_startup_trials=MIN_EVALUATED, seed=int(rng.integers(2**32)),
         )
-        return self._draw(tpe, same_k, [self._step_range] * num_steps)
+        num_steps, solver = group
+        return self._draw(tpe, plans, [self._step_range] * num_steps, solver=solver)
 
     def _draw(
         self, sampler: optuna.samplers.BaseSampler, plans: list[tuple[Genome | SolverSteps, float]],
-        bounds: list[tuple[int, int]],
+        bounds: list[tuple[int, int]], solver: str | None,
     ) -> Genome | SolverSteps:
-        """A genome drawn by ``sampler`` (its public ``sample_relative``) fitted on ``plans``: sorted
-        step ``i`` within ``bounds[i]``, and the solver when it is searched."""
+        """A genome drawn by ``sampler`` (its public ``sample_relative``) fitted on ``plans`` (one
+        group's): sorted step ``i`` within ``bounds[i]``, under ``solver`` when the solver is searched."""
         distributions: dict[str, BaseDistribution] = {f"t{i}": IntDistribution(*bound) for i, bound in enumerate(bounds)}
-        if isinstance(self.space, SolverTimestepSpace):
-            distributions[_SOLVER] = CategoricalDistribution(self.space.solvers)
         storage = optuna.storages.InMemoryStorage()
         study_id = storage.create_new_study(directions=[optuna.study.StudyDirection.MINIMIZE])
         # An in-memory study to fit the model on (``create_study`` would log one line per child).
@@ -125,25 +128,26 @@ class GuidedTimestepSpace:
         low, high = self._step_range
         # The model draws each sorted position on its own: equal or crossing values are put back in order.
         steps = strictly_decreasing((values[f"t{i}"] for i in range(len(bounds))), high - low + 1, lowest=low)
-        if isinstance(self.space, SolverTimestepSpace):
-            return SolverSteps(values[_SOLVER], steps)
-        return steps
+        return steps if solver is None else SolverSteps(solver, steps)
 
-    def _random_k(self, rng: np.random.Generator) -> int:
+    def _random_group(self, rng: np.random.Generator) -> Group:
+        """A uniformly drawn K and, when the solver is searched, solver."""
         k_min, k_max = self._steps_space.k_range
-        return k_min if k_min == k_max else int(rng.integers(k_min, k_max + 1))
+        num_steps = k_min if k_min == k_max else int(rng.integers(k_min, k_max + 1))
+        solvers = self.space.solvers if isinstance(self.space, SolverTimestepSpace) else (None,)
+        return num_steps, solvers[0] if len(solvers) == 1 else solvers[int(rng.integers(len(solvers)))]
 
-    def _evaluated_of_k(self, num_steps: int) -> list[tuple[Genome | SolverSteps, float]]:
-        return [(genome, fid) for genome, fid in self.evaluated if len(_steps(genome)) == num_steps]
+    def _evaluated_of(self, group: Group) -> list[tuple[Genome | SolverSteps, float]]:
+        return [(genome, fid) for genome, fid in self.evaluated if _group(genome) == group]
 
-    def _best_of_k(self, num_steps: int) -> Genome | SolverSteps | None:
-        same_k = self._evaluated_of_k(num_steps)
-        return min(same_k, key=lambda plan: plan[1])[0] if same_k else None
+    def _best_of(self, group: Group) -> Genome | SolverSteps | None:
+        plans = self._evaluated_of(group)
+        return min(plans, key=lambda plan: plan[1])[0] if plans else None
 
     @property
-    def _spans_several_k(self) -> bool:
+    def _spans_several_groups(self) -> bool:
         k_min, k_max = self._steps_space.k_range
-        return k_min < k_max
+        return k_min < k_max or (isinstance(self.space, SolverTimestepSpace) and len(self.space.solvers) > 1)
 
     @property
     def _steps_space(self) -> TimestepSpace:
@@ -168,9 +172,13 @@ def _steps(genome: Genome | SolverSteps) -> Genome:
     return genome.timesteps if isinstance(genome, SolverSteps) else genome
 
 
-def _params(genome: Genome | SolverSteps) -> dict[str, object]:
-    params: dict[str, object] = {f"t{i}": t for i, t in enumerate(_steps(genome))}
-    if isinstance(genome, SolverSteps):
-        params[_SOLVER] = genome.solver
-    return params
+def _solver(genome: Genome | SolverSteps) -> str | None:
+    return genome.solver if isinstance(genome, SolverSteps) else None
 
+
+def _group(genome: Genome | SolverSteps) -> Group:
+    return len(_steps(genome)), _solver(genome)
+
+
+def _params(genome: Genome | SolverSteps) -> dict[str, object]:
+    return {f"t{i}": t for i, t in enumerate(_steps(genome))}

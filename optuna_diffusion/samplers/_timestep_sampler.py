@@ -51,10 +51,10 @@ class TimestepSampler(PlanSearchSampler):
     trials (default :class:`NSGA2ParentSelection`: non-dominated rank and crowding distance,
     constraints set with ``trial.set_constraint`` honoured; one objective reduces to FID order),
     then makes ``num_refinements`` refinements of the best parent (a trust-region GP proposal near it;
-    over several K, near the best plan of a uniformly drawn K), ``num_mutants`` mutants,
-    ``num_crossovers`` crossovers, ``num_proposals`` proposals of Optuna's TPE fitted on the
-    evaluated plans of a uniformly drawn K (:class:`GuidedTimestepSpace`) and random genomes for the
-    rest (default :class:`ChildGeneration`).
+    over several K or solvers, near the best plan of a uniformly drawn K and solver), ``num_mutants``
+    mutants, ``num_crossovers`` crossovers, ``num_proposals`` proposals of Optuna's TPE fitted on the
+    evaluated plans of a uniformly drawn K and solver (:class:`GuidedTimestepSpace`) and random
+    genomes for the rest (default :class:`ChildGeneration`).
 
     A genome that an evaluated or running trial of the study already has is never proposed again
     (bounded re-draws, see :class:`ChildGeneration`); a worker that finds, after writing, that a
@@ -83,8 +83,7 @@ class TimestepSampler(PlanSearchSampler):
             it (:meth:`GuidedTimestepSpace.refine`), or one step moved by 1 to 64 while few are known.
         num_proposals: TPE proposals per generation after the first; the rest of a generation is
             random. AutoDiffusion has neither; the studies' stage 1 fills its generations with
-            refinements and proposals only, unless it searches the solver too
-            (:func:`optuna_diffusion.runner.stage_population`).
+            refinements and proposals only (:func:`optuna_diffusion.runner.stage_population`).
         mutation_prob: probability that a mutant changes each step (AutoDiffusion: 0.25).
         initial_plans: time steps to evaluate first (sequences of int or :class:`~optuna_diffusion.Plan`;
             with ``solvers``, a plan without a solver takes the first).
