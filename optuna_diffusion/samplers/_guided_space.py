@@ -10,10 +10,9 @@ where FID is smooth enough for a Gaussian process to point at the next better pl
 genome, the generations and the seeded first population of the search.
 
 Both work on the plans of one *group* at a time: one K and, when the solver is searched, one solver
-(the steps a solver wants are its own, and one model over all solvers tells little about any). In a
-search over several K or solvers the group is drawn uniformly: the front's selection favours the
-group whose plans dominate and would leave the others to random plans, and a solver that is behind
-early may be ahead once its steps are tuned.
+(the steps a solver wants are its own: ``benchmarks/per_solver.py``). In a search over several K or
+solvers the group is drawn uniformly: the front's selection favours the group whose plans dominate
+and would leave the others to random plans.
 """
 
 from __future__ import annotations
