@@ -133,7 +133,7 @@ class GuidedTimestepSpace:
         """A uniformly drawn K and, when the solver is searched, solver."""
         k_min, k_max = self._steps_space.k_range
         num_steps = k_min if k_min == k_max else int(rng.integers(k_min, k_max + 1))
-        solvers = self.space.solvers if isinstance(self.space, SolverTimestepSpace) else (None,)
+        solvers = self._solvers
         return num_steps, solvers[0] if len(solvers) == 1 else solvers[int(rng.integers(len(solvers)))]
 
     def _evaluated_of(self, group: Group) -> list[tuple[Genome | SolverSteps, float]]:
@@ -146,7 +146,12 @@ class GuidedTimestepSpace:
     @property
     def _spans_several_groups(self) -> bool:
         k_min, k_max = self._steps_space.k_range
-        return k_min < k_max or (isinstance(self.space, SolverTimestepSpace) and len(self.space.solvers) > 1)
+        return k_min < k_max or len(self._solvers) > 1
+
+    @property
+    def _solvers(self) -> tuple[str | None, ...]:
+        """The searched solvers; ``(None,)`` when the solver is not searched."""
+        return self.space.solvers if isinstance(self.space, SolverTimestepSpace) else (None,)
 
     @property
     def _steps_space(self) -> TimestepSpace:
