@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +179,10 @@ def _load_torchscript(path: Path) -> nn.Module:
     if not path.is_file():
         raise ModelLoadError(f"TorchScript feature extractor not found: {path}")
     try:
-        scripted = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            # The user chose a TorchScript file; torch 2.14 deprecates loading one (a FutureWarning) but still does.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+            scripted = torch.jit.load(str(path), map_location="cpu")
     except (OSError, RuntimeError, ValueError) as error:
         raise ModelLoadError(f"cannot load TorchScript feature extractor {path}: {first_line(error)}") from error
     num_features = getattr(scripted, "num_features", None)

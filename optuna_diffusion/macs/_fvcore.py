@@ -188,8 +188,11 @@ def fvcore_analysis(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
     Module names in its ``by_module()`` read ``"<prefix>.<module path>"`` (see :func:`model_prefix`),
     attributed in fvcore's ``"caller"`` ancestor mode.
     """
-    with warnings.catch_warnings():  # fvcore.nn's import scripts a loss with the deprecated torch.jit.script
+    with warnings.catch_warnings():
+        # fvcore.nn's import scripts a loss with torch.jit.script, which torch deprecates (a FutureWarning
+        # since torch 2.14): fvcore's doing, nothing the user can act on.
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         from fvcore.nn import FlopCountAnalysis
 
     tensors: list[torch.Tensor] = []
