@@ -149,15 +149,17 @@ def zoo_convert_adm(
     checkpoint: Annotated[Path, typer.Argument(help="guided-diffusion UNet checkpoint, e.g. 64x64_diffusion.pt.")],
     out: Annotated[Path, typer.Option(help="Folder to write the diffusers UNet2DModel and scheduler to.")],
     arch: ArchOption = None,
+    own_weights: Annotated[bool, typer.Option("--own-weights", help="The weights are your own, trained with --arch's "
+                                              "flags, though shaped like a published checkpoint's.")] = False,
 ) -> None:
     """Convert a guided-diffusion (ADM) UNet checkpoint to a diffusers folder, or say why it cannot be.
 
     Presets: imagenet64, imagenet128 (refused: per-level head widths), imagenet256, imagenet256-uncond, lsun256,
-    imagenet512 (refused).
+    imagenet512 (refused). An --arch that contradicts the published checkpoint of the weights' layout is refused.
     """
     from .zoo.convert_adm import convert_adm_checkpoint
 
-    folder = convert_adm_checkpoint(checkpoint, out, arch=arch)
+    folder = convert_adm_checkpoint(checkpoint, out, arch=arch, own_weights=own_weights)
     typer.echo(f"wrote {folder}")
 
 
