@@ -285,7 +285,8 @@ MacsConventionOption = Annotated[
     str,
     typer.Option(help="What the MACs count: full (convolutions, linear layers, attention's score and value products, "
                       "norms, up-sampling; as torch's FlopCounterMode and the DiT paper) or linear-conv (convolutions and "
-                      "linear layers only; as calflops, thop and DeepCache's counter, behind the SD acceleration papers' tables)."),
+                      "linear layers with their biases only; as thop and DeepCache's counter, behind the SD acceleration "
+                      "papers' tables)."),
 ]
 
 
