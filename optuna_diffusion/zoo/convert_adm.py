@@ -16,7 +16,9 @@ block width), ``learn_sigma`` (``out.2`` has 6 channels) and ``class_cond``/``nu
 the dropout rate. Those come from ``arch`` (a preset name, a JSON file of :class:`ADMConfig` fields or
 an :class:`ADMConfig`) or, without ``arch``, from the published checkpoint whose weight layout the
 file has (:data:`ADM_PRESETS`, flags from guided-diffusion's README); a file that matches no
-published layout is refused rather than guessed.
+published layout is refused rather than guessed. An ``arch`` whose head split, q/k/v order or noise
+schedule contradicts the published checkpoint of the file's layout is refused too (those weights would
+compute another network), unless ``own_weights`` says the file is the user's own.
 
 **What diffusers can express.** ``UNet2DModel`` has one ``attention_head_dim`` for every level, and
 one width for the first level and the timestep sinusoid. So
