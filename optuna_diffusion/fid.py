@@ -132,14 +132,23 @@ def _missing_inception_weights_message(reason: str) -> str:
 
 
 def inception_unavailable(weights_path: str | None = None) -> str | None:
-    """What is missing for InceptionV3 features here (one line), or None when they can load offline."""
+    """What InceptionV3 features lack here, as a noun phrase with how to supply it, or None when they load offline.
+
+    The phrase completes "study NAME needs ...", e.g. ``"torch-fidelity for InceptionV3 features (pip
+    install 'optuna-diffusion[inception]')"``.
+    """
     if not _torch_fidelity_available():
-        return _INCEPTION_INSTALL_HINT
+        return "torch-fidelity for InceptionV3 features (pip install 'optuna-diffusion[inception]')"
     if weights_path is not None:
-        return None if Path(weights_path).is_file() else f"InceptionV3 weights file not found: {weights_path}"
+        if Path(weights_path).is_file():
+            return None
+        return f"the InceptionV3 weights: {weights_path} does not exist (--feature-weights)"
     if any((_hub_checkpoints_dir() / name).is_file() for name in _INCEPTION_WEIGHTS_FILES):
         return None
-    return _missing_inception_weights_message("not downloaded")
+    return (
+        f"the InceptionV3 weights (not downloaded: place {INCEPTION_WEIGHTS_FILE} in {_hub_checkpoints_dir()}, "
+        "or pass its path with --feature-weights)"
+    )
 
 
 def _load_inception(weights_path: str | None) -> nn.Module:
