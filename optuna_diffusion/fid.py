@@ -48,7 +48,7 @@ DIGITS_FEATURES_DIR = Path(__file__).resolve().parent / "zoo" / "digits" / "feat
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 """pytorch-fid's InceptionV3 weights; torch-fidelity downloads the same weights under the next name."""
 _INCEPTION_WEIGHTS_FILES = (INCEPTION_WEIGHTS_FILE, "weights-inception-2015-12-05-6726825d.pth")
-_INCEPTION_INSTALL_HINT = "InceptionV3 features need torch-fidelity: pip install 'optuna-diffusion[inception]'"
+_INCEPTION_INSTALL_HINT = "InceptionV3 features need torch-fidelity: pip install torch-fidelity"
 
 _CACHE_VERSION = b"optuna-diffusion reference stats v1"
 
@@ -135,10 +135,10 @@ def inception_unavailable(weights_path: str | None = None) -> str | None:
     """What InceptionV3 features lack here, as a noun phrase with how to supply it, or None when they load offline.
 
     The phrase completes "study NAME needs ...", e.g. ``"torch-fidelity for InceptionV3 features (pip
-    install 'optuna-diffusion[inception]')"``.
+    install torch-fidelity)"``.
     """
     if not _torch_fidelity_available():
-        return "torch-fidelity for InceptionV3 features (pip install 'optuna-diffusion[inception]')"
+        return "torch-fidelity for InceptionV3 features (pip install torch-fidelity)"
     if weights_path is not None:
         if Path(weights_path).is_file():
             return None

@@ -208,7 +208,7 @@ def test_inception_error_is_one_line() -> None:
     except OptunaDiffusionError as error:
         message = str(error)
         assert "\n" not in message
-        assert "pip install 'optuna-diffusion[inception]'" in message or INCEPTION_WEIGHTS_FILE in message
+        assert "pip install torch-fidelity" in message or INCEPTION_WEIGHTS_FILE in message
     else:  # torch-fidelity and the weights are present on this machine
         assert extractor.num_features == 2048
 
@@ -218,7 +218,7 @@ def test_inception_missing_torch_fidelity(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(OptunaDiffusionError) as error:
         load_feature_extractor("inception")
     assert _assert_one_line(error) == (
-        "InceptionV3 features need torch-fidelity: pip install 'optuna-diffusion[inception]'"
+        "InceptionV3 features need torch-fidelity: pip install torch-fidelity"
     )
 
 
@@ -270,7 +270,7 @@ def test_a_study_names_what_inception_features_lack_in_a_sentence(
     # "study 'digits' needs InceptionV3 features need torch-fidelity" read wrong: the study names a noun.
     monkeypatch.setattr(fid, "_torch_fidelity_available", lambda: False)
     assert _inception_study_error() == (
-        "study 'digits' needs torch-fidelity for InceptionV3 features (pip install 'optuna-diffusion[inception]')"
+        "study 'digits' needs torch-fidelity for InceptionV3 features (pip install torch-fidelity)"
     )
     monkeypatch.setattr(fid, "_torch_fidelity_available", lambda: True)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
