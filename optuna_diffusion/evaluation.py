@@ -125,13 +125,24 @@ class PlanEvaluator:
         self.classifier_step_macs = classifier_step_macs(classifier, model.sample_shape) if classifier is not None else 0
         self.per_image_macs = component_macs(model, settings, prompts=self.generator.prompts)
 
+    @property
+    def uses_guidance(self) -> bool:
+        """Whether each step runs the denoiser twice: the family's rule (``family.uses_guidance``), which
+        generation follows too; Flux-dev takes its guidance scale as an input and runs once."""
+        return self.model.family.uses_guidance(self.settings)
+
+    def cheapest_step_macs(self) -> int:
+        """Denoiser MACs of one step with every skippable block skipped (twice if :attr:`uses_guidance`):
+        no plan costs less."""
+        table = self.macs_table
+        return table.step_macs(skips=tuple(table.skip_savings)) * (2 if self.uses_guidance else 1)
+
     def macs_parts(self, plan: Plan) -> dict[str, int]:
         """MACs of one image of ``plan``, by component: ``denoiser`` (every step, twice under
         classifier-free guidance), ``classifier`` (classifier guidance), ``text_encoders`` and
         ``vae_decoder`` (once per image)."""
-        guided = self.model.family.uses_guidance(self.settings)
         return {
-            "denoiser": self.macs_table.plan_macs(plan, guidance=guided),
+            "denoiser": self.macs_table.plan_macs(plan, guidance=self.uses_guidance),
             "classifier": plan.num_steps * self.classifier_step_macs,
             **self.per_image_macs,
         }

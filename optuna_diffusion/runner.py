@@ -114,11 +114,13 @@ def _initial_plans(config: StudyConfig, evaluator: PlanEvaluator) -> list[Plan]:
     return unique[: stage.population_size]
 
 
-def _cheapest_possible_macs(evaluator: PlanEvaluator) -> int:
-    """MACs of one step with every skippable block skipped: no plan costs less."""
-    table = evaluator.macs_table
-    factor = 2 if evaluator.settings.uses_guidance else 1
-    return factor * table.step_macs(skips=tuple(table.skip_savings))
+def check_macs_budget(budget: float | None, evaluator: PlanEvaluator) -> None:
+    """Raise ConfigError if ``budget`` is below the cheapest plan (:meth:`PlanEvaluator.cheapest_step_macs`)."""
+    if budget is not None and budget < evaluator.cheapest_step_macs():
+        raise ConfigError(
+            f"architecture.macs_budget = {budget:g} MACs is below the cheapest possible plan "
+            f"({evaluator.cheapest_step_macs():g} MACs: one step with every skippable block skipped)"
+        )
 
 
 def sampler_for(
@@ -288,12 +290,8 @@ def run_optimize(
     evaluator = build_evaluator(config, device=device, teacher_dir=artifact_dir(storage_url, config.name) / "teacher")
     started = StartedTrials()
     try:
-        budget = config.architecture.macs_budget
-        if "architecture" in stages and budget is not None and budget < _cheapest_possible_macs(evaluator):
-            raise ConfigError(
-                f"architecture.macs_budget = {budget:g} MACs is below the cheapest possible plan "
-                f"({_cheapest_possible_macs(evaluator):g} MACs: one step with every skippable block skipped)"
-            )
+        if "architecture" in stages:
+            check_macs_budget(config.architecture.macs_budget, evaluator)
         storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval)
         preview = PreviewUploader(artifact_dir(storage_url, config.name))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
