@@ -258,9 +258,10 @@ def optimize(
 ) -> None:
     """Search a study's time steps (stage 1), then its skipped and reused blocks (stage 2); rerun to resume."""
     from .runner import run_optimize
+    from .trial_plan import STAGES
 
-    if stage is not None and stage not in ("timesteps", "architecture"):
-        raise typer.BadParameter("--stage must be timesteps or architecture")
+    if stage is not None and stage not in STAGES:
+        raise typer.BadParameter(f"--stage must be {' or '.join(STAGES)}")
     for name, value in (("--n-trials", n_trials), ("--timeout", timeout), ("--heartbeat-interval", heartbeat_interval)):
         _positive(name, value)
     cfg = _config(study, config, model=model, classifier=classifier, prompts=prompts, negative_prompt=negative_prompt,
@@ -270,7 +271,7 @@ def optimize(
     previous = signal.signal(signal.SIGINT, _first_interrupt)
     threading.excepthook = _thread_errors_in_one_line
     try:
-        run_optimize(cfg, _storage_url(storage, cfg), stages=(stage,) if stage else ("timesteps", "architecture"),
+        run_optimize(cfg, _storage_url(storage, cfg), stages=(stage,) if stage else STAGES,
                      n_trials=n_trials, timeout=timeout, device=device, heartbeat_interval=heartbeat_interval,
                      show_all=show_all, echo=typer.echo)
     except KeyboardInterrupt:
@@ -411,7 +412,7 @@ def plot(
     """Draw the stored fronts: FID (log) against MACs, both stages and the hand-designed baselines."""
     from .plot import front_figure, write_html, write_png
     from .runner import stored_stage_studies
-    from .study_config import STAGES
+    from .trial_plan import STAGES
 
     cfg = _config(study, config)
     stored = stored_stage_studies(cfg, _storage_url(storage, cfg), None)

@@ -7,7 +7,6 @@ trial uploads a PNG grid of its samples as an artifact for optuna-dashboard.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,11 @@ import torch
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
 from .fitness import ClipScoreFitness, FIDFitness, FitnessMeter, TeacherFitness, TeacherStore
+from .models import hub_offline
 from .plan import Plan
 from .preview import save_image_grid
 from .study_config import StudyConfig
+from .trial_plan import MARKER_STAGE_KEY, study_marker
 from .trial_plan import STUDY_MARKER as MARKER
 
 PREVIEW_SAMPLES = 64
@@ -63,14 +64,10 @@ def missing_inputs(config: StudyConfig) -> list[str]:
         missing.append(f"the CLIP model: {clip} does not exist (fitness.clip_model, a folder with a CLIPModel and its processor)")
     # A hub id not in the local cache is downloaded when there is internet: named as missing only when the
     # study fails anyway, or when the hub is switched off (HF_HUB_OFFLINE).
-    if (missing or _hub_offline()) and _uncached_hub_id(config.model.source):
+    if (missing or hub_offline()) and _uncached_hub_id(config.model.source):
         hint = f"; {hints.model}" if hints.model else ""
         missing.insert(0, f"the model {config.model.source} (not in the local Hugging Face cache{hint})")
     return missing
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
 def _uncached_hub_id(source: str) -> bool:
@@ -174,7 +171,7 @@ def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseSto
     )
     if MARKER not in study.user_attrs:
         study.set_metric_names([metric_label(config), "MACs"])
-        study.set_user_attr(MARKER, {"stage": stage, "config": config.to_dict()})
+        study.set_user_attr(MARKER, study_marker(stage, config.to_dict()))
     return study
 
 
@@ -197,7 +194,7 @@ def _check_ours(storage: optuna.storages.BaseStorage, study_id: int, name: str, 
             raise foreign
         return
     marker = user_attrs.get(MARKER)
-    if not isinstance(marker, dict) or marker.get("stage") != stage:
+    if not isinstance(marker, dict) or marker.get(MARKER_STAGE_KEY) != stage:
         raise foreign
     if not minimizes_two:
         raise ConfigError(f"study {name!r} has directions {[d.name for d in directions]}; optuna-diffusion studies minimize 2 objectives")
