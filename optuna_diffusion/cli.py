@@ -330,7 +330,7 @@ def export(
 def _write_pipeline_call(cfg, chosen: dict[str, Any], out: Path) -> None:
     """Beside an exported plan of a pipeline study, the Python call that runs it in that pipeline."""
     from .errors import ConfigError
-    from .pipelines import study_pipeline_call
+    from .export_call import study_pipeline_call
     from .plan import Plan
 
     try:

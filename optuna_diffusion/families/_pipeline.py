@@ -27,8 +27,8 @@ from ..errors import ConfigError
 from ._base import Conditions, ModelFamily, chunked_noise
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
-    from ..sampling import SamplingSettings
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
 
 
 def call_default(pipeline: Any, argument: str) -> Any:
