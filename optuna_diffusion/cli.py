@@ -4,6 +4,9 @@ Every error a user can cause is one line on stderr, ``error: ...``, and a non-ze
 library's own errors (:class:`~optuna_diffusion.errors.OptunaDiffusionError`, code 2, or the error's
 ``exit_code``) in :func:`_one_line_errors`, and the option errors of Typer and Click (code 2) in
 :class:`_OneLineErrors`. ``--debug`` shows the traceback behind a library error.
+
+Commands import the library inside their bodies: the package loads its names lazily (PEP 562), so
+``--help`` imports neither torch nor Optuna (``tests/test_import_cycles.py`` checks it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from typer.core import TyperGroup
 
-from .errors import OptunaDiffusionError
+from .errors import ConfigError, OptunaDiffusionError, first_line
+from .plan import Plan
 
 
 class _OneLineErrors(TyperGroup):
@@ -209,7 +213,6 @@ def _first_interrupt(signum: int, frame: Any) -> None:
 
 def _thread_errors_in_one_line(arguments: threading.ExceptHookArgs) -> None:
     """A library thread's failure (Optuna's heartbeat while the database is away) as one line."""
-    from .errors import first_line
     from .runner import root_cause
 
     if arguments.exc_value is not None and not isinstance(arguments.exc_value, SystemExit):
@@ -329,9 +332,7 @@ def export(
 
 def _write_pipeline_call(cfg, chosen: dict[str, Any], out: Path) -> None:
     """Beside an exported plan of a pipeline study, the Python call that runs it in that pipeline."""
-    from .errors import ConfigError
     from .export_call import study_pipeline_call
-    from .plan import Plan
 
     try:
         call = study_pipeline_call(cfg, Plan.from_dict(chosen["plan"]), out.name)

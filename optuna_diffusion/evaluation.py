@@ -24,15 +24,17 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, OptunaDiffusionError
-from .fid import ReferenceStats
+from .fid import ReferenceStats, load_feature_extractor, reference_stats
 from .fitness import FIDFitness, FitnessMeter
-from .macs import MacsTable
+from .macs import MacsTable, count_macs, input_gradient_macs
 from .memory import is_out_of_memory, release_memory
-from .models import DiffusionModel
+from .models import DiffusionModel, load_diffusion_model
+from .pipelines import component_macs
 from .plan import Plan
 from .prefix_cache import PrefixCache
 from .prompts import PromptSet
 from .sampling import ImageGenerator, SamplingSettings
+from .zoo.data import load_digits_images
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,6 @@ class PlanEvaluator:
         prompts: PromptSet | None = None,
         fitness: FitnessMeter | None = None,
     ) -> None:
-        from .pipelines import component_macs
-
         self.model = model
         self.settings = settings
         if prefix_cache is not None and not isinstance(prefix_cache, PrefixCache):
@@ -292,8 +292,6 @@ class PlanEvaluator:
 def classifier_step_macs(classifier: nn.Module, sample_shape: Sequence[int]) -> int:
     """MACs of one classifier-guidance step (batch 1): the classifier's forward (fvcore) plus the backward
     pass of its input gradient (counted by torch, :func:`~optuna_diffusion.macs.input_gradient_macs`)."""
-    from .macs import count_macs, input_gradient_macs
-
     device = next(classifier.parameters()).device
     inputs = {"sample": torch.randn(1, *sample_shape, device=device), "timestep": torch.tensor([500], device=device)}
     return count_macs(classifier, inputs=inputs) + input_gradient_macs(classifier, inputs)
@@ -321,10 +319,6 @@ def digits_evaluator(
     is a bundled digits model (``"digits"``, the DDPM UNet; ``"digits-dit"``, the flow-matching DiT, which
     needs a flow solver such as :data:`DIGITS_DIT_SETTINGS`'s) or a folder of one.
     """
-    from .fid import load_feature_extractor, reference_stats
-    from .models import load_diffusion_model
-    from .zoo.data import load_digits_images
-
     extractor = load_feature_extractor("digits")
     images, _ = load_digits_images()
     reference = reference_stats(images, extractor, cache_dir=cache_dir or default_cache_dir())

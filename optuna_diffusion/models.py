@@ -27,6 +27,7 @@ from torch import nn
 
 from .errors import ConfigError, ModelLoadError, first_line
 from .families import PIPELINE_FAMILIES, ModelFamily, family_for, family_for_pipeline
+from .pipelines import PromptEncoder
 from .schedules import schedule_from_config
 from .zoo import BUNDLED_MODELS, bundled_model_path
 
@@ -72,8 +73,6 @@ class DiffusionModel:
         if self.image_size is not None:
             self.image_size = _image_size(self.image_size)
         if self.prompt_encoder is None and getattr(self.family, "uses_prompts", False):
-            from .pipelines import PromptEncoder
-
             self.prompt_encoder = PromptEncoder(self)
 
     @property

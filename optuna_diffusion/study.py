@@ -16,13 +16,19 @@ import torch
 
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
+from .fid import inception_unavailable, load_feature_extractor, load_reference_npz, reference_stats
 from .fitness import ClipScoreFitness, FIDFitness, FitnessMeter, TeacherFitness, TeacherStore
-from .models import hub_offline
+from .fitness._teacher import LABELS
+from .image_folder import load_image_folder
+from .models import hub_offline, load_diffusion_model
 from .plan import Plan
 from .preview import save_image_grid
 from .study_config import StudyConfig
 from .trial_plan import MARKER_STAGE_KEY, study_marker
 from .trial_plan import STUDY_MARKER as MARKER
+from .zoo import BUNDLED_MODELS
+from .zoo.adm_classifier import ADMClassifier
+from .zoo.data import load_digits_images
 
 PREVIEW_SAMPLES = 64
 
@@ -40,8 +46,6 @@ def check_device(device: str) -> torch.device:
 
 def missing_inputs(config: StudyConfig) -> list[str]:
     """What the study needs and this machine lacks, each with how to supply it (empty: nothing)."""
-    from .fid import inception_unavailable
-
     hints = config.hints
     missing = []
 
@@ -74,8 +78,6 @@ def _uncached_hub_id(source: str) -> bool:
     """Whether ``source`` names a hub repository that the local Hugging Face cache does not hold."""
     from huggingface_hub import try_to_load_from_cache
 
-    from .zoo import BUNDLED_MODELS
-
     if not source or source in BUNDLED_MODELS or Path(source).expanduser().exists() or source.count("/") != 1:
         return False
     files = ("model_index.json", "config.json", "unet/config.json", "transformer/config.json")
@@ -90,8 +92,6 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu", teacher_dir: Pa
     runner passes the study's artifact folder. With ``[fitness] rescore``, the re-scoring metric is
     bound too, as the evaluator's ``rescore_fitness``.
     """
-    from .models import load_diffusion_model
-
     check_device(device)
     missing = missing_inputs(config)
     if missing:
@@ -118,8 +118,6 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu", teacher_dir: Pa
 
 def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teacher_dir: Path | None = None) -> FitnessMeter:
     """The (unbound) meter of ``metric`` as ``config`` sets it up."""
-    from .fid import load_feature_extractor, load_reference_npz, reference_stats
-
     settings = config.fitness
     if metric == "teacher":
         folder = teacher_dir if teacher_dir is not None else default_cache_dir() / "teacher"
@@ -128,13 +126,9 @@ def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teach
         return ClipScoreFitness(settings.clip_model or "")
     extractor = load_feature_extractor(config.fid.features, weights_path=config.fid.feature_weights).to(device)
     if config.fid.reference == "digits":
-        from .zoo.data import load_digits_images
-
         images, _ = load_digits_images()
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
     elif Path(config.fid.reference).expanduser().is_dir():
-        from .image_folder import load_image_folder
-
         images = load_image_folder(config.fid.reference)
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
     else:
@@ -144,15 +138,11 @@ def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teach
 
 def load_classifier(folder: str, *, device: str = "cpu") -> torch.nn.Module:
     """The noisy-image classifier of classifier guidance, from a folder ``zoo convert-adm-classifier`` wrote."""
-    from .zoo.adm_classifier import ADMClassifier
-
     return ADMClassifier.from_pretrained(Path(folder).expanduser()).to(device).eval().requires_grad_(False)
 
 
 def metric_label(config: StudyConfig) -> str:
     """Name of a study's first objective: ``FID``, or the fitness metric's value (``-PSNR``, ``-CLIP score`` ...)."""
-    from .fitness._teacher import LABELS
-
     metric = config.fitness.metric
     return {"fid": "FID", "clip-score": "-CLIP score"}.get(metric) or LABELS[config.fitness.teacher_distance]
 

@@ -9,6 +9,8 @@ importing a submodule is not counted as depending on its package's ``__init__``.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna_diffusion
@@ -123,3 +125,20 @@ def test_the_walk_counts_type_checking_and_function_local_imports(tmp_path):
 
     assert graph["pkg.a"] == {"pkg.sub.b": 3} and graph["pkg.sub.b"] == {"pkg.c": 2} and graph["pkg.c"] == {"pkg.a": 1}
     assert cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+def test_the_command_line_loads_without_torch_and_the_package_exports_stay_whole():
+    """``optuna-diffusion --help`` imports the package lazily (PEP 562): neither torch nor Optuna."""
+    code = (
+        "import sys\n"
+        "import optuna_diffusion.cli\n"
+        "assert not {'torch', 'optuna', 'diffusers'} & set(sys.modules), sorted({'torch', 'optuna', 'diffusers'} & set(sys.modules))\n"
+        "import optuna_diffusion.apply\n"  # the submodule named like the function must not hide it
+        "from optuna_diffusion import Plan, apply, TimestepSampler\n"
+        "import optuna_diffusion\n"
+        "assert callable(apply) and optuna_diffusion.apply is apply and Plan.__module__ == 'optuna_diffusion.plan'\n"
+        "assert set(optuna_diffusion.__all__) <= set(dir(optuna_diffusion))\n"
+        "assert optuna_diffusion.blocks.find_blocks is optuna_diffusion.find_blocks\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

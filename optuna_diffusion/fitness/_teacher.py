@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..baselines import baseline_names, baseline_plan
 from ..errors import ConfigError
 from ..plan import Plan
 from ._base import Evaluator, FitnessMeter, to_uint8
@@ -45,8 +46,6 @@ _FORMAT_VERSION = 1
 
 def teacher_plan(evaluator: Evaluator, steps: int | None = None) -> Plan:
     """The teacher's plan: ``steps`` (default ``min(100, T)``) uniformly spaced steps, the full network."""
-    from ..baselines import baseline_names, baseline_plan
-
     schedule = evaluator.generator.schedule
     total = schedule.num_train_timesteps
     steps = min(DEFAULT_TEACHER_STEPS, total) if steps is None else steps
