@@ -32,7 +32,7 @@ from optuna_diffusion.samplers._architecture_crossover import crossover_plans
 from optuna_diffusion.samplers._architecture_mutation import mutate_plan
 from optuna_diffusion.samplers._bound_architecture_space import BoundArchitectureSpace
 
-from .conftest import baseline_steps, tiny_unet
+from .helpers import baseline_steps, tiny_unet
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
