@@ -36,13 +36,16 @@ from .study import (
     metric_label,
     open_study,
 )
-from .study_config import ARCHITECTURE_STAGE, STAGES, TIMESTEP_STAGE, StudyConfig
+from .study_config import StudyConfig
 from .trial_plan import (
+    ARCHITECTURE_STAGE,
     BASELINE_FIDS_ATTR,
     FIXED_MACS_ATTR,
-    SENSITIVITY_ATTR,
     MARKER_CONFIG_KEY,
     MARKER_STAGE_KEY,
+    SENSITIVITY_ATTR,
+    STAGES,
+    TIMESTEP_STAGE,
     is_low_fidelity,
     plan_from_trial,
     read_marker,

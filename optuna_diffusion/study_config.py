@@ -21,7 +21,7 @@ from .fitness import FitnessSettings
 from .prompts import PromptSettings, shipped_prompt_set
 from .sampling import SamplingSettings
 from .settings import Section, SettingError, at_least, fraction, positive, setting
-from .trial_plan import ARCHITECTURE_STAGE, STAGES, TIMESTEP_STAGE  # noqa: F401  (the stages' names, re-exported)
+from .trial_plan import STAGES  # noqa: F401  (re-exported: the stages, named in trial_plan)
 
 if sys.version_info >= (3, 11):
     import tomllib
