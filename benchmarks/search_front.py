@@ -24,9 +24,9 @@ import time
 import numpy as np
 import optuna
 import torch
-from optuna._hypervolume import compute_hypervolume  # Optuna's exact hypervolume (private module)
 
 from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
+from optuna_diffusion.compat import compute_hypervolume  # Optuna's exact hypervolume (private, fenced)
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.runner import stage_population

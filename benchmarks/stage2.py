@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume  # Optuna's exact hypervolume (private module)
 
+from optuna_diffusion.compat import compute_hypervolume  # Optuna's exact hypervolume (private, fenced)
 from optuna_diffusion.runner import run_optimize
 from optuna_diffusion.front import format_front, pareto_front
 from optuna_diffusion.study import build_evaluator

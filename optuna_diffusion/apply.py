@@ -6,6 +6,7 @@ from typing import Any
 
 from .blocks import BlockSwitch, TimestepOf, installed_switch
 from .errors import PlanError
+from .pipelines import scheduler_for_solver
 from .plan import Plan
 
 
@@ -47,8 +48,6 @@ def apply(model_or_pipeline: Any, plan: Plan, *, timestep_of: TimestepOf | None 
     """
     model = _denoiser(model_or_pipeline)
     if plan.solver is not None and model is not model_or_pipeline and hasattr(model_or_pipeline, "scheduler"):
-        from .pipelines import scheduler_for_solver
-
         model_or_pipeline.scheduler = scheduler_for_solver(plan.solver, model_or_pipeline.scheduler)
     previous = installed_switch(model)
     if previous is not None:

@@ -4,6 +4,9 @@ Every error a user can cause is one line on stderr, ``error: ...``, and a non-ze
 library's own errors (:class:`~optuna_diffusion.errors.OptunaDiffusionError`, code 2, or the error's
 ``exit_code``) in :func:`_one_line_errors`, and the option errors of Typer and Click (code 2) in
 :class:`_OneLineErrors`. ``--debug`` shows the traceback behind a library error.
+
+Commands import the library inside their bodies: the package loads its names lazily (PEP 562), so
+``--help`` imports neither torch nor Optuna (``tests/test_import_cycles.py`` checks it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from typer.core import TyperGroup
 
-from .errors import OptunaDiffusionError
+from .errors import ConfigError, OptunaDiffusionError, first_line
+from .plan import Plan
 
 
 class _OneLineErrors(TyperGroup):
@@ -211,7 +215,6 @@ def _first_interrupt(signum: int, frame: Any) -> None:
 
 def _thread_errors_in_one_line(arguments: threading.ExceptHookArgs) -> None:
     """A library thread's failure (Optuna's heartbeat while the database is away) as one line."""
-    from .errors import first_line
     from .runner import root_cause
 
     if arguments.exc_value is not None and not isinstance(arguments.exc_value, SystemExit):
@@ -260,9 +263,10 @@ def optimize(
 ) -> None:
     """Search a study's time steps (stage 1), then its skipped and reused blocks (stage 2); rerun to resume."""
     from .runner import run_optimize
+    from .trial_plan import STAGES
 
-    if stage is not None and stage not in ("timesteps", "architecture"):
-        raise typer.BadParameter("--stage must be timesteps or architecture")
+    if stage is not None and stage not in STAGES:
+        raise typer.BadParameter(f"--stage must be {' or '.join(STAGES)}")
     for name, value in (("--n-trials", n_trials), ("--timeout", timeout), ("--heartbeat-interval", heartbeat_interval)):
         _positive(name, value)
     cfg = _config(study, config, model=model, classifier=classifier, prompts=prompts, negative_prompt=negative_prompt,
@@ -272,7 +276,7 @@ def optimize(
     previous = signal.signal(signal.SIGINT, _first_interrupt)
     threading.excepthook = _thread_errors_in_one_line
     try:
-        run_optimize(cfg, _storage_url(storage, cfg), stages=(stage,) if stage else ("timesteps", "architecture"),
+        run_optimize(cfg, _storage_url(storage, cfg), stages=(stage,) if stage else STAGES,
                      n_trials=n_trials, timeout=timeout, device=device, heartbeat_interval=heartbeat_interval,
                      show_all=show_all, echo=typer.echo)
     except KeyboardInterrupt:
@@ -343,9 +347,7 @@ def export(
 
 def _write_pipeline_call(cfg, chosen: dict[str, Any], out: Path) -> None:
     """Beside an exported plan of a pipeline study, the Python call that runs it in that pipeline."""
-    from .errors import ConfigError
-    from .pipelines import study_pipeline_call
-    from .plan import Plan
+    from .export_call import study_pipeline_call
 
     try:
         call = study_pipeline_call(cfg, Plan.from_dict(chosen["plan"]), out.name)
@@ -432,7 +434,7 @@ def plot(
     """Draw the stored fronts: FID (log) against MACs, both stages and the hand-designed baselines."""
     from .plot import front_figure, write_html, write_png
     from .runner import stored_stage_studies
-    from .study_config import STAGES
+    from .trial_plan import STAGES
 
     cfg = _config(study, config)
     stored = stored_stage_studies(cfg, _storage_url(storage, cfg), None)

@@ -109,6 +109,15 @@ def write_dashboard_constraints(trial: optuna.Trial, values: Sequence[float]) ->
     set_trial_system_attr(trial.study, trial, DASHBOARD_CONSTRAINTS_KEY, [float(v) for v in values])
 
 
+def compute_hypervolume(points: Any, reference: Any) -> float:
+    """``optuna._hypervolume.compute_hypervolume``: the exact hypervolume of ``points`` (an (N, M) array
+    whose rows all lie below ``reference``) for minimisation. Public alternative lacking: Optuna exposes
+    a hypervolume only inside ``plot_hypervolume_history``; the benchmarks score fronts with it."""
+    from optuna._hypervolume import compute_hypervolume as exact_hypervolume
+
+    return float(exact_hypervolume(points, reference))
+
+
 # --------------------------------------------------------------------------------------------------
 # Heartbeats: no trial lost in the window before the first heartbeat
 # --------------------------------------------------------------------------------------------------

@@ -24,15 +24,17 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, OptunaDiffusionError
-from .fid import ReferenceStats
+from .fid import ReferenceStats, load_feature_extractor, reference_stats
 from .fitness import FIDFitness, FitnessMeter
-from .macs import DEFAULT_MACS_CONVENTION, FvcoreCounter, MacsTable, check_macs_convention
+from .macs import DEFAULT_MACS_CONVENTION, FvcoreCounter, MacsTable, check_macs_convention, count_macs, input_gradient_macs
 from .memory import is_out_of_memory, release_memory
-from .models import DiffusionModel
+from .models import DiffusionModel, load_diffusion_model
+from .pipelines import component_macs
 from .plan import Plan
 from .prefix_cache import PrefixCache
 from .prompts import PromptSet
 from .sampling import ImageGenerator, SamplingSettings
+from .zoo.data import load_digits_images
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,18 @@ class PlanEvaluator:
         self.macs_table = self.pricing.table
         self.classifier_step_macs = self.pricing.classifier_step
         self.per_image_macs = self.pricing.per_image
+
+    @property
+    def uses_guidance(self) -> bool:
+        """Whether each step runs the denoiser twice: the family's rule (``family.uses_guidance``), which
+        generation follows too; Flux-dev takes its guidance scale as an input and runs once."""
+        return self.model.family.uses_guidance(self.settings)
+
+    def cheapest_step_macs(self) -> int:
+        """Denoiser MACs of one step with every skippable block skipped (twice if :attr:`uses_guidance`):
+        no plan costs less."""
+        table = self.macs_table
+        return table.step_macs(skips=tuple(table.skip_savings)) * (2 if self.uses_guidance else 1)
 
     def macs_parts(self, plan: Plan) -> dict[str, int]:
         """MACs of one image of ``plan``, by component: ``denoiser`` (every step, twice under
@@ -337,8 +351,6 @@ def classifier_step_macs(
     """MACs of one classifier-guidance step (batch 1): the classifier's forward (fvcore) plus the backward
     pass of its input gradient (counted by torch, :func:`~optuna_diffusion.macs.input_gradient_macs`),
     both in ``convention``."""
-    from .macs import count_macs, input_gradient_macs
-
     device = next(classifier.parameters()).device
     inputs = {"sample": torch.randn(1, *sample_shape, device=device), "timestep": torch.tensor([500], device=device)}
     forward = count_macs(classifier, inputs=inputs, counter=FvcoreCounter(convention))
@@ -367,10 +379,6 @@ def digits_evaluator(
     is a bundled digits model (``"digits"``, the DDPM UNet; ``"digits-dit"``, the flow-matching DiT, which
     needs a flow solver such as :data:`DIGITS_DIT_SETTINGS`'s) or a folder of one.
     """
-    from .fid import load_feature_extractor, reference_stats
-    from .models import load_diffusion_model
-    from .zoo.data import load_digits_images
-
     extractor = load_feature_extractor("digits")
     images, _ = load_digits_images()
     reference = reference_stats(images, extractor, cache_dir=cache_dir or default_cache_dir())

@@ -27,6 +27,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from optuna_diffusion.errors import ModelLoadError, OptunaDiffusionError, first_line
+from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 
 __all__ = [
     "FEATURE_EXTRACTORS",
@@ -171,8 +172,6 @@ def _load_inception(weights_path: str | None) -> nn.Module:
 
 
 def _load_digits(weights_path: str | None) -> nn.Module:
-    from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
-
     folder = Path(weights_path) if weights_path is not None else DIGITS_FEATURES_DIR
     try:
         return DigitsFeatureNet.from_pretrained(folder)

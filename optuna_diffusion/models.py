@@ -29,6 +29,7 @@ from torch import nn
 
 from .errors import ConfigError, ModelLoadError, first_line
 from .families import PIPELINE_FAMILIES, ModelFamily, family_for, family_for_pipeline
+from .pipelines import PromptEncoder
 from .schedules import schedule_from_config
 from .zoo import BUNDLED_MODELS, bundled_model_path
 
@@ -74,8 +75,6 @@ class DiffusionModel:
         if self.image_size is not None:
             self.image_size = _image_size(self.image_size)
         if self.prompt_encoder is None and getattr(self.family, "uses_prompts", False):
-            from .pipelines import PromptEncoder
-
             self.prompt_encoder = PromptEncoder(self)
 
     @property
@@ -101,7 +100,8 @@ class DiffusionModel:
         return next(self.denoiser.parameters()).device
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` switches the Hugging Face hub off (read now, not at import)."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
@@ -115,7 +115,8 @@ def _subfolder_of(folder: Path, names: tuple[str, ...], marker: str) -> str | No
     raise ModelLoadError(f"model folder {folder} has no {wanted} or {marker}")
 
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+"""How a weights file of a diffusers or transformers component ends (sharded: its index)."""
 
 
 def _check_weights(folder: Path, subfolder: str | None) -> None:
@@ -123,7 +124,7 @@ def _check_weights(folder: Path, subfolder: str | None) -> None:
     two warnings, then name only the last file name it tried)."""
     weights_dir = folder / subfolder if subfolder else folder
     names = [p.name for p in weights_dir.iterdir() if p.is_file()]
-    if not any(n.startswith("diffusion_pytorch_model") and n.endswith(_WEIGHT_SUFFIXES) for n in names):
+    if not any(n.startswith("diffusion_pytorch_model") and n.endswith(WEIGHT_SUFFIXES) for n in names):
         kind = "UNet" if subfolder in (None, "unet") else subfolder
         raise ModelLoadError(
             f"model folder {folder} has no {kind} weights: expected diffusion_pytorch_model.safetensors "
@@ -195,7 +196,6 @@ def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype,
 
 _SKIPPED_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
 """Components the engine never runs; loaded as None (no safety checker: the images are the raw decodes)."""
-_MODEL_WEIGHTS = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
 def _image_size(value: Any) -> tuple[int, int]:
@@ -232,7 +232,7 @@ def _check_pipeline_files(folder: Path, model_index: dict[str, Any]) -> None:
                 needed, present = "config.json", False
             else:
                 needed = "a weights file (.safetensors or .bin)"
-                present = any(n.endswith(_MODEL_WEIGHTS) for n in files)
+                present = any(n.endswith(WEIGHT_SUFFIXES) for n in files)
         else:
             continue
         if not present:
@@ -356,7 +356,7 @@ def load_diffusion_model(
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"model folder {source} does not exist")
     if local_files_only is None:
-        local_files_only = _offline()
+        local_files_only = hub_offline()
     model_index = _hub_model_index(source, local_files_only)
     if model_index is not None and _pipeline_class(model_index):
         return _load_pipeline(source, model_index, source, device, dtype, image_size, local_files_only=local_files_only)

@@ -18,10 +18,10 @@ from optuna.trial import TrialState
 
 from .errors import ConfigError
 from .front import FrontRow, fully_scored, pareto_front
-from .trial_plan import BASELINE_FIDS_ATTR, plan_from_trial
+from .trial_plan import ARCHITECTURE_STAGE, BASELINE_FIDS_ATTR, TIMESTEP_STAGE, plan_from_trial
 
-STAGE_LABELS = {"timesteps": "stage 1 (time steps)", "architecture": "stage 2 (skips and reuses)"}
-_STAGE_COLOURS = {"timesteps": "#1f77b4", "architecture": "#d62728"}
+STAGE_LABELS = {TIMESTEP_STAGE: "stage 1 (time steps)", ARCHITECTURE_STAGE: "stage 2 (skips and reuses)"}
+_STAGE_COLOURS = {TIMESTEP_STAGE: "#1f77b4", ARCHITECTURE_STAGE: "#d62728"}
 _BASELINE_MARKERS = "sD^v<>ph"
 
 
@@ -71,8 +71,8 @@ def front_figure(studies: dict[str, optuna.Study], title: str) -> FrontFigure:
         trials = _finite_full_fidelity(study)
         figure.evaluated[stage] = [(t.values[1], t.values[0]) for t in trials]
         figure.fronts[stage] = pareto_front(study)
-    if "timesteps" in studies:
-        figure.baselines = _baselines(studies["timesteps"])
+    if TIMESTEP_STAGE in studies:
+        figure.baselines = _baselines(studies[TIMESTEP_STAGE])
     if not any(figure.evaluated.values()):
         raise ConfigError("nothing to plot: no trial of the study has completed yet")
     return figure

@@ -26,7 +26,7 @@ from .objective import PlanObjective
 from .plan import Plan
 from .samplers import ArchitectureSampler, TimestepSampler
 from .sensitivity import Sensitivity, anchor_plan, probe_sensitivity, single_changes
-from .storage import artifact_dir, check_storage_url, open_storage, redacted
+from .storage import artifact_dir, check_storage_url, check_stored, open_storage, redacted
 from .rescore import rescore_front, stored_rescore
 from .study import (
     PREVIEW_SAMPLES,
@@ -38,14 +38,19 @@ from .study import (
     metric_label,
     open_study,
 )
-from .study_config import STAGES, StudyConfig
+from .study_config import StudyConfig
 from .trial_plan import (
+    ARCHITECTURE_STAGE,
     BASELINE_FIDS_ATTR,
     FIXED_MACS_ATTR,
+    MARKER_CONFIG_KEY,
+    MARKER_STAGE_KEY,
     SENSITIVITY_ATTR,
-    STUDY_MARKER,
+    STAGES,
+    TIMESTEP_STAGE,
     is_low_fidelity,
     plan_from_trial,
+    read_marker,
     stored_plan,
 )
 
@@ -81,7 +86,7 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     choices -- so without single toggles the search cannot polish a plan that is one change from better.
     """
     split = population_split(population)
-    if stage == "timesteps":
+    if stage == TIMESTEP_STAGE:
         refinements = population // 2 if step_counts == 1 else population * 3 // 10
         return {**split, "num_mutants": 0, "num_crossovers": 0, "num_refinements": refinements,
                 "num_proposals": population - refinements}
@@ -114,11 +119,13 @@ def _initial_plans(config: StudyConfig, evaluator: PlanEvaluator) -> list[Plan]:
     return unique[: stage.population_size]
 
 
-def _cheapest_possible_macs(evaluator: PlanEvaluator) -> int:
-    """MACs of one step with every skippable block skipped: no plan costs less."""
-    table = evaluator.macs_table
-    factor = 2 if evaluator.settings.uses_guidance else 1
-    return factor * table.step_macs(skips=tuple(table.skip_savings))
+def check_macs_budget(budget: float | None, evaluator: PlanEvaluator) -> None:
+    """Raise ConfigError if ``budget`` is below the cheapest plan (:meth:`PlanEvaluator.cheapest_step_macs`)."""
+    if budget is not None and budget < evaluator.cheapest_step_macs():
+        raise ConfigError(
+            f"architecture.macs_budget = {budget:g} MACs is below the cheapest possible plan "
+            f"({evaluator.cheapest_step_macs():g} MACs: one step with every skippable block skipped)"
+        )
 
 
 def sampler_for(
@@ -128,7 +135,7 @@ def sampler_for(
     and the searched solvers (``[sampling] solver = "search"`` or a list);
     for stage 2, the probes of single changes and their stacks as seeds (``sensitivity``)."""
     seed = config.sampling.seed
-    if stage == "timesteps":
+    if stage == TIMESTEP_STAGE:
         t = config.timesteps
         return TimestepSampler(
             k_min=t.k_min,
@@ -141,7 +148,7 @@ def sampler_for(
             **study_population(stage, config),
         )
     return ArchitectureSampler(
-        source_study=config.stage_study_name("timesteps"),
+        source_study=config.stage_study_name(TIMESTEP_STAGE),
         blocks=evaluator.generator.switch.blocks,
         k_min=config.timesteps.k_min,
         k_max=config.timesteps.k_max,
@@ -163,10 +170,10 @@ def stage2_sensitivity(
     if not config.architecture.probe_samples:
         return None
     samples = min(config.architecture.probe_samples, config.architecture.num_samples)
-    study = _load_or_none(storage, config.stage_study_name("architecture"))
+    study = _load_or_none(storage, config.stage_study_name(ARCHITECTURE_STAGE))
     if study is not None and SENSITIVITY_ATTR in study.user_attrs:
         return Sensitivity.from_dict(study.user_attrs[SENSITIVITY_ATTR])
-    source = _load_or_none(storage, config.stage_study_name("timesteps"))
+    source = _load_or_none(storage, config.stage_study_name(TIMESTEP_STAGE))
     anchor = None if source is None else anchor_plan(source, stored_plan)
     if anchor is None:
         return None
@@ -288,12 +295,8 @@ def run_optimize(
     evaluator = build_evaluator(config, device=device, teacher_dir=artifact_dir(storage_url, config.name) / "teacher")
     started = StartedTrials()
     try:
-        budget = config.architecture.macs_budget
-        if "architecture" in stages and budget is not None and budget < _cheapest_possible_macs(evaluator):
-            raise ConfigError(
-                f"architecture.macs_budget = {budget:g} MACs is below the cheapest possible plan "
-                f"({_cheapest_possible_macs(evaluator):g} MACs: one step with every skippable block skipped)"
-            )
+        if ARCHITECTURE_STAGE in stages:
+            check_macs_budget(config.architecture.macs_budget, evaluator)
         storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval)
         preview = PreviewUploader(artifact_dir(storage_url, config.name))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -323,7 +326,7 @@ def _run_stage(
     preview: PreviewUploader, started: StartedTrials, *, n_trials: int | None, timeout: float | None, show_all: bool,
     echo: Echo, where: str,
 ) -> optuna.Study:
-    sensitivity = stage2_sensitivity(config, storage, evaluator, echo) if stage == "architecture" else None
+    sensitivity = stage2_sensitivity(config, storage, evaluator, echo) if stage == ARCHITECTURE_STAGE else None
     study = open_study(config, stage, storage, sampler_for(stage, config, evaluator, sensitivity))
     if sensitivity is not None and SENSITIVITY_ATTR not in study.user_attrs:
         study.set_user_attr(SENSITIVITY_ATTR, sensitivity.to_dict())
@@ -348,8 +351,8 @@ def _run_stage(
             f"{complete}/{budget.total} trials complete; {running} still running elsewhere. A crashed "
             "worker's trial is retried once its heartbeat is stale: run this command again then."
         )
-    timestep_study = study if stage == "timesteps" else _load_or_none(storage, config.stage_study_name("timesteps"))
-    if stage == "timesteps" and complete >= budget.total:
+    timestep_study = study if stage == TIMESTEP_STAGE else _load_or_none(storage, config.stage_study_name(TIMESTEP_STAGE))
+    if stage == TIMESTEP_STAGE and complete >= budget.total:
         record_baseline_fids(study, config, evaluator)
     if evaluator.rescore_fitness is not None and complete >= budget.total:
         samples = config.fitness.rescore_samples or getattr(config, stage).num_samples
@@ -403,9 +406,8 @@ def record_baseline_fids(
 def load_stage_study(config: StudyConfig, storage_url: str, stage: str) -> optuna.Study:
     """The stored study of ``stage``; a one-line error if it does not exist (nothing is created)."""
     if stage not in STAGES:
-        raise ConfigError(f"--stage must be timesteps or architecture, got {stage!r}")
-    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///") :]).is_file():
-        raise ConfigError(f"no storage at {storage_url}; run optuna-diffusion optimize first")
+        raise ConfigError(f"--stage must be {' or '.join(STAGES)}, got {stage!r}")
+    check_stored(storage_url)
     storage = open_storage(storage_url)
     name = config.stage_study_name(stage)
     try:
@@ -427,7 +429,7 @@ def show_front(
     check_macs_convention(macs_convention)
     study = load_stage_study(config, storage_url, stage)
     storage = compat.storage_of(study)
-    timestep_study = study if stage == "timesteps" else _load_or_none(storage, config.stage_study_name("timesteps"))
+    timestep_study = study if stage == TIMESTEP_STAGE else _load_or_none(storage, config.stage_study_name(TIMESTEP_STAGE))
     rows = pareto_front(study)
     fixed = study.user_attrs.get(FIXED_MACS_ATTR) or {}
     counted = ""
@@ -472,7 +474,7 @@ def stored_stage_studies(config: StudyConfig, storage_url: str, stage: str | Non
 def stored_config(studies: list[optuna.Study], name: str, default: StudyConfig) -> StudyConfig:
     """The configuration study ``name`` ran with (its marker: model, solver ... as overridden), else ``default``."""
     for study in studies:
-        data = (study.user_attrs.get(STUDY_MARKER) or {}).get("config")
+        data = read_marker(study.user_attrs).get(MARKER_CONFIG_KEY)
         if study.study_name == name and isinstance(data, dict):
             return StudyConfig.from_dict(data)
     return default
@@ -514,13 +516,13 @@ def choose_plan(
             raise ConfigError(f"{where} has no complete plan" + (f" with {' and '.join(limits)}" if limits else ""))
         study, trial = min(candidates, key=lambda pair: (pair[1].values[0], pair[1].values[1], pair[1].number))
     plan = plan_from_trial(trial)
-    marker = study.user_attrs.get(STUDY_MARKER) or {}
+    marker = read_marker(study.user_attrs)
     return {
         "plan": plan.to_dict(),
         "fid": trial.values[0],
         "macs": trial.values[1],
         "study": study.study_name,
-        "stage": marker.get("stage"),
+        "stage": marker.get(MARKER_STAGE_KEY),
         "trial": trial.number,
     }
 
@@ -581,8 +583,7 @@ def dashboard_server(config: StudyConfig, storage_url: str, *, host: str = "127.
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import wsgi
 
-    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///") :]).is_file():
-        raise ConfigError(f"no storage at {storage_url}; run optuna-diffusion optimize first")
+    check_stored(storage_url)
     directory = artifact_dir(storage_url, config.name)
     directory.mkdir(parents=True, exist_ok=True)
     app = wsgi(open_storage(storage_url), artifact_store=FileSystemArtifactStore(str(directory)))

@@ -100,11 +100,6 @@ class SamplingSettings(Section):
         """Whether stage 1 searches the solver (``solver`` is ``"search"`` or a list)."""
         return not isinstance(self.solver, str) or self.solver == SEARCH
 
-    @property
-    def uses_guidance(self) -> bool:
-        """Whether each step evaluates the denoiser twice (classifier-free guidance)."""
-        return self.guidance_scale > 1.0
-
 
 def initial_noise(seed: int, start: int, stop: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Initial noise of samples ``start..stop-1``; sample i's noise does not depend on batching."""

@@ -20,7 +20,8 @@ The solvers other than DDIM drive diffusers' own schedulers. ``DPMSolverMultiste
 flow sigmas and ``UniPCMultistepScheduler`` take no custom time steps (the first ignores
 ``timesteps=`` under ``use_flow_sigmas``, the second takes ``sigmas=`` only for flow and casts
 ``sigma * T`` down to an integer, so ``sigma = 1`` is fed to the model as ``t = T - 1``): for them
-:func:`_install_schedule` sets the plan's exact sigmas and time steps on the scheduler.
+:func:`~optuna_diffusion.compat_diffusers.install_schedule` (the fenced write of a scheduler's state)
+sets the plan's exact sigmas and time steps on the scheduler.
 
 Notation (DDIM paper, Song et al. 2021, eq. 12 with sigma = 0):
     alpha_prod_t       cumulative product of (1 - beta) up to t ("alpha_t" in the paper)
@@ -35,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .compat_diffusers import install_schedule
 from .errors import ConfigError
 from .schedules import FlowSchedule, NoiseSchedule, schedule_from_config
 
@@ -110,30 +112,6 @@ def _run_diffusers_scheduler(
 def _scheduler_config(schedule: NoiseSchedule, **overrides: Any) -> dict[str, Any]:
     # The denoiser always returns epsilon, and clipping is done there, not by the scheduler.
     return {**schedule.config, "prediction_type": "epsilon", "clip_sample": False, "thresholding": False, **overrides}
-
-
-# --- The one place that writes diffusers scheduler state directly (public attributes, no setter API). ---
-def _install_schedule(scheduler: Any, timesteps: Sequence[int], sigmas: Sequence[float] | None = None) -> None:
-    """Make a multistep scheduler (DPM-Solver, UniPC) step through exactly ``timesteps`` and ``sigmas``.
-
-    ``set_timesteps`` has been called with ``len(timesteps)`` steps, so its per-run state (step index,
-    model-output history, warm-up counter) is reset for that many steps; this replaces only its
-    ``timesteps`` and, when given, the ``sigmas`` before the final sigma 0 that diffusers appended.
-    Both attributes are read by ``step()`` through ``step_index``; a diffusers version that changes
-    that fails here, loudly, rather than sampling on the wrong schedule.
-    """
-    if len(scheduler.timesteps) != len(timesteps) or len(scheduler.sigmas) != len(timesteps) + 1:
-        raise RuntimeError(
-            f"internal error: {type(scheduler).__name__} holds {len(scheduler.timesteps)} time steps and "
-            f"{len(scheduler.sigmas)} sigmas after set_timesteps({len(timesteps)}); cannot install the plan's schedule"
-        )
-    if float(scheduler.sigmas[-1]) != 0.0:
-        raise RuntimeError(f"internal error: {type(scheduler).__name__} does not end at sigma 0")
-    device = scheduler.timesteps.device
-    scheduler.timesteps = torch.tensor(list(timesteps), dtype=torch.int64, device=device)
-    if sigmas is not None:
-        scheduler.sigmas = torch.tensor([*sigmas, 0.0], dtype=torch.float32)
-# --- end of direct scheduler-state writes ---
 
 
 def sample_dpmpp_2m(
@@ -213,7 +191,7 @@ def sample_unipc(
     scheduler = UniPCMultistepScheduler.from_config(config)
     scheduler.set_timesteps(len(timesteps), device=x.device)
     table = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod) ** 0.5
-    _install_schedule(scheduler, timesteps, [float(table[int(t)]) for t in timesteps])
+    install_schedule(scheduler, timesteps, [float(table[int(t)]) for t in timesteps])
     return _run_scheduler(scheduler, denoise, x)
 
 
@@ -255,7 +233,7 @@ def sample_flow_dpmpp_2m(
     sigmas = schedule.sigmas(timesteps)
     scheduler = DPMSolverMultistepScheduler(**_flow_multistep_config(schedule, algorithm_type="dpmsolver++"))
     scheduler.set_timesteps(len(timesteps), device=x.device)
-    _install_schedule(scheduler, timesteps, sigmas)
+    install_schedule(scheduler, timesteps, sigmas)
     return _run_scheduler(scheduler, denoise, x)
 
 
@@ -275,7 +253,7 @@ def sample_flow_unipc(
     scheduler = UniPCMultistepScheduler(**_flow_multistep_config(schedule, solver_type="bh2", predict_x0=True))
     # A numpy array: UniPC's set_timesteps multiplies ``sigmas`` by a float, which a list does not allow.
     scheduler.set_timesteps(sigmas=np.asarray(schedule.sigmas(timesteps), dtype=np.float64), device=x.device)
-    _install_schedule(scheduler, timesteps)
+    install_schedule(scheduler, timesteps)
     return _run_scheduler(scheduler, denoise, x)
 
 

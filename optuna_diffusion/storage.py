@@ -39,16 +39,31 @@ OPEN_WAITS = (1.0, 2.0, 4.0)
 """Seconds waited before each new try when the database is unreachable while the storage opens."""
 
 
+SQLITE_PREFIX = "sqlite:///"
+"""How a SQLite storage URL begins; the file's path follows."""
+
+
+def sqlite_file(storage_url: str) -> Path | None:
+    """The file of a SQLite storage URL, else None."""
+    return Path(storage_url[len(SQLITE_PREFIX) :]) if storage_url.startswith(SQLITE_PREFIX) else None
+
+
+def check_stored(storage_url: str) -> None:
+    """A one-line error if ``storage_url`` is a SQLite file that does not exist (nothing is created)."""
+    path = sqlite_file(storage_url)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"no storage at {storage_url}; run optuna-diffusion optimize first")
+
+
 def default_storage_url(name: str) -> str:
     """A SQLite file named after the study, in the working directory."""
-    return f"sqlite:///{name}.db"
+    return f"{SQLITE_PREFIX}{name}.db"
 
 
 def artifact_dir(storage_url: str, name: str) -> Path:
     """Where trial images go: ``NAME-artifacts/`` next to a SQLite file, else in the working directory."""
-    if storage_url.startswith("sqlite:///"):
-        return Path(storage_url[len("sqlite:///") :]).with_name(f"{name}-artifacts")
-    return Path(f"{name}-artifacts")
+    path = sqlite_file(storage_url)
+    return path.with_name(f"{name}-artifacts") if path is not None else Path(f"{name}-artifacts")
 
 
 def redacted(url: str) -> str:
@@ -86,8 +101,9 @@ def resolve_storage_url(url: str) -> str:
 def check_storage_url(url: str) -> None:
     """Check what can be checked of a storage without touching it (nothing is created)."""
     url = resolve_storage_url(url)
-    if url.startswith("sqlite:///"):
-        folder = Path(url[len("sqlite:///") :]).parent
+    path = sqlite_file(url)
+    if path is not None:
+        folder = path.parent
         if not folder.is_dir():
             raise ConfigError(f"cannot open storage {url}: folder {folder} does not exist")
     elif "://" not in url and not Path(url).parent.is_dir():

@@ -7,7 +7,6 @@ trial uploads a PNG grid of its samples as an artifact for optuna-dashboard.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,20 @@ import torch
 
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
+from .fid import inception_unavailable, load_feature_extractor, load_reference_npz, reference_stats
 from .fitness import ClipScoreFitness, FIDFitness, FitnessMeter, TeacherFitness, TeacherStore
+from .fitness._teacher import LABELS
+from .image_folder import load_image_folder
+from .macs import check_macs_convention
+from .models import hub_offline, load_diffusion_model
 from .plan import Plan
 from .preview import save_image_grid
 from .study_config import StudyConfig
+from .trial_plan import MARKER_STAGE_KEY, study_marker
 from .trial_plan import STUDY_MARKER as MARKER
+from .zoo import BUNDLED_MODELS
+from .zoo.adm_classifier import ADMClassifier
+from .zoo.data import load_digits_images
 
 PREVIEW_SAMPLES = 64
 
@@ -39,8 +47,6 @@ def check_device(device: str) -> torch.device:
 
 def missing_inputs(config: StudyConfig) -> list[str]:
     """What the study needs and this machine lacks, each with how to supply it (empty: nothing)."""
-    from .fid import inception_unavailable
-
     hints = config.hints
     missing = []
 
@@ -63,21 +69,15 @@ def missing_inputs(config: StudyConfig) -> list[str]:
         missing.append(f"the CLIP model: {clip} does not exist (fitness.clip_model, a folder with a CLIPModel and its processor)")
     # A hub id not in the local cache is downloaded when there is internet: named as missing only when the
     # study fails anyway, or when the hub is switched off (HF_HUB_OFFLINE).
-    if (missing or _hub_offline()) and _uncached_hub_id(config.model.source):
+    if (missing or hub_offline()) and _uncached_hub_id(config.model.source):
         hint = f"; {hints.model}" if hints.model else ""
         missing.insert(0, f"the model {config.model.source} (not in the local Hugging Face cache{hint})")
     return missing
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
-
-
 def _uncached_hub_id(source: str) -> bool:
     """Whether ``source`` names a hub repository that the local Hugging Face cache does not hold."""
     from huggingface_hub import try_to_load_from_cache
-
-    from .zoo import BUNDLED_MODELS
 
     if not source or source in BUNDLED_MODELS or Path(source).expanduser().exists() or source.count("/") != 1:
         return False
@@ -96,9 +96,6 @@ def build_evaluator(
     bound too, as the evaluator's ``rescore_fitness``. ``macs_convention``: what the evaluator's MACs
     count (:data:`~optuna_diffusion.macs.MACS_CONVENTIONS`).
     """
-    from .macs import check_macs_convention
-    from .models import load_diffusion_model
-
     check_macs_convention(macs_convention)
 
     check_device(device)
@@ -127,8 +124,6 @@ def build_evaluator(
 
 def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teacher_dir: Path | None = None) -> FitnessMeter:
     """The (unbound) meter of ``metric`` as ``config`` sets it up."""
-    from .fid import load_feature_extractor, load_reference_npz, reference_stats
-
     settings = config.fitness
     if metric == "teacher":
         folder = teacher_dir if teacher_dir is not None else default_cache_dir() / "teacher"
@@ -137,13 +132,9 @@ def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teach
         return ClipScoreFitness(settings.clip_model or "")
     extractor = load_feature_extractor(config.fid.features, weights_path=config.fid.feature_weights).to(device)
     if config.fid.reference == "digits":
-        from .zoo.data import load_digits_images
-
         images, _ = load_digits_images()
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
     elif Path(config.fid.reference).expanduser().is_dir():
-        from .image_folder import load_image_folder
-
         images = load_image_folder(config.fid.reference)
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
     else:
@@ -153,15 +144,11 @@ def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teach
 
 def load_classifier(folder: str, *, device: str = "cpu") -> torch.nn.Module:
     """The noisy-image classifier of classifier guidance, from a folder ``zoo convert-adm-classifier`` wrote."""
-    from .zoo.adm_classifier import ADMClassifier
-
     return ADMClassifier.from_pretrained(Path(folder).expanduser()).to(device).eval().requires_grad_(False)
 
 
 def metric_label(config: StudyConfig) -> str:
     """Name of a study's first objective: ``FID``, or the fitness metric's value (``-PSNR``, ``-CLIP score`` ...)."""
-    from .fitness._teacher import LABELS
-
     metric = config.fitness.metric
     return {"fid": "FID", "clip-score": "-CLIP score"}.get(metric) or LABELS[config.fitness.teacher_distance]
 
@@ -180,7 +167,7 @@ def open_study(config: StudyConfig, stage: str, storage: optuna.storages.BaseSto
     )
     if MARKER not in study.user_attrs:
         study.set_metric_names([metric_label(config), "MACs"])
-        study.set_user_attr(MARKER, {"stage": stage, "config": config.to_dict()})
+        study.set_user_attr(MARKER, study_marker(stage, config.to_dict()))
     return study
 
 
@@ -203,7 +190,7 @@ def _check_ours(storage: optuna.storages.BaseStorage, study_id: int, name: str, 
             raise foreign
         return
     marker = user_attrs.get(MARKER)
-    if not isinstance(marker, dict) or marker.get("stage") != stage:
+    if not isinstance(marker, dict) or marker.get(MARKER_STAGE_KEY) != stage:
         raise foreign
     if not minimizes_two:
         raise ConfigError(f"study {name!r} has directions {[d.name for d in directions]}; optuna-diffusion studies minimize 2 objectives")

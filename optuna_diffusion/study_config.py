@@ -21,6 +21,7 @@ from .fitness import FitnessSettings
 from .prompts import PromptSettings, shipped_prompt_set
 from .sampling import SamplingSettings
 from .settings import Section, SettingError, at_least, fraction, positive, setting
+from .trial_plan import STAGES  # noqa: F401  (re-exported: the stages, named in trial_plan)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,9 +97,6 @@ class ArchitectureStage(Section):
     def validate(self) -> None:
         if self.probe_samples == 1:
             raise self.error("probe_samples", "architecture.probe_samples must be 0 (off) or at least 2")
-
-
-STAGES = ("timesteps", "architecture")
 
 
 @dataclass(frozen=True)

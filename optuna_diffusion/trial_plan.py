@@ -104,8 +104,12 @@ BUDGET_STOPPED_ATTR = "stopped"
 BATCH_SIZE_ATTR = "batch_size"
 METRIC_ATTR = "metric"
 
+# Stages: each names its study (``NAME-timesteps``), its TOML section and its marker ----------------
+STAGES = (TIMESTEP_STAGE, ARCHITECTURE_STAGE) = ("timesteps", "architecture")
+
 # Study user attributes -----------------------------------------------------------------------------
 STUDY_MARKER = "optuna_diffusion"
+MARKER_STAGE_KEY, MARKER_CONFIG_KEY = "stage", "config"
 BASELINE_FIDS_ATTR = "optuna_diffusion:baseline_fids"
 FIXED_MACS_ATTR = "optuna_diffusion:fixed_macs"
 RESCORE_ATTR = "optuna_diffusion:rescore"
@@ -115,6 +119,17 @@ SENSITIVITY_ATTR = "optuna_diffusion:sensitivity"
 # --------------------------------------------------------------------------------------------------
 # Genomes (written by the samplers)
 # --------------------------------------------------------------------------------------------------
+
+
+def study_marker(stage: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The value of :data:`STUDY_MARKER`: the study's stage and its ``StudyConfig.to_dict()``."""
+    return {MARKER_STAGE_KEY: stage, MARKER_CONFIG_KEY: config}
+
+
+def read_marker(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`STUDY_MARKER` of a study's user attributes, ``{}`` when it has none (or a foreign one)."""
+    marker = user_attrs.get(STUDY_MARKER)
+    return marker if isinstance(marker, dict) else {}
 
 
 def timestep_genome_attrs(steps: Sequence[int], space: dict[str, Any], solver: str | None = None) -> dict[str, Any]:

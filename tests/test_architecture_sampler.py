@@ -26,8 +26,11 @@ from optuna_diffusion.samplers import (
     TimestepSampler,
     plan_from_trial,
 )
+from optuna_diffusion.samplers._architecture_crossover import crossover_plans
+from optuna_diffusion.samplers._architecture_mutation import mutate_plan
+from optuna_diffusion.samplers._bound_architecture_space import BoundArchitectureSpace
 
-from .conftest import baseline_steps, tiny_unet
+from .helpers import baseline_steps, tiny_unet
 from .workers import environment
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -97,8 +100,8 @@ def test_operators_give_valid_plans_within_the_ratio(unet_blocks):
         ratio = float(rng.choice([0.0, 0.1, 0.3, 0.6, 1.0]))
         a = space.random(rng, max_ratio=ratio)
         b = space.random(rng, timesteps=space.timestep_space.random(rng), max_ratio=ratio)
-        children = [a, b, space.mutate(a, rng, toggle_prob=0.2, max_ratio=ratio, timestep_mutation_prob=0.5)]
-        children.append(space.crossover(a, b, rng, max_ratio=ratio))
+        children = [a, b, mutate_plan(space, a, rng, toggle_prob=0.2, max_ratio=ratio, timestep_mutation_prob=0.5)]
+        children.append(crossover_plans(space, a, b, rng, max_ratio=ratio))
         for plan in children:
             check_plan_blocks(plan, blocks)
             assert not plan.reuses[0]
@@ -116,7 +119,7 @@ def test_operators_give_valid_plans_within_the_ratio(unet_blocks):
     # Reusing the branch drops the choices inside it: mutating a plan that skips blocks of up.0 at a step.
     plan = Plan((900, 500), skips=[["mid.attn.0"], ["mid.attn.0", "up.0.attn.1", "up.1.resnet.0"]])
     for seed in range(200):
-        child = space.mutate(plan, np.random.default_rng(seed), toggle_prob=0.3, max_ratio=1.0)
+        child = mutate_plan(space, plan, np.random.default_rng(seed), toggle_prob=0.3, max_ratio=1.0)
         check_plan_blocks(child, blocks)
         if "up.0" in child.reuses[1]:
             inner_dropped += 1
@@ -127,7 +130,7 @@ def test_operators_give_valid_plans_within_the_ratio(unet_blocks):
 def test_refinement_slots_toggle_one_choice_of_a_parent(unet_blocks):
     blocks, _ = unet_blocks
     space = ArchitectureSpace(blocks=blocks, timestep_space=TimestepSpace(num_train_timesteps=1000, k_min=3, k_max=3))
-    bound = space.bind(max_ratio=0.5, timestep_mutation_prob=1.0)  # refinements never move the time steps
+    bound = BoundArchitectureSpace(space, max_ratio=0.5, timestep_mutation_prob=1.0)  # refinements never move the time steps
     parents = [Plan((900, 500, 100), skips=[["mid.attn.0"], [], []]), Plan((800, 400, 50), reuses=[[], ["up.0"], []])]
     generation = ChildGeneration(population_size=10, num_mutants=3, num_crossovers=2, mutation_prob=0.1, num_refinements=3)
     rng = np.random.default_rng(0)
@@ -152,7 +155,7 @@ def test_mutation_moves_time_steps_and_can_trade_blocks_for_a_step(unet_blocks):
     sizes = collections.Counter()
     for seed in range(300):
         rng = np.random.default_rng(seed)
-        child = space.mutate(parent, rng, toggle_prob=0.0, max_ratio=1.0, timestep_mutation_prob=1.0)
+        child = mutate_plan(space, parent, rng, toggle_prob=0.0, max_ratio=1.0, timestep_mutation_prob=1.0)
         check_plan_blocks(child, blocks)
         assert child.timesteps != parent.timesteps
         sizes[child.num_steps] += 1
@@ -185,8 +188,8 @@ def test_mutation_can_grow_a_reused_block_into_the_branch_around_it(unet_blocks)
     parent = Plan((900, 500, 100), reuses=[[], [], ["up.0.resnet.1"]])
     toggled = 2 * len(blocks) + [block.name for block in blocks].index("up.0.resnet.1")  # step 2, that block
 
-    grown = space.mutate(parent, OneToggle(toggled, coin=0.0), toggle_prob=0.5, max_ratio=1.0)
-    again = space.mutate(parent, OneToggle(toggled, coin=0.9), toggle_prob=0.5, max_ratio=1.0)
+    grown = mutate_plan(space, parent, OneToggle(toggled, coin=0.0), toggle_prob=0.5, max_ratio=1.0)
+    again = mutate_plan(space, parent, OneToggle(toggled, coin=0.9), toggle_prob=0.5, max_ratio=1.0)
 
     assert grown.reuses[2] == frozenset({"up.0"})  # up.0: the smallest branch around up.0.resnet.1
     assert again.reuses[2] == frozenset() and again.is_full_network

@@ -24,7 +24,7 @@ from optuna_diffusion.samplers import ArchitectureSampler, TimestepSampler
 from optuna_diffusion.storage import open_storage
 from optuna_diffusion.study_config import load_study_config, with_overrides
 
-from .conftest import WRONG_PASSWORD, mysql_url_with_a_wrong_password, scheduler_config, tiny_unet
+from .helpers import WRONG_PASSWORD, mysql_url_with_a_wrong_password, scheduler_config, tiny_unet
 
 
 def raises_one_line(call, error_type=OptunaDiffusionError) -> str:

@@ -14,7 +14,7 @@ from optuna_diffusion.baselines import (
 from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.schedules import NoiseSchedule, schedule_from_config
 
-from .conftest import scheduler_config
+from .helpers import scheduler_config
 
 
 def _flow(class_name="FlowMatchEulerDiscreteScheduler", **config):

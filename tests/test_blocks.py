@@ -7,7 +7,7 @@ from optuna_diffusion.blocks import BlockSwitch, check_plan_blocks, find_blocks
 from optuna_diffusion.errors import PlanError
 from optuna_diffusion.plan import Plan
 
-from .conftest import tiny_text_unet, tiny_unet
+from .helpers import tiny_text_unet, tiny_unet
 
 
 def _call(unet, x, t, labels):
@@ -51,8 +51,16 @@ def test_skipped_attention_returns_its_input_and_skipped_resnet_its_shortcut():
     switch = BlockSwitch(unet)
     switch.set_step(skip=["up.0.attn.1", "up.0.resnet.1"])
     out = _call(unet, x, 500, labels)
-    assert torch.isfinite(out).all()
     switch.remove()
+
+    assert torch.isfinite(out).all()
+    attn_in, attn_out = seen["attn"]
+    assert torch.equal(attn_out, attn_in)  # a skipped attention block returns its input
+    resnet_in, resnet_out = seen["resnet"]
+    assert resnet.conv_shortcut is not None and resnet_out.shape[1] != resnet_in.shape[1]
+    with torch.no_grad():
+        shortcut = resnet.conv_shortcut(resnet_in) / resnet.output_scale_factor
+    assert torch.equal(resnet_out, shortcut)  # a skipped residual block returns its 1x1 shortcut conv
 
 
 def test_skip_changes_output_and_reuse_returns_previous_output():

@@ -24,7 +24,7 @@ from optuna_diffusion.schedules import NoiseSchedule
 from optuna_diffusion.study_config import parse_study_config
 from optuna_diffusion.zoo.adm_classifier import ADMClassifier, ADMClassifierConfig
 
-from .conftest import scheduler_config
+from .helpers import scheduler_config
 
 SCALE = 2.5
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from optuna_diffusion.cli import app
 
-from .conftest import mysql_url_with_a_wrong_password, scheduler_config, tiny_unet
+from .helpers import mysql_url_with_a_wrong_password, scheduler_config, tiny_unet
 
 runner = CliRunner()
 FAST = ["--n-trials", "3", "--num-samples", "16", "--batch-size", "16"]

@@ -89,3 +89,12 @@ def test_an_interrupted_trial_is_not_logged_with_its_traceback(caplog):
     with caplog.at_level(logging.WARNING, logger="optuna"):
         study.optimize(lambda trial: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))
     assert [r for r in caplog.records if "ZeroDivisionError" in r.getMessage()], "other failures are still logged"
+
+
+def test_compute_hypervolume_is_optunas_exact_area():
+    import numpy as np
+
+    points = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
+    # Staircase under (4, 4): widths 1, 1, 1 times heights 1, 2, 3.
+    assert compat.compute_hypervolume(points, np.array([4.0, 4.0])) == 6.0
+    assert compat.compute_hypervolume(points[:1], np.array([4.0, 4.0])) == 3.0

@@ -148,7 +148,7 @@ def test_the_exported_call_of_the_bundled_pipeline_runs_wherever_the_package_is_
     import json
 
     from optuna_diffusion.baselines import baseline_plan
-    from optuna_diffusion.pipelines._calls import study_pipeline_call
+    from optuna_diffusion.export_call import study_pipeline_call
     from optuna_diffusion.study import build_evaluator
     from optuna_diffusion.study_config import load_study_config
 

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -37,3 +38,53 @@ def test_non_finite_samples_are_a_failure_not_an_exception(evaluator):
     result = evaluator.evaluate(Plan([900, 100]), 32)
     handle.remove()
     assert not result.ok and result.fid == math.inf and "NaN" in result.failure
+
+
+# One rule for guidance: the family's ---------------------------------------------------------------
+
+
+def _calls_per_step(evaluator, plan):
+    """(denoiser calls, images per call) while the evaluator generates one image of ``plan``."""
+    batches = []
+    handle = evaluator.model.denoiser.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(
+            next(v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)).shape[0]
+        ),
+        with_kwargs=True,
+    )
+    try:
+        evaluator.samples(plan, 1)
+    finally:
+        handle.remove()
+    return len(batches) / plan.num_steps, set(batches)
+
+
+@pytest.mark.parametrize("pipeline, guidance_scale, calls", [("flux-dev", 3.5, 1), ("sd", 7.5, 2)])
+def test_the_cheapest_plan_check_counts_denoiser_calls_as_generation_runs_them(pipeline, guidance_scale, calls):
+    """Flux-dev takes its guidance scale as an input (one call per step); SD's classifier-free guidance
+    runs two: the runner's MACs-budget floor follows the same rule as generation and the plans' MACs."""
+    from optuna_diffusion.errors import ConfigError
+    from optuna_diffusion.fitness import TeacherFitness
+    from optuna_diffusion.models import model_from_pipeline
+    from optuna_diffusion.runner import check_macs_budget
+
+    from .tiny_pipelines import IMAGE_SIZES, TINY_PIPELINES
+
+    flow = pipeline.startswith("flux")
+    model = model_from_pipeline(TINY_PIPELINES[pipeline](), source=f"tiny-{pipeline}", image_size=IMAGE_SIZES.get(pipeline))
+    settings = SamplingSettings(solver="flow-euler" if flow else "ddim", guidance_scale=guidance_scale, batch_size=1)
+    evaluator = PlanEvaluator(model, settings, fitness=TeacherFitness("psnr", steps=2))
+    try:
+        table = evaluator.macs_table
+        cheapest = table.step_macs(skips=tuple(table.skip_savings))
+        plan = Plan([750, 250], schedule_kind="flow" if flow else "ddpm")
+        assert evaluator.uses_guidance is (calls == 2)
+        assert _calls_per_step(evaluator, plan) == (1, {calls})
+        assert evaluator.macs_parts(plan)["denoiser"] == calls * table.plan_macs(plan)
+        assert evaluator.cheapest_step_macs() == calls * cheapest
+
+        check_macs_budget(calls * cheapest, evaluator)  # a budget at the floor is allowed
+        with pytest.raises(ConfigError, match=re.escape(f"below the cheapest possible plan ({calls * cheapest:g} MACs")):
+            check_macs_budget(calls * cheapest - 1, evaluator)
+    finally:
+        evaluator.close()

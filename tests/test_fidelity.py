@@ -15,7 +15,7 @@ from optuna_diffusion.plan import Plan
 from optuna_diffusion.samplers import TimestepSampler
 from optuna_diffusion.samplers import NSGA2ParentSelection
 
-from .conftest import tiny_evaluator
+from .helpers import tiny_evaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

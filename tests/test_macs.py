@@ -9,7 +9,7 @@ from optuna_diffusion.errors import ConfigError, PlanError
 from optuna_diffusion.macs import MacsTable, count_macs, macs_analysis
 from optuna_diffusion.plan import Plan
 
-from .conftest import tiny_text_unet, tiny_unet
+from .helpers import tiny_text_unet, tiny_unet
 
 # Ops fvcore leaves uncounted that carry no multiply-accumulate work worth counting.
 POINTWISE = {

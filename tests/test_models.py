@@ -8,7 +8,7 @@ from optuna_diffusion.solvers import NoiseSchedule
 from optuna_diffusion.zoo.data import load_digits_images
 from optuna_diffusion.zoo.training import digits_unet_config, feature_net_accuracy
 
-from .conftest import scheduler_config, tiny_unet
+from .helpers import scheduler_config, tiny_unet
 
 
 def _x0_error(unet, schedule, images, labels, t):

@@ -15,7 +15,7 @@ from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.samplers import ArchitectureSampler, TimestepSampler, plan_from_trial
 
-from .conftest import baseline_steps, tiny_evaluator
+from .helpers import baseline_steps, tiny_evaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -65,7 +65,7 @@ def test_a_pipeline_preset_runs_on_a_stand_in_of_its_layout(preset, tmp_path):
 
 def test_export_names_why_a_plan_cannot_run_in_its_pipeline(tmp_path):
     from optuna_diffusion.errors import ConfigError
-    from optuna_diffusion.pipelines import study_pipeline_call
+    from optuna_diffusion.export_call import study_pipeline_call
     from optuna_diffusion.plan import Plan
     from optuna_diffusion.study_config import load_study_config, with_overrides
 

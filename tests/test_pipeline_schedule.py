@@ -7,7 +7,7 @@ from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs
 from optuna_diffusion.schedules import FlowSchedule, NoiseSchedule, schedule_from_config, schedule_kind
 from optuna_diffusion.solvers import sample_dpmpp_2m, sample_flow_euler
 
-from .conftest import scheduler_config
+from .helpers import scheduler_config
 from .test_solvers import ToyModel, _noise
 
 PLAN = [1000, 901, 640, 333, 120, 7]

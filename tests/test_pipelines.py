@@ -36,7 +36,7 @@ from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import Prompt, PromptSet
 from optuna_diffusion.sampling import ImageGenerator, SamplingSettings, class_labels
 
-from .conftest import scheduler_config, tiny_text_unet
+from .helpers import scheduler_config, tiny_text_unet
 from .tiny_pipelines import (
     IMAGE_SIZES,
     STAND_INS,

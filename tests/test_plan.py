@@ -62,7 +62,7 @@ def test_baselines_are_valid_plans_of_k_distinct_steps():
     from optuna_diffusion.baselines import BASELINES, baseline_plan, strictly_decreasing
     from optuna_diffusion.solvers import NoiseSchedule
 
-    from .conftest import scheduler_config
+    from .helpers import scheduler_config
 
     alphas_cumprod = NoiseSchedule.from_scheduler_config(scheduler_config()).alphas_cumprod
     for name in BASELINES:

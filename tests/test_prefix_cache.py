@@ -9,7 +9,7 @@ from optuna_diffusion.prefix_cache import PrefixCache
 from optuna_diffusion.sampling import ImageGenerator, SamplingSettings
 from optuna_diffusion.solvers import SOLVERS, SOLVER_KINDS
 
-from .conftest import tiny_unet
+from .helpers import tiny_unet
 
 STEPS = (900, 700, 400, 100)
 NO = ((), (), (), ())

@@ -13,6 +13,7 @@ import pytest
 from optuna_diffusion.blocks import Block, check_plan_blocks
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.runner import run_optimize
+from optuna_diffusion.samplers._architecture_mutation import mutate_plan
 from optuna_diffusion.samplers._architecture_space import ArchitectureSpace
 from optuna_diffusion.samplers._timestep_space import TimestepSpace
 from optuna_diffusion.sensitivity import TOLERANCE, Probe, Sensitivity, anchor_plan, probe_sensitivity, single_changes
@@ -52,7 +53,7 @@ def test_mutants_never_propose_a_change_measured_to_fail_and_still_differ_from_t
     rng = np.random.default_rng(0)
     plan, seen = ANCHOR, set()
     for _ in range(300):
-        child = space.mutate(plan, rng, toggle_prob=0.3, max_ratio=0.5)
+        child = mutate_plan(space, plan, rng, toggle_prob=0.3, max_ratio=0.5)
         assert child != plan
         check_plan_blocks(child, BLOCKS)
         assert not child.skips[0] and not child.skips[3], child

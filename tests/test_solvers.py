@@ -21,7 +21,7 @@ from optuna_diffusion.solvers import (
     solvers_for,
 )
 
-from .conftest import scheduler_config, tiny_text_unet, tiny_unet
+from .helpers import scheduler_config, tiny_text_unet, tiny_unet
 
 FLOW_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
 

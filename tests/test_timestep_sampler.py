@@ -28,7 +28,7 @@ from optuna_diffusion.samplers import (
 from optuna_diffusion.samplers import check_genome
 from optuna_diffusion.samplers import NSGA2ParentSelection
 
-from .conftest import baseline_steps
+from .helpers import baseline_steps
 from .workers import environment
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

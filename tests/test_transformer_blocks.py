@@ -515,12 +515,14 @@ def test_apply_runs_a_plan_through_diffusers_dit_pipeline():
 @pytest.mark.parametrize("kind", ["sd3", "flux"])
 def test_architecture_sampler_plans_run_on_transformer_blocks(kind):
     from optuna_diffusion.samplers import ArchitectureSpace, TimestepSpace
+    from optuna_diffusion.samplers._architecture_crossover import crossover_plans
+    from optuna_diffusion.samplers._architecture_mutation import mutate_plan
 
     model = TINY_TRANSFORMERS[kind]()
     space = ArchitectureSpace(blocks=find_blocks(model), timestep_space=TimestepSpace(1000, 3, 3))
     rng = np.random.default_rng(0)
     plans = [space.random(rng, max_ratio=0.6) for _ in range(4)]
-    plans += [space.mutate(plans[0], rng, toggle_prob=0.3, max_ratio=0.6), space.crossover(plans[1], plans[2], rng)]
+    plans += [mutate_plan(space, plans[0], rng, toggle_prob=0.3, max_ratio=0.6), crossover_plans(space, plans[1], plans[2], rng)]
     assert any(name.startswith("tail.") for plan in plans for reused in plan.reuses for name in reused)
     switch = BlockSwitch(model)
     try:

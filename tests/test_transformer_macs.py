@@ -19,7 +19,7 @@ from optuna_diffusion.macs import (
 )
 from optuna_diffusion.plan import Plan
 
-from .conftest import tiny_text_unet, tiny_unet
+from .helpers import tiny_text_unet, tiny_unet
 from .tiny_transformers import TEXT_LENGTH, TINY_TRANSFORMERS, count_kwargs, tiny_dit, tiny_flux, tiny_pixart
 
 KINDS = list(TINY_TRANSFORMERS)

@@ -11,12 +11,12 @@ clears it, so the registry's public ``reset_stateful_hooks()`` does too).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Literal
 
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
+from ..compat_diffusers import dropped_from_chain, forget_registry, forward_below, relink_replacing_hook
 from ..errors import PlanError
 from ._transformer import StreamLayout, Streams, minus, plus
 
@@ -28,8 +28,8 @@ BlockMode = Literal["run", "skip", "reuse", "tail", "pass"]
 
 # --------------------------------------------------------------------------------------------------
 # Registering and removing. diffusers 0.42's HookRegistry.remove_hook mis-links a chain around a hook
-# that replaces the forward, and leaves an empty registry behind; the repairs below go through public
-# attributes (registry.hooks, hook.fn_ref) but rely on how register_hook links a chain: all in this section.
+# that replaces the forward, and leaves an empty registry behind; the repairs rely on how register_hook
+# links a chain, so they live in the fenced module optuna_diffusion.compat_diffusers.
 # --------------------------------------------------------------------------------------------------
 
 
@@ -51,52 +51,21 @@ class Registration:
         """Put our hook back in the chain if removing a hook registered before it dropped it.
 
         Removing such a hook (``model.disable_cache()`` after FirstBlockCache) re-links ours the way
-        :func:`_relink_replacing_hook` describes, so ours would silently stop switching this module.
+        :func:`~optuna_diffusion.compat_diffusers.relink_replacing_hook` describes, so ours would silently
+        stop switching this module.
         """
-        forward = self.hook.fn_ref.forward
-        if hasattr(self.hook, "new_forward") and getattr(forward, "func", None) != self.hook.new_forward:
-            _relink_replacing_hook(self.module, self.hook, forward)
+        if dropped_from_chain(self.hook):
+            relink_replacing_hook(self.module, self.hook, self.hook.fn_ref.forward)
 
     def remove(self) -> None:
         names = list(self.registry.hooks)  # in registration order, as the registry chains them
         later = names[names.index(HOOK_NAME) + 1 :]
-        fn_ref = self.hook.fn_ref
-        below = fn_ref.original_forward if fn_ref.original_forward is not None else fn_ref.forward
+        below = forward_below(self.hook)
         self.registry.remove_hook(HOOK_NAME, recurse=False)
         if later:
-            _relink_replacing_hook(self.module, self.registry.hooks[later[0]], below)
+            relink_replacing_hook(self.module, self.registry.hooks[later[0]], below)
         if self._created_registry and not self.registry.hooks:
-            _forget_registry(self.module, self.registry)
-
-
-def _relink_replacing_hook(module: nn.Module, hook: ModelHook, below: Callable[..., Any]) -> None:
-    """Put back a hook registered after ours that replaces the forward (``new_forward``), as diffusers 0.42 drops it.
-
-    ``HookRegistry.remove_hook`` re-links the next hook by setting its ``fn_ref.forward`` to the
-    forward below the removed hook. For a hook with ``new_forward`` (FirstBlockCache's, a user's ...)
-    ``fn_ref.forward`` *is* that new_forward, so it falls out of the chain, and its
-    ``fn_ref.original_forward`` still calls the removed hook. This restores what ``register_hook`` sets
-    up for such a hook, through its public ``fn_ref`` (a ``HookFunctionReference``). No public call
-    re-links a chain correctly.
-    """
-    if not hasattr(hook, "new_forward"):
-        return  # for a plain pre/post hook, fn_ref.forward = the forward below is right
-    hook.fn_ref.original_forward = below
-    hook.fn_ref.forward = functools.update_wrapper(functools.partial(hook.new_forward, module), hook.new_forward)
-
-
-def _forget_registry(module: nn.Module, registry: HookRegistry) -> None:
-    """Leave ``module`` as it was before we created its (now empty) registry.
-
-    ``HookRegistry.remove_hook`` leaves the registry on the module and the module's own bound
-    ``forward`` as an instance attribute. Both are dropped here, found by identity (no private
-    attribute name is used): diffusers has no public call that detaches an empty registry.
-    """
-    for attribute in [name for name, value in vars(module).items() if value is registry]:
-        delattr(module, attribute)
-    forward = vars(module).get("forward")
-    if getattr(forward, "__self__", None) is module and getattr(forward, "__func__", None) is type(module).forward:
-        del module.forward
+            forget_registry(self.module, self.registry)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ import torch
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
-    from ..sampling import SamplingSettings
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
 
 _NOISE_CHUNK = 64
 

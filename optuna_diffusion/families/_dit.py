@@ -14,8 +14,8 @@ from ._base import Conditions, ModelFamily, labels_of
 from ._unet import check_class_labels
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
-    from ..sampling import SamplingSettings
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
 
 
 class DiTFamily(ModelFamily):

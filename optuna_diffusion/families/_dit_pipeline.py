@@ -14,7 +14,7 @@ import torch
 from ._dit import DiTFamily
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
 
 
 class DiTPipelineFamily(DiTFamily):

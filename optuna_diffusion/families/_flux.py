@@ -18,27 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..compat_diffusers import flux_image_ids
+from ..compat_diffusers import flux_pack as pack
+from ..compat_diffusers import flux_unpack as unpack
 from ._base import Conditions
 from ._pipeline import PipelineFamily, call_default
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
-    from ..sampling import SamplingSettings
-
-
-def pack(latents: torch.Tensor) -> torch.Tensor:
-    """``(B, C, h, w)`` latents as ``(B, h/2 * w/2, 4 C)`` tokens of 2x2 patches (``FluxPipeline._pack_latents``)."""
-    batch, channels, height, width = latents.shape
-    patches = latents.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return patches.reshape(batch, (height // 2) * (width // 2), channels * 4)
-
-
-def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The inverse of :func:`pack` for latents of ``height x width``."""
-    batch, _, width_channels = tokens.shape
-    channels = width_channels // 4
-    patches = tokens.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return patches.reshape(batch, channels, height, width)
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
 
 
 class FluxFamily(PipelineFamily):
@@ -84,11 +72,7 @@ class FluxFamily(PipelineFamily):
     def image_ids(self, model: DiffusionModel, dtype: torch.dtype) -> torch.Tensor:
         """``img_ids``: ``(0, row, column)`` of every 2x2 patch, row by row (``_prepare_latent_image_ids``)."""
         _, height, width = self.latent_shape(model)
-        rows, columns = height // 2, width // 2
-        ids = torch.zeros(rows, columns, 3)
-        ids[..., 1] = torch.arange(rows)[:, None]
-        ids[..., 2] = torch.arange(columns)[None, :]
-        return ids.reshape(rows * columns, 3).to(device=model.device, dtype=dtype)
+        return flux_image_ids(height // 2, width // 2).to(device=model.device, dtype=dtype)
 
     def inputs(
         self, model: DiffusionModel, conditions: Conditions, settings: SamplingSettings, *, unconditional: bool

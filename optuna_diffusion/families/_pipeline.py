@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ConfigError
+from ..pipelines import EncodedPrompts
+from ..prompts import PromptSet
 from ._base import Conditions, ModelFamily, chunked_noise
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
-    from ..sampling import SamplingSettings
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
 
 
 def call_default(pipeline: Any, argument: str) -> Any:
@@ -122,8 +124,6 @@ class PipelineFamily(ModelFamily):
         return self.encode(model, "" if text is None else text)
 
     def check(self, model: DiffusionModel, settings: SamplingSettings, *, text: Any = None) -> None:
-        from ..pipelines import EncodedPrompts
-
         if not isinstance(text, EncodedPrompts):
             raise ConfigError(f"{model.source} is a text-to-image pipeline: give the image generator a prompt set")
         if settings.num_classes is not None:
@@ -160,8 +160,6 @@ class PipelineFamily(ModelFamily):
 
     def example_inputs(self, model: DiffusionModel, settings: SamplingSettings) -> dict[str, Any] | None:
         """The keyword arguments of one batch-1 denoiser call, as the engine makes it (for MACs)."""
-        from ..prompts import PromptSet
-
         encoded = model.prompt_encoder.bind(PromptSet(["an example prompt"], source="the MACs example"))
         conditions = Conditions(size=1, prompts=(0,), text=encoded)
         inputs = self.inputs(model, conditions, settings, unconditional=False)

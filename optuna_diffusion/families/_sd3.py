@@ -16,8 +16,8 @@ from ._base import Conditions
 from ._pipeline import PipelineFamily, call_default
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
-    from ..sampling import SamplingSettings
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
 
 
 class StableDiffusion3Family(PipelineFamily):

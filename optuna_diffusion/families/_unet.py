@@ -12,8 +12,8 @@ from ..errors import ConfigError
 from ._base import Conditions, ModelFamily, labels_of
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
-    from ..sampling import SamplingSettings
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
 
 
 def check_class_labels(model: DiffusionModel, settings: SamplingSettings, embeds: int | None, what: str) -> None:

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 
 if TYPE_CHECKING:
-    from ..evaluation import PlanEvaluator
+    from ..models import DiffusionModel
+    from ..plan import Plan
+    from ..sampling import ImageGenerator, SamplingSettings
 
 METRICS = ("fid", "clip-score", "teacher")
 """Values of ``[fitness] metric`` (and ``rescore``)."""
+
+
+class Evaluator(Protocol):
+    """What a metric reads of the evaluator that binds it (:class:`~optuna_diffusion.evaluation.PlanEvaluator`,
+    which imports the metrics: they name it by this protocol, so imports run one way)."""
+
+    model: DiffusionModel
+    settings: SamplingSettings
+    generator: ImageGenerator
+
+    def generate(
+        self, plan: Plan, num_samples: int, start: int, stop: int, *, decoded: bool = True, use_cache: bool = True
+    ) -> torch.Tensor:
+        """Samples ``start..stop-1`` of ``plan``'s set of ``num_samples`` (on the CPU)."""
+        ...
 
 
 class FitnessMeter:
@@ -31,7 +48,7 @@ class FitnessMeter:
     label: str = ""
     decoded: bool = True
 
-    def bind(self, evaluator: "PlanEvaluator") -> None:
+    def bind(self, evaluator: Evaluator) -> None:
         """Called once by the evaluator that feeds this meter (to check the model, or to generate targets)."""
 
     def begin(self, num_samples: int) -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError, ModelLoadError, first_line
-from ._base import FitnessMeter, to_uint8
-
-if TYPE_CHECKING:
-    from ..evaluation import PlanEvaluator
+from ._base import Evaluator, FitnessMeter, to_uint8
 
 
 class _ProjectedFeatures(torch.nn.Module):
@@ -74,7 +71,7 @@ class ClipScoreFitness(FitnessMeter):
         self.score = CLIPScore(model_name_or_path=lambda: (_ProjectedFeatures(model), processor))
         self.prompts: Any = None
 
-    def bind(self, evaluator: "PlanEvaluator") -> None:
+    def bind(self, evaluator: Evaluator) -> None:
         prompts = evaluator.generator.prompts
         if prompts is None:
             raise ConfigError(

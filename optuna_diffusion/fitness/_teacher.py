@@ -25,16 +25,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from ..baselines import baseline_names, baseline_plan
 from ..errors import ConfigError
 from ..plan import Plan
-from ._base import FitnessMeter, to_uint8
-
-if TYPE_CHECKING:
-    from ..evaluation import PlanEvaluator
+from ._base import Evaluator, FitnessMeter, to_uint8
 
 DISTANCES = ("psnr", "ssim", "mse")
 """Values of ``[fitness] teacher_distance``."""
@@ -46,10 +44,8 @@ LABELS = {"psnr": "-PSNR", "ssim": "1-SSIM", "mse": "latent MSE"}
 _FORMAT_VERSION = 1
 
 
-def teacher_plan(evaluator: "PlanEvaluator", steps: int | None = None) -> Plan:
+def teacher_plan(evaluator: Evaluator, steps: int | None = None) -> Plan:
     """The teacher's plan: ``steps`` (default ``min(100, T)``) uniformly spaced steps, the full network."""
-    from ..baselines import baseline_names, baseline_plan
-
     schedule = evaluator.generator.schedule
     total = schedule.num_train_timesteps
     steps = min(DEFAULT_TEACHER_STEPS, total) if steps is None else steps
@@ -124,14 +120,14 @@ class TeacherFitness(FitnessMeter):
         self.store = store or TeacherStore(None)
         self.label = LABELS[distance]
         self.decoded = distance != "mse"
-        self.evaluator: "PlanEvaluator | None" = None
+        self.evaluator: Evaluator | None = None
         self.plan: Plan | None = None
         self._targets: dict[int, torch.Tensor] = {}
         self._current = torch.empty(0)
         self._total = 0.0
         self._count = 0
 
-    def bind(self, evaluator: "PlanEvaluator") -> None:
+    def bind(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
         self.plan = teacher_plan(evaluator, self.steps)
 
@@ -176,7 +172,7 @@ class TeacherFitness(FitnessMeter):
         self._targets = {num_samples: torch.cat(chunks)}  # one sample set at a time
         return self._targets[num_samples]
 
-    def _bound(self) -> "PlanEvaluator":
+    def _bound(self) -> Evaluator:
         if self.evaluator is None:
             raise ConfigError("TeacherFitness is not bound to an evaluator (PlanEvaluator(..., fitness=...) binds it)")
         return self.evaluator

@@ -33,6 +33,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..compat_torch import computed_in_trace as _computed_in_trace  # torch._C._get_value_trace, fenced
 from ..errors import ConfigError, OptunaDiffusionError, first_line
 from ._convention import DEFAULT_MACS_CONVENTION, check_macs_convention, counts_fvcore_operator
 from ._counter import MacsCount
@@ -112,33 +113,6 @@ def _handles(convention: str) -> dict[str, Any]:
     if convention == "linear-conv":
         return {**EXTRA_HANDLES, "aten::linear": _linear_with_bias_macs, "aten::_convolution": _conv_with_bias_macs}
     return dict(EXTRA_HANDLES)
-
-
-# --------------------------------------------------------------------------------------------------
-# Private torch API, fenced here
-# --------------------------------------------------------------------------------------------------
-
-
-def _computed_in_trace(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is computed in the running JIT trace (not a constant, such as a cached output).
-
-    PRIVATE torch API: ``torch._C._get_value_trace``. torch has no public way to ask whether a tensor
-    is a value of the running trace (``torch.jit.is_tracing()`` only says that a trace runs). When the
-    call is gone or fails this raises: answering False instead would let the tracer drop the work of
-    every module whose output is discarded, and the counts would silently come out too low.
-    """
-    get_value_trace = getattr(torch._C, "_get_value_trace", None)
-    if get_value_trace is None:
-        raise OptunaDiffusionError(
-            f"torch {torch.__version__} has no torch._C._get_value_trace, which MACs counting needs to keep "
-            "discarded work in the trace; use a torch version that has it"
-        )
-    try:
-        return get_value_trace(tensor).node().kind() != "prim::Constant"
-    except (AttributeError, RuntimeError) as error:
-        raise OptunaDiffusionError(
-            f"MACs counting could not read a tensor's JIT trace with torch {torch.__version__}: {first_line(error)}"
-        ) from error
 
 
 # --------------------------------------------------------------------------------------------------

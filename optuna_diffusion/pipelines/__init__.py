@@ -6,12 +6,13 @@
   negative prompt's under guidance) and one VAE decode.
 * :func:`scheduler_for_solver`: the pipeline scheduler that runs a project solver, so that a plan run in
   the pipeline itself gives the project's images (see :mod:`optuna_diffusion.pipelines._export`).
-* :func:`pipeline_call` / :func:`study_pipeline_call`: the Python call that runs an exported plan in its
-  pipeline, one template per family (what ``export`` writes beside the plan, and docs/reference.md shows).
+* :func:`pipeline_call`: the Python call that runs an exported plan in its pipeline, one template per
+  family (what ``export`` writes beside the plan, through
+  :func:`optuna_diffusion.export_call.study_pipeline_call`, and docs/reference.md shows).
 """
 
 from ._encoder import EncodedPrompts, PromptEncoder
-from ._calls import FAMILY_OF_PIPELINE, pipeline_call, study_pipeline_call
+from ._calls import FAMILY_OF_PIPELINE, pipeline_call
 from ._export import scheduler_for_solver
 from ._macs import TEXT_ENCODERS, component_macs, text_encoder_macs, vae_decoder_macs
 
@@ -23,7 +24,6 @@ __all__ = [
     "component_macs",
     "pipeline_call",
     "scheduler_for_solver",
-    "study_pipeline_call",
     "text_encoder_macs",
     "vae_decoder_macs",
 ]

@@ -12,14 +12,9 @@ scheduler accepts (:func:`~optuna_diffusion.pipeline_schedule.pipeline_schedule_
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..zoo import BUNDLED_MODELS
-
-if TYPE_CHECKING:
-    from ..plan import Plan
-    from ..study_config import StudyConfig
 
 FAMILY_OF_PIPELINE: dict[str, str] = {
     "StableDiffusionPipeline": "sd",
@@ -109,46 +104,4 @@ def pipeline_call(
     )
     return head + body.format(
         prompt=json.dumps(prompt), guidance_scale=repr(float(guidance_scale)), class_labels=list(class_labels),
-    )
-
-
-def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> str | None:
-    """The call that runs ``plan`` in the study's pipeline, checked now; None when the model is no pipeline.
-
-    The check is the one the call makes at run time, done at export: the study's (or the plan's) solver
-    must be one a diffusers scheduler runs (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`),
-    and that scheduler must accept the plan's time steps (:func:`pipeline_schedule_kwargs` runs its
-    ``set_timesteps``). Under Flux's dynamic shifting the sigmas depend on ``mu``, which the call computes
-    from the image size, so they are checked when it runs.
-
-    Raises:
-        ConfigError: the plan cannot run in the pipeline (one line saying why).
-    """
-    import diffusers
-
-    from ..models import model_location, pipeline_index_of
-    from ..pipeline_schedule import pipeline_schedule_kwargs
-    from ..schedules import schedule_from_config
-    from ._export import scheduler_for_solver
-
-    source = config.model.source
-    index = pipeline_index_of(source)
-    if index is None:
-        return None
-    pipeline_class = index["_class_name"]
-    family = FAMILY_OF_PIPELINE.get(pipeline_class)
-    _, scheduler_class = index["scheduler"]
-    scheduler = getattr(diffusers, scheduler_class).from_pretrained(
-        model_location(source), subfolder="scheduler", local_files_only=True
-    )
-    solver = plan.solver or config.sampling.solvers(schedule_from_config(scheduler.config).kind)[0]
-    runner = scheduler_for_solver(solver, scheduler)
-    if family == "dit":
-        runner.set_timesteps(timesteps=list(plan.timesteps))
-    elif not getattr(runner.config, "use_dynamic_shifting", False):
-        pipeline_schedule_kwargs(plan.timesteps, runner)
-    prompt = config.prompts.load()[0].text if family != "dit" else "a cat asleep on a green sofa"
-    return pipeline_call(
-        pipeline_class, source=source, solver=solver,
-        guidance_scale=config.sampling.guidance_scale, prompt=prompt, class_labels=(0,), plan_file=plan_file,
     )

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..prompts import PromptSet
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
 
 Embeddings = dict[str, torch.Tensor]
 

@@ -20,8 +20,8 @@ from ..macs import DEFAULT_MACS_CONVENTION, FvcoreCounter
 from ..prompts import PromptSet, default_prompts
 
 if TYPE_CHECKING:
-    from ..models import DiffusionModel
-    from ..sampling import SamplingSettings
+    from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
 
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 """The attribute names of a pipeline's text encoders."""

@@ -17,7 +17,7 @@ from ..errors import ConfigError, PlanError
 from ..plan import Plan
 from ..sensitivity import Sensitivity
 from ..trial_plan import finite_values, is_low_fidelity, plan_genome_attrs, stored_plan
-from ._architecture_space import ArchitectureSpace, BoundArchitectureSpace, check_blocks
+from ._architecture_space import ArchitectureSpace, check_blocks
 from ._base import (
     PlanSearchSampler,
     check_int,
@@ -26,6 +26,7 @@ from ._base import (
     check_schedule_kind,
     distinct_initial_genomes,
 )
+from ._bound_architecture_space import BoundArchitectureSpace
 from ._child_generation import ChildGeneration, ChildGenerationStrategy
 from ._parent_selection import NSGA2ParentSelection, ParentSelection
 from ._timestep_space import TimestepSpace
@@ -342,7 +343,8 @@ class ArchitectureSampler(PlanSearchSampler):
         self, generation: int, parents: Sequence[Any], trials: Sequence[FrozenTrial]
     ) -> BoundArchitectureSpace:
         assert self._space is not None  # set by _prepare
-        return self._space.bind(
+        return BoundArchitectureSpace(
+            self._space,
             max_ratio=self.max_skip_ratio(generation),
             pool=parents if generation > 0 and parents else self._initial,
             timestep_mutation_prob=self._timestep_mutation_prob,

@@ -12,7 +12,8 @@ reuse its output of the previous step. Every operator builds a valid plan by con
 
 So :func:`~optuna_diffusion.blocks.check_plan_blocks` always passes and no operator loops. The
 operators live in :mod:`._architecture_mutation` and :mod:`._architecture_crossover`; they build
-plans from the building blocks of :class:`ArchitectureSpace`.
+plans from the building blocks of :class:`ArchitectureSpace`, and :mod:`._bound_architecture_space`
+binds them to one generation (imports run one way: space, operators, bound space).
 
 Skip ratio: a (step, block) pair is *not run* when the block is skipped or reused at that step, or
 lies inside a branch reused at that step. The ratio of a plan is its not-run pairs over
@@ -32,8 +33,6 @@ from ..blocks import Block, check_plan_blocks
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
 from ..sensitivity import Sensitivity
-from ._architecture_crossover import crossover_plans
-from ._architecture_mutation import mutate_plan
 from ._timestep_space import TimestepSpace
 
 Choices = dict[str, str]
@@ -246,80 +245,3 @@ class ArchitectureSpace:
         if budget > 0:
             self._fill(steps, int(rng.integers(1, budget + 1)), rng)
         return self.plan_of(timesteps, steps, solver)
-
-    def mutate(
-        self,
-        plan: Plan,
-        rng: np.random.Generator,
-        *,
-        toggle_prob: float = 0.1,
-        max_ratio: float = 1.0,
-        timestep_mutation_prob: float = 0.0,
-    ) -> Plan:
-        """A mutant of ``plan`` (:func:`~._architecture_mutation.mutate_plan`)."""
-        return mutate_plan(
-            self, plan, rng, toggle_prob=toggle_prob, max_ratio=max_ratio, timestep_mutation_prob=timestep_mutation_prob
-        )
-
-    def crossover(self, parent_a: Plan, parent_b: Plan, rng: np.random.Generator, *, max_ratio: float = 1.0) -> Plan:
-        """A child of two parents (:func:`~._architecture_crossover.crossover_plans`)."""
-        return crossover_plans(self, parent_a, parent_b, rng, max_ratio=max_ratio)
-
-    def bind(
-        self,
-        *,
-        max_ratio: float,
-        pool: Sequence[Plan] = (),
-        timestep_mutation_prob: float = 0.0,
-    ) -> "BoundArchitectureSpace":
-        """The operators of one generation: its ratio, and the plans random children take time steps from."""
-        return BoundArchitectureSpace(
-            self, max_ratio=max_ratio, pool=tuple(pool), timestep_mutation_prob=timestep_mutation_prob
-        )
-
-
-class BoundArchitectureSpace:
-    """An :class:`ArchitectureSpace` fixed to one generation, with the operator signatures of
-    :class:`~optuna_diffusion.samplers.GenomeSpace`.
-
-    ``random`` takes the time steps of a random plan of ``pool`` (random time steps when the pool
-    is empty), mutated with probability ``timestep_mutation_prob``: stage 2 refines the time steps
-    stage 1 found instead of drawing them anew.
-    """
-
-    def __init__(
-        self, space: ArchitectureSpace, *, max_ratio: float, pool: tuple[Plan, ...], timestep_mutation_prob: float
-    ) -> None:
-        self.space = space
-        self.max_ratio = max_ratio
-        self.pool = pool
-        self.timestep_mutation_prob = timestep_mutation_prob
-
-    def __str__(self) -> str:
-        return f"{self.space} (skip ratio <= {self.max_ratio:.3g})"
-
-    def random(self, rng: np.random.Generator) -> Plan:
-        timesteps, solver = None, None
-        if self.pool:
-            source = self.pool[int(rng.integers(len(self.pool)))]
-            timesteps, solver = source.timesteps, source.solver
-            if self.timestep_mutation_prob > 0 and rng.random() < self.timestep_mutation_prob:
-                timesteps = self.space.timestep_space.mutate(timesteps, rng)
-        return self.space.random(rng, timesteps=timesteps, solver=solver, max_ratio=self.max_ratio)
-
-    def mutate(self, plan: Plan, rng: np.random.Generator, *, replace_prob: float) -> Plan:
-        return self.space.mutate(
-            plan,
-            rng,
-            toggle_prob=replace_prob,
-            max_ratio=self.max_ratio,
-            timestep_mutation_prob=self.timestep_mutation_prob,
-        )
-
-    def refine(self, plan: Plan, rng: np.random.Generator) -> Plan:
-        # One block choice toggled, the time steps kept.
-        return self.space.mutate(plan, rng, toggle_prob=0.0, max_ratio=self.max_ratio, timestep_mutation_prob=0.0)
-
-    def crossover(self, parent_a: Plan, parent_b: Plan, rng: np.random.Generator) -> Plan:
-        return self.space.crossover(parent_a, parent_b, rng, max_ratio=self.max_ratio)
-

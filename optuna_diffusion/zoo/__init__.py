@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ModelLoadError
+
 _ZOO_DIR = Path(__file__).resolve().parent
 
 BUNDLED_MODELS: dict[str, str] = {
@@ -35,7 +37,5 @@ def bundled_model_path(name: str) -> Path:
     """Folder of a bundled model (``unet/`` or ``transformer/``, ``scheduler/``; ``digits`` also ``features/``;
     ``digits-t2i`` is a whole pipeline folder with its ``model_index.json``)."""
     if name not in BUNDLED_MODELS:
-        from ..errors import ModelLoadError
-
         raise ModelLoadError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
     return _ZOO_DIR / name
