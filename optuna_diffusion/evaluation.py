@@ -101,8 +101,6 @@ class PlanMacs:
         convention: str = DEFAULT_MACS_CONVENTION,
     ) -> "PlanMacs":
         """Count ``model`` (and ``classifier``, text encoders, VAE) once, batch 1, in ``convention``."""
-        from .pipelines import component_macs
-
         check_macs_convention(convention)
         inputs = model.family.example_inputs(model, settings)
         shape = model.sample_shape if inputs is None else None

@@ -34,7 +34,7 @@ from optuna_diffusion.macs import (
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.zoo.adm_classifier import ADMClassifier, ADMClassifierConfig
 
-from .conftest import tiny_text_unet, tiny_unet
+from .helpers import tiny_text_unet, tiny_unet
 from .tiny_transformers import TINY_TRANSFORMERS, count_kwargs
 
 MODELS = {
