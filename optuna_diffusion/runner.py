@@ -476,6 +476,7 @@ def choose_plan(
 
     The lowest FID over ``studies`` (full-size evaluations only), optionally among plans with at most
     ``max_macs`` MACs and exactly ``steps`` time steps; or trial ``trial_number`` (one study only).
+    The plan carries the solver its study ran (the study's ``[sampling] solver`` when it did not search one).
     """
     if trial_number is not None:
         if len(studies) != 1:
@@ -502,6 +503,10 @@ def choose_plan(
         study, trial = min(candidates, key=lambda pair: (pair[1].values[0], pair[1].values[1], pair[1].number))
     plan = plan_from_trial(trial)
     marker = study.user_attrs.get(STUDY_MARKER) or {}
+    if plan.solver is None and isinstance(marker.get("config"), dict):
+        # Every exported plan carries its solver, so apply(pipe, plan) sets the scheduler that runs it.
+        solvers = StudyConfig.from_dict(marker["config"]).sampling.solvers(plan.schedule_kind)
+        plan = dataclasses.replace(plan, solver=solvers[0])
     return {
         "plan": plan.to_dict(),
         "fid": trial.values[0],
@@ -525,13 +530,17 @@ def load_plan_file(path: str | Path) -> Plan:
 
 
 def evaluate_plan_file(
-    config: StudyConfig, plan_path: Path | None, *, baseline: str | None, steps: int, samples: int, device: str = "cpu"
+    config: StudyConfig, plan_path: Path | None, *, baseline: str | None, steps: int, samples: int, device: str = "cpu",
+    solver: str | None = None,
 ) -> tuple[Evaluation, Plan, dict[str, int]]:
     """Score an exported plan or a baseline with ``samples`` samples on the config's model.
 
+    ``solver``: run the plan with this solver instead of the one it carries (or the config's).
     Returns the evaluation, the plan and its MACs per image by component.
     """
     plan = load_plan_file(plan_path) if plan_path is not None else None
+    if plan is not None and solver is not None:
+        plan = dataclasses.replace(plan, solver=solver)
     evaluator = build_evaluator(config, device=device)
     try:
         if plan is None:

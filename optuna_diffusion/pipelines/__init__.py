@@ -8,11 +8,14 @@
   the pipeline itself gives the project's images (see :mod:`optuna_diffusion.pipelines._export`).
 * :func:`pipeline_call` / :func:`study_pipeline_call`: the Python call that runs an exported plan in its
   pipeline, one template per family (what ``export`` writes beside the plan, and the README shows).
+* :func:`study_image_size` / :func:`study_latents`: a study's image size and initial latents, so that
+  call makes the study's own samples.
 """
 
 from ._encoder import EncodedPrompts, PromptEncoder
 from ._calls import FAMILY_OF_PIPELINE, pipeline_call, study_pipeline_call
 from ._export import scheduler_for_solver
+from ._inputs import study_image_size, study_latents
 from ._macs import TEXT_ENCODERS, component_macs, text_encoder_macs, vae_decoder_macs
 
 __all__ = [
@@ -23,6 +26,8 @@ __all__ = [
     "component_macs",
     "pipeline_call",
     "scheduler_for_solver",
+    "study_image_size",
+    "study_latents",
     "study_pipeline_call",
     "text_encoder_macs",
     "vae_decoder_macs",

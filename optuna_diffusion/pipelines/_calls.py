@@ -45,36 +45,49 @@ _HEAD = """\
 # family: {family}{note}
 import json
 
+import torch
 from diffusers import {pipeline_class}
 {extra_import}
 from optuna_diffusion import Plan, apply
-{schedule_import}from optuna_diffusion.pipelines import scheduler_for_solver
+{schedule_import}from optuna_diffusion.pipelines import {pipeline_imports}
 
 plan = Plan.from_dict(json.load(open({plan_file}))["plan"])
 pipe = {pipeline_class}.from_pretrained({source})
 pipe.scheduler = scheduler_for_solver({solver}, pipe.scheduler)  # the study's [sampling] solver
 """
 
+_STUDY_INPUTS = """\
+height, width = study_image_size(pipe, {image_size})  # the study's [model] image_size (None: pipeline default)
+prompts = {prompts}  # the prompts of the study's first samples
+{negatives}latents = study_latents(pipe, seed={seed}, count=len(prompts), height=height, width=width)  # their noise
+"""
+
+_GENERATOR = "generator=torch.Generator().manual_seed({generator_seed})"
+
 _BODIES = {
     "text": """\
 apply(pipe, plan)                                                  # skips and reuses, per step
-image = pipe({prompt}, guidance_scale={guidance_scale},
-             **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)).images[0]
+""" + _STUDY_INPUTS + """\
+images = pipe(prompts, {negative_argument}guidance_scale={guidance_scale}, height=height, width=width, latents=latents,
+              {extra_arguments}""" + _GENERATOR + """,  # the study's first batch's (ddpm's step noise)
+              **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)).images
 """,
     "flux": """\
 apply(pipe, plan)                                                  # double- and single-stream blocks
-height = width = pipe.default_sample_size * pipe.vae_scale_factor  # 1024
-tokens = (height // (2 * pipe.vae_scale_factor)) * (width // (2 * pipe.vae_scale_factor))
+""" + _STUDY_INPUTS + """\
 c = pipe.scheduler.config                                          # the mu Flux passes (FLUX.1-dev)
-mu = calculate_shift(tokens, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
-image = pipe({prompt}, guidance_scale={guidance_scale}, height=height, width=width,
-             **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu)).images[0]
+mu = calculate_shift(latents.shape[1], c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+images = pipe(prompts, guidance_scale={guidance_scale}, height=height, width=width, latents=latents,
+              """ + _GENERATOR + """,  # the study's first batch's
+              **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu)).images
 """,
     "dit": """\
+apply(pipe, plan)                                                  # skips and reuses, per step
 set_timesteps = pipe.scheduler.set_timesteps
 pipe.scheduler.set_timesteps = lambda *args, **kwargs: set_timesteps(timesteps=list(plan.timesteps))
-apply(pipe, plan)                                                  # skips and reuses, per step
-image = pipe(class_labels={class_labels}, guidance_scale={guidance_scale}, num_inference_steps=plan.num_steps).images[0]
+labels = {class_labels}  # the class labels of the study's first samples
+images = pipe(class_labels=labels, guidance_scale={guidance_scale}, num_inference_steps=plan.num_steps,
+              generator=torch.Generator().manual_seed({seed} * 1_000_003)).images  # the study's noise of samples 0..63
 """,
 }
 
@@ -85,11 +98,20 @@ def pipeline_call(
     source: str,
     solver: str,
     guidance_scale: float,
-    prompt: str = "a cat asleep on a green sofa",
+    prompts: tuple[str, ...] = ("a cat asleep on a green sofa",),
+    negative_prompts: tuple[str, ...] | None = None,
     class_labels: tuple[int, ...] = (207,),
+    image_size: int | None = None,
+    seed: int = 0,
     plan_file: str = "plan.json",
 ) -> str:
-    """The Python code that runs the plan in ``plan_file`` with ``pipeline_class`` loaded from ``source``."""
+    """The Python code that runs the plan in ``plan_file`` with ``pipeline_class`` loaded from ``source``.
+
+    It makes the images of a study's first samples: ``prompts`` (and ``negative_prompts``, None: the
+    pipeline's default) or, for DiT, ``class_labels``, at ``image_size`` (None: the pipeline's default),
+    from the initial noise of ``seed`` (:func:`~optuna_diffusion.pipelines.study_latents`) and the
+    generator the study's first batch used (``seed * 7``, the ``ddpm`` solver's step noise).
+    """
     family = FAMILY_OF_PIPELINE.get(pipeline_class)
     if family is None:
         raise ConfigError(f"no pipeline call for a {pipeline_class}; export knows {', '.join(FAMILY_OF_PIPELINE)}")
@@ -103,18 +125,36 @@ def pipeline_call(
         pipeline_class=pipeline_class,
         extra_import="".join(line + "\n" for line in extra_imports),
         schedule_import="" if family == "dit" else "from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs\n",
+        pipeline_imports="scheduler_for_solver" if family == "dit" else "scheduler_for_solver, study_image_size, study_latents",
         plan_file=json.dumps(plan_file),
         source=f"bundled_model_path({json.dumps(source)})" if bundled else json.dumps(source),
         solver=json.dumps(solver),
     )
+    negatives = f"negative_prompts = {json.dumps(list(negative_prompts))}\n" if negative_prompts is not None else ""
     return head + body.format(
-        prompt=json.dumps(prompt), guidance_scale=repr(float(guidance_scale)), class_labels=list(class_labels),
+        prompts=json.dumps(list(prompts)), negatives=negatives,
+        negative_argument="negative_prompt=negative_prompts, " if negative_prompts is not None else "",
+        extra_arguments="use_resolution_binning=False,  # the size as given\n              " if family == "pixart" else "",
+        guidance_scale=repr(float(guidance_scale)), class_labels=list(class_labels),
+        image_size=repr(image_size), seed=int(seed), generator_seed=int(seed) * 7,
     )
 
 
-def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> str | None:
+def first_batch_size(config: "StudyConfig", stage: str, solver: str, family: str) -> int:
+    """How many of a study's first samples ``plan.py`` makes: up to 4, or the whole first batch under ``ddpm``
+    (its step noise is drawn per batch), at most 64 for DiT (its generator draws the first noise chunk)."""
+    num_samples = getattr(config, stage).num_samples
+    count = min(config.sampling.batch_size, num_samples)
+    if solver != "ddpm":
+        count = min(count, 4)
+    return min(count, 64) if family == "dit" else count
+
+
+def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str, *, stage: str = "timesteps") -> str | None:
     """The call that runs ``plan`` in the study's pipeline, checked now; None when the model is no pipeline.
 
+    It makes the study's first samples of ``stage`` (:func:`first_batch_size` of them) as the study
+    scored them: their prompts or class labels, the study's image size, initial noise and generator.
     The check is the one the call makes at run time, done at export: the study's (or the plan's) solver
     must be one a diffusers scheduler runs (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`),
     and that scheduler must accept the plan's time steps (:func:`pipeline_schedule_kwargs` runs its
@@ -128,6 +168,7 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> 
 
     from ..models import model_location, pipeline_index_of
     from ..pipeline_schedule import pipeline_schedule_kwargs
+    from ..sampling import class_labels
     from ..schedules import schedule_from_config
     from ._export import scheduler_for_solver
 
@@ -146,9 +187,25 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str) -> 
     if family == "dit":
         runner.set_timesteps(timesteps=list(plan.timesteps))
     elif not getattr(runner.config, "use_dynamic_shifting", False):
-        pipeline_schedule_kwargs(plan.timesteps, runner)
-    prompt = config.prompts.load()[0].text if family != "dit" else "a cat asleep on a green sofa"
+        pipeline_schedule_kwargs(plan.timesteps, runner, solver=solver)
+    count = first_batch_size(config, stage, solver, family)
+    sampling = config.sampling
+    if family == "dit":
+        num_samples = getattr(config, stage).num_samples
+        labels = class_labels(sampling.seed, num_samples, sampling.num_classes, sampling.labels)[:count].tolist()
+        return pipeline_call(pipeline_class, source=source, solver=solver, guidance_scale=sampling.guidance_scale,
+                             class_labels=tuple(labels), seed=sampling.seed, plan_file=plan_file)
+    prompts = config.prompts.load()
+    negatives = prompts.negatives(0, count)
+    if family == "flux" or all(negative is None for negative in negatives):
+        negatives = None  # the pipeline's default unconditional pass (Flux runs none)
+    elif any(negative is None for negative in negatives):
+        raise ConfigError(
+            "the study's first prompts mix negative prompts and none (the pipeline's default), which one pipeline "
+            "call cannot do; give every prompt a negative prompt ([prompts] negative_prompt)"
+        )
     return pipeline_call(
-        pipeline_class, source=source, solver=solver,
-        guidance_scale=config.sampling.guidance_scale, prompt=prompt, class_labels=(0,), plan_file=plan_file,
+        pipeline_class, source=source, solver=solver, guidance_scale=sampling.guidance_scale,
+        prompts=tuple(prompts.texts(0, count)), negative_prompts=None if negatives is None else tuple(negatives),
+        image_size=config.model.image_size, seed=sampling.seed, plan_file=plan_file,
     )
