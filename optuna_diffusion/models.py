@@ -221,7 +221,7 @@ def _check_pipeline_files(folder: Path, model_index: dict[str, Any]) -> None:
             if "config.json" not in files:
                 needed, present = "config.json", False
             else:
-                needed = "a weights file (.safetensors or .bin)"
+                needed = "weights file (.safetensors or .bin)"
                 present = any(n.endswith(_MODEL_WEIGHTS) for n in files)
         else:
             continue

@@ -485,6 +485,19 @@ def test_denoiser_macs_table_takes_the_familys_example_call(name):
     assert table.sample_shape == model.sample_shape and table.full > 0
 
 
+def test_count_macs_of_a_bare_sdxl_unet_builds_its_added_conditions():
+    from optuna_diffusion.macs import count_macs
+
+    pipe = tiny_sdxl()
+    model = model_from_pipeline(pipe, source="sdxl")
+    inputs = model.family.example_inputs(model, SamplingSettings())  # the pipeline's own text_embeds and time_ids
+    length = inputs["encoder_hidden_states"].shape[1]
+    assert count_macs(pipe.unet, text_length=length) == count_macs(pipe.unet, inputs=inputs) > 0
+    pipe.unet.register_to_config(addition_time_embed_dim=10_000)  # no room for pooled text embeddings left
+    with pytest.raises(ConfigError, match="needs added_cond_kwargs that cannot be built from its config"):
+        count_macs(pipe.unet, text_length=length)
+
+
 # Loading pipelines from folders (the presets' stand-ins) -----------------------------------------------------
 
 FAMILY_OF_PRESET = {
@@ -546,7 +559,8 @@ def _break(folder, relative):
     "relative, message",
     [
         ("text_encoder_3", "has no text_encoder_3/"),
-        ("text_encoder_2/model.safetensors", "text_encoder_2/ has no a weights file"),
+        ("text_encoder_2/model.safetensors", "text_encoder_2/ has no weights file (.safetensors or .bin) (its CLIPTextModelWithProjection)"),
+        ("vae/diffusion_pytorch_model.safetensors", "vae/ has no weights file (.safetensors or .bin) (its AutoencoderKL)"),
         ("transformer/config.json", "transformer/ has no config.json"),
         ("tokenizer_3", "has no tokenizer_3/"),
         ("scheduler/scheduler_config.json", "scheduler/ has no scheduler_config.json"),
