@@ -97,3 +97,13 @@ def test_plan_py_of_a_dit_study_writes_its_drawn_labels(tmp_path):
     call = study_pipeline_call(config, Plan(DDPM, solver="dpmpp-2m"), "plan.json")
     labels = class_labels(3, 16, 1000, "random")[:4].tolist()
     assert f"labels = {labels}" in call and labels != [0, 0, 0, 0]
+
+
+def test_no_plan_py_for_a_dit_ddpm_study(tmp_path):
+    from optuna_diffusion.errors import ConfigError
+
+    folder = tmp_path / "pipeline"
+    tiny_dit().save_pretrained(folder, safe_serialization=True)
+    config = study_config("dit-xl-256", folder, {"solver": "ddpm"}, {})
+    with pytest.raises(ConfigError, match="no call of it makes a ddpm study's samples"):
+        study_pipeline_call(config, Plan(DDPM, solver="ddpm"), "plan.json")

@@ -195,3 +195,14 @@ def test_a_study_that_searches_solvers_runs_both_stages_and_exports_the_solver(t
     chosen = choose_plan(stored_stage_studies(config, url, None), max_macs=None, steps=None, trial_number=None)
     assert chosen["plan"]["solver"] in DISTINCT_SOLVERS["ddpm"]
     assert Plan.from_dict(json.loads(json.dumps(chosen["plan"]))).solver == chosen["plan"]["solver"]
+
+
+def test_evaluate_runs_an_exported_plan_with_the_solver_asked_for(tmp_path):
+    from optuna_diffusion.runner import evaluate_plan_file
+
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"plan": Plan((921, 631, 365, 149), solver="ddim").to_dict()}))
+    config = with_overrides(load_study_config("digits"), batch_size=16)
+    _, as_exported, _ = evaluate_plan_file(config, path, baseline=None, steps=4, samples=16)
+    _, asked, _ = evaluate_plan_file(config, path, baseline=None, steps=4, samples=16, solver="dpmpp-2m")
+    assert (as_exported.solver, asked.solver) == ("ddim", "dpmpp-2m")

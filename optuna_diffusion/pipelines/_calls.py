@@ -191,6 +191,11 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str, *, 
     count = first_batch_size(config, stage, solver, family)
     sampling = config.sampling
     if family == "dit":
+        if solver == "ddpm":
+            raise ConfigError(
+                "DiTPipeline draws the ddpm solver's step noise from the generator of its initial noise, so no call "
+                "of it makes a ddpm study's samples; run the plan with optuna-diffusion evaluate"
+            )
         num_samples = getattr(config, stage).num_samples
         labels = class_labels(sampling.seed, num_samples, sampling.num_classes, sampling.labels)[:count].tolist()
         return pipeline_call(pipeline_class, source=source, solver=solver, guidance_scale=sampling.guidance_scale,
