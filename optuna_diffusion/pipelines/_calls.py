@@ -12,7 +12,7 @@ scheduler accepts (:func:`~optuna_diffusion.pipeline_schedule.pipeline_schedule_
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..zoo import BUNDLED_MODELS
@@ -150,6 +150,19 @@ def first_batch_size(config: "StudyConfig", stage: str, solver: str, family: str
     return min(count, 64) if family == "dit" else count
 
 
+def _flux_mu(source: str, scheduler: Any, image_size: int) -> float:
+    """The ``mu`` ``FluxPipeline`` computes at ``image_size`` (its VAE's factor read from the folder's config)."""
+    from diffusers import AutoencoderKL
+
+    from ..models import model_location
+    from ..schedules import schedule_from_config
+
+    vae = AutoencoderKL.load_config(model_location(source), subfolder="vae", local_files_only=True)
+    factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    tokens = (image_size // factor // 2) ** 2  # latents cut into 2 x 2 patches
+    return schedule_from_config({**scheduler.config, "_class_name": type(scheduler).__name__}).mu_for(tokens)
+
+
 def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str, *, stage: str = "timesteps") -> str | None:
     """The call that runs ``plan`` in the study's pipeline, checked now; None when the model is no pipeline.
 
@@ -159,7 +172,8 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str, *, 
     must be one a diffusers scheduler runs (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`),
     and that scheduler must accept the plan's time steps (:func:`pipeline_schedule_kwargs` runs its
     ``set_timesteps``). Under Flux's dynamic shifting the sigmas depend on ``mu``, which the call computes
-    from the image size, so they are checked when it runs.
+    from the image size: checked with the ``mu`` of the study's ``[model] image_size``, or when it runs
+    at the pipeline's default size.
 
     Raises:
         ConfigError: the plan cannot run in the pipeline (one line saying why).
@@ -188,6 +202,8 @@ def study_pipeline_call(config: "StudyConfig", plan: "Plan", plan_file: str, *, 
         runner.set_timesteps(timesteps=list(plan.timesteps))
     elif not getattr(runner.config, "use_dynamic_shifting", False):
         pipeline_schedule_kwargs(plan.timesteps, runner, solver=solver)
+    elif family == "flux" and config.model.image_size is not None:
+        pipeline_schedule_kwargs(plan.timesteps, runner, solver=solver, mu=_flux_mu(source, runner, config.model.image_size))
     count = first_batch_size(config, stage, solver, family)
     sampling = config.sampling
     if family == "dit":
