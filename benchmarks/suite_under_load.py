@@ -1,7 +1,7 @@
 """Run the whole test suite while every core is busy: the tests must not depend on an idle machine.
 
 Starts two CPU-bound processes per core (each spins in a tight arithmetic loop), runs the README's
-test command (``python -m pytest -q`` by default, or the arguments given after ``--``), stops the load
+test command (``pytest -q`` by default, or the arguments given after ``--``), stops the load
 and prints the suite's result and wall time. Exit code: the suite's.
 
     python benchmarks/suite_under_load.py                 # the whole suite
@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def spin() -> None:
@@ -32,7 +33,9 @@ def main() -> int:
     print(f"load: {len(load)} busy processes on {cores} cores", flush=True)
     started = time.monotonic()
     try:
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", *extra])
+        # The pytest script beside this interpreter, as the README runs it: ``python -m pytest`` would put the
+        # current folder on sys.path and test the checkout instead of the installed package.
+        result = subprocess.run([str(Path(sys.executable).with_name("pytest")), "-q", *extra])
     finally:
         for process in load:
             process.terminate()

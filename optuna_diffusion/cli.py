@@ -149,15 +149,17 @@ def zoo_convert_adm(
     checkpoint: Annotated[Path, typer.Argument(help="guided-diffusion UNet checkpoint, e.g. 64x64_diffusion.pt.")],
     out: Annotated[Path, typer.Option(help="Folder to write the diffusers UNet2DModel and scheduler to.")],
     arch: ArchOption = None,
+    own_weights: Annotated[bool, typer.Option("--own-weights", help="The weights are your own, trained with --arch's "
+                                              "flags, though shaped like a published checkpoint's.")] = False,
 ) -> None:
     """Convert a guided-diffusion (ADM) UNet checkpoint to a diffusers folder, or say why it cannot be.
 
     Presets: imagenet64, imagenet128 (refused: per-level head widths), imagenet256, imagenet256-uncond, lsun256,
-    imagenet512 (refused).
+    imagenet512 (refused). An --arch that contradicts the published checkpoint of the weights' layout is refused.
     """
     from .zoo.convert_adm import convert_adm_checkpoint
 
-    folder = convert_adm_checkpoint(checkpoint, out, arch=arch)
+    folder = convert_adm_checkpoint(checkpoint, out, arch=arch, own_weights=own_weights)
     typer.echo(f"wrote {folder}")
 
 
@@ -279,6 +281,15 @@ def optimize(
         signal.signal(signal.SIGINT, previous)
 
 
+MacsConventionOption = Annotated[
+    str,
+    typer.Option(help="What the MACs count: full (convolutions, linear layers, attention's score and value products, "
+                      "norms, up-sampling; as torch's FlopCounterMode and the DiT paper) or linear-conv (convolutions and "
+                      "linear layers with their biases only; as thop and DeepCache's counter, behind the SD acceleration "
+                      "papers' tables)."),
+]
+
+
 @app.command()
 @_one_line_errors
 def show(
@@ -288,12 +299,16 @@ def show(
     stage: Annotated[str, typer.Option(help="timesteps or architecture.")] = "timesteps",
     max_fid: Annotated[Optional[float], typer.Option(help="List only front rows with at most this FID.")] = None,
     show_all: AllOption = False,
+    macs_convention: MacsConventionOption = "full",
 ) -> None:
     """Print the Pareto front of a stored study (steps, MACs, FID, plan)."""
+    from .macs import check_macs_convention
     from .runner import show_front
 
+    check_macs_convention(macs_convention)
     cfg = _config(study, config)
-    typer.echo(show_front(cfg, _storage_url(storage, cfg), stage, max_fid=max_fid, show_all=show_all))
+    typer.echo(show_front(cfg, _storage_url(storage, cfg), stage, max_fid=max_fid, show_all=show_all,
+                          macs_convention=macs_convention))
 
 
 @app.command()
@@ -362,6 +377,7 @@ def evaluate(
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
     solver: Annotated[Optional[str], typer.Option(help="Solver instead of the study's.")] = None,
     device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
+    macs_convention: MacsConventionOption = "full",
 ) -> None:
     """Re-score a plan (exported or baseline) with more samples, on the study's model or another one.
 
@@ -369,8 +385,10 @@ def evaluate(
     InceptionV3 pool features (torch-fidelity's port of the TensorFlow FID network) against the
     reference batch's mu and sigma.
     """
+    from .macs import check_macs_convention
     from .runner import evaluate_plan_file
 
+    check_macs_convention(macs_convention)
     if (plan is None) == (baseline is None):
         raise typer.BadParameter("give a plan file or --baseline, not both")
     if samples < 2:
@@ -378,11 +396,13 @@ def evaluate(
     cfg = _config(study or ("digits" if config is None else None), config, model=model, classifier=classifier,
                   reference=reference, features=features, feature_weights=feature_weights, solver=solver)
     result, used, parts = evaluate_plan_file(cfg, plan, baseline=baseline, steps=steps, samples=samples, device=device,
-                                             solver=solver)
+                                             solver=solver, macs_convention=macs_convention)
     typer.echo(f"{used}")
     from .study import metric_label
 
-    typer.echo(f"{metric_label(cfg)} {result.fid:.3f} over {result.num_samples} samples, {result.macs / 1e9:.4f} GMACs per image")
+    counted = f" (counted as {macs_convention})" if macs_convention != "full" else ""
+    typer.echo(f"{metric_label(cfg)} {result.fid:.3f} over {result.num_samples} samples, "
+               f"{result.macs / 1e9:.4f} GMACs per image{counted}")
     spent = {name: macs for name, macs in parts.items() if macs}
     if len(spent) > 1:
         typer.echo("GMACs per image: " + ", ".join(f"{name.replace('_', ' ')} {macs / 1e9:.4f}" for name, macs in spent.items()))

@@ -26,7 +26,7 @@ from torch import nn
 from .errors import ConfigError, OptunaDiffusionError
 from .fid import ReferenceStats
 from .fitness import FIDFitness, FitnessMeter
-from .macs import MacsTable
+from .macs import DEFAULT_MACS_CONVENTION, FvcoreCounter, MacsTable, check_macs_convention
 from .memory import is_out_of_memory, release_memory
 from .models import DiffusionModel
 from .plan import Plan
@@ -64,14 +64,69 @@ class Evaluation:
         return self.fid
 
 
+@dataclass(frozen=True)
+class PlanMacs:
+    """MACs of one image of any plan of one model, by component, in one counting convention.
+
+    A plan's MACs are those of its denoiser calls (twice per step under classifier-free guidance) plus,
+    under classifier guidance, the classifier's forward and the backward pass of its input gradient at
+    every step (:func:`~optuna_diffusion.macs.input_gradient_macs`), plus, for a pipeline, what every
+    image pays once: its prompt's (and negative prompt's) text encoding and the VAE decode
+    (:func:`~optuna_diffusion.pipelines.component_macs`).
+
+    Attributes:
+        table: the denoiser's per-block MACs table.
+        classifier_step: MACs of one classifier-guidance step (0 without a classifier).
+        per_image: MACs every image pays once, by component (``text_encoders``, ``vae_decoder``).
+        guidance: whether the denoiser runs twice per step (classifier-free guidance).
+        convention: what was counted (:data:`~optuna_diffusion.macs.MACS_CONVENTIONS`).
+    """
+
+    table: MacsTable
+    classifier_step: int
+    per_image: dict[str, int]
+    guidance: bool
+    convention: str = DEFAULT_MACS_CONVENTION
+
+    @classmethod
+    def for_model(
+        cls,
+        model: DiffusionModel,
+        settings: SamplingSettings,
+        *,
+        classifier: nn.Module | None = None,
+        prompts: PromptSet | None = None,
+        convention: str = DEFAULT_MACS_CONVENTION,
+    ) -> "PlanMacs":
+        """Count ``model`` (and ``classifier``, text encoders, VAE) once, batch 1, in ``convention``."""
+        from .pipelines import component_macs
+
+        check_macs_convention(convention)
+        inputs = model.family.example_inputs(model, settings)
+        shape = model.sample_shape if inputs is None else None
+        table = MacsTable.for_model(model.denoiser, shape, inputs=inputs, counter=FvcoreCounter(convention))
+        step = 0 if classifier is None else classifier_step_macs(classifier, model.sample_shape, convention=convention)
+        per_image = component_macs(model, settings, prompts=prompts, convention=convention)
+        return cls(table, step, per_image, model.family.uses_guidance(settings), convention)
+
+    def parts(self, plan: Plan) -> dict[str, int]:
+        """MACs of one image of ``plan``, by component: ``denoiser``, ``classifier``, then :attr:`per_image`'s."""
+        return {
+            "denoiser": self.table.plan_macs(plan, guidance=self.guidance),
+            "classifier": plan.num_steps * self.classifier_step,
+            **self.per_image,
+        }
+
+    def total(self, plan: Plan) -> int:
+        """MACs to generate one image with ``plan``: the sum of :meth:`parts`."""
+        return sum(self.parts(plan).values())
+
+
 class PlanEvaluator:
     """Scores plans of one model against fixed reference statistics.
 
-    MACs of a plan are those of its denoiser calls (twice per step under classifier-free guidance)
-    plus, under classifier guidance, the classifier's forward and the backward pass of its input
-    gradient at every step (:func:`~optuna_diffusion.macs.input_gradient_macs`), plus, for a pipeline,
-    what every image pays once: its prompt's (and negative prompt's) text encoding and the VAE decode
-    (:func:`~optuna_diffusion.pipelines.component_macs`). :meth:`macs_parts` gives them apart.
+    MACs of a plan are priced by :class:`PlanMacs` (denoiser steps, classifier guidance, text encoding
+    and VAE decode); :meth:`macs_parts` gives them apart.
 
     Args:
         model: the diffusion model.
@@ -83,6 +138,8 @@ class PlanEvaluator:
         prompts: the prompt set of a text-to-image pipeline (default: the shipped everyday scenes).
         fitness: what a plan is scored by (default: FID of ``extractor`` against ``reference``);
             the evaluator binds it (:meth:`FitnessMeter.bind`).
+        macs_convention: what its MACs count (:data:`~optuna_diffusion.macs.MACS_CONVENTIONS`; a
+            search compares plans in the default, ``"full"``).
     """
 
     def __init__(
@@ -96,9 +153,9 @@ class PlanEvaluator:
         classifier: nn.Module | None = None,
         prompts: PromptSet | None = None,
         fitness: FitnessMeter | None = None,
+        macs_convention: str = DEFAULT_MACS_CONVENTION,
     ) -> None:
-        from .pipelines import component_macs
-
+        check_macs_convention(macs_convention)
         self.model = model
         self.settings = settings
         if prefix_cache is not None and not isinstance(prefix_cache, PrefixCache):
@@ -119,22 +176,18 @@ class PlanEvaluator:
             raise
         self.rescore_fitness: FitnessMeter | None = None
         """A second, bound metric that re-scores a stage's final front (``[fitness] rescore``), or None."""
-        inputs = model.family.example_inputs(model, settings)
-        shape = model.sample_shape if inputs is None else None
-        self.macs_table = MacsTable.for_model(model.denoiser, shape, inputs=inputs)
-        self.classifier_step_macs = classifier_step_macs(classifier, model.sample_shape) if classifier is not None else 0
-        self.per_image_macs = component_macs(model, settings, prompts=self.generator.prompts)
+        self.pricing = PlanMacs.for_model(
+            model, settings, classifier=classifier, prompts=self.generator.prompts, convention=macs_convention
+        )
+        self.macs_table = self.pricing.table
+        self.classifier_step_macs = self.pricing.classifier_step
+        self.per_image_macs = self.pricing.per_image
 
     def macs_parts(self, plan: Plan) -> dict[str, int]:
         """MACs of one image of ``plan``, by component: ``denoiser`` (every step, twice under
         classifier-free guidance), ``classifier`` (classifier guidance), ``text_encoders`` and
         ``vae_decoder`` (once per image)."""
-        guided = self.model.family.uses_guidance(self.settings)
-        return {
-            "denoiser": self.macs_table.plan_macs(plan, guidance=guided),
-            "classifier": plan.num_steps * self.classifier_step_macs,
-            **self.per_image_macs,
-        }
+        return self.pricing.parts(plan)
 
     def macs(self, plan: Plan) -> int:
         """MACs to generate one image with ``plan``: the sum of :meth:`macs_parts`."""
@@ -278,14 +331,18 @@ class PlanEvaluator:
         self.generator.close()
 
 
-def classifier_step_macs(classifier: nn.Module, sample_shape: Sequence[int]) -> int:
+def classifier_step_macs(
+    classifier: nn.Module, sample_shape: Sequence[int], *, convention: str = DEFAULT_MACS_CONVENTION
+) -> int:
     """MACs of one classifier-guidance step (batch 1): the classifier's forward (fvcore) plus the backward
-    pass of its input gradient (counted by torch, :func:`~optuna_diffusion.macs.input_gradient_macs`)."""
+    pass of its input gradient (counted by torch, :func:`~optuna_diffusion.macs.input_gradient_macs`),
+    both in ``convention``."""
     from .macs import count_macs, input_gradient_macs
 
     device = next(classifier.parameters()).device
     inputs = {"sample": torch.randn(1, *sample_shape, device=device), "timestep": torch.tensor([500], device=device)}
-    return count_macs(classifier, inputs=inputs) + input_gradient_macs(classifier, inputs)
+    forward = count_macs(classifier, inputs=inputs, counter=FvcoreCounter(convention))
+    return forward + input_gradient_macs(classifier, inputs, convention=convention)
 
 
 DIGITS_SETTINGS = SamplingSettings(num_classes=10, null_class=10)

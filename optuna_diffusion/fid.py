@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ DIGITS_FEATURES_DIR = Path(__file__).resolve().parent / "zoo" / "digits" / "feat
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 """pytorch-fid's InceptionV3 weights; torch-fidelity downloads the same weights under the next name."""
 _INCEPTION_WEIGHTS_FILES = (INCEPTION_WEIGHTS_FILE, "weights-inception-2015-12-05-6726825d.pth")
-_INCEPTION_INSTALL_HINT = "InceptionV3 features need torch-fidelity: pip install 'optuna-diffusion[inception]'"
+_INCEPTION_INSTALL_HINT = "InceptionV3 features need torch-fidelity: pip install torch-fidelity"
 
 _CACHE_VERSION = b"optuna-diffusion reference stats v1"
 
@@ -131,14 +132,23 @@ def _missing_inception_weights_message(reason: str) -> str:
 
 
 def inception_unavailable(weights_path: str | None = None) -> str | None:
-    """What is missing for InceptionV3 features here (one line), or None when they can load offline."""
+    """What InceptionV3 features lack here, as a noun phrase with how to supply it, or None when they load offline.
+
+    The phrase completes "study NAME needs ...", e.g. ``"torch-fidelity for InceptionV3 features (pip
+    install torch-fidelity)"``.
+    """
     if not _torch_fidelity_available():
-        return _INCEPTION_INSTALL_HINT
+        return "torch-fidelity for InceptionV3 features (pip install torch-fidelity)"
     if weights_path is not None:
-        return None if Path(weights_path).is_file() else f"InceptionV3 weights file not found: {weights_path}"
+        if Path(weights_path).is_file():
+            return None
+        return f"the InceptionV3 weights: {weights_path} does not exist (--feature-weights)"
     if any((_hub_checkpoints_dir() / name).is_file() for name in _INCEPTION_WEIGHTS_FILES):
         return None
-    return _missing_inception_weights_message("not downloaded")
+    return (
+        f"the InceptionV3 weights (not downloaded: place {INCEPTION_WEIGHTS_FILE} in {_hub_checkpoints_dir()}, "
+        "or pass its path with --feature-weights)"
+    )
 
 
 def _load_inception(weights_path: str | None) -> nn.Module:
@@ -178,7 +188,10 @@ def _load_torchscript(path: Path) -> nn.Module:
     if not path.is_file():
         raise ModelLoadError(f"TorchScript feature extractor not found: {path}")
     try:
-        scripted = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            # The user chose a TorchScript file; torch 2.14 deprecates loading one (a FutureWarning) but still does.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+            scripted = torch.jit.load(str(path), map_location="cpu")
     except (OSError, RuntimeError, ValueError) as error:
         raise ModelLoadError(f"cannot load TorchScript feature extractor {path}: {first_line(error)}") from error
     num_features = getattr(scripted, "num_features", None)

@@ -16,11 +16,13 @@ alone, as before.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -138,6 +140,14 @@ def _denoiser_class(config: dict[str, Any]) -> type:
     return getattr(diffusers, class_name)
 
 
+def _dtype_argument(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``from_pretrained``'s dtype keyword: diffusers 0.40 renamed ``torch_dtype`` to ``dtype`` and warns on the old name."""
+    import diffusers
+    from packaging.version import Version
+
+    return {"dtype" if Version(diffusers.__version__) >= Version("0.40") else "torch_dtype": dtype}
+
+
 def _load_denoiser(
     where: str | Path, subfolder: str | None, dtype: torch.dtype, **hub: Any
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -146,7 +156,7 @@ def _load_denoiser(
     # Every diffusers model reads its config.json the same way; the class to load is named inside.
     config = dict(UNet2DModel.load_config(where, subfolder=subfolder, **hub))
     denoiser = _denoiser_class(config).from_pretrained(
-        where, subfolder=subfolder, torch_dtype=dtype, low_cpu_mem_usage=False, **hub
+        where, subfolder=subfolder, low_cpu_mem_usage=False, **_dtype_argument(dtype), **hub
     )
     scheduler_sub = "scheduler" if subfolder else None
     scheduler_config = dict(DDPMScheduler.load_config(where, subfolder=scheduler_sub, **hub))
@@ -251,6 +261,27 @@ def model_from_pipeline(pipeline: Any, *, source: str = "pipeline", image_size: 
     )
 
 
+@contextlib.contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """transformers' log warnings off while a pipeline loads, back as they were after.
+
+    Importing a pipeline module names every component class it may take: without torchvision,
+    transformers 5 warns that ``CLIPImageProcessor`` (a safety checker's feature extractor, which this
+    project never loads) falls back to its PIL version. Errors still show.
+    """
+    if importlib.util.find_spec("transformers") is None:
+        yield
+        return
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
 def _load_pipeline(
     where: str | Path,
     model_index: dict[str, Any],
@@ -266,7 +297,8 @@ def _load_pipeline(
     if "safety_checker" in skipped:
         skipped["requires_safety_checker"] = False  # said on purpose, so diffusers does not warn about it
     try:
-        pipeline = DiffusionPipeline.from_pretrained(where, torch_dtype=dtype, **skipped, **hub)
+        with _transformers_quiet():
+            pipeline = DiffusionPipeline.from_pretrained(where, **_dtype_argument(dtype), **skipped, **hub)
     except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as error:
         raise ModelLoadError(f"cannot load the pipeline {source}: {first_line(error)}") from None
     pipeline.to(device)

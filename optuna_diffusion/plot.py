@@ -106,11 +106,11 @@ def write_html(figure: FrontFigure, path: Path) -> None:
 
 
 def write_png(figure: FrontFigure, path: Path) -> None:
-    """The static figure; needs matplotlib (``pip install "optuna-diffusion[plot]"``)."""
+    """The static figure; needs matplotlib (``pip install matplotlib``)."""
     try:
         import matplotlib
     except ImportError:
-        raise ConfigError('a PNG needs matplotlib: pip install "optuna-diffusion[plot]" (or --html-only)') from None
+        raise ConfigError('a PNG needs matplotlib: pip install matplotlib (or --html-only)') from None
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 

@@ -18,9 +18,10 @@ from . import compat, faults
 from .baselines import baseline_names, baseline_plan
 from .budget import TrialBudget
 from .errors import ConfigError, OptunaDiffusionError, StorageError, first_line
-from .evaluation import Evaluation, PlanEvaluator
+from .evaluation import Evaluation, PlanEvaluator, PlanMacs
 from .fidelity import FidelityPolicy
 from .front import baseline_limits, format_front, pareto_front
+from .macs import DEFAULT_MACS_CONVENTION, MACS_CONVENTIONS, check_macs_convention
 from .objective import PlanObjective
 from .plan import Plan
 from .samplers import ArchitectureSampler, TimestepSampler
@@ -33,6 +34,7 @@ from .study import (
     build_evaluator,
     check_device,
     completed_trials,
+    load_classifier,
     metric_label,
     open_study,
 )
@@ -428,17 +430,44 @@ def load_stage_study(config: StudyConfig, storage_url: str, stage: str) -> optun
         raise ConfigError(f"no study {name!r} in {storage_url}; run optuna-diffusion optimize first") from None
 
 
-def show_front(config: StudyConfig, storage_url: str, stage: str, *, max_fid: float | None, show_all: bool) -> str:
-    """The stored front of ``stage`` as a table, with the title line ``show`` prints."""
+def show_front(
+    config: StudyConfig, storage_url: str, stage: str, *, max_fid: float | None, show_all: bool,
+    macs_convention: str = DEFAULT_MACS_CONVENTION,
+) -> str:
+    """The stored front of ``stage`` as a table, with the title line ``show`` prints.
+
+    ``macs_convention``: the MACs column's convention (:data:`~optuna_diffusion.macs.MACS_CONVENTIONS`).
+    The search stores ``"full"`` MACs; in another, the front's plans are priced again on the study's
+    model (loaded for counting, not run).
+    """
+    check_macs_convention(macs_convention)
     study = load_stage_study(config, storage_url, stage)
     storage = compat.storage_of(study)
     timestep_study = study if stage == "timesteps" else _load_or_none(storage, config.stage_study_name("timesteps"))
-    table = format_front(pareto_front(study), limits=baseline_limits(timestep_study), max_fid=max_fid, show_all=show_all,
-                         metric=metric_label(config), rescored=stored_rescore(study))
+    rows = pareto_front(study)
     fixed = study.user_attrs.get(FIXED_MACS_ATTR) or {}
+    counted = ""
+    if macs_convention != DEFAULT_MACS_CONVENTION:
+        pricing = plan_macs_of(stored_config([study], study.study_name, config), macs_convention)
+        rows = [dataclasses.replace(row, macs=pricing.total(row.plan)) for row in rows]
+        fixed = {**pricing.per_image, "classifier_per_step": pricing.classifier_step}
+        fixed = {name: macs for name, macs in fixed.items() if macs}
+        counted = f"\n(GMACs counted as {macs_convention}: {MACS_CONVENTIONS[macs_convention]})"
+    table = format_front(rows, limits=baseline_limits(timestep_study), max_fid=max_fid, show_all=show_all,
+                         metric=metric_label(config), rescored=stored_rescore(study))
     parts = ", ".join(f"{name.replace('_', ' ')} {macs / 1e9:.4f}" for name, macs in fixed.items())
     included = f"\n(every row's GMACs include {parts})" if parts else ""
-    return f"{study.study_name}: {len(study.trials)} trials\n{table}{included}"
+    return f"{study.study_name}: {len(study.trials)} trials\n{table}{included}{counted}"
+
+
+def plan_macs_of(config: StudyConfig, convention: str, *, device: str = "cpu") -> PlanMacs:
+    """The :class:`PlanMacs` of ``config``'s model (with its classifier and prompts) in ``convention``."""
+    from .models import load_diffusion_model
+
+    model = load_diffusion_model(config.model.source, device=device, image_size=config.model.image_size)
+    classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
+    prompts = config.prompts.load() if model.prompt_encoder is not None else None
+    return PlanMacs.for_model(model, config.sampling, classifier=classifier, prompts=prompts, convention=convention)
 
 
 def stored_stage_studies(config: StudyConfig, storage_url: str, stage: str | None) -> list[optuna.Study]:
@@ -531,17 +560,19 @@ def load_plan_file(path: str | Path) -> Plan:
 
 def evaluate_plan_file(
     config: StudyConfig, plan_path: Path | None, *, baseline: str | None, steps: int, samples: int, device: str = "cpu",
-    solver: str | None = None,
+    solver: str | None = None, macs_convention: str = DEFAULT_MACS_CONVENTION,
 ) -> tuple[Evaluation, Plan, dict[str, int]]:
     """Score an exported plan or a baseline with ``samples`` samples on the config's model.
 
     ``solver``: run the plan with this solver instead of the one it carries (or the config's).
-    Returns the evaluation, the plan and its MACs per image by component.
+    Returns the evaluation, the plan and its MACs per image by component (in ``macs_convention``,
+    :data:`~optuna_diffusion.macs.MACS_CONVENTIONS`).
     """
+    check_macs_convention(macs_convention)
     plan = load_plan_file(plan_path) if plan_path is not None else None
     if plan is not None and solver is not None:
         plan = dataclasses.replace(plan, solver=solver)
-    evaluator = build_evaluator(config, device=device)
+    evaluator = build_evaluator(config, device=device, macs_convention=macs_convention)
     try:
         if plan is None:
             plan = baseline_plan(baseline, steps, evaluator.generator.schedule, mu=shift_mu(evaluator))

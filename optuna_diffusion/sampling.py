@@ -135,10 +135,16 @@ def _carry(wrapper: Callable, wrapped: Callable) -> Callable:
 def classifier_gradient(
     classifier: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """``scale * grad_x log softmax(classifier(x, t))[y]``, guided-diffusion's ``cond_fn``."""
+    """``scale * grad_x log softmax(classifier(x, t))[y]``, guided-diffusion's ``cond_fn``.
+
+    ``t`` is one time step for the whole batch or one per sample (``len(x)`` of them).
+    """
+    timestep = torch.as_tensor(t).reshape(-1)
+    if timestep.numel() not in (1, len(x)):
+        raise ConfigError(f"classifier_gradient needs one time step or one per sample ({len(x)}), got {timestep.numel()}")
     with torch.inference_mode(False), torch.enable_grad():
         x_in = x.detach().clone().float().requires_grad_(True)
-        timestep = torch.as_tensor(t).reshape(-1)[:1].expand(len(x_in)).to(x_in.device)
+        timestep = timestep.expand(len(x_in)).to(x_in.device)
         logits = classifier(x_in, timestep, return_dict=False)[0]
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         selected = log_probs[torch.arange(len(x_in)), labels.to(x_in.device)]

@@ -85,15 +85,21 @@ def _uncached_hub_id(source: str) -> bool:
     return not any(isinstance(try_to_load_from_cache(source, name), str) for name in files)
 
 
-def build_evaluator(config: StudyConfig, *, device: str = "cpu", teacher_dir: Path | None = None) -> PlanEvaluator:
+def build_evaluator(
+    config: StudyConfig, *, device: str = "cpu", teacher_dir: Path | None = None, macs_convention: str = "full"
+) -> PlanEvaluator:
     """Load the model, classifier and fitness (feature network and reference statistics, CLIP, or teacher) of ``config``.
 
     Everything missing is named in one line first, each with how to supply it. ``teacher_dir``: where
     teacher outputs are kept (default: ``teacher/`` in the user cache, :func:`default_cache_dir`); the
     runner passes the study's artifact folder. With ``[fitness] rescore``, the re-scoring metric is
-    bound too, as the evaluator's ``rescore_fitness``.
+    bound too, as the evaluator's ``rescore_fitness``. ``macs_convention``: what the evaluator's MACs
+    count (:data:`~optuna_diffusion.macs.MACS_CONVENTIONS`).
     """
+    from .macs import check_macs_convention
     from .models import load_diffusion_model
+
+    check_macs_convention(macs_convention)
 
     check_device(device)
     missing = missing_inputs(config)
@@ -109,7 +115,7 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu", teacher_dir: Pa
     cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)
     evaluator = PlanEvaluator(
         model, config.sampling, prefix_cache=cache_bytes, classifier=classifier, prompts=prompts,
-        fitness=meters[config.fitness.metric],
+        fitness=meters[config.fitness.metric], macs_convention=macs_convention,
     )
     try:
         evaluator.rescore_fitness = evaluator.bind(meters[config.fitness.rescore]) if config.fitness.rescore else None

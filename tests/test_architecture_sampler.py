@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -30,6 +28,7 @@ from optuna_diffusion.samplers import (
 )
 
 from .conftest import baseline_steps, tiny_unet
+from .workers import environment
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -417,7 +416,7 @@ WORKER = textwrap.dedent(
     """
     import json, sys
     import optuna
-    from tests.take_turns import take_turns
+    from take_turns import take_turns
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     from optuna_diffusion.blocks import Block
     from optuna_diffusion.macs import MacsTable
@@ -460,7 +459,7 @@ def test_two_workers_share_one_generation_sequence(unet_blocks, tmp_path):
     }
     data_path = tmp_path / "data.json"
     data_path.write_text(json.dumps(data))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = environment()
     command = [sys.executable, "-c", WORKER, path, str(data_path), "25"]
     workers = [subprocess.Popen([*command, f"worker-{i}"], env=env, stderr=subprocess.PIPE) for i in range(2)]
     for worker in workers:

@@ -12,7 +12,14 @@ from optuna_diffusion.fid import reference_stats
 from optuna_diffusion.families import Conditions
 from optuna_diffusion.models import DiffusionModel
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import ImageGenerator, SamplingSettings, class_labels, initial_noise, make_denoiser
+from optuna_diffusion.sampling import (
+    ImageGenerator,
+    SamplingSettings,
+    class_labels,
+    classifier_gradient,
+    initial_noise,
+    make_denoiser,
+)
 from optuna_diffusion.schedules import NoiseSchedule
 from optuna_diffusion.study_config import parse_study_config
 from optuna_diffusion.zoo.adm_classifier import ADMClassifier, ADMClassifierConfig
@@ -65,6 +72,21 @@ def test_the_guided_ddim_score_is_eps_minus_the_scaled_classifier_gradient(model
     expected = eps - (1 - schedule.alpha_prod(t)).sqrt().float() * SCALE * grad_log_p(classifier, x, t, labels)
     torch.testing.assert_close(guided, expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(guided, eps, atol=1e-3), "the classifier moved the score"
+
+
+def test_the_classifier_gradient_of_a_batch_with_mixed_time_steps_is_each_samples_own(classifier):
+    torch.manual_seed(3)
+    x, labels = torch.randn(4, 3, 8, 8), torch.tensor([1, 7, 3, 0])
+    steps = torch.tensor([900, 640, 250, 20])
+    batch = classifier_gradient(classifier, x, steps, labels, SCALE)
+    for i, t in enumerate(steps.tolist()):
+        alone = SCALE * grad_log_p(classifier, x[i : i + 1], t, labels[i : i + 1])[0]
+        torch.testing.assert_close(batch[i], alone, rtol=1e-5, atol=1e-6)
+    # The first step for the whole batch (what it used to take) is a different gradient.
+    first = classifier_gradient(classifier, x, steps[:1], labels, SCALE)
+    assert not torch.allclose(first[1:], batch[1:], rtol=1e-2, atol=1e-4)
+    with pytest.raises(ConfigError, match="one time step or one per sample"):
+        classifier_gradient(classifier, x, steps[:2], labels, SCALE)
 
 
 def test_guided_ancestral_ddpm_shifts_each_mean_by_variance_times_gradient(model, classifier):

@@ -413,3 +413,53 @@ def test_config_validation() -> None:
         ADMConfig(noise_schedule="sqrt")
     assert ADMConfig(attention_resolutions=[32, 16]).attention_resolutions == (32, 16)
     assert ADMConfig(attention_resolutions=[32, 16]).attention_levels == (1, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# An arch that contradicts the published checkpoint of the weights' layout
+# --------------------------------------------------------------------------------------------
+
+
+def test_an_arch_contradicting_the_published_checkpoint_of_the_layout_is_refused() -> None:
+    published = ADM_PRESETS["imagenet128"]
+    state = _meta_state(published)
+    fixed_heads = dataclasses.replace(published, num_head_channels=64)  # what studies/imagenet128.toml must not invite
+    with pytest.raises(ConversionError) as info:
+        infer_adm_config(state, arch=fixed_heads)
+    assert str(info.value).startswith(
+        "arch the given config sets num_head_channels=64, but the weights have the layout of the published "
+        "imagenet128 checkpoint, which uses num_heads=4: converted so, its weights would compute another network"
+    )
+    assert "\n" not in str(info.value) and "--own-weights" in str(info.value)
+    assert infer_adm_config(state, arch=fixed_heads, own_weights=True) is fixed_heads
+
+    imagenet64 = ADM_PRESETS["imagenet64"]
+    legacy = dataclasses.replace(imagenet64, use_new_attention_order=False, noise_schedule="linear")
+    match = "sets use_new_attention_order=False, noise_schedule='linear', .* which uses use_new_attention_order=True, noise_schedule='cosine'"
+    with pytest.raises(ConversionError, match=match):
+        infer_adm_config(_meta_state(imagenet64), arch=legacy)
+    # Flags that leave the computation alone pass: dropout, or a head split giving the same heads.
+    same = dataclasses.replace(imagenet64, dropout=0.1, num_heads=7)
+    assert infer_adm_config(_meta_state(imagenet64), arch=same) is same
+    # imagenet256-uncond and lsun256 share the layout: either preset's flags fit its weights.
+    assert infer_adm_config(_meta_state(ADM_PRESETS["imagenet256-uncond"]), arch="lsun256") is ADM_PRESETS["lsun256"]
+
+
+def test_cli_refuses_the_128x128_checkpoint_with_a_head_width_arch(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from optuna_diffusion.cli import app
+
+    # The published 128x128 layout, every tensor a view of one zero (a file of a few hundred kB).
+    zero = torch.zeros(())
+    shapes = adm_state_dict_shapes(ADM_PRESETS["imagenet128"])
+    ckpt = tmp_path / "128x128_diffusion.pt"
+    torch.save({key: zero.expand(shape) for key, shape in shapes.items()}, ckpt)
+    flags = tmp_path / "flags.json"
+    flags.write_text(json.dumps({**ADM_PRESETS["imagenet128"].to_dict(), "num_head_channels": 64}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["zoo", "convert-adm", str(ckpt), "--out", str(out), "--arch", str(flags)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: arch {flags} sets num_head_channels=64, but the weights")
+    assert not out.exists()

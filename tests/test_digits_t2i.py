@@ -144,16 +144,6 @@ def test_the_digits_feature_net_reads_a_32x32_digit_as_its_8x8_original():
     assert torch.allclose(net(shown.repeat(1, 3, 1, 1)), net(digits), atol=1e-5)  # colour averaged to grey
 
 
-def test_everything_the_package_ships_fits_in_8_mb():
-    package = Path(__file__).resolve().parents[1] / "optuna_diffusion"
-    studies = Path(__file__).resolve().parents[1] / "studies"
-    shipped = [
-        path for folder in (package, studies) for path in folder.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".html"}
-    ]
-    assert sum(path.stat().st_size for path in shipped) <= 8_000_000
-
-
 def test_the_exported_call_of_the_bundled_pipeline_runs_wherever_the_package_is_installed(tmp_path, monkeypatch):
     import json
 

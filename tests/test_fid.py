@@ -208,7 +208,7 @@ def test_inception_error_is_one_line() -> None:
     except OptunaDiffusionError as error:
         message = str(error)
         assert "\n" not in message
-        assert "pip install 'optuna-diffusion[inception]'" in message or INCEPTION_WEIGHTS_FILE in message
+        assert "pip install torch-fidelity" in message or INCEPTION_WEIGHTS_FILE in message
     else:  # torch-fidelity and the weights are present on this machine
         assert extractor.num_features == 2048
 
@@ -218,7 +218,7 @@ def test_inception_missing_torch_fidelity(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(OptunaDiffusionError) as error:
         load_feature_extractor("inception")
     assert _assert_one_line(error) == (
-        "InceptionV3 features need torch-fidelity: pip install 'optuna-diffusion[inception]'"
+        "InceptionV3 features need torch-fidelity: pip install torch-fidelity"
     )
 
 
@@ -251,6 +251,37 @@ def test_inception_weights_found_in_hub_dir(monkeypatch: pytest.MonkeyPatch, tmp
     extractor = load_feature_extractor("inception")
     assert isinstance(extractor, InceptionFeatures) and extractor.num_features == 2048
     assert seen == [str(tmp_path / "checkpoints" / INCEPTION_WEIGHTS_FILE)]
+
+
+def _inception_study_error(**overrides: str) -> str:
+    """The one-line error of building a digits study switched to InceptionV3 features."""
+    from optuna_diffusion.study import build_evaluator
+    from optuna_diffusion.study_config import load_study_config, with_overrides
+
+    config = with_overrides(load_study_config("digits"), features="inception", **overrides)
+    with pytest.raises(OptunaDiffusionError) as error:
+        build_evaluator(config)
+    return _assert_one_line(error)
+
+
+def test_a_study_names_what_inception_features_lack_in_a_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # "study 'digits' needs InceptionV3 features need torch-fidelity" read wrong: the study names a noun.
+    monkeypatch.setattr(fid, "_torch_fidelity_available", lambda: False)
+    assert _inception_study_error() == (
+        "study 'digits' needs torch-fidelity for InceptionV3 features (pip install torch-fidelity)"
+    )
+    monkeypatch.setattr(fid, "_torch_fidelity_available", lambda: True)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert _inception_study_error() == (
+        f"study 'digits' needs the InceptionV3 weights (not downloaded: place {INCEPTION_WEIGHTS_FILE} in "
+        f"{tmp_path / 'hub' / 'checkpoints'}, or pass its path with --feature-weights)"
+    )
+    absent = str(tmp_path / "absent.pth")
+    assert _inception_study_error(feature_weights=absent) == (
+        f"study 'digits' needs the InceptionV3 weights: {absent} does not exist (--feature-weights)"
+    )
 
 
 class _RecordingInception(torch.nn.Module):

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import collections
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -31,6 +29,7 @@ from optuna_diffusion.samplers import check_genome
 from optuna_diffusion.samplers import NSGA2ParentSelection
 
 from .conftest import baseline_steps
+from .workers import environment
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -354,7 +353,7 @@ WORKER = textwrap.dedent(
     """
     import sys
     import optuna
-    from tests.take_turns import take_turns
+    from take_turns import take_turns
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     from optuna_diffusion.samplers import TimestepSampler, timesteps_from_trial
 
@@ -380,7 +379,7 @@ def test_two_workers_share_one_generation_sequence(tmp_path):
     path = str(tmp_path / "journal.log")
     storage = JournalStorage(JournalFileBackend(path))
     optuna.create_study(study_name="parallel", storage=storage)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = environment()
     command = [sys.executable, "-c", WORKER, path, "30"]
     workers = [subprocess.Popen([*command, f"worker-{i}"], env=env, stderr=subprocess.PIPE) for i in range(2)]
     for worker in workers:

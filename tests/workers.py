@@ -68,8 +68,11 @@ def optimize_command(name: str, config: Path, storage: str, *extra: str) -> list
 
 
 def environment(fault: str | None = None) -> dict[str, str]:
-    """The environment of a worker: one thread (workers share the cores), and a fault if given."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    """The environment of a worker: one thread (workers share the cores), and a fault if given.
+
+    A worker imports ``optuna_diffusion`` as the suite does, from the installed package; only this tests
+    folder goes on its path, so a worker script can import a helper such as ``take_turns``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent)}
     env.pop("OPTUNA_DIFFUSION_FAULT", None)
     if fault:
         env["OPTUNA_DIFFUSION_FAULT"] = fault

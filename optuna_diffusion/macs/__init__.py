@@ -12,8 +12,15 @@ residual block still runs its 1x1 ``conv_shortcut`` when it has one; any other s
 block, branch ``up.i`` or tail ``tail.k`` runs nothing of its own (a reused transformer block adds its
 cached residual, a pointwise op). :meth:`MacsTable.plan_macs` then prices any
 :class:`~optuna_diffusion.plan.Plan` without tracing again.
+
+Two conventions (:data:`MACS_CONVENTIONS`, :mod:`optuna_diffusion.macs._convention`): ``"full"``, the
+default, counts attention's score and value products too (torch's ``FlopCounterMode``, the DiT paper);
+``"linear-conv"`` counts convolutions and linear layers only, with their bias terms (thop, DeepCache's
+counter), for numbers beside the Stable Diffusion acceleration papers'. ``FvcoreCounter(convention)``
+and ``input_gradient_macs(..., convention=)`` take it.
 """
 
+from ._convention import DEFAULT_MACS_CONVENTION, MACS_CONVENTIONS, check_macs_convention
 from ._count import count_macs, macs_analysis
 from ._counter import MacsCount, MacsCounter
 from ._fvcore import FvcoreCounter
@@ -22,10 +29,13 @@ from ._inputs import example_inputs
 from ._table import MacsTable
 
 __all__ = [
+    "DEFAULT_MACS_CONVENTION",
     "FvcoreCounter",
+    "MACS_CONVENTIONS",
     "MacsCount",
     "MacsCounter",
     "MacsTable",
+    "check_macs_convention",
     "count_macs",
     "example_inputs",
     "input_gradient_macs",

@@ -13,6 +13,10 @@ uncounted, as fvcore leaves them. Three handles are set here:
   a permutation or a sum, zero MACs (fvcore's handle prices it as a contraction); einsums of two or
   more operands keep fvcore's count.
 
+Under the ``"linear-conv"`` convention (:mod:`optuna_diffusion.macs._convention`) the linear and
+convolution handles also count one MAC per output element for a bias, as thop does, and
+:class:`FvcoreCounter` keeps those two operators only.
+
 The count follows eager execution: the JIT tracer would drop work whose result is discarded (the
 input of a reused block, computed and then ignored), so every module input of the traced call is
 kept as an extra output. Per-module MACs are fvcore's "caller" attribution: the ops run while a
@@ -30,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, OptunaDiffusionError, first_line
+from ._convention import DEFAULT_MACS_CONVENTION, check_macs_convention, counts_fvcore_operator
 from ._counter import MacsCount
 
 
@@ -74,6 +79,39 @@ EXTRA_HANDLES = {
     "aten::baddbmm": _baddbmm_macs,
     "aten::einsum": _einsum_macs,
 }
+
+
+def _bias_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """One MAC per output element when the layer has a bias (``inputs[2]``, None for none), as thop counts."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return math.prod(_shape(outputs[0])) if get_shape(inputs[2]) is not None else 0
+
+
+def _linear_with_bias_macs(inputs: list[Any], outputs: list[Any]) -> Any:
+    """``linear(input, weight, bias)``: fvcore's count plus the bias term."""
+    from collections import Counter
+
+    from fvcore.nn.jit_handles import linear_flop_jit
+
+    return Counter({"linear": int(linear_flop_jit(inputs, outputs)) + _bias_macs(inputs, outputs)})
+
+
+def _conv_with_bias_macs(inputs: list[Any], outputs: list[Any]) -> Any:
+    """``_convolution(input, weight, bias, ...)``: fvcore's count plus the bias term."""
+    from collections import Counter
+
+    from fvcore.nn.jit_handles import conv_flop_jit
+
+    return Counter({"conv": int(conv_flop_jit(inputs, outputs)["conv"]) + _bias_macs(inputs, outputs)})
+
+
+def _handles(convention: str) -> dict[str, Any]:
+    """The op handles set on fvcore's defaults under ``convention``: linear-conv adds the layers' bias terms
+    (the operators it does not count are dropped from the result, :func:`counts_fvcore_operator`)."""
+    if convention == "linear-conv":
+        return {**EXTRA_HANDLES, "aten::linear": _linear_with_bias_macs, "aten::_convolution": _conv_with_bias_macs}
+    return dict(EXTRA_HANDLES)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,20 +220,25 @@ class _ModelCall(nn.Module):
         return (output, *consumed.values())
 
 
-def fvcore_analysis(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
+def fvcore_analysis(model: nn.Module, inputs: Mapping[str, Any], convention: str = DEFAULT_MACS_CONVENTION) -> Any:
     """fvcore's ``FlopCountAnalysis`` of ``model(**inputs)`` with this module's handles, traced now.
 
     Module names in its ``by_module()`` read ``"<prefix>.<module path>"`` (see :func:`model_prefix`),
-    attributed in fvcore's ``"caller"`` ancestor mode.
+    attributed in fvcore's ``"caller"`` ancestor mode. Under ``convention`` ``"linear-conv"`` the linear
+    and conv handles add their bias terms; every other operator is still counted (filter with
+    :func:`~optuna_diffusion.macs._convention.counts_fvcore_operator`).
     """
-    with warnings.catch_warnings():  # fvcore.nn's import scripts a loss with the deprecated torch.jit.script
+    with warnings.catch_warnings():
+        # fvcore.nn's import scripts a loss with torch.jit.script, which torch deprecates (a FutureWarning
+        # since torch 2.14): fvcore's doing, nothing the user can act on.
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         from fvcore.nn import FlopCountAnalysis
 
     tensors: list[torch.Tensor] = []
     structure = _flatten(dict(inputs), tensors)
     analysis = FlopCountAnalysis(_ModelCall(model, structure), tuple(tensors))
-    for name, handle in EXTRA_HANDLES.items():
+    for name, handle in _handles(check_macs_convention(convention)).items():
         analysis.set_op_handle(name, handle)
     analysis.ancestor_mode("caller")
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -216,17 +259,31 @@ def as_macs(value: Any, what: str) -> int:
 
 
 class FvcoreCounter:
-    """The project's :class:`~optuna_diffusion.macs.MacsCounter`: fvcore on one JIT-traced call."""
+    """The project's :class:`~optuna_diffusion.macs.MacsCounter`: fvcore on one JIT-traced call.
+
+    Args:
+        convention: what counts (:data:`~optuna_diffusion.macs.MACS_CONVENTIONS`): ``"full"`` (default),
+            every operator above; ``"linear-conv"``, only convolutions and linear layers with their bias
+            terms, in total, per module and per operator alike.
+    """
+
+    def __init__(self, convention: str = DEFAULT_MACS_CONVENTION) -> None:
+        self.convention = check_macs_convention(convention)
 
     def count(self, model: nn.Module, inputs: Mapping[str, Any]) -> MacsCount:
-        analysis = fvcore_analysis(model, inputs)
+        analysis = fvcore_analysis(model, inputs, self.convention)
         prefix = model_prefix(model)
+
+        def counted(operators: Mapping[str, Any], where: str) -> dict[str, int]:
+            return {
+                op: as_macs(value, f"operator {op!r} of {where}")
+                for op, value in operators.items()
+                if counts_fvcore_operator(self.convention, op)
+            }
+
         by_module: dict[str, int] = {}
-        for name, value in analysis.by_module().items():
+        for name, operators in analysis.by_module_and_operator().items():
             if name == prefix or name.startswith(prefix + "."):
-                by_module[name[len(prefix) + 1 :]] = as_macs(value, f"module {name!r}")
-        return MacsCount(
-            total=as_macs(analysis.total(), "the call"),
-            by_module=by_module,
-            by_operator={op: as_macs(value, f"operator {op!r}") for op, value in analysis.by_operator().items()},
-        )
+                by_module[name[len(prefix) + 1 :]] = sum(counted(operators, f"module {name!r}").values())
+        by_operator = counted(analysis.by_operator(), "the call")
+        return MacsCount(total=sum(by_operator.values()), by_module=by_module, by_operator=by_operator)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..macs import FvcoreCounter
+from ..macs import DEFAULT_MACS_CONVENTION, FvcoreCounter
 from ..prompts import PromptSet, default_prompts
 
 if TYPE_CHECKING:
@@ -82,13 +82,17 @@ def _tensors(value: object) -> list[torch.Tensor]:
     return []
 
 
-def _count(module: nn.Module, inputs: dict) -> tuple[int, dict[str, int]]:
-    count = FvcoreCounter().count(module, inputs)
+def _count(module: nn.Module, inputs: dict, convention: str) -> tuple[int, dict[str, int]]:
+    count = FvcoreCounter(convention).count(module, inputs)
     return count.total, dict(count.by_module)
 
 
 def text_encoder_macs(
-    model: DiffusionModel, *, negative: str | None = None, unconditional: bool = False
+    model: DiffusionModel,
+    *,
+    negative: str | None = None,
+    unconditional: bool = False,
+    convention: str = DEFAULT_MACS_CONVENTION,
 ) -> dict[str, int]:
     """MACs of encoding one prompt, per text encoder (``"text_encoder"``, ``"text_encoder_2"`` ...).
 
@@ -97,45 +101,55 @@ def text_encoder_macs(
         negative: with ``unconditional``, the negative prompt whose encoding is counted (None: the
             pipeline's default unconditional pass, which costs nothing where it is zeros).
         unconditional: count the unconditional pass's encoding instead of a prompt's.
+        convention: what counts (:data:`~optuna_diffusion.macs.MACS_CONVENTIONS`).
     """
     if getattr(model, "prompt_encoder", None) is None:
         raise ConfigError(f"{model.source} encodes no prompts")
     text = negative if unconditional else "an example prompt"
     module = _EncodePrompt(model, text, negative=unconditional)
     anchor = torch.zeros(1, device=model.device)
-    _, by_module = _count(module, {"anchor": anchor})
+    _, by_module = _count(module, {"anchor": anchor}, convention)
     return {name: by_module.get(f"encoders.{name}", 0) for name in module.encoders}
 
 
-def vae_decoder_macs(model: DiffusionModel) -> int:
-    """MACs of decoding one image: ``vae.decode`` of a batch-1 latent of the model's latent shape."""
+def vae_decoder_macs(model: DiffusionModel, *, convention: str = DEFAULT_MACS_CONVENTION) -> int:
+    """MACs of decoding one image: ``vae.decode`` of a batch-1 latent of the model's latent shape (in ``convention``)."""
     if model.vae is None:
         raise ConfigError(f"{model.source} has no VAE")
     family = model.family
     shape = family.latent_shape(model) if hasattr(family, "latent_shape") else family.sample_shape(model)
     reference = next(model.vae.parameters())
     latents = torch.zeros(1, *shape, device=reference.device, dtype=reference.dtype)
-    total, _ = _count(_DecodeLatents(model.vae), {"latents": latents})
+    total, _ = _count(_DecodeLatents(model.vae), {"latents": latents}, convention)
     return total
 
 
 def component_macs(
-    model: DiffusionModel, settings: SamplingSettings, *, prompts: PromptSet | None = None
+    model: DiffusionModel,
+    settings: SamplingSettings,
+    *,
+    prompts: PromptSet | None = None,
+    convention: str = DEFAULT_MACS_CONVENTION,
 ) -> dict[str, int]:
     """MACs of one image beyond the denoiser: ``{"text_encoders": ..., "vae_decoder": ...}``.
 
     ``text_encoders`` is one prompt's encoding, plus one negative prompt's under classifier-free
     guidance (``model.family.uses_guidance(settings)``) unless every prompt of ``prompts`` (default: the
     shipped set) leaves it to a pipeline that uses zeros for it. A model without text encoders
-    (DiT) has 0; a pixel-space model has no VAE and 0 for ``vae_decoder``.
+    (DiT) has 0; a pixel-space model has no VAE and 0 for ``vae_decoder``. ``convention``: what counts
+    (:data:`~optuna_diffusion.macs.MACS_CONVENTIONS`).
     """
     text = 0
     if getattr(model, "prompt_encoder", None) is not None:
-        text = sum(text_encoder_macs(model).values())
+        text = sum(text_encoder_macs(model, convention=convention).values())
         if model.family.uses_guidance(settings):
             prompts = prompts if prompts is not None else default_prompts()
             given = [prompt.negative for prompt in prompts]
             # Every negative prompt is padded to the same length, so one of each kind (default, text) is priced.
             kinds = ([None] if None in given else []) + [n for n in given if n is not None][:1]
-            text += max(sum(text_encoder_macs(model, negative=n, unconditional=True).values()) for n in kinds)
-    return {"text_encoders": text, "vae_decoder": vae_decoder_macs(model) if model.vae is not None else 0}
+            text += max(
+                sum(text_encoder_macs(model, negative=n, unconditional=True, convention=convention).values())
+                for n in kinds
+            )
+    vae = vae_decoder_macs(model, convention=convention) if model.vae is not None else 0
+    return {"text_encoders": text, "vae_decoder": vae}

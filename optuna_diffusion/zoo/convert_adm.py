@@ -16,7 +16,9 @@ block width), ``learn_sigma`` (``out.2`` has 6 channels) and ``class_cond``/``nu
 the dropout rate. Those come from ``arch`` (a preset name, a JSON file of :class:`ADMConfig` fields or
 an :class:`ADMConfig`) or, without ``arch``, from the published checkpoint whose weight layout the
 file has (:data:`ADM_PRESETS`, flags from guided-diffusion's README); a file that matches no
-published layout is refused rather than guessed.
+published layout is refused rather than guessed. An ``arch`` whose head split, q/k/v order or noise
+schedule contradicts the published checkpoint of the file's layout is refused too (those weights would
+compute another network), unless ``own_weights`` says the file is the user's own.
 
 **What diffusers can express.** ``UNet2DModel`` has one ``attention_head_dim`` for every level, and
 one width for the first level and the timestep sinusoid. So
@@ -510,7 +512,55 @@ def _checkpoint_structure(state: Mapping[str, Tensor]) -> dict[str, Any]:
     return _structure(layouts[0], out == 2 * _IN_CHANNELS, None if label is None else label.shape[0])
 
 
-def infer_adm_config(state: Mapping[str, Tensor], arch: str | Path | ADMConfig | None = None) -> ADMConfig:
+def _unrecorded_flags(config: ADMConfig) -> dict[str, Any]:
+    """The flags that change what the weights compute but are not in them: head split, q/k/v order, schedule."""
+    levels = (*config.attention_levels, len(config.level_channels) - 1)  # the middle block has attention too
+    heads = config.heads
+    return {
+        "heads": tuple(heads.heads(config.level_channels[level]) for level in levels),
+        "use_new_attention_order": config.use_new_attention_order,
+        "noise_schedule": config.noise_schedule,
+    }
+
+
+def _describe_unrecorded(config: ADMConfig, keys: list[str]) -> str:
+    words = []
+    for key in keys:
+        if key == "heads":
+            words.append(
+                f"num_heads={config.num_heads}" if config.num_head_channels == -1
+                else f"num_head_channels={config.num_head_channels}"
+            )
+        else:
+            words.append(f"{key}={getattr(config, key)!r}")
+    return ", ".join(words)
+
+
+def _check_against_published(found: dict[str, Any], config: ADMConfig, label: str) -> None:
+    """Refuse an ``arch`` that contradicts the published checkpoint whose weight layout ``found`` is.
+
+    The weights of a published checkpoint fix its head split, q/k/v order and noise schedule as much as
+    its shapes: another ``arch`` converts them, without error, into a network that computes something else.
+    """
+    published = {name: preset for name, preset in ADM_PRESETS.items() if _config_structure(preset) == found}
+    if not published:
+        return
+    given = _unrecorded_flags(config)
+    if any(_unrecorded_flags(preset) == given for preset in published.values()):
+        return
+    name, preset = next(iter(published.items()))
+    differing = [key for key, value in _unrecorded_flags(preset).items() if given[key] != value]
+    raise ConversionError(
+        f"arch {label} sets {_describe_unrecorded(config, differing)}, but the weights have the layout of the "
+        f"published {name} checkpoint, which uses {_describe_unrecorded(preset, differing)}: converted so, its "
+        "weights would compute another network (for weights of your own, trained with these flags, pass "
+        "own_weights=True; CLI: --own-weights)"
+    )
+
+
+def infer_adm_config(
+    state: Mapping[str, Tensor], arch: str | Path | ADMConfig | None = None, *, own_weights: bool = False
+) -> ADMConfig:
     """The flags of the ``UNetModel`` whose state dict is ``state``.
 
     The weight layout (see the module docstring) is read from the keys and shapes. With ``arch``, the
@@ -519,17 +569,23 @@ def infer_adm_config(state: Mapping[str, Tensor], arch: str | Path | ADMConfig |
     schedule, image size, dropout). Where two presets share a weight layout (``imagenet256-uncond``
     and ``lsun256``) the first is returned; they differ only in dropout.
 
+    An ``arch`` whose head split, q/k/v order or noise schedule contradicts the published checkpoint
+    with the same weight layout is refused (its weights would compute another network), unless
+    ``own_weights`` says the weights are not that checkpoint's.
+
     Args:
         state: A guided-diffusion ``UNetModel`` state dict.
         arch: A preset name of :data:`ADM_PRESETS`, a ``.json`` file of :class:`ADMConfig` fields,
             an :class:`ADMConfig`, or None to match the published checkpoints.
+        own_weights: The weights are the user's own, trained with ``arch``'s flags, though shaped like
+            a published checkpoint's.
 
     Returns:
         The checkpoint's flags.
 
     Raises:
-        ConversionError: If ``state`` is not a UNetModel state dict, does not fit ``arch``, or (without
-            ``arch``) matches no published checkpoint.
+        ConversionError: If ``state`` is not a UNetModel state dict, does not fit ``arch``, contradicts
+            the published checkpoint of its layout, or (without ``arch``) matches no published checkpoint.
         ConfigError: If ``arch`` is neither a preset, a JSON file of ADMConfig fields nor an ADMConfig.
     """
     found = _checkpoint_structure(state)
@@ -538,6 +594,8 @@ def infer_adm_config(state: Mapping[str, Tensor], arch: str | Path | ADMConfig |
         differences = describe_differences(found, _config_structure(config))
         if differences:
             raise ConversionError(f"the checkpoint does not fit arch {label}: {differences}")
+        if not own_weights:
+            _check_against_published(found, config, label)
         return config
     for config in ADM_PRESETS.values():
         if _config_structure(config) == found:
@@ -590,7 +648,11 @@ def convert_adm_state_dict(
 
 
 def convert_adm_checkpoint(
-    checkpoint_path: str | Path, out_dir: str | Path, *, arch: str | Path | ADMConfig | None = None
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    *,
+    arch: str | Path | ADMConfig | None = None,
+    own_weights: bool = False,
 ) -> Path:
     """Convert a guided-diffusion UNet checkpoint file into a diffusers folder.
 
@@ -604,20 +666,23 @@ def convert_adm_checkpoint(
         arch: A preset name (``"imagenet64"``, ``"imagenet256"``, ``"imagenet256-uncond"``,
             ``"lsun256"``, ...), a ``.json`` file of :class:`ADMConfig` fields, an :class:`ADMConfig`,
             or None to recognise a published checkpoint by its weight layout (:func:`infer_adm_config`).
+        own_weights: The weights are the user's own, trained with ``arch``'s flags, though shaped like a
+            published checkpoint's (else such an ``arch`` is refused where it contradicts that checkpoint).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
         MissingFileError: If ``checkpoint_path`` does not exist.
-        ConversionError: If the file is not a UNetModel state dict, does not fit ``arch``, matches no
-            published layout (without ``arch``), or is a layout ``UNet2DModel`` cannot express.
+        ConversionError: If the file is not a UNetModel state dict, does not fit ``arch``, contradicts the
+            published checkpoint of its layout, matches no published layout (without ``arch``), or is a
+            layout ``UNet2DModel`` cannot express.
     """
     from diffusers import DDPMScheduler, UNet2DModel
 
     out_dir = Path(out_dir)
     state = load_adm_state_dict(checkpoint_path)
-    config = infer_adm_config(state, arch)
+    config = infer_adm_config(state, arch, own_weights=own_weights)
     reason = unet2d_incompatibility(config)
     if reason:
         preset = next((f" (the layout of preset {name!r})" for name, c in ADM_PRESETS.items() if c is config), "")
