@@ -2,7 +2,7 @@
 
 Both stages with their default budgets (stage 1: 200 trials, stage 2: 100 trials). Target: <= 15 min
 on a 2-core CPU machine. With ``--figure PATH`` it then draws the study's fronts there
-(``optuna-diffusion plot``; the README's figure is ``benchmarks/figures/digits-front.png``).
+(``optuna-diffusion plot``; benchmarks/README.md's figure is ``benchmarks/figures/digits-front.png``).
 Run: python benchmarks/digits_study_time.py [--figure benchmarks/figures/digits-front]
 """
 

@@ -74,10 +74,8 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     plans: half refinements at one K, three tenths over several K. Each child works on the plans of
     one uniformly drawn K and, when stage 1 also searches the solver, solver
     (:class:`~optuna_diffusion.samplers.GuidedTimestepSpace`). The method's mutants and crossovers
-    searched worse at K = 4 (``benchmarks/search_quality.py``: six-seed median best FID 2.28 against
-    2.12), over K 3..8 (``benchmarks/search_front.py``: median hypervolume 2.351e9 against 2.389e9)
-    and with the solver (``benchmarks/per_solver.py``, 600 evaluations at K = 4: 1.09x the FID of the
-    best of three single-solver searches, against 1.03x).
+    searched worse at one K, over several K and with the solver (``benchmarks/search_quality.py``,
+    ``benchmarks/search_front.py``, ``benchmarks/per_solver.py``; figures in benchmarks/README.md).
     Stage 2 keeps the method's split with half of its mutants as refinements (one block choice of a
     parent toggled): its genome is large -- a mutant toggles about one in ten of K x blocks
     choices -- so without single toggles the search cannot polish a plan that is one change from better.

@@ -54,7 +54,7 @@ def test_a_pipeline_preset_runs_on_a_stand_in_of_its_layout(preset, tmp_path):
     call = (tmp_path / "plan.py").read_text()
     assert f'from_pretrained("{model}")' in call and "apply(pipe, plan)" in call
     compile(call, "plan.py", "exec")
-    if preset in ("sd15", "dit-xl-256"):  # run the written call as is on the stand-in (the others: README's test)
+    if preset in ("sd15", "dit-xl-256"):  # run the written call as is on the stand-in (the others: test_reference_snippets)
         import runpy
 
         with pytest.MonkeyPatch.context() as patch:

@@ -6,9 +6,8 @@ up-sampling, plus attention's score and value products (``Q @ K^T`` and ``attn @
 ``FlopCounterMode`` and the DiT paper do. thop and DeepCache's counter, behind the MACs of the Stable
 Diffusion acceleration papers' tables (calflops counts the same layers), count the convolution and
 linear layers only, each as one MAC per weight of a filter per output element plus one per output
-element for its bias (``"linear-conv"``). The full-size SD 1.5 UNet at 64x64 latents counts 402.0
-GMACs in the first and 338.8 in the second, 338.6 of them without the bias terms
-(``benchmarks/macs_conventions.py``).
+element for its bias (``"linear-conv"``). ``benchmarks/macs_conventions.py`` counts the full-size
+SD 1.5 UNet in both (figures in benchmarks/README.md).
 
 A convention is a setting of the counters: :class:`~optuna_diffusion.macs.FvcoreCounter` keeps the
 operators it counts (with fvcore handles that add the bias terms under linear-conv), and

@@ -7,7 +7,7 @@
 * :func:`scheduler_for_solver`: the pipeline scheduler that runs a project solver, so that a plan run in
   the pipeline itself gives the project's images (see :mod:`optuna_diffusion.pipelines._export`).
 * :func:`pipeline_call` / :func:`study_pipeline_call`: the Python call that runs an exported plan in its
-  pipeline, one template per family (what ``export`` writes beside the plan, and the README shows).
+  pipeline, one template per family (what ``export`` writes beside the plan, and docs/reference.md shows).
 * :func:`study_image_size` / :func:`study_latents`: a study's image size and initial latents, so that
   call makes the study's own samples.
 """

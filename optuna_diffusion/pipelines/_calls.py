@@ -1,9 +1,9 @@
 """The Python call that runs an exported plan in its diffusers pipeline, one template per family.
 
 ``export --out plan.json`` writes it beside the plan (``plan.py``) for a pipeline study, and the
-README shows each family's call rendered with example values; ``tests/test_readme_snippets.py`` runs
-those README blocks and checks that they are exactly :func:`pipeline_call`'s output, so the README and
-the exported files cannot drift apart. Every call makes the same three moves: the scheduler that runs
+reference page (docs/reference.md) shows each family's call rendered with example values;
+``tests/test_reference_snippets.py`` runs those blocks and checks that they are exactly
+:func:`pipeline_call`'s output, so the page and the exported files cannot drift apart. Every call makes the same three moves: the scheduler that runs
 the study's solver (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`), the plan's skips and
 reuses (:func:`~optuna_diffusion.apply`), and the plan's time steps as the argument that pipeline's
 scheduler accepts (:func:`~optuna_diffusion.pipeline_schedule.pipeline_schedule_kwargs`).

@@ -1,4 +1,4 @@
-"""The README's pipeline snippets (one per family), run as written on tiny random stand-ins of the pipelines.
+"""The reference page's pipeline snippets (one per family, docs/reference.md), run as written on tiny random stand-ins.
 
 Each snippet loads its pipeline with ``from_pretrained(hub id)``, which the test answers with the stand-in
 (the hub is not reachable here), reads ``plan.json`` from the working folder, and makes one image. The test
@@ -21,7 +21,7 @@ from optuna_diffusion.plan import Plan
 
 from .tiny_pipelines import tiny_dit, tiny_flux, tiny_pixart, tiny_sd, tiny_sd3, tiny_sdxl
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
 # family: (pipeline class name, stand-in, plan kind)
 FAMILIES = {
@@ -35,14 +35,14 @@ FAMILIES = {
 STEPS = {"ddpm": (901, 651, 301, 51), "flow": (1000, 750, 400, 100)}
 
 
-def readme_snippets() -> dict[str, str]:
-    """The README's Python blocks that start with ``# family: NAME``, by name."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def reference_snippets() -> dict[str, str]:
+    """The reference page's Python blocks that start with ``# family: NAME``, by name."""
+    blocks = re.findall(r"```python\n(.*?)```", REFERENCE.read_text(), flags=re.S)
     return {match.group(1): block for block in blocks if (match := re.match(r"# family: (\S+)", block))}
 
 
-# The example values the README renders each family's call with (export renders the study's own).
-README_EXAMPLES = {
+# The example values the reference page renders each family's call with (export renders the study's own).
+REFERENCE_EXAMPLES = {
     "sd": dict(source="stable-diffusion-v1-5/stable-diffusion-v1-5", solver="dpmpp-2m", guidance_scale=7.5),
     "sdxl": dict(source="stabilityai/stable-diffusion-xl-base-1.0", solver="euler", guidance_scale=5.0),
     "pixart": dict(source="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", solver="dpmpp-2m", guidance_scale=4.5),
@@ -52,16 +52,16 @@ README_EXAMPLES = {
 }
 
 
-def test_the_readme_has_one_snippet_per_family():
-    assert sorted(readme_snippets()) == sorted(FAMILIES)
+def test_the_reference_has_one_snippet_per_family():
+    assert sorted(reference_snippets()) == sorted(FAMILIES)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_the_readme_snippet_is_what_export_writes_for_its_family(family):
+def test_the_reference_snippet_is_what_export_writes_for_its_family(family):
     from optuna_diffusion.pipelines import pipeline_call
 
     class_name = FAMILIES[family][0]
-    assert readme_snippets()[family] == pipeline_call(class_name, **README_EXAMPLES[family])
+    assert reference_snippets()[family] == pipeline_call(class_name, **REFERENCE_EXAMPLES[family])
 
 
 def plan_for(denoiser, kind: str) -> Plan:
@@ -73,7 +73,7 @@ def plan_for(denoiser, kind: str) -> Plan:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_readme_snippet_runs_the_plan_in_the_pipeline(family, tmp_path, monkeypatch):
+def test_reference_snippet_runs_the_plan_in_the_pipeline(family, tmp_path, monkeypatch):
     import diffusers
 
     class_name, stand_in, kind = FAMILIES[family]
@@ -95,7 +95,7 @@ def test_readme_snippet_runs_the_plan_in_the_pipeline(family, tmp_path, monkeypa
         skipped.append(frozenset(skip)), set_step(self, skip, reuse, keep))[1])
 
     namespace: dict = {}
-    exec(compile(readme_snippets()[family], f"README.md ({family})", "exec"), namespace)
+    exec(compile(reference_snippets()[family], f"docs/reference.md ({family})", "exec"), namespace)
 
     assert namespace["images"][0].size[0] > 0
     scale = 1000.0 if family == "flux" else 1.0  # Flux's pipeline passes t / 1000
