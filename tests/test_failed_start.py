@@ -74,3 +74,23 @@ def test_a_failed_start_keeps_an_empty_storage_that_was_there_before(tmp_path):
     (tmp_path / "digits-artifacts").mkdir()
     _run(_config(), url, stages=("architecture",))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["digits-artifacts", "empty.db"]
+
+
+def test_a_flux_dev_study_that_cannot_shift_its_baseline_leaves_no_new_file(tmp_path, monkeypatch):
+    """The issue's case: the scheduler baseline of a dynamic-shifting study raised after the storage opened
+    (mu is now computed; without it the same one-line error must still leave nothing behind)."""
+    from optuna_diffusion.families import FluxFamily
+
+    from .tiny_pipelines import tiny_flux
+
+    folder = tmp_path / "models" / "flux-dev"
+    tiny_flux(guidance_embeds=True, dynamic_shifting=True).save_pretrained(folder, safe_serialization=True)
+    config = with_overrides(load_study_config("flux-schnell"), model=str(folder), image_size=16, num_samples=2,
+                            batch_size=2)
+    config = dataclasses.replace(config, fitness=dataclasses.replace(config.fitness, metric="teacher", teacher_steps=4))
+    monkeypatch.setattr(FluxFamily, "shift_mu", lambda self, model: None)
+    study = tmp_path / "study"
+    study.mkdir()
+    message = _run(config, f"sqlite:///{study / 'flux.db'}", stages=("timesteps",))
+    assert "uses dynamic shifting: the scheduler baseline needs mu" in message
+    assert list(study.iterdir()) == []
