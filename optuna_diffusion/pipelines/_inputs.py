@@ -41,7 +41,8 @@ def study_latents(
         height, width: the study's image size (None: the pipeline's default).
 
     Returns:
-        ``(count, C, h, w)`` latents (Flux: packed ``(count, tokens, 4 C)``), float32, on the pipeline's device.
+        ``(count, C, h, w)`` latents (Flux: packed ``(count, tokens, 4 C)``) on the pipeline's device, in its
+        denoiser's dtype (as the pipeline's own ``prepare_latents`` makes them; drawn in float32).
     """
     model = _model(pipe, height, width)
-    return model.family.initial_noise(model, seed, 0, count).to(model.device)
+    return model.family.initial_noise(model, seed, 0, count).to(device=model.device, dtype=model.denoiser.dtype)
