@@ -333,16 +333,20 @@ def export(
     _positive("--steps", steps)
     cfg = _config(study, config)
     studies = stored_stage_studies(cfg, _storage_url(storage, cfg), stage)
+    from .study import metric_label
+
     chosen = choose_plan(studies, max_macs=max_macs, steps=steps, trial_number=trial)
     text = json.dumps(chosen, indent=2)
-    source = f"trial {chosen['trial']} of {chosen['study']} (stage {chosen['stage']}): FID {chosen['fid']:.3f}, {chosen['macs'] / 1e9:.4f} GMACs"
+    study_config = stored_config(studies, chosen["study"], cfg)
+    source = (f"trial {chosen['trial']} of {chosen['study']} (stage {chosen['stage']}): "
+              f"{metric_label(study_config)} {chosen['fid']:.3f}, {chosen['macs'] / 1e9:.4f} GMACs")
     if out is None:
         typer.echo(text)
         typer.echo(source, err=True)
     else:
         out.write_text(text + "\n")
         typer.echo(f"wrote {out}: {source}")
-        _write_pipeline_call(stored_config(studies, chosen["study"], cfg), chosen, out)
+        _write_pipeline_call(study_config, chosen, out)
 
 
 def _write_pipeline_call(cfg, chosen: dict[str, Any], out: Path) -> None:
@@ -350,7 +354,7 @@ def _write_pipeline_call(cfg, chosen: dict[str, Any], out: Path) -> None:
     from .export_call import study_pipeline_call
 
     try:
-        call = study_pipeline_call(cfg, Plan.from_dict(chosen["plan"]), out.name)
+        call = study_pipeline_call(cfg, Plan.from_dict(chosen["plan"]), out.name, stage=chosen["stage"] or "timesteps")
     except ConfigError as error:
         typer.echo(f"no pipeline call written: {error}", err=True)
         return
@@ -394,7 +398,7 @@ def evaluate(
     cfg = _config(study or ("digits" if config is None else None), config, model=model, classifier=classifier,
                   reference=reference, features=features, feature_weights=feature_weights, solver=solver)
     result, used, parts = evaluate_plan_file(cfg, plan, baseline=baseline, steps=steps, samples=samples, device=device,
-                                             macs_convention=macs_convention)
+                                             solver=solver, macs_convention=macs_convention)
     typer.echo(f"{used}")
     from .study import metric_label
 

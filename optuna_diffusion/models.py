@@ -231,7 +231,7 @@ def _check_pipeline_files(folder: Path, model_index: dict[str, Any]) -> None:
             if "config.json" not in files:
                 needed, present = "config.json", False
             else:
-                needed = "a weights file (.safetensors or .bin)"
+                needed = "weights file (.safetensors or .bin)"
                 present = any(n.endswith(WEIGHT_SUFFIXES) for n in files)
         else:
             continue

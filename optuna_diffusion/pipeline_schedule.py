@@ -82,13 +82,23 @@ def _checked_steps(timesteps: Sequence[int], low: int, high: int) -> list[int]:
     return steps
 
 
-def _ddpm_kwargs(steps: list[int], cls: type, config: Mapping[str, Any]) -> dict[str, list[int]]:
+def _swap_hint(solver: str | None) -> str:
+    """How to give the pipeline the scheduler that runs ``solver`` (every exportable one when None)."""
+    from .pipelines._export import SCHEDULER_OF_SOLVER
+
+    if solver in SCHEDULER_OF_SOLVER:
+        return (f"give the pipeline the {SCHEDULER_OF_SOLVER[solver]} that runs the study's solver: "
+                f"pipe.scheduler = scheduler_for_solver({solver!r}, pipe.scheduler)")
+    schedulers = "; ".join(f"{name}: {cls}" for name, cls in SCHEDULER_OF_SOLVER.items() if not name.startswith("flow"))
+    return f"set pipe.scheduler = scheduler_for_solver(SOLVER, pipe.scheduler) with the study's solver ({schedulers})"
+
+
+def _ddpm_kwargs(steps: list[int], cls: type, config: Mapping[str, Any], solver: str | None) -> dict[str, list[int]]:
     params = inspect.signature(cls.set_timesteps).parameters
     if "timesteps" not in params:
         accepts = "only sigmas=" if "sigmas" in params else "no custom schedule"
         raise ConfigError(
-            f"{cls.__name__}.set_timesteps takes {accepts}, not the time steps of a DDPM-style plan; "
-            "give the pipeline e.g. DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)"
+            f"{cls.__name__}.set_timesteps takes {accepts}, not the time steps of a DDPM-style plan; {_swap_hint(solver)}"
         )
     scheduler = cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
     try:
@@ -149,7 +159,7 @@ def _check_flow_export(cls: type, config: Mapping[str, Any], sigmas: list[float]
 
 
 def pipeline_schedule_kwargs(
-    timesteps: Sequence[int], scheduler_config: Any, *, mu: float | None = None
+    timesteps: Sequence[int], scheduler_config: Any, *, mu: float | None = None, solver: str | None = None
 ) -> dict[str, list[int] | list[float]]:
     """The ``timesteps=`` or ``sigmas=`` argument that makes a pipeline run a plan's time steps.
 
@@ -159,6 +169,7 @@ def pipeline_schedule_kwargs(
             ``_class_name`` (``scheduler_config.json``; ``pipe.scheduler.config`` lacks the class name).
         mu: the ``mu`` the pipeline will pass under dynamic shifting (Flux computes it from the image
             size: :meth:`FlowSchedule.mu_for`); required then, ignored otherwise.
+        solver: the study's solver, named in the refusal of a scheduler that takes no time steps (PNDM ...).
 
     Returns:
         ``{"timesteps": [...]}`` for DDPM-style schedulers, ``{"sigmas": [...]}`` for flow matching;
@@ -173,5 +184,5 @@ def pipeline_schedule_kwargs(
     low, high = schedule.timestep_range
     steps = _checked_steps(timesteps, low, high)
     if isinstance(schedule, NoiseSchedule):
-        return _ddpm_kwargs(steps, cls, config)
+        return _ddpm_kwargs(steps, cls, config, solver)
     return _flow_kwargs(steps, cls, schedule, mu)

@@ -26,7 +26,7 @@ from .objective import PlanObjective
 from .plan import Plan
 from .samplers import ArchitectureSampler, TimestepSampler
 from .sensitivity import Sensitivity, anchor_plan, probe_sensitivity, single_changes
-from .storage import artifact_dir, check_storage_url, check_stored, open_storage, redacted
+from .storage import artifact_dir, check_storage_url, check_stored, open_storage, redacted, remove_created, storage_files
 from .rescore import rescore_front, stored_rescore
 from .study import (
     PREVIEW_SAMPLES,
@@ -105,14 +105,21 @@ def _searched_solvers(config: StudyConfig, evaluator: PlanEvaluator) -> tuple[st
     return evaluator.generator.solver_names if config.sampling.searches_solver else None
 
 
+def shift_mu(evaluator: PlanEvaluator) -> float | None:
+    """The ``mu`` the model's pipeline shifts its scheduler's sigmas by (Flux-dev's dynamic shifting), else None."""
+    model = evaluator.generator.model
+    return model.family.shift_mu(model)
+
+
 def _initial_plans(config: StudyConfig, evaluator: PlanEvaluator) -> list[Plan]:
     """Hand-designed schedules for every allowed K (under every searched solver), as the first generation's seeds."""
     schedule = evaluator.generator.schedule
     stage = config.timesteps
     names = baseline_names(schedule)
     solvers = _searched_solvers(config, evaluator) or (None,)
+    mu = shift_mu(evaluator)
     plans = [
-        dataclasses.replace(baseline_plan(name, k, schedule), solver=solver)
+        dataclasses.replace(baseline_plan(name, k, schedule, mu=mu), solver=solver)
         for k in range(stage.k_min, stage.k_max + 1) for name in names for solver in solvers
     ]
     unique = list(dict.fromkeys(plans))
@@ -278,7 +285,10 @@ def run_optimize(
     """Run (or resume) the chosen stages; each stage stops at its trial budget counted over all workers.
 
     Everything that can be checked is checked before the storage is opened (opening creates the
-    SQLite file or the tables), the model included. On an RDB storage a trial whose worker died
+    SQLite file or the tables), the model included. A one-line error raised after that (a plan the
+    model cannot run, stage 2 without stage 1 ...) removes the SQLite or journal file and the
+    ``NAME-artifacts/`` folder this run created, unless the storage holds a completed trial by then;
+    what existed before the run is never removed. On an RDB storage a trial whose worker died
     (no heartbeat for 3 x ``heartbeat_interval`` seconds, or none at all since it started) is failed
     and retried with the same plan by the next worker that starts a trial.
 
@@ -291,9 +301,11 @@ def run_optimize(
             raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     check_device(device)
     check_storage_url(storage_url)
+    created = [path for path in storage_files(storage_url, config.name) if not path.exists()]
     faults.reach("model-loading")
     evaluator = build_evaluator(config, device=device, teacher_dir=artifact_dir(storage_url, config.name) / "teacher")
     started = StartedTrials()
+    storage = None
     try:
         if ARCHITECTURE_STAGE in stages:
             check_macs_budget(config.architecture.macs_budget, evaluator)
@@ -311,6 +323,8 @@ def run_optimize(
         started.fail_running()
         raise
     except Exception as error:
+        if isinstance(error, OptunaDiffusionError) and not isinstance(error, StorageError):
+            remove_created(created, storage, [config.stage_study_name(s) for s in STAGES])  # a failed start leaves no new study file behind
         if isinstance(error, OptunaDiffusionError) or not _caused_by_the_storage(error):
             raise
         raise StorageError(
@@ -395,7 +409,7 @@ def record_baseline_fids(
             if name in known:
                 fids[str(k)][name] = known[name]
                 continue
-            plan = baseline_plan(name, k, schedule)
+            plan = baseline_plan(name, k, schedule, mu=shift_mu(evaluator))
             fid = evaluated[plan] if plan in evaluated else evaluator.evaluate(plan, stage.num_samples).fid
             fids[str(k)][name] = float(fid) if math.isfinite(fid) else None
     if fids != stored:
@@ -491,6 +505,7 @@ def choose_plan(
 
     The lowest FID over ``studies`` (full-size evaluations only), optionally among plans with at most
     ``max_macs`` MACs and exactly ``steps`` time steps; or trial ``trial_number`` (one study only).
+    The plan carries the solver its study ran (the study's ``[sampling] solver`` when it did not search one).
     """
     if trial_number is not None:
         if len(studies) != 1:
@@ -517,6 +532,10 @@ def choose_plan(
         study, trial = min(candidates, key=lambda pair: (pair[1].values[0], pair[1].values[1], pair[1].number))
     plan = plan_from_trial(trial)
     marker = read_marker(study.user_attrs)
+    if plan.solver is None and isinstance(marker.get(MARKER_CONFIG_KEY), dict):
+        # Every exported plan carries its solver, so apply(pipe, plan) sets the scheduler that runs it.
+        solvers = StudyConfig.from_dict(marker[MARKER_CONFIG_KEY]).sampling.solvers(plan.schedule_kind)
+        plan = dataclasses.replace(plan, solver=solvers[0])
     return {
         "plan": plan.to_dict(),
         "fid": trial.values[0],
@@ -541,19 +560,22 @@ def load_plan_file(path: str | Path) -> Plan:
 
 def evaluate_plan_file(
     config: StudyConfig, plan_path: Path | None, *, baseline: str | None, steps: int, samples: int, device: str = "cpu",
-    macs_convention: str = DEFAULT_MACS_CONVENTION,
+    solver: str | None = None, macs_convention: str = DEFAULT_MACS_CONVENTION,
 ) -> tuple[Evaluation, Plan, dict[str, int]]:
     """Score an exported plan or a baseline with ``samples`` samples on the config's model.
 
+    ``solver``: run the plan with this solver instead of the one it carries (or the config's).
     Returns the evaluation, the plan and its MACs per image by component (in ``macs_convention``,
     :data:`~optuna_diffusion.macs.MACS_CONVENTIONS`).
     """
     check_macs_convention(macs_convention)
     plan = load_plan_file(plan_path) if plan_path is not None else None
+    if plan is not None and solver is not None:
+        plan = dataclasses.replace(plan, solver=solver)
     evaluator = build_evaluator(config, device=device, macs_convention=macs_convention)
     try:
         if plan is None:
-            plan = baseline_plan(baseline, steps, evaluator.generator.schedule)
+            plan = baseline_plan(baseline, steps, evaluator.generator.schedule, mu=shift_mu(evaluator))
         return evaluator.evaluate(plan, samples), plan, evaluator.macs_parts(plan)
     finally:
         evaluator.close()
@@ -568,7 +590,8 @@ def baseline_table(config: StudyConfig, *, steps: list[int], samples: int, devic
         header = f"{config.model.source}, {evaluator.generator.solver_names[0]}, {samples} samples, {metric_label(config)}"
         lines = [header, f"{'K':>3} " + " ".join(f"{n:>10}" for n in names)]
         for k in steps:
-            fids = [evaluator.evaluate(baseline_plan(name, k, schedule), samples).fid for name in names]
+            plans = [baseline_plan(name, k, schedule, mu=shift_mu(evaluator)) for name in names]
+            fids = [evaluator.evaluate(plan, samples).fid for plan in plans]
             lines.append(f"{k:>3} " + " ".join(f"{fid:10.3f}" for fid in fids))
         return "\n".join(lines)
     finally:

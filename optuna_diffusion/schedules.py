@@ -192,12 +192,19 @@ class FlowSchedule:
     def mu_for(self, image_seq_len: int) -> float:
         """The ``mu`` a Flux-style pipeline computes for ``image_seq_len`` latent tokens (linear in the length).
 
-        The line through ``(base_image_seq_len, base_shift)`` and ``(max_image_seq_len, max_shift)``.
+        diffusers' own ``calculate_shift`` (``diffusers.pipelines.flux.pipeline_flux``), as ``FluxPipeline``
+        calls it: the line through ``(base_image_seq_len, base_shift)`` and ``(max_image_seq_len, max_shift)``.
         """
         if self.base_shift is None or self.max_shift is None:
             raise ConfigError("the scheduler config has no base_shift/max_shift to compute mu from")
-        slope = (self.max_shift - self.base_shift) / (self.max_image_seq_len - self.base_image_seq_len)
-        return self.base_shift + slope * (image_seq_len - self.base_image_seq_len)
+        try:
+            from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+        except ImportError:  # a diffusers without Flux: the same line, written out
+            slope = (self.max_shift - self.base_shift) / (self.max_image_seq_len - self.base_image_seq_len)
+            return self.base_shift + slope * (image_seq_len - self.base_image_seq_len)
+        return float(calculate_shift(
+            image_seq_len, self.base_image_seq_len, self.max_image_seq_len, self.base_shift, self.max_shift
+        ))
 
     def shift_factor(self, mu: float | None = None) -> float:
         """The factor ``a`` of the shift ``sigma = a s / (1 + (a - 1) s)`` the config applies to sigmas ``s``.

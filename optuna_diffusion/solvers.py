@@ -130,7 +130,12 @@ def sample_euler(
     denoise: Denoise, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Euler's method on the probability-flow ODE (Karras et al. 2022) via ``EulerDiscreteScheduler``."""
+    """Euler's method on the probability-flow ODE (Karras et al. 2022) via ``EulerDiscreteScheduler``.
+
+    Linspace spacing, as in k-diffusion: the initial noise is scaled to ``sigma_max`` of the first step,
+    i.e. ``x_T = sqrt(1 - alpha_prod_t0) * noise`` in DDIM's variables. The updates are DDIM's, so this
+    equals DDIM started from that scaled noise, not DDIM (close only when the first step is near T).
+    """
     from diffusers import EulerDiscreteScheduler
 
     _expect(schedule, NoiseSchedule, "euler")
@@ -286,9 +291,13 @@ SEARCH = "search"
 """The solver setting that lets the search choose among :data:`DISTINCT_SOLVERS` of the model's kind."""
 
 # The deterministic solvers of each kind that sample differently on the same time steps. Left out:
-# ``euler``, which on a DDPM-style schedule is DDIM (both are Euler's method in sigma = sqrt((1 -
-# alpha_prod) / alpha_prod) and x / sqrt(alpha_prod); tests/test_solvers.py checks they agree), and
-# the ancestral ``ddpm``, whose noise makes it poor at few steps.
+# ``euler``, whose update on a DDPM-style schedule is DDIM's (both are Euler's method in sigma =
+# sqrt((1 - alpha_prod) / alpha_prod) and x / sqrt(alpha_prod)) but which is not DDIM: as
+# EulerDiscreteScheduler with linspace spacing it starts from x_T = sqrt(1 - alpha_prod_t0) * noise
+# (init_noise_sigma = sigma_max), where DDIM starts from the noise itself, so it equals DDIM begun
+# from that scaled noise and differs from DDIM more the further the first step is from T
+# (tests/test_solvers.py); searching it would mostly search that scale. Also left out: the ancestral
+# ``ddpm``, whose noise makes it poor at few steps.
 DISTINCT_SOLVERS: dict[str, tuple[str, ...]] = {
     "ddpm": ("ddim", "dpmpp-2m", "unipc"),
     "flow": ("flow-euler", "flow-dpmpp-2m", "flow-unipc"),

@@ -9,6 +9,7 @@ command line checks everything else first.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import time
 from pathlib import Path
 
@@ -145,3 +146,46 @@ def unreachable(error: BaseException) -> bool:
     """Whether ``error`` says the database server is restarting or dropped the connection."""
     message = str(error).lower()
     return any(marker in message for marker in _UNREACHABLE)
+
+
+def storage_files(storage_url: str, name: str) -> list[Path]:
+    """The files a run of study ``name`` creates on this machine: the SQLite or journal file, and ``NAME-artifacts/``."""
+    paths = [artifact_dir(storage_url, name)]
+    if storage_url.startswith("sqlite:///"):
+        paths.insert(0, Path(storage_url[len("sqlite:///") :]))
+    elif "://" not in storage_url:
+        paths.insert(0, Path(storage_url))
+    return paths
+
+
+def holds_results(storage: optuna.storages.BaseStorage, study_names: list[str] | None = None) -> bool:
+    """Whether a study of ``storage`` (of ``study_names`` when given) holds a completed trial."""
+    complete = (optuna.trial.TrialState.COMPLETE,)
+    names = [study.study_name for study in storage.get_all_studies()]
+    return any(
+        storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False, states=complete)
+        for name in names if study_names is None or name in study_names
+    )
+
+
+def remove_created(paths: list[Path], storage: optuna.storages.BaseStorage | None, study_names: list[str]) -> None:
+    """Remove ``paths`` -- files and folders a failed start created -- unless they hold results by now.
+
+    ``paths`` must be only what did not exist before the run (:func:`storage_files` taken before it
+    started). The storage's file stays if any study in it holds a completed trial (another worker's,
+    started meanwhile, or this run's); the artifact folder stays if one of ``study_names`` (the run's
+    studies) does; an unreadable storage keeps everything.
+    """
+    try:
+        keep_file = storage is not None and holds_results(storage)
+        keep_folder = storage is not None and holds_results(storage, study_names)
+    except Exception:  # an unreadable storage: leave what is there
+        return
+    for path in paths:
+        if path.is_dir() and not keep_folder:
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and not keep_file:
+            engine = getattr(storage, "engine", None)
+            if engine is not None:
+                engine.dispose()  # close SQLite's file before it goes
+            path.unlink(missing_ok=True)

@@ -162,4 +162,4 @@ def test_the_exported_call_of_the_bundled_pipeline_runs_wherever_the_package_is_
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "plan.py", "exec"), namespace)  # the file export writes, run as a user would
-    assert namespace["image"].size == (32, 32)
+    assert [image.size for image in namespace["images"]] == [(32, 32)] * 4  # the study's first 4 samples

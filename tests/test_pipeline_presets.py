@@ -59,8 +59,8 @@ def test_a_pipeline_preset_runs_on_a_stand_in_of_its_layout(preset, tmp_path):
 
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(tmp_path)
-            image = runpy.run_path(str(tmp_path / "plan.py"))["image"]
-        assert image.size[0] > 0
+            images = runpy.run_path(str(tmp_path / "plan.py"))["images"]
+        assert images[0].size == (size, size)  # the study's image size (tests/test_plan_py.py: its samples)
 
 
 def test_export_names_why_a_plan_cannot_run_in_its_pipeline(tmp_path):

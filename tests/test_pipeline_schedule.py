@@ -157,3 +157,21 @@ def test_schedule_from_config_reads_either_kind():
         schedule_from_config({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 0})
     with pytest.raises(ConfigError, match="must be a mapping"):
         schedule_from_config(None)
+
+
+@pytest.mark.parametrize(("solver", "scheduler"), [
+    ("euler", "EulerDiscreteScheduler"), ("ddim", "DPMSolverMultistepScheduler"), ("ddpm", "DDPMScheduler"),
+])
+def test_the_refusal_of_a_pndm_pipeline_names_the_scheduler_of_the_studys_solver(solver, scheduler):
+    from diffusers import PNDMScheduler
+
+    pndm = PNDMScheduler.from_config(scheduler_config())  # Stable Diffusion 1.5's stock scheduler
+    with pytest.raises(ConfigError) as error:
+        pipeline_schedule_kwargs([901, 501, 101], pndm, solver=solver)
+    message = str(error.value)
+    assert message.startswith("PNDMScheduler.set_timesteps takes no custom schedule")
+    assert f"give the pipeline the {scheduler} that runs the study's solver" in message
+    assert f"scheduler_for_solver('{solver}', pipe.scheduler)" in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"with the study's solver \(ddim: DPMSolverMultistepScheduler; .*"
+                                          r"euler: EulerDiscreteScheduler; ddpm: DDPMScheduler\)"):
+        pipeline_schedule_kwargs([901, 501, 101], pndm)

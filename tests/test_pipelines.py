@@ -9,6 +9,7 @@ latents) and check that its images equal the project's to 1e-5. The call a user 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -367,6 +368,35 @@ def test_apply_sets_the_scheduler_of_a_plan_that_carries_its_solver():
         apply(pipe, Plan(DDPM_STEPS, solver="unipc"))
 
 
+@pytest.mark.parametrize("first", [901, 750, 500])
+@pytest.mark.parametrize("solver", ["euler", "ddim"])
+def test_apply_makes_the_readmes_short_form_reproduce_the_study_on_sdxls_own_euler_scheduler(solver, first):
+    """``apply(pipe, plan); pipe(prompt, timesteps=list(plan.timesteps))`` with SDXL's stock scheduler
+    (Euler, leading spacing): an exported plan carries its solver, so apply swaps in the scheduler that runs it."""
+    pipe = tiny_sdxl()
+    assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler" and pipe.scheduler.config.timestep_spacing == "leading"
+    model = model_from_pipeline(pipe, source="tiny-sdxl")
+    settings = SamplingSettings(solver=solver, guidance_scale=5.0, batch_size=2, seed=1)
+    plan = Plan((first, first * 2 // 3, first // 3, 20), solver=solver)
+    ours = project_images(model, settings, plan, 2, PromptSet(PROMPTS[:2]))
+    height, width = model.family.image_size(model)
+
+    def short_form(plan):
+        switch = apply(pipe, plan)
+        try:
+            return pipe(PROMPTS[:2], timesteps=list(plan.timesteps), guidance_scale=5.0, height=height, width=width,
+                        latents=model.family.initial_noise(model, 1, 0, 2), output_type="pt").images
+        finally:
+            switch.remove()
+
+    stock = pipe.scheduler
+    assert difference(ours, short_form(plan)) <= TOLERANCE
+    pipe.scheduler = stock  # a plan without its solver leaves SDXL's own scheduler, which is not the study's
+    unsolved = short_form(dataclasses.replace(plan, solver=None))
+    if solver == "euler":  # leading spacing scales the first noise by sqrt(sigma^2 + 1), linspace by sigma
+        assert difference(ours, unsolved) > 1e-3
+
+
 def test_scheduler_export_refuses_solvers_no_pipeline_scheduler_runs():
     pipe = tiny_sd()
     for solver in ("unipc", "flow-unipc", "flow-dpmpp-2m"):
@@ -455,6 +485,19 @@ def test_denoiser_macs_table_takes_the_familys_example_call(name):
     assert table.sample_shape == model.sample_shape and table.full > 0
 
 
+def test_count_macs_of_a_bare_sdxl_unet_builds_its_added_conditions():
+    from optuna_diffusion.macs import count_macs
+
+    pipe = tiny_sdxl()
+    model = model_from_pipeline(pipe, source="sdxl")
+    inputs = model.family.example_inputs(model, SamplingSettings())  # the pipeline's own text_embeds and time_ids
+    length = inputs["encoder_hidden_states"].shape[1]
+    assert count_macs(pipe.unet, text_length=length) == count_macs(pipe.unet, inputs=inputs) > 0
+    pipe.unet.register_to_config(addition_time_embed_dim=10_000)  # no room for pooled text embeddings left
+    with pytest.raises(ConfigError, match="needs added_cond_kwargs that cannot be built from its config"):
+        count_macs(pipe.unet, text_length=length)
+
+
 # Loading pipelines from folders (the presets' stand-ins) -----------------------------------------------------
 
 FAMILY_OF_PRESET = {
@@ -516,7 +559,8 @@ def _break(folder, relative):
     "relative, message",
     [
         ("text_encoder_3", "has no text_encoder_3/"),
-        ("text_encoder_2/model.safetensors", "text_encoder_2/ has no a weights file"),
+        ("text_encoder_2/model.safetensors", "text_encoder_2/ has no weights file (.safetensors or .bin) (its CLIPTextModelWithProjection)"),
+        ("vae/diffusion_pytorch_model.safetensors", "vae/ has no weights file (.safetensors or .bin) (its AutoencoderKL)"),
         ("transformer/config.json", "transformer/ has no config.json"),
         ("tokenizer_3", "has no tokenizer_3/"),
         ("scheduler/scheduler_config.json", "scheduler/ has no scheduler_config.json"),

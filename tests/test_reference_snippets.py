@@ -80,9 +80,6 @@ def test_reference_snippet_runs_the_plan_in_the_pipeline(family, tmp_path, monke
     pipe = stand_in()
     pipeline_class = getattr(diffusers, class_name)
     monkeypatch.setattr(pipeline_class, "from_pretrained", classmethod(lambda cls, *args, **kwargs: pipe))
-    if family == "pixart":  # the stand-in's sample size has no resolution-binning table; 1024 px PixArt's has
-        call = pipeline_class.__call__
-        monkeypatch.setattr(pipeline_class, "__call__", lambda self, *a, **k: call(self, *a, use_resolution_binning=False, **k))
     if family == "flux":
         pipe.default_sample_size = 8  # a 16 x 16 image for the stand-in (1024 x 1024 for FLUX.1)
     denoiser = pipe.unet if hasattr(pipe, "unet") else pipe.transformer
@@ -100,7 +97,7 @@ def test_reference_snippet_runs_the_plan_in_the_pipeline(family, tmp_path, monke
     namespace: dict = {}
     exec(compile(reference_snippets()[family], f"docs/reference.md ({family})", "exec"), namespace)
 
-    assert namespace["image"].size[0] > 0
+    assert namespace["images"][0].size[0] > 0
     scale = 1000.0 if family == "flux" else 1.0  # Flux's pipeline passes t / 1000
     assert [round(t * scale) for t in calls] == list(plan.timesteps)
     assert [s for s in skipped if s] == [s for s in plan.skips if s]  # each step's skips, in order

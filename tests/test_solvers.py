@@ -429,3 +429,58 @@ def test_a_flow_solver_runs_a_perfect_velocity_to_the_data_in_one_step():
     for name in solvers_for("flow"):
         out = SOLVERS[name](lambda x, t: noise - x0, noise.clone(), [1000, 700, 300], FlowSchedule(1000))
         torch.testing.assert_close(out, x0, atol=1e-5, rtol=0, msg=name)
+
+
+# ``euler`` is diffusers' Euler (linspace spacing), not DDIM ----------------------------------------------
+
+
+def _diffusers_euler_loop(model, x_T, timesteps, config, spacing):
+    from diffusers import EulerDiscreteScheduler
+
+    reference = EulerDiscreteScheduler.from_config(config, final_sigmas_type="zero", timestep_spacing=spacing)
+    reference.set_timesteps(timesteps=list(timesteps))
+    x = x_T * reference.init_noise_sigma
+    for t in reference.timesteps:
+        x = reference.step(model(reference.scale_model_input(x, t), t), t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("first", [901, 750, 500])
+def test_euler_is_diffusers_euler_and_ddim_only_from_scaled_noise(first):
+    """``euler`` equals ``EulerDiscreteScheduler`` (linspace) at any first step; its update is DDIM's but it
+    starts from ``sqrt(1 - alpha_prod_t0)`` times the noise, so it differs from ``ddim`` on the same noise,
+    the more the further the first step is from T."""
+    from optuna_diffusion.solvers import sample_euler
+
+    config = scheduler_config()
+    schedule = NoiseSchedule.from_scheduler_config(config)
+    model = ToyEpsModel(schedule)
+    steps = [first, first * 2 // 3, first // 3, 20]
+    x_T = _noise(4)
+    with torch.inference_mode():
+        ours = sample_euler(model, x_T.clone(), steps, schedule)
+        euler_linspace = _diffusers_euler_loop(model, x_T.clone(), steps, config, "linspace")
+        ddim = sample_ddim(model, x_T.clone(), steps, schedule)
+        scaled = sample_ddim(model, (1 - schedule.alpha_prod(first)).sqrt().float() * x_T, steps, schedule)
+        euler_leading = _diffusers_euler_loop(model, x_T.clone(), steps, config, "leading")
+    torch.testing.assert_close(ours, euler_linspace, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours, scaled, atol=2e-4, rtol=0)  # the two work in different variables
+    # Leading spacing (SDXL's stock scheduler) scales the noise by sqrt(sigma^2 + 1): DDIM's own start.
+    torch.testing.assert_close(euler_leading, ddim, atol=2e-4, rtol=0)
+    gap = float((ours - ddim).abs().max() / (ddim.max() - ddim.min()))
+    expected_scale = 1 - float((1 - schedule.alpha_prod(first)).sqrt())  # how much smaller the start is
+    assert gap > 0.1 * expected_scale, (gap, expected_scale)
+
+
+def test_euler_leaves_ddim_further_behind_the_further_the_first_step_is_from_T():
+    from optuna_diffusion.solvers import sample_euler
+
+    schedule = NoiseSchedule.from_scheduler_config(scheduler_config())
+    model = ToyEpsModel(schedule)
+    gaps = []
+    with torch.inference_mode():
+        for first in (901, 750, 500):
+            steps = [first, first * 2 // 3, first // 3, 20]
+            ddim = sample_ddim(model, _noise(4), steps, schedule)
+            gaps.append(float((sample_euler(model, _noise(4), steps, schedule) - ddim).abs().max()))
+    assert gaps[0] < gaps[1] < gaps[2]

@@ -121,6 +121,14 @@ class ModelFamily:
         """Batch-1 keyword inputs of one denoiser call for the MACs count (None: the count's defaults)."""
         return None
 
+    def shift_mu(self, model: DiffusionModel) -> float | None:
+        """The ``mu`` the model's pipeline passes to ``set_timesteps`` under dynamic shifting (None: none).
+
+        Only the flow-matching ``scheduler`` baseline and the export to the pipeline depend on it: plans
+        hold their sigmas themselves.
+        """
+        return None
+
 
 def stack(first: Any, second: Any) -> Any:
     """Two halves of a guided batch stacked along the batch dimension (dicts key by key)."""

@@ -61,6 +61,13 @@ class FluxFamily(PipelineFamily):
     def uses_guidance(self, settings: SamplingSettings) -> bool:
         return False  # guidance-distilled: one call per step
 
+    def shift_mu(self, model: DiffusionModel) -> float | None:
+        """``FluxPipeline``'s ``mu``: ``calculate_shift`` of the packed latent tokens, (H / 16) (W / 16) at VAE factor 8."""
+        schedule = model.schedule
+        if not getattr(schedule, "use_dynamic_shifting", False):
+            return None
+        return schedule.mu_for(self.sample_shape(model)[0])
+
     def encode(self, model: DiffusionModel, text: str) -> dict[str, torch.Tensor]:
         pipe = model.pipeline
         prompt_embeds, pooled, _ = pipe.encode_prompt(

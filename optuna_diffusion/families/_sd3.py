@@ -44,6 +44,21 @@ class StableDiffusion3Family(PipelineFamily):
     ) -> dict[str, Any]:
         return self.embeddings(conditions, unconditional=unconditional)
 
+    def shift_mu(self, model: DiffusionModel) -> float | None:
+        """``StableDiffusion3Pipeline``'s ``mu`` under dynamic shifting: ``calculate_shift`` of the patch tokens
+        (its defaults: base 256 / 0.5, max 4096 / 1.16)."""
+        config = model.scheduler_config
+        if not config.get("use_dynamic_shifting"):
+            return None
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+
+        _, height, width = self.latent_shape(model)
+        patch = int(model.denoiser.config.patch_size)
+        return float(calculate_shift(
+            (height // patch) * (width // patch), config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5), config.get("max_shift", 1.16),
+        ))
+
     def unscale_latents(self, model: DiffusionModel, latents: torch.Tensor) -> torch.Tensor:
         config = model.vae.config
         return latents / config.scaling_factor + config.shift_factor

@@ -207,4 +207,30 @@ def example_inputs(
         inputs["class_labels"] = labels
     if encoder_hidden_states is not None or text_length is not None or _requires(model, "encoder_hidden_states"):
         inputs["encoder_hidden_states"] = _text(model, encoder_hidden_states, text_length, device, dtype)
+    added = _added_conditions(model, shape, device, dtype)
+    if added is not None:
+        inputs["added_cond_kwargs"] = added
     return inputs
+
+
+_SDXL_TIME_IDS = 6
+"""SDXL's micro-conditioning: original size, crop corner and target size (the refiner's 5 add an aesthetic score)."""
+
+
+def _added_conditions(
+    model: nn.Module, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor] | None:
+    """SDXL's ``added_cond_kwargs`` (pooled ``text_embeds`` and 6 ``time_ids``, widths from the config), or None."""
+    kind = _config(model, "addition_embed_type")
+    if kind is None:
+        return None
+    total, per_id = _config(model, "projection_class_embeddings_input_dim"), _config(model, "addition_time_embed_dim")
+    pooled = total - _SDXL_TIME_IDS * per_id if kind == "text_time" and total and per_id else 0
+    if pooled <= 0:
+        raise ConfigError(
+            f"{type(model).__name__} with addition_embed_type {kind!r} needs added_cond_kwargs that cannot be built "
+            "from its config: count it through its pipeline's model (count_macs of the family's example_inputs)"
+        )
+    height, width = shape[1] * 8.0, shape[2] * 8.0  # pixels (the values do not change the MACs)
+    time_ids = torch.tensor([[height, width, 0.0, 0.0, height, width]], device=device, dtype=dtype)
+    return {"text_embeds": torch.zeros(1, pooled, device=device, dtype=dtype), "time_ids": time_ids}

@@ -40,36 +40,49 @@ _HEAD = """\
 # family: {family}{note}
 import json
 
+import torch
 from diffusers import {pipeline_class}
 {extra_import}
 from optuna_diffusion import Plan, apply
-{schedule_import}from optuna_diffusion.pipelines import scheduler_for_solver
+{schedule_import}from optuna_diffusion.pipelines import {pipeline_imports}
 
 plan = Plan.from_dict(json.load(open({plan_file}))["plan"])
 pipe = {pipeline_class}.from_pretrained({source})
 pipe.scheduler = scheduler_for_solver({solver}, pipe.scheduler)  # the study's [sampling] solver
 """
 
+_STUDY_INPUTS = """\
+height, width = study_image_size(pipe, {image_size})  # the study's [model] image_size (None: pipeline default)
+prompts = {prompts}  # the prompts of the study's first samples
+{negatives}latents = study_latents(pipe, seed={seed}, count=len(prompts), height=height, width=width)  # their noise
+"""
+
+_GENERATOR = "generator=torch.Generator().manual_seed({generator_seed})"
+
 _BODIES = {
     "text": """\
 apply(pipe, plan)                                                  # skips and reuses, per step
-image = pipe({prompt}, guidance_scale={guidance_scale},
-             **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)).images[0]
+""" + _STUDY_INPUTS + """\
+images = pipe(prompts, {negative_argument}guidance_scale={guidance_scale}, height=height, width=width, latents=latents,
+              {extra_arguments}""" + _GENERATOR + """,  # the study's first batch's (ddpm's step noise)
+              **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)).images
 """,
     "flux": """\
 apply(pipe, plan)                                                  # double- and single-stream blocks
-height = width = pipe.default_sample_size * pipe.vae_scale_factor  # 1024
-tokens = (height // (2 * pipe.vae_scale_factor)) * (width // (2 * pipe.vae_scale_factor))
+""" + _STUDY_INPUTS + """\
 c = pipe.scheduler.config                                          # the mu Flux passes (FLUX.1-dev)
-mu = calculate_shift(tokens, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
-image = pipe({prompt}, guidance_scale={guidance_scale}, height=height, width=width,
-             **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu)).images[0]
+mu = calculate_shift(latents.shape[1], c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+images = pipe(prompts, guidance_scale={guidance_scale}, height=height, width=width, latents=latents,
+              """ + _GENERATOR + """,  # the study's first batch's
+              **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu)).images
 """,
     "dit": """\
+apply(pipe, plan)                                                  # skips and reuses, per step
 set_timesteps = pipe.scheduler.set_timesteps
 pipe.scheduler.set_timesteps = lambda *args, **kwargs: set_timesteps(timesteps=list(plan.timesteps))
-apply(pipe, plan)                                                  # skips and reuses, per step
-image = pipe(class_labels={class_labels}, guidance_scale={guidance_scale}, num_inference_steps=plan.num_steps).images[0]
+labels = {class_labels}  # the class labels of the study's first samples
+images = pipe(class_labels=labels, guidance_scale={guidance_scale}, num_inference_steps=plan.num_steps,
+              generator=torch.Generator().manual_seed({seed} * 1_000_003)).images  # the study's noise of samples 0..63
 """,
 }
 
@@ -80,11 +93,20 @@ def pipeline_call(
     source: str,
     solver: str,
     guidance_scale: float,
-    prompt: str = "a cat asleep on a green sofa",
+    prompts: tuple[str, ...] = ("a cat asleep on a green sofa",),
+    negative_prompts: tuple[str, ...] | None = None,
     class_labels: tuple[int, ...] = (207,),
+    image_size: int | None = None,
+    seed: int = 0,
     plan_file: str = "plan.json",
 ) -> str:
-    """The Python code that runs the plan in ``plan_file`` with ``pipeline_class`` loaded from ``source``."""
+    """The Python code that runs the plan in ``plan_file`` with ``pipeline_class`` loaded from ``source``.
+
+    It makes the images of a study's first samples: ``prompts`` (and ``negative_prompts``, None: the
+    pipeline's default) or, for DiT, ``class_labels``, at ``image_size`` (None: the pipeline's default),
+    from the initial noise of ``seed`` (:func:`~optuna_diffusion.pipelines.study_latents`) and the
+    generator the study's first batch used (``seed * 7``, the ``ddpm`` solver's step noise).
+    """
     family = FAMILY_OF_PIPELINE.get(pipeline_class)
     if family is None:
         raise ConfigError(f"no pipeline call for a {pipeline_class}; export knows {', '.join(FAMILY_OF_PIPELINE)}")
@@ -98,10 +120,16 @@ def pipeline_call(
         pipeline_class=pipeline_class,
         extra_import="".join(line + "\n" for line in extra_imports),
         schedule_import="" if family == "dit" else "from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs\n",
+        pipeline_imports="scheduler_for_solver" if family == "dit" else "scheduler_for_solver, study_image_size, study_latents",
         plan_file=json.dumps(plan_file),
         source=f"bundled_model_path({json.dumps(source)})" if bundled else json.dumps(source),
         solver=json.dumps(solver),
     )
+    negatives = f"negative_prompts = {json.dumps(list(negative_prompts))}\n" if negative_prompts is not None else ""
     return head + body.format(
-        prompt=json.dumps(prompt), guidance_scale=repr(float(guidance_scale)), class_labels=list(class_labels),
+        prompts=json.dumps(list(prompts)), negatives=negatives,
+        negative_argument="negative_prompt=negative_prompts, " if negative_prompts is not None else "",
+        extra_arguments="use_resolution_binning=False,  # the size as given\n              " if family == "pixart" else "",
+        guidance_scale=repr(float(guidance_scale)), class_labels=list(class_labels),
+        image_size=repr(image_size), seed=int(seed), generator_seed=int(seed) * 7,
     )

@@ -41,7 +41,15 @@ from typing import Any
 from ..errors import ConfigError
 from ..solvers import SOLVERS
 
-_EXPORTABLE = ("ddim", "dpmpp-2m", "euler", "ddpm", "flow-euler")
+SCHEDULER_OF_SOLVER = {
+    "ddim": "DPMSolverMultistepScheduler",
+    "dpmpp-2m": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "ddpm": "DDPMScheduler",
+    "flow-euler": "FlowMatchEulerDiscreteScheduler",
+}
+"""The diffusers scheduler that runs each exportable solver (:func:`scheduler_for_solver` configures it)."""
+_EXPORTABLE = tuple(SCHEDULER_OF_SOLVER)
 
 
 def _config(scheduler: Any) -> dict[str, Any]:

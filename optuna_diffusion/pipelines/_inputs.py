@@ -1,0 +1,48 @@
+"""The image size and initial latents a study used, for a call of its pipeline that reproduces its samples.
+
+``export`` writes a ``plan.py`` that calls the pipeline on the study's first samples: their prompts
+(or class labels), guidance scale, image size (:func:`study_image_size`: ``[model] image_size``, else the
+pipeline's default) and initial noise (:func:`study_latents`: the engine's own rule, sample i's noise
+drawn in fixed chunks from the study's seed, in the shape the pipeline's ``prepare_latents`` makes,
+packed for Flux).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def _model(pipe: Any, height: int | None, width: int | None) -> Any:
+    from ..errors import ConfigError
+    from ..models import model_from_pipeline
+
+    if (height is None) != (width is None):
+        raise ConfigError("give both height and width, or neither (the pipeline's default size)")
+    return model_from_pipeline(pipe, source=type(pipe).__name__, image_size=None if height is None else (height, width))
+
+
+def study_image_size(pipe: Any, image_size: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` of a study's images on ``pipe``: ``image_size`` square, or the pipeline's default."""
+    model = _model(pipe, image_size, image_size)
+    return model.family.image_size(model)
+
+
+def study_latents(
+    pipe: Any, *, seed: int, count: int, height: int | None = None, width: int | None = None
+) -> torch.Tensor:
+    """The initial latents a study drew for its samples ``0..count-1`` (pass them as ``latents=``).
+
+    Args:
+        pipe: the study's pipeline (its denoiser and VAE fix the latent shape).
+        seed: the study's ``[sampling] seed``.
+        count: how many of its first samples.
+        height, width: the study's image size (None: the pipeline's default).
+
+    Returns:
+        ``(count, C, h, w)`` latents (Flux: packed ``(count, tokens, 4 C)``) on the pipeline's device, in its
+        denoiser's dtype (as the pipeline's own ``prepare_latents`` makes them; drawn in float32).
+    """
+    model = _model(pipe, height, width)
+    return model.family.initial_noise(model, seed, 0, count).to(device=model.device, dtype=model.denoiser.dtype)
