@@ -9,14 +9,11 @@
 * :func:`pipeline_call`: the Python call that runs an exported plan in its pipeline, one template per
   family (what ``export`` writes beside the plan, through
   :func:`optuna_diffusion.export_call.study_pipeline_call`, and docs/reference.md shows).
-* :func:`study_image_size` / :func:`study_latents`: a study's image size and initial latents, so that
-  call makes the study's own samples.
 """
 
 from ._encoder import EncodedPrompts, PromptEncoder
 from ._calls import FAMILY_OF_PIPELINE, pipeline_call
 from ._export import scheduler_for_solver
-from ._inputs import study_image_size, study_latents
 from ._macs import TEXT_ENCODERS, component_macs, text_encoder_macs, vae_decoder_macs
 
 __all__ = [
@@ -27,8 +24,6 @@ __all__ = [
     "component_macs",
     "pipeline_call",
     "scheduler_for_solver",
-    "study_image_size",
-    "study_latents",
     "text_encoder_macs",
     "vae_decoder_macs",
 ]

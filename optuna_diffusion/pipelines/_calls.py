@@ -44,8 +44,8 @@ import torch
 from diffusers import {pipeline_class}
 {extra_import}
 from optuna_diffusion import Plan, apply
-{schedule_import}from optuna_diffusion.pipelines import {pipeline_imports}
-
+{schedule_import}from optuna_diffusion.pipelines import scheduler_for_solver
+{inputs_import}
 plan = Plan.from_dict(json.load(open({plan_file}))["plan"])
 pipe = {pipeline_class}.from_pretrained({source})
 pipe.scheduler = scheduler_for_solver({solver}, pipe.scheduler)  # the study's [sampling] solver
@@ -104,7 +104,7 @@ def pipeline_call(
 
     It makes the images of a study's first samples: ``prompts`` (and ``negative_prompts``, None: the
     pipeline's default) or, for DiT, ``class_labels``, at ``image_size`` (None: the pipeline's default),
-    from the initial noise of ``seed`` (:func:`~optuna_diffusion.pipelines.study_latents`) and the
+    from the initial noise of ``seed`` (:func:`~optuna_diffusion.study_inputs.study_latents`) and the
     generator the study's first batch used (``seed * 7``, the ``ddpm`` solver's step noise).
     """
     family = FAMILY_OF_PIPELINE.get(pipeline_class)
@@ -120,7 +120,7 @@ def pipeline_call(
         pipeline_class=pipeline_class,
         extra_import="".join(line + "\n" for line in extra_imports),
         schedule_import="" if family == "dit" else "from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs\n",
-        pipeline_imports="scheduler_for_solver" if family == "dit" else "scheduler_for_solver, study_image_size, study_latents",
+        inputs_import="" if family == "dit" else "from optuna_diffusion.study_inputs import study_image_size, study_latents\n",
         plan_file=json.dumps(plan_file),
         source=f"bundled_model_path({json.dumps(source)})" if bundled else json.dumps(source),
         solver=json.dumps(solver),

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
+from .errors import ConfigError
+from .models import DiffusionModel, model_from_pipeline
 
-def _model(pipe: Any, height: int | None, width: int | None) -> Any:
-    from ..errors import ConfigError
-    from ..models import model_from_pipeline
 
+def _model(pipe: Any, height: int | None, width: int | None) -> DiffusionModel:
     if (height is None) != (width is None):
         raise ConfigError("give both height and width, or neither (the pipeline's default size)")
     return model_from_pipeline(pipe, source=type(pipe).__name__, image_size=None if height is None else (height, width))
