@@ -182,6 +182,8 @@ def zoo_convert_adm_classifier(
 StudyOption = Annotated[Optional[str], typer.Option("--study", help="Preset study name (studies/NAME.toml).")]
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="A study TOML file instead of a preset.")]
 StorageOption = Annotated[Optional[str], typer.Option(help="Optuna storage URL or journal file (default: sqlite:///NAME.db).")]
+DeviceOption = Annotated[str, typer.Option(help="torch device of the model: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")]
+DtypeOption = Annotated[Optional[str], typer.Option(help="Precision of the model: float32, bfloat16 or float16 (default: the study's model.dtype).")]
 AllOption = Annotated[bool, typer.Option("--all", help="List every front row, also those worse than every hand-designed schedule.")]
 
 
@@ -241,7 +243,7 @@ def optimize(
     n_trials: Annotated[Optional[int], typer.Option(help="Trials per stage, counted across all workers.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Stop each stage after this many seconds.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the samplers and the common random numbers.")] = None,
-    device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
+    device: DeviceOption = "auto",
     batch_size: Annotated[Optional[int], typer.Option(help="Images per denoiser batch.")] = None,
     num_samples: Annotated[Optional[int], typer.Option(help="Samples per candidate in both stages.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model: bundled name, diffusers folder or hub id.")] = None,
@@ -250,6 +252,7 @@ def optimize(
     prompts: Annotated[Optional[str], typer.Option(help="Prompt file of a text-to-image pipeline (.txt or .jsonl).")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt of prompts that have none.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Height and width of a pipeline's images.")] = None,
+    dtype: DtypeOption = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits, an .npz with mu, sigma, or a folder of real images.")] = None,
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
@@ -264,7 +267,7 @@ def optimize(
     for name, value in (("--n-trials", n_trials), ("--timeout", timeout), ("--heartbeat-interval", heartbeat_interval)):
         _positive(name, value)
     cfg = _config(study, config, model=model, classifier=classifier, prompts=prompts, negative_prompt=negative_prompt,
-                  image_size=image_size, reference=reference, features=features, feature_weights=feature_weights,
+                  image_size=image_size, dtype=dtype, reference=reference, features=features, feature_weights=feature_weights,
                   seed=seed, batch_size=batch_size, num_samples=num_samples,
                   solver=tuple(solver.split(",")) if solver and "," in solver else solver)
     previous = signal.signal(signal.SIGINT, _first_interrupt)
@@ -357,7 +360,8 @@ def evaluate(
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
     solver: Annotated[Optional[str], typer.Option(help="Solver instead of the study's.")] = None,
-    device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = None,
 ) -> None:
     """Re-score a plan (exported or baseline) with more samples, on the study's model or another one.
 
@@ -372,7 +376,7 @@ def evaluate(
     if samples < 2:
         raise typer.BadParameter("--samples must be at least 2")
     cfg = _config(study or ("digits" if config is None else None), config, model=model, classifier=classifier,
-                  reference=reference, features=features, feature_weights=feature_weights, solver=solver)
+                  reference=reference, features=features, feature_weights=feature_weights, solver=solver, dtype=dtype)
     result, used, parts = evaluate_plan_file(cfg, plan, baseline=baseline, steps=steps, samples=samples, device=device)
     typer.echo(f"{used}")
     from .study import metric_label
@@ -390,7 +394,7 @@ def baselines(
     config: ConfigOption = None,
     steps: Annotated[list[int], typer.Option(help="Step counts (repeat the option).")] = [4, 6, 10],
     samples: Annotated[int, typer.Option(help="Samples per schedule.")] = 1797,
-    device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
+    device: DeviceOption = "auto",
 ) -> None:
     """FID of the hand-designed schedules (uniform, quadratic, Karras, log-SNR) on a study's model."""
     from .runner import baseline_table
