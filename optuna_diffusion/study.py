@@ -115,6 +115,7 @@ def build_evaluator(config: StudyConfig, *, device: str = "cpu", teacher_dir: Pa
     )
     try:
         evaluator.rescore_fitness = evaluator.bind(meters[config.fitness.rescore]) if config.fitness.rescore else None
+        evaluator.release_text_encoders()  # the study's prompts are encoded once; the search never needs them again
     except BaseException:
         evaluator.close()
         raise
