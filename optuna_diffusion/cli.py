@@ -258,9 +258,16 @@ def optimize(
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
     heartbeat_interval: Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats (RDB storage); a trial silent for 3 is retried.")] = 30,
     show_all: AllOption = False,
+    devices: Annotated[Optional[str], typer.Option(help="One worker process per device, e.g. cuda:0,cuda:1 (or cpu,cpu), all on one storage (default: the journal file NAME.journal).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="This many worker processes, one CUDA GPU each (round robin), else all on --device.")] = None,
+    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Search a study's time steps (stage 1), then its skipped and reused blocks (stage 2); rerun to resume."""
     from .runner import run_optimize
+
+    if devices is not None or workers is not None:
+        _optimize_on_many_devices(ctx, study, config, storage, devices, workers, device)
+        return
 
     if stage is not None and stage not in ("timesteps", "architecture"):
         raise typer.BadParameter("--stage must be timesteps or architecture")
@@ -280,6 +287,38 @@ def optimize(
         _exit_interrupted()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _optimize_on_many_devices(
+    ctx: typer.Context, study: str | None, config: Path | None, storage: str | None, devices: str | None,
+    workers: int | None, device: str,
+) -> None:
+    """Start one ``optimize`` worker per device on one storage (see :mod:`optuna_diffusion.launcher`)."""
+    from .launcher import check_parallel_storage, default_parallel_storage, run_workers, worker_command, worker_devices
+
+    names = worker_devices(devices, workers, device)
+    cfg = _config(study, config)
+    url = storage or default_parallel_storage(cfg.name)
+    check_parallel_storage(url)
+    from .storage import check_storage_url
+
+    check_storage_url(url)
+    forwarded: list[str] = []
+    for param in ctx.command.params:  # every other option as given, so each worker runs the same search
+        value = ctx.params.get(param.name)
+        if param.name in ("devices", "workers", "device", "storage", "ctx") or value is None or value == param.default:
+            continue
+        if getattr(param, "is_flag", False):
+            forwarded.append(param.opts[0])
+        else:
+            forwarded += [param.opts[0], str(value)]
+    typer.echo(f"{len(names)} workers on {', '.join(names)}, storage {url}")
+    labels = [f"{name}#{i}" for i, name in enumerate(names)]
+    code = run_workers([worker_command(forwarded, name, url) for name in names], labels, echo=typer.echo)
+    if code == 130:
+        typer.echo("interrupted: every worker stopped; run the same command again to resume", err=True)
+    if code:
+        raise typer.Exit(code=code)
 
 
 @app.command()
