@@ -125,6 +125,19 @@ def _subfolder_of(folder: Path, names: tuple[str, ...], marker: str) -> str | No
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
+def _ensure_dtype(components: Any, dtype: torch.dtype) -> None:
+    """Cast diffusers models that ``from_pretrained(torch_dtype=...)`` left in float32 to ``dtype``.
+
+    diffusers 0.42 without ``accelerate`` (``low_cpu_mem_usage=False``) loads a model's weights in float32
+    whatever ``torch_dtype`` says; transformers' text encoders honour it (keeping their float32 modules).
+    """
+    from diffusers import ModelMixin
+
+    for component in components:
+        if isinstance(component, ModelMixin) and component.dtype == torch.float32 and dtype != torch.float32:
+            component.to(dtype)
+
+
 def _check_weights(folder: Path, subfolder: str | None) -> None:
     """A one-line error when the denoiser folder holds a config but no weights file (diffusers would log
     two warnings, then name only the last file name it tried)."""
@@ -170,6 +183,7 @@ def _load_from_folder(folder: Path, device: str | torch.device, dtype: torch.dty
         denoiser, scheduler_config = _load_denoiser(folder, denoiser_sub, dtype)
     except (OSError, ValueError, EnvironmentError) as error:
         raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
+    _ensure_dtype([denoiser], dtype)
     return DiffusionModel(denoiser.to(device).eval().requires_grad_(False), scheduler_config, str(folder))
 
 
@@ -181,6 +195,7 @@ def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype,
         except (OSError, ValueError, EnvironmentError) as error:
             last_error = error
             continue
+        _ensure_dtype([denoiser], dtype)
         return DiffusionModel(denoiser.to(device).eval().requires_grad_(False), scheduler_config, repo_id)
     where = "in the local Hugging Face cache" if local_files_only else "on the Hugging Face Hub or in its cache"
     raise ModelLoadError(
@@ -279,6 +294,7 @@ def _load_pipeline(
         pipeline = DiffusionPipeline.from_pretrained(where, torch_dtype=dtype, **skipped, **hub)
     except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as error:
         raise ModelLoadError(f"cannot load the pipeline {source}: {first_line(error)}") from None
+    _ensure_dtype(pipeline.components.values(), dtype)
     if offload:
         # diffusers' own hooks: each component moves to the accelerator only while it runs.
         pipeline.enable_model_cpu_offload(device=device)

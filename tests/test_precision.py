@@ -180,3 +180,16 @@ def test_bfloat16_bare_unet_equals_a_diffusers_loop_in_bfloat16(solver):
 
     assert x.dtype == BF16
     assert torch.equal(ours, x.float())
+
+
+def test_a_pipeline_folder_loads_in_the_asked_dtype(tmp_path):
+    """Every component in the study's dtype (diffusers 0.42 without accelerate would leave its models in float32)."""
+    from optuna_diffusion.models import load_diffusion_model
+
+    from .tiny_pipelines import STAND_INS
+
+    folder = STAND_INS["sd3-medium"](tmp_path / "sd3")
+    model = load_diffusion_model(str(folder), dtype=BF16, image_size=32)
+    dtypes = {name: next(module.parameters()).dtype for name, module in model.pipeline.components.items()
+              if isinstance(module, torch.nn.Module)}
+    assert set(dtypes.values()) == {BF16}, dtypes
