@@ -23,8 +23,9 @@ were measured when this was written.
 
 Run: python benchmarks/gpu_throughput.py [--models sd15 dit-xl-2-256 ...] [--dtypes float32 bfloat16 float16]
      [--batch-size 8] [--repeats 3] [--device auto]
-CPU proof that it works (one small model, batch 1): python benchmarks/gpu_throughput.py --models adm64
-     --dtypes float32 bfloat16 --batch-size 1 --repeats 1 --device cpu
+     [--sample-size N]
+CPU proof that it works (one model, batch 1, reduced size): python benchmarks/gpu_throughput.py
+     --models dit-xl-2-256 --dtypes float32 bfloat16 --batch-size 1 --repeats 1 --sample-size 8 --device cpu
 """
 
 from __future__ import annotations
@@ -68,11 +69,11 @@ class Subject:
 # Published configs (diffusers' config.json of each released checkpoint) -----------------------------------
 
 
-def _sd15_unet():
+def _sd15_unet(size: int | None):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        sample_size=size or 64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=768, attention_head_dim=8,
@@ -92,12 +93,12 @@ def _sdxl_unet():
     )
 
 
-def _dit_xl_2_256():
+def _dit_xl_2_256(size: int | None):
     from diffusers import DiTTransformer2DModel
 
     return DiTTransformer2DModel(
         num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, patch_size=2,
-        sample_size=32, num_embeds_ada_norm=1000, norm_type="ada_norm_zero", activation_fn="gelu-approximate",
+        sample_size=size or 32, num_embeds_ada_norm=1000, norm_type="ada_norm_zero", activation_fn="gelu-approximate",
     )
 
 
@@ -155,8 +156,8 @@ def _prompts(batch: int) -> PromptSet:
     return PromptSet([f"a photograph of object number {i}" for i in range(batch)])
 
 
-def sd15(dtype: torch.dtype, device: torch.device, batch: int) -> Subject:
-    unet = _sd15_unet().to(device=device, dtype=dtype).eval().requires_grad_(False)
+def sd15(dtype: torch.dtype, device: torch.device, batch: int, size: int | None) -> Subject:
+    unet = _sd15_unet(size).to(device=device, dtype=dtype).eval().requires_grad_(False)
     model = DiffusionModel(unet, SD_SCHEDULER, "sd15 UNet (random)")
     generator = torch.Generator().manual_seed(0)
     text = TextConditioning(torch.randn(1, 77, 768, generator=generator).to(device, dtype),
@@ -164,7 +165,7 @@ def sd15(dtype: torch.dtype, device: torch.device, batch: int) -> Subject:
     return Subject(model, SamplingSettings(solver=SOLVER, guidance_scale=7.5, batch_size=batch), {"text": text})
 
 
-def sdxl(dtype: torch.dtype, device: torch.device, batch: int) -> Subject:
+def sdxl(dtype: torch.dtype, device: torch.device, batch: int, size: int | None) -> Subject:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
     clip_tokenizer, _ = _tokenizers()
@@ -174,11 +175,11 @@ def sdxl(dtype: torch.dtype, device: torch.device, batch: int) -> Subject:
         tokenizer_2=clip_tokenizer(), image_encoder=None, feature_extractor=None, add_watermarker=False,
     ).to(device=device, dtype=dtype)
     pipe.vae.to(torch.float32)  # as the pipeline decodes SDXL (force_upcast); not timed here
-    model = model_from_pipeline(pipe, source="sdxl UNet (random)", image_size=1024)
+    model = model_from_pipeline(pipe, source="sdxl UNet (random)", image_size=8 * (size or 128))
     return _pipeline_subject(model, 5.0, batch)
 
 
-def pixart_sigma(dtype: torch.dtype, device: torch.device, batch: int) -> Subject:
+def pixart_sigma(dtype: torch.dtype, device: torch.device, batch: int, size: int | None) -> Subject:
     from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
 
     _, t5_tokenizer = _tokenizers()
@@ -186,7 +187,7 @@ def pixart_sigma(dtype: torch.dtype, device: torch.device, batch: int) -> Subjec
         transformer=_pixart_sigma(), vae=_vae(4), scheduler=DPMSolverMultistepScheduler(**{k: v for k, v in LINEAR_SCHEDULER.items() if k[0] != "_"}),
         text_encoder=_t5(4096), tokenizer=t5_tokenizer(),
     ).to(device=device, dtype=dtype)
-    model = model_from_pipeline(pipe, source="pixart-sigma transformer (random)", image_size=1024)
+    model = model_from_pipeline(pipe, source="pixart-sigma transformer (random)", image_size=8 * (size or 128))
     return _pipeline_subject(model, 4.5, batch)
 
 
@@ -198,31 +199,35 @@ def _pipeline_subject(model: DiffusionModel, guidance: float, batch: int) -> Sub
                    {"prompts": _prompts(batch)})
 
 
-def dit_xl_2_256(dtype: torch.dtype, device: torch.device, batch: int) -> Subject:
-    transformer = _dit_xl_2_256().to(device=device, dtype=dtype).eval().requires_grad_(False)
+def dit_xl_2_256(dtype: torch.dtype, device: torch.device, batch: int, size: int | None) -> Subject:
+    transformer = _dit_xl_2_256(size).to(device=device, dtype=dtype).eval().requires_grad_(False)
     model = DiffusionModel(transformer, LINEAR_SCHEDULER, "DiT-XL/2-256 (random)")
     settings = SamplingSettings(solver=SOLVER, guidance_scale=4.0, num_classes=1000, null_class=1000, batch_size=batch)
     return Subject(model, settings, {})
 
 
-def adm64(dtype: torch.dtype, device: torch.device, batch: int) -> Subject:
+def adm64(dtype: torch.dtype, device: torch.device, batch: int, size: int | None) -> Subject:
+    import dataclasses
+
     from diffusers import UNet2DModel
 
     from optuna_diffusion.zoo.adm_classifier import CLASSIFIER_PRESETS, ADMClassifier
     from optuna_diffusion.zoo.convert_adm import ADM_PRESETS, diffusers_scheduler_config, diffusers_unet_config
 
-    unet = UNet2DModel(**diffusers_unet_config(ADM_PRESETS["imagenet64"]))
+    unet = UNet2DModel(**{**diffusers_unet_config(ADM_PRESETS["imagenet64"]), **({"sample_size": size} if size else {})})
     unet = unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
     scheduler = {**diffusers_scheduler_config(ADM_PRESETS["imagenet64"]), "_class_name": "DDPMScheduler"}
     # The classifier stays in float32, as the project runs it (its input gradient is taken in float32).
-    classifier = ADMClassifier(CLASSIFIER_PRESETS["imagenet64"]).to(device).eval().requires_grad_(False)
+    layout = CLASSIFIER_PRESETS["imagenet64"]
+    layout = dataclasses.replace(layout, image_size=size) if size else layout
+    classifier = ADMClassifier(layout).to(device).eval().requires_grad_(False)
     settings = SamplingSettings(solver=SOLVER, num_classes=1000, classifier="stand-in", classifier_scale=1.0,
                                 labels="random", batch_size=batch)
     return Subject(DiffusionModel(unet, scheduler, "ADM ImageNet64 (random)"), settings, {"classifier": classifier},
                    classifier=classifier)
 
 
-MODELS: dict[str, Callable[[torch.dtype, torch.device, int], Subject]] = {
+MODELS: dict[str, Callable[[torch.dtype, torch.device, int, int | None], Subject]] = {
     "sd15": sd15, "sdxl": sdxl, "dit-xl-2-256": dit_xl_2_256, "pixart-sigma": pixart_sigma, "adm64": adm64,
 }
 
@@ -307,17 +312,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--sample-size", type=int, default=None,
+                        help="side of the denoiser's input (latents or pixels) instead of the published one, to try the "
+                             "benchmark on a CPU at reduced size (same architecture, fewer positions)")
     args = parser.parse_args()
     if args.batch_size < 1 or args.repeats < 1:
         parser.error("--batch-size and --repeats must be positive")
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type}, {torch.get_num_threads()} threads"
-    print(f"{STEPS}-step {SOLVER} plan, batch {args.batch_size}, best of {args.repeats}, on {where}")
+    size = f", sample size {args.sample_size} (reduced)" if args.sample_size else ", published sample sizes"
+    print(f"{STEPS}-step {SOLVER} plan, batch {args.batch_size}{size}, best of {args.repeats}, on {where}")
     print(f"{'model':<14} {'dtype':<9} {'project img/s':>13} {'bare img/s':>11} {'ratio':>6} {'peak GiB':>9}")
     for name in args.models:
         for dtype_name in args.dtypes:
             torch.manual_seed(0)
-            subject = MODELS[name](DTYPES[dtype_name], device, args.batch_size)
+            subject = MODELS[name](DTYPES[dtype_name], device, args.batch_size, args.sample_size)
             plan = baseline_plan("uniform", STEPS, subject.model.schedule)
             with ImageGenerator(subject.model, subject.settings, **subject.generator_kwargs) as generator:
                 reset_peak_memory(device)
