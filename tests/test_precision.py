@@ -193,3 +193,30 @@ def test_a_pipeline_folder_loads_in_the_asked_dtype(tmp_path):
     dtypes = {name: next(module.parameters()).dtype for name, module in model.pipeline.components.items()
               if isinstance(module, torch.nn.Module)}
     assert set(dtypes.values()) == {BF16}, dtypes
+
+
+def test_trials_record_device_and_dtype_and_show_warns_about_mixed_settings(tmp_path):
+    """``optimize --dtype bfloat16`` runs the digits study; every trial records where and in what precision
+    it ran, and ``show`` says so, warning when a resumed run changed the dtype."""
+    import optuna
+    from typer.testing import CliRunner
+
+    from optuna_diffusion.cli import app
+
+    storage = f"sqlite:///{tmp_path / 'mixed.db'}"
+    common = ["--study", "digits", "--storage", storage]
+    fast = ["--stage", "timesteps", "--num-samples", "16", "--batch-size", "16"]
+    runner = CliRunner()
+    first = runner.invoke(app, ["optimize", *common, *fast, "--n-trials", "2", "--dtype", "bfloat16", "--device", "auto"])
+    assert first.exit_code == 0, first.output
+    shown = runner.invoke(app, ["show", *common])
+    assert "ran on: 2 trials on cpu in bfloat16" in shown.output and "warning" not in shown.output
+
+    resumed = runner.invoke(app, ["optimize", *common, *fast, "--n-trials", "3", "--dtype", "float32"])
+    assert resumed.exit_code == 0, resumed.output
+    trials = optuna.load_study(study_name="digits-timesteps", storage=storage).get_trials()
+    assert [t.user_attrs["dtype"] for t in trials] == ["bfloat16", "bfloat16", "float32"]
+    assert all(t.user_attrs["device"] == "cpu" and "peak_memory_bytes" not in t.user_attrs for t in trials)
+    shown = runner.invoke(app, ["show", *common])
+    assert "2 trials on cpu in bfloat16, 1 trials on cpu in float32" in shown.output
+    assert "warning: these trials ran under mixed devices or dtypes" in shown.output
