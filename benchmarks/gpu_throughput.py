@@ -18,7 +18,8 @@ common-random-number noise, block switch, guidance, solver) and of a bare loop o
 and the same diffusers scheduler (DPM-Solver++(2M) on the same 4 time steps, guidance by batching, the
 classifier's input gradient for ADM), both timed after one warm-up run, best of ``--repeats``; their ratio
 (the evaluation's overhead: the target is at most 1.05); and the peak accelerator memory of the project's
-run (``torch.cuda.max_memory_allocated``; "n/a" on the CPU). No GPU numbers are quoted anywhere: none
+run (``torch.cuda.max_memory_allocated``; "n/a" on the CPU); and the largest difference between the two
+loops' samples (they do the same work). No GPU numbers are quoted anywhere: none
 were measured when this was written.
 
 Run: python benchmarks/gpu_throughput.py [--models sd15 dit-xl-2-256 ...] [--dtypes float32 bfloat16 float16]
@@ -240,12 +241,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def project_run(subject: Subject, generator: ImageGenerator, plan, batch: int) -> None:
-    for _ in generator.batches(plan, batch, decoded=False):
-        pass
+def project_run(subject: Subject, generator: ImageGenerator, plan, batch: int) -> torch.Tensor:
+    return torch.cat(list(generator.batches(plan, batch, decoded=False)))
 
 
-def bare_run(subject: Subject, generator: ImageGenerator, plan, batch: int) -> None:
+def bare_run(subject: Subject, generator: ImageGenerator, plan, batch: int) -> torch.Tensor:
     """The same denoiser calls and diffusers scheduler, without the generator (no block switch, no per-batch
     conditions or noise drawing, no prefix cache): x <- scheduler.step(guided(denoiser(x, t)), t, x)."""
     from diffusers import DPMSolverMultistepScheduler
@@ -278,6 +278,7 @@ def bare_run(subject: Subject, generator: ImageGenerator, plan, batch: int) -> N
                 gradient = classifier_gradient(subject.classifier, x, t, conditions.labels, settings.classifier_scale)
                 output = (output.float() - (1 - alpha_prod_t).sqrt() * gradient).to(output.dtype)
             x = scheduler.step(output, t, x).prev_sample
+    return x
 
 
 def _stack(first: Any, second: Any) -> Any:
@@ -293,8 +294,9 @@ def generator_conditions(subject: Subject, generator: ImageGenerator, batch: int
     return Conditions(size=batch, labels=labels, prompts=prompts, text=generator.text)
 
 
-def best_seconds(run: Callable[[], None], device: torch.device, repeats: int) -> float:
-    run()  # warm-up: kernels, caches, the prompt encodings
+def best_seconds(run: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
+    """Best wall time of ``run`` over ``repeats`` (after one warm-up run), and the warm-up's result."""
+    result = run()  # warm-up: kernels, caches, the prompt encodings
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
@@ -302,7 +304,7 @@ def best_seconds(run: Callable[[], None], device: torch.device, repeats: int) ->
         run()
         _sync(device)
         best = min(best, time.perf_counter() - started)
-    return best
+    return best, result
 
 
 def main() -> None:
@@ -322,7 +324,7 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type}, {torch.get_num_threads()} threads"
     size = f", sample size {args.sample_size} (reduced)" if args.sample_size else ", published sample sizes"
     print(f"{STEPS}-step {SOLVER} plan, batch {args.batch_size}{size}, best of {args.repeats}, on {where}")
-    print(f"{'model':<14} {'dtype':<9} {'project img/s':>13} {'bare img/s':>11} {'ratio':>6} {'peak GiB':>9}")
+    print(f"{'model':<14} {'dtype':<9} {'project img/s':>13} {'bare img/s':>11} {'ratio':>6} {'peak GiB':>9} {'max |diff|':>10}")
     for name in args.models:
         for dtype_name in args.dtypes:
             torch.manual_seed(0)
@@ -330,12 +332,14 @@ def main() -> None:
             plan = baseline_plan("uniform", STEPS, subject.model.schedule)
             with ImageGenerator(subject.model, subject.settings, **subject.generator_kwargs) as generator:
                 reset_peak_memory(device)
-                project = best_seconds(lambda: project_run(subject, generator, plan, args.batch_size), device, args.repeats)
+                project, ours = best_seconds(lambda: project_run(subject, generator, plan, args.batch_size), device, args.repeats)
                 peak = peak_memory(device)
-                bare = best_seconds(lambda: bare_run(subject, generator, plan, args.batch_size), device, args.repeats)
+                bare, theirs = best_seconds(lambda: bare_run(subject, generator, plan, args.batch_size), device, args.repeats)
             peak_text = f"{peak / 2**30:9.2f}" if peak is not None else f"{'n/a':>9}"
+            # The two loops do the same work: their samples agree (bit for bit where the operations are the same).
+            difference = float((ours.float() - theirs.float()).abs().max())
             print(f"{name:<14} {dtype_name:<9} {args.batch_size / project:13.3f} {args.batch_size / bare:11.3f} "
-                  f"{project / bare:6.3f} {peak_text}", flush=True)
+                  f"{project / bare:6.3f} {peak_text} {difference:10.2e}", flush=True)
             del subject, generator
             if device.type == "cuda":
                 torch.cuda.empty_cache()
