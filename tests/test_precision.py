@@ -220,3 +220,18 @@ def test_trials_record_device_and_dtype_and_show_warns_about_mixed_settings(tmp_
     shown = runner.invoke(app, ["show", *common])
     assert "2 trials on cpu in bfloat16, 1 trials on cpu in float32" in shown.output
     assert "warning: these trials ran under mixed devices or dtypes" in shown.output
+
+
+def test_offload_on_a_cpu_only_machine_is_one_line(tmp_path):
+    """diffusers' enable_model_cpu_offload refuses to run without an accelerator; the study says so first."""
+    from typer.testing import CliRunner
+
+    from optuna_diffusion.cli import app
+
+    study = tmp_path / "offload.toml"
+    study.write_text('[model]\nsource = "digits-t2i"\noffload = true\n')
+    result = CliRunner().invoke(app, ["optimize", "--config", str(study), "--storage", f"sqlite:///{tmp_path / 'o.db'}",
+                                      "--device", "cpu"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "model.offload" in result.output and "CPU" in result.output
+    assert not (tmp_path / "o.db").exists()
