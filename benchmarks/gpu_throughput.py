@@ -16,7 +16,7 @@ per study and images are not decoded here (``decoded=False``), so neither enters
 Per model and dtype: images/s of ``ImageGenerator.batches(plan, batch)`` (the project's evaluation path:
 common-random-number noise, block switch, guidance, solver) and of a bare loop of the same denoiser calls
 and the same diffusers scheduler (DPM-Solver++(2M) on the same 4 time steps, guidance by batching, the
-classifier's input gradient for ADM), both timed after one warm-up run, best of ``--repeats``; their ratio
+classifier's input gradient for ADM), both timed in turns after one warm-up run each, best of ``--repeats``; their ratio
 (the evaluation's overhead: the target is at most 1.05); and the peak accelerator memory of the project's
 run (``torch.cuda.max_memory_allocated``; "n/a" on the CPU); and the largest difference between the two
 loops' samples (they do the same work). No GPU numbers are quoted anywhere: none
@@ -294,17 +294,19 @@ def generator_conditions(subject: Subject, generator: ImageGenerator, batch: int
     return Conditions(size=batch, labels=labels, prompts=prompts, text=generator.text)
 
 
-def best_seconds(run: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
-    """Best wall time of ``run`` over ``repeats`` (after one warm-up run), and the warm-up's result."""
-    result = run()  # warm-up: kernels, caches, the prompt encodings
-    best = float("inf")
+def best_seconds(runs: dict[str, Callable[[], torch.Tensor]], device: torch.device, repeats: int) -> dict[str, tuple[float, torch.Tensor]]:
+    """Best wall time of each of ``runs`` over ``repeats``, taken in turns (so that a machine whose speed drifts
+    slows both alike), after one warm-up run of each; with each warm-up's result."""
+    results = {name: run() for name, run in runs.items()}  # warm-up: kernels, caches, the prompt encodings
+    best = {name: float("inf") for name in runs}
     for _ in range(repeats):
-        _sync(device)
-        started = time.perf_counter()
-        run()
-        _sync(device)
-        best = min(best, time.perf_counter() - started)
-    return best, result
+        for name, run in runs.items():
+            _sync(device)
+            started = time.perf_counter()
+            run()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: (best[name], results[name]) for name in runs}
 
 
 def main() -> None:
@@ -332,9 +334,12 @@ def main() -> None:
             plan = baseline_plan("uniform", STEPS, subject.model.schedule)
             with ImageGenerator(subject.model, subject.settings, **subject.generator_kwargs) as generator:
                 reset_peak_memory(device)
-                project, ours = best_seconds(lambda: project_run(subject, generator, plan, args.batch_size), device, args.repeats)
-                peak = peak_memory(device)
-                bare, theirs = best_seconds(lambda: bare_run(subject, generator, plan, args.batch_size), device, args.repeats)
+                project_run(subject, generator, plan, args.batch_size)
+                peak = peak_memory(device)  # of the project's run alone
+                timed = best_seconds({"project": lambda: project_run(subject, generator, plan, args.batch_size),
+                                      "bare": lambda: bare_run(subject, generator, plan, args.batch_size)},
+                                     device, args.repeats)
+                (project, ours), (bare, theirs) = timed["project"], timed["bare"]
             peak_text = f"{peak / 2**30:9.2f}" if peak is not None else f"{'n/a':>9}"
             # The two loops do the same work: their samples agree (bit for bit where the operations are the same).
             difference = float((ours.float() - theirs.float()).abs().max())
