@@ -188,6 +188,8 @@ def zoo_convert_adm_classifier(
 StudyOption = Annotated[Optional[str], typer.Option("--study", help="Preset study name (studies/NAME.toml).")]
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="A study TOML file instead of a preset.")]
 StorageOption = Annotated[Optional[str], typer.Option(help="Optuna storage URL or journal file (default: sqlite:///NAME.db).")]
+DeviceOption = Annotated[str, typer.Option(help="torch device of the model: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")]
+DtypeOption = Annotated[Optional[str], typer.Option(help="Precision of the model: float32, bfloat16 or float16 (default: the study's model.dtype).")]
 AllOption = Annotated[bool, typer.Option("--all", help="List every front row, also those worse than every hand-designed schedule.")]
 
 
@@ -246,7 +248,7 @@ def optimize(
     n_trials: Annotated[Optional[int], typer.Option(help="Trials per stage, counted across all workers.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Stop each stage after this many seconds.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the samplers and the common random numbers.")] = None,
-    device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
+    device: DeviceOption = "auto",
     batch_size: Annotated[Optional[int], typer.Option(help="Images per denoiser batch.")] = None,
     num_samples: Annotated[Optional[int], typer.Option(help="Samples per candidate in both stages.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model: bundled name, diffusers folder or hub id.")] = None,
@@ -255,22 +257,30 @@ def optimize(
     prompts: Annotated[Optional[str], typer.Option(help="Prompt file of a text-to-image pipeline (.txt or .jsonl).")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt of prompts that have none.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Height and width of a pipeline's images.")] = None,
+    dtype: DtypeOption = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits, an .npz with mu, sigma, or a folder of real images.")] = None,
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
     heartbeat_interval: Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats (RDB storage); a trial silent for 3 is retried.")] = 30,
     show_all: AllOption = False,
+    devices: Annotated[Optional[str], typer.Option(help="One worker process per device, e.g. cuda:0,cuda:1 (or cpu,cpu), all on one storage (default: the journal file NAME.journal).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="This many worker processes, one CUDA GPU each (round robin), else all on --device.")] = None,
+    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Search a study's time steps (stage 1), then its skipped and reused blocks (stage 2); rerun to resume."""
     from .runner import run_optimize
     from .trial_plan import STAGES
+
+    if devices is not None or workers is not None:
+        _optimize_on_many_devices(ctx, study, config, storage, devices, workers, device)
+        return
 
     if stage is not None and stage not in STAGES:
         raise typer.BadParameter(f"--stage must be {' or '.join(STAGES)}")
     for name, value in (("--n-trials", n_trials), ("--timeout", timeout), ("--heartbeat-interval", heartbeat_interval)):
         _positive(name, value)
     cfg = _config(study, config, model=model, classifier=classifier, prompts=prompts, negative_prompt=negative_prompt,
-                  image_size=image_size, reference=reference, features=features, feature_weights=feature_weights,
+                  image_size=image_size, dtype=dtype, reference=reference, features=features, feature_weights=feature_weights,
                   seed=seed, batch_size=batch_size, num_samples=num_samples,
                   solver=tuple(solver.split(",")) if solver and "," in solver else solver)
     previous = signal.signal(signal.SIGINT, _first_interrupt)
@@ -292,6 +302,36 @@ MacsConventionOption = Annotated[
                       "linear layers with their biases only; as thop and DeepCache's counter, behind the SD acceleration "
                       "papers' tables)."),
 ]
+def _optimize_on_many_devices(
+    ctx: typer.Context, study: str | None, config: Path | None, storage: str | None, devices: str | None,
+    workers: int | None, device: str,
+) -> None:
+    """Start one ``optimize`` worker per device on one storage (see :mod:`optuna_diffusion.launcher`)."""
+    from .launcher import check_parallel_storage, default_parallel_storage, run_workers, worker_command, worker_devices
+
+    names = worker_devices(devices, workers, device)
+    cfg = _config(study, config)
+    url = storage or default_parallel_storage(cfg.name)
+    check_parallel_storage(url)
+    from .storage import check_storage_url
+
+    check_storage_url(url)
+    forwarded: list[str] = []
+    for param in ctx.command.params:  # every other option as given, so each worker runs the same search
+        value = ctx.params.get(param.name)
+        if param.name in ("devices", "workers", "device", "storage", "ctx") or value is None or value == param.default:
+            continue
+        if getattr(param, "is_flag", False):
+            forwarded.append(param.opts[0])
+        else:
+            forwarded += [param.opts[0], str(value)]
+    typer.echo(f"{len(names)} workers on {', '.join(names)}, storage {url}")
+    labels = [f"{name}#{i}" for i, name in enumerate(names)]
+    code = run_workers([worker_command(forwarded, name, url) for name in names], labels, echo=typer.echo)
+    if code == 130:
+        typer.echo("interrupted: every worker stopped; run the same command again to resume", err=True)
+    if code:
+        raise typer.Exit(code=code)
 
 
 @app.command()
@@ -378,7 +418,8 @@ def evaluate(
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
     feature_weights: Annotated[Optional[str], typer.Option("--feature-weights", help="Weights file of the feature network.")] = None,
     solver: Annotated[Optional[str], typer.Option(help="Solver instead of the study's.")] = None,
-    device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = None,
     macs_convention: MacsConventionOption = "full",
 ) -> None:
     """Re-score a plan (exported or baseline) with more samples, on the study's model or another one.
@@ -396,7 +437,7 @@ def evaluate(
     if samples < 2:
         raise typer.BadParameter("--samples must be at least 2")
     cfg = _config(study or ("digits" if config is None else None), config, model=model, classifier=classifier,
-                  reference=reference, features=features, feature_weights=feature_weights, solver=solver)
+                  reference=reference, features=features, feature_weights=feature_weights, solver=solver, dtype=dtype)
     result, used, parts = evaluate_plan_file(cfg, plan, baseline=baseline, steps=steps, samples=samples, device=device,
                                              solver=solver, macs_convention=macs_convention)
     typer.echo(f"{used}")
@@ -417,7 +458,7 @@ def baselines(
     config: ConfigOption = None,
     steps: Annotated[list[int], typer.Option(help="Step counts (repeat the option).")] = [4, 6, 10],
     samples: Annotated[int, typer.Option(help="Samples per schedule.")] = 1797,
-    device: Annotated[str, typer.Option(help="torch device of the model.")] = "cpu",
+    device: DeviceOption = "auto",
 ) -> None:
     """FID of the hand-designed schedules (uniform, quadratic, Karras, log-SNR) on a study's model."""
     from .runner import baseline_table

@@ -195,6 +195,22 @@ class PlanEvaluator:
         table = self.macs_table
         return table.step_macs(skips=tuple(table.skip_savings)) * (2 if self.uses_guidance else 1)
 
+    def release_text_encoders(self) -> tuple[str, ...]:
+        """Encode the generator's prompt set (and, under guidance, its negative prompts), then free the text encoders.
+
+        A pipeline model's encoders run once per distinct prompt and never again during a search, so
+        their memory (T5-XXL's 4.7B parameters for SD3 and Flux) goes back before the search starts;
+        the embeddings stay cached and every result is unchanged. Call it after the MACs are counted
+        (they count the encoders once per image). Returns the names of the components dropped.
+        """
+        encoder = self.model.prompt_encoder
+        if encoder is None or self.generator.prompts is None:
+            return ()
+        encoder.encode_all(self.generator.prompts, negatives=self.model.family.uses_guidance(self.settings))
+        dropped = encoder.release()
+        release_memory()
+        return dropped
+
     def macs_parts(self, plan: Plan) -> dict[str, int]:
         """MACs of one image of ``plan``, by component: ``denoiser`` (every step, twice under
         classifier-free guidance), ``classifier`` (classifier guidance), ``text_encoders`` and

@@ -68,6 +68,8 @@ class DiffusionModel:
     pipeline: Any = None
     prompt_encoder: Any = None
     image_size: tuple[int, int] | None = None
+    offloaded: bool = False
+    """Whether the pipeline runs under diffusers' model CPU offload (components move to the accelerator per call)."""
 
     def __post_init__(self) -> None:
         if self.family is None:
@@ -97,7 +99,14 @@ class DiffusionModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.denoiser.parameters()).device
+        """Where the denoiser runs (with CPU offload: the accelerator its hooks move it to)."""
+        execution = getattr(self.pipeline, "_execution_device", None) if self.offloaded else None
+        return execution if execution is not None else next(self.denoiser.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The denoiser's parameter dtype: the precision of the solver's samples between steps."""
+        return next(self.denoiser.parameters()).dtype
 
 
 def hub_offline() -> bool:
@@ -117,6 +126,19 @@ def _subfolder_of(folder: Path, names: tuple[str, ...], marker: str) -> str | No
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 """How a weights file of a diffusers or transformers component ends (sharded: its index)."""
+
+
+def _ensure_dtype(components: Any, dtype: torch.dtype) -> None:
+    """Cast diffusers models that ``from_pretrained(torch_dtype=...)`` left in float32 to ``dtype``.
+
+    diffusers 0.42 without ``accelerate`` (``low_cpu_mem_usage=False``) loads a model's weights in float32
+    whatever ``torch_dtype`` says; transformers' text encoders honour it (keeping their float32 modules).
+    """
+    from diffusers import ModelMixin
+
+    for component in components:
+        if isinstance(component, ModelMixin) and component.dtype == torch.float32 and dtype != torch.float32:
+            component.to(dtype)
 
 
 def _check_weights(folder: Path, subfolder: str | None) -> None:
@@ -172,6 +194,7 @@ def _load_from_folder(folder: Path, device: str | torch.device, dtype: torch.dty
         denoiser, scheduler_config = _load_denoiser(folder, denoiser_sub, dtype)
     except (OSError, ValueError, EnvironmentError) as error:
         raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
+    _ensure_dtype([denoiser], dtype)
     return DiffusionModel(denoiser.to(device).eval().requires_grad_(False), scheduler_config, str(folder))
 
 
@@ -183,6 +206,7 @@ def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype,
         except (OSError, ValueError, EnvironmentError) as error:
             last_error = error
             continue
+        _ensure_dtype([denoiser], dtype)
         return DiffusionModel(denoiser.to(device).eval().requires_grad_(False), scheduler_config, repo_id)
     where = "in the local Hugging Face cache" if local_files_only else "on the Hugging Face Hub or in its cache"
     raise ModelLoadError(
@@ -289,6 +313,7 @@ def _load_pipeline(
     device: str | torch.device,
     dtype: torch.dtype,
     image_size: Any,
+    offload: bool = False,
     **hub: Any,
 ) -> DiffusionModel:
     from diffusers import DiffusionPipeline
@@ -301,7 +326,12 @@ def _load_pipeline(
             pipeline = DiffusionPipeline.from_pretrained(where, **_dtype_argument(dtype), **skipped, **hub)
     except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as error:
         raise ModelLoadError(f"cannot load the pipeline {source}: {first_line(error)}") from None
-    pipeline.to(device)
+    _ensure_dtype(pipeline.components.values(), dtype)
+    if offload:
+        # diffusers' own hooks: each component moves to the accelerator only while it runs.
+        pipeline.enable_model_cpu_offload(device=device)
+    else:
+        pipeline.to(device)
     for component in pipeline.components.values():
         if isinstance(component, nn.Module):
             component.eval().requires_grad_(False)
@@ -309,7 +339,9 @@ def _load_pipeline(
     if getattr(family, "upcasts_vae", False) and dtype == torch.float16 and pipeline.vae.config.force_upcast:
         pipeline.vae.to(torch.float32)  # as the pipeline decodes (it overflows in float16)
     pipeline.set_progress_bar_config(disable=True)
-    return model_from_pipeline(pipeline, source=source, image_size=image_size)
+    model = model_from_pipeline(pipeline, source=source, image_size=image_size)
+    model.offloaded = offload
+    return model
 
 
 def _hub_model_index(repo_id: str, local_files_only: bool) -> dict[str, Any] | None:
@@ -329,6 +361,7 @@ def load_diffusion_model(
     dtype: torch.dtype = torch.float32,
     local_files_only: bool | None = None,
     image_size: int | tuple[int, int] | None = None,
+    offload: bool = False,
 ) -> DiffusionModel:
     """Load a denoiser and its noise schedule (or a whole pipeline) from a bundled name, a folder, or a hub id.
 
@@ -341,26 +374,32 @@ def load_diffusion_model(
         local_files_only: for hub ids, only look in the local cache. Defaults to ``HF_HUB_OFFLINE``.
         image_size: for pipelines, ``(height, width)`` (or one integer) of the images made; None: the
             pipeline's default (e.g. 512 for SD 1.5, 1024 for SDXL and Flux).
+        offload: for pipelines on an accelerator, diffusers' ``enable_model_cpu_offload``: every component
+            stays on the CPU and moves to ``device`` only while it runs (needs ``accelerate``). diffusers
+            refuses it without an accelerator, so on the CPU it is a one-line error, as for a bare denoiser.
 
     Raises:
         ModelLoadError: one line naming what is missing and how to supply it.
     """
+    if offload:
+        _check_offload(device)
     folder = Path(model_location(source)).expanduser()
     if folder.is_dir():
         model_index = _read_model_index(folder)
         if model_index is not None and _pipeline_class(model_index):
             _check_pipeline_files(folder, model_index)
             label = source if source in BUNDLED_MODELS else str(folder)
-            return _load_pipeline(folder, model_index, label, device, dtype, image_size)
-        return _bare(_load_from_folder(folder, device, dtype), image_size)
+            return _load_pipeline(folder, model_index, label, device, dtype, image_size, offload)
+        return _bare(_load_from_folder(folder, device, dtype), image_size, offload)
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"model folder {source} does not exist")
     if local_files_only is None:
         local_files_only = hub_offline()
     model_index = _hub_model_index(source, local_files_only)
     if model_index is not None and _pipeline_class(model_index):
-        return _load_pipeline(source, model_index, source, device, dtype, image_size, local_files_only=local_files_only)
-    return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size)
+        return _load_pipeline(source, model_index, source, device, dtype, image_size, offload,
+                              local_files_only=local_files_only)
+    return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size, offload)
 
 
 def model_location(source: str) -> str:
@@ -391,7 +430,22 @@ def _read_model_index(folder: Path) -> dict[str, Any] | None:
     return index
 
 
-def _bare(model: DiffusionModel, image_size: Any) -> DiffusionModel:
+def _bare(model: DiffusionModel, image_size: Any, offload: bool = False) -> DiffusionModel:
     if image_size is not None:
         raise ConfigError(f"image_size applies to pipelines; {model.source} is a bare denoiser of fixed size")
+    if offload:
+        raise ConfigError(f"model.offload applies to pipelines; {model.source} is a bare denoiser (set offload = false)")
     return model
+
+
+def _check_offload(device: str | torch.device) -> None:
+    """One line when ``enable_model_cpu_offload`` cannot run: no accelerator, or no ``accelerate``."""
+    import importlib.util
+
+    if torch.device(device).type == "cpu":
+        raise ConfigError(
+            "model.offload moves components between the CPU and an accelerator, but this run's device is the CPU "
+            "(diffusers refuses it without one): set offload = false, or run on cuda / mps"
+        )
+    if importlib.util.find_spec("accelerate") is None:
+        raise ConfigError("model.offload needs the accelerate package (pip install accelerate), as diffusers' offload does")

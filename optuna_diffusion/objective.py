@@ -10,12 +10,15 @@ from typing import Any
 import optuna
 
 from . import compat, faults
+from .devices import device_name, peak_memory, reset_peak_memory
 from .errors import ConfigError, PlanError
 from .evaluation import Evaluation, PlanEvaluator
 from .fidelity import FidelityPolicy, decide
 from .plan import Plan
 from .trial_plan import (
     BATCH_SIZE_ATTR,
+    DEVICE_ATTR,
+    DTYPE_ATTR,
     FAILURE_ATTR,
     FID_ESTIMATE_ATTR,
     FID_LOW_ATTR,
@@ -26,6 +29,7 @@ from .trial_plan import (
     MACS_ATTR,
     METRIC_ATTR,
     NUM_SAMPLES_ATTR,
+    PEAK_MEMORY_ATTR,
     PLAN_KEY,
     SECONDS_ATTR,
     TIMESTEPS_KEY,
@@ -149,7 +153,15 @@ class PlanObjective:
         """Evaluate the trial's plan and return the chosen objectives (FID ``inf`` on failure)."""
         plan = self.plan(trial)
         faults.reach("trial-running")
+        device = self.evaluator.model.device
+        reset_peak_memory(device)
         result, fidelity = self._evaluate(trial, plan)
+        # Where and in what precision the plan ran: a front over trials of mixed settings shows it (``show``).
+        trial.set_user_attr(DEVICE_ATTR, device_name(device))
+        trial.set_user_attr(DTYPE_ATTR, str(self.evaluator.model.dtype).removeprefix("torch."))
+        peak = peak_memory(device)
+        if peak is not None:
+            trial.set_user_attr(PEAK_MEMORY_ATTR, peak)
         trial.set_user_attr(MACS_ATTR, int(result.macs))
         trial.set_user_attr(NUM_SAMPLES_ATTR, int(result.num_samples))
         trial.set_user_attr(SECONDS_ATTR, float(result.seconds))

@@ -133,9 +133,53 @@ def _flow_kwargs(steps: list[int], cls: type, schedule: FlowSchedule, mu: float 
             "set shift_terminal to None for a plan's schedule"
         )
     plan_sigmas = schedule.sigmas(steps)
-    sigmas = schedule.unshift(plan_sigmas, mu)
+    sigmas = _float32_exact(cls, config, schedule.unshift(plan_sigmas, mu), plan_sigmas,
+                            mu if schedule.use_dynamic_shifting else None)
     _check_flow_export(cls, config, sigmas, plan_sigmas, mu if schedule.use_dynamic_shifting else None)
     return {"sigmas": sigmas}
+
+
+_NUDGES = 8
+"""How many float32 steps either way :func:`_float32_exact` tries around each exported sigma."""
+
+
+def _float32_exact(cls: type, config: Mapping[str, Any], sigmas: list[float], expected: list[float],
+                   mu: float | None) -> list[float]:
+    """``sigmas`` nudged by a few float32 steps so that the scheduler's float32 shift lands exactly on the plan's.
+
+    The shift's pre-image is computed in float64; the scheduler rounds it to float32 and shifts it in
+    float32, which can land one step off the plan's sigma (0.74999994 for 0.75) and so feed the model a
+    time step that differs in its last bit: invisible in float32, one bfloat16 rounding apart after a few
+    steps. Each sigma's shift is elementwise, so one ``set_timesteps`` call tries one nudge for every step.
+    A sigma with no exact pre-image within :data:`_NUDGES` steps keeps its float64 value.
+    """
+    base = np.asarray(sigmas, dtype=np.float32)
+    target = np.asarray(expected, dtype=np.float32)
+    chosen = list(sigmas)
+    found = [False] * len(sigmas)
+    for nudge in sorted(range(-_NUDGES, _NUDGES + 1), key=abs):
+        candidate = base.copy()
+        for _ in range(abs(nudge)):
+            candidate = np.nextafter(candidate, np.float32(np.sign(nudge)) * np.float32(np.inf))
+        if np.any(candidate > 1) or np.any(candidate <= 0):
+            continue
+        scheduler = cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+        kwargs: dict[str, Any] = {"sigmas": candidate.astype(np.float64)}
+        if mu is not None:
+            kwargs["mu"] = mu
+        try:
+            scheduler.set_timesteps(**kwargs)
+        except (ValueError, TypeError, AssertionError):
+            continue
+        got = scheduler.sigmas[: len(target)].numpy().astype(np.float32)
+        if len(got) != len(target):
+            continue
+        for i in range(len(target)):
+            if not found[i] and got[i] == target[i]:
+                chosen[i], found[i] = float(candidate[i]), True
+        if all(found):
+            break
+    return chosen
 
 
 def _check_flow_export(cls: type, config: Mapping[str, Any], sigmas: list[float], expected: list[float],

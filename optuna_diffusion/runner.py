@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -42,9 +43,12 @@ from .study_config import StudyConfig
 from .trial_plan import (
     ARCHITECTURE_STAGE,
     BASELINE_FIDS_ATTR,
+    DEVICE_ATTR,
+    DTYPE_ATTR,
     FIXED_MACS_ATTR,
     MARKER_CONFIG_KEY,
     MARKER_STAGE_KEY,
+    PEAK_MEMORY_ATTR,
     SENSITIVITY_ATTR,
     STAGES,
     TIMESTEP_STAGE,
@@ -277,7 +281,7 @@ def run_optimize(
     stages: tuple[str, ...] = STAGES,
     n_trials: int | None = None,
     timeout: float | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     heartbeat_interval: int = 30,
     show_all: bool = False,
     echo: Echo = print,
@@ -457,7 +461,8 @@ def show_front(
                          metric=metric_label(config), rescored=stored_rescore(study))
     parts = ", ".join(f"{name.replace('_', ' ')} {macs / 1e9:.4f}" for name, macs in fixed.items())
     included = f"\n(every row's GMACs include {parts})" if parts else ""
-    return f"{study.study_name}: {len(study.trials)} trials\n{table}{included}{counted}"
+    settings = run_settings(study)
+    return f"{study.study_name}: {len(study.trials)} trials\n{table}{included}{counted}" + (f"\n{settings}" if settings else "")
 
 
 def plan_macs_of(config: StudyConfig, convention: str, *, device: str = "cpu") -> PlanMacs:
@@ -468,6 +473,29 @@ def plan_macs_of(config: StudyConfig, convention: str, *, device: str = "cpu") -
     classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
     prompts = config.prompts.load() if model.prompt_encoder is not None else None
     return PlanMacs.for_model(model, config.sampling, classifier=classifier, prompts=prompts, convention=convention)
+
+
+def run_settings(study: optuna.Study) -> str:
+    """Where and in what precision the complete trials ran, and their peak accelerator memory (empty: none known).
+
+    Trials of one study may have run on several machines or precisions (workers, resumed runs with
+    another ``--dtype``): a front mixing them compares plans under different settings, which is said.
+    """
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    counts = Counter(
+        (str(t.user_attrs.get(DEVICE_ATTR, "an unrecorded device")), str(t.user_attrs.get(DTYPE_ATTR, "an unrecorded dtype")))
+        for t in trials
+    )
+    if not counts:
+        return ""
+    lines = ["ran on: " + ", ".join(f"{n} trials on {device} in {dtype}" for (device, dtype), n in counts.most_common())]
+    if len(counts) > 1:
+        lines.append("warning: these trials ran under mixed devices or dtypes, so the front compares plans under different settings")
+    peaks = sorted(int(t.user_attrs[PEAK_MEMORY_ATTR]) for t in trials if PEAK_MEMORY_ATTR in t.user_attrs)
+    if peaks:
+        lines.append(f"peak accelerator memory per trial: median {peaks[len(peaks) // 2] / 2**30:.2f} GiB, "
+                     f"max {peaks[-1] / 2**30:.2f} GiB ({len(peaks)} trials measured)")
+    return "\n".join(lines)
 
 
 def stored_stage_studies(config: StudyConfig, storage_url: str, stage: str | None) -> list[optuna.Study]:

@@ -172,16 +172,20 @@ def make_denoiser(
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         output = family.predict(model, x, t, conditions, settings)
         if isinstance(schedule, FlowSchedule):
-            return output.float()
+            return output  # in the model's dtype, as a pipeline hands ``noise_pred`` to ``scheduler.step``
         t_int = int(round(float(t)))
-        eps = schedule.epsilon(output.float(), x.float(), t_int)
+        if not settings.clip_x0 and classifier is None and schedule.prediction_type == "epsilon":
+            return output  # already epsilon: handed on in the model's dtype, as a pipeline does
+        # Turned into epsilon in float32, and handed on in the model's dtype (the solver upcasts again).
+        x32 = x.float()
+        eps = schedule.epsilon(output.float(), x32, t_int)
         alpha_prod_t = schedule.alpha_prod(t_int).float()
         if settings.clip_x0:
-            x0 = ((x - (1 - alpha_prod_t).sqrt() * eps) / alpha_prod_t.sqrt()).clamp(-1, 1)
-            eps = (x - alpha_prod_t.sqrt() * x0) / (1 - alpha_prod_t).sqrt()
+            x0 = ((x32 - (1 - alpha_prod_t).sqrt() * eps) / alpha_prod_t.sqrt()).clamp(-1, 1)
+            eps = (x32 - alpha_prod_t.sqrt() * x0) / (1 - alpha_prod_t).sqrt()
         if classifier is not None and score_shift:
             eps = eps - (1 - alpha_prod_t).sqrt() * gradient(x, t)
-        return eps
+        return eps.to(output.dtype)
 
     if classifier is not None and not score_shift:
         denoise.classifier_gradient = gradient  # type: ignore[attr-defined]
@@ -292,7 +296,8 @@ class ImageGenerator:
             with torch.inference_mode():
                 for first in range(start, stop, step):
                     last = min(first + step, stop)
-                    x = model.family.initial_noise(model, settings.seed, first, last).to(model.device)
+                    # Drawn in float32 on the CPU from the seed, then cast and moved: the same samples on any device.
+                    x = model.family.initial_noise(model, settings.seed, first, last).to(device=model.device, dtype=model.dtype)
                     conditions = Conditions(
                         size=last - first,
                         labels=labels[first:last].to(model.device) if labels is not None else None,

@@ -23,6 +23,14 @@ flow sigmas and ``UniPCMultistepScheduler`` take no custom time steps (the first
 :func:`~optuna_diffusion.compat_diffusers.install_schedule` (the fenced write of a scheduler's state)
 sets the plan's exact sigmas and time steps on the scheduler.
 
+Precision. ``x`` and the denoiser's output arrive in the model's dtype (float32, bfloat16 or float16), as
+a pipeline hands its latents and ``noise_pred`` to ``scheduler.step``, and each solver returns ``x`` in that
+dtype. Where the arithmetic runs is diffusers' choice, kept so that results equal the pipelines': DDIM
+(:func:`ddim_step`), ``euler`` and ``flow-euler`` compute each update in float32 (``EulerDiscreteScheduler``
+and ``FlowMatchEulerDiscreteScheduler`` upcast the sample); DPM-Solver++ turns the model output into x0 in
+the model's dtype and takes the step in float32; UniPC and ancestral ``ddpm`` compute in the sample's dtype,
+against float32 schedule tables. The schedule itself (alphas, sigmas) is always float32 or float64.
+
 Notation (DDIM paper, Song et al. 2021, eq. 12 with sigma = 0):
     alpha_prod_t       cumulative product of (1 - beta) up to t ("alpha_t" in the paper)
     x0_pred            (x_t - sqrt(1 - alpha_prod_t) * eps) / sqrt(alpha_prod_t)

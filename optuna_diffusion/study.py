@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 import torch
 
+from .devices import torch_dtype
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
 from .fid import inception_unavailable, load_feature_extractor, load_reference_npz, reference_stats
@@ -35,14 +36,10 @@ PREVIEW_SAMPLES = 64
 
 
 def check_device(device: str) -> torch.device:
-    """``device`` as a torch device that exists on this machine, else a one-line error."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r} (try cpu or cuda)") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here")
-    return parsed
+    """``device`` as a torch device that exists on this machine (``auto`` resolved), else a one-line error."""
+    from .devices import resolve_device
+
+    return resolve_device(device)
 
 
 def missing_inputs(config: StudyConfig) -> list[str]:
@@ -98,7 +95,7 @@ def build_evaluator(
     """
     check_macs_convention(macs_convention)
 
-    check_device(device)
+    device = str(check_device(device))
     missing = missing_inputs(config)
     if missing:
         raise ConfigError(f"study {config.name!r} needs {'; '.join(missing)}")
@@ -106,7 +103,12 @@ def build_evaluator(
     if "fid" in config.fitness.metrics and config.fid.reference != "digits" and not (reference.is_file() or reference.is_dir()):
         raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference: an .npz or an image folder)")
     meters = {metric: make_fitness(metric, config, device=device, teacher_dir=teacher_dir) for metric in config.fitness.metrics}
-    model = load_diffusion_model(config.model.source, device=device, image_size=config.model.image_size)
+    model = load_diffusion_model(
+        config.model.source, device=device, dtype=torch_dtype(config.model.dtype), image_size=config.model.image_size,
+        offload=config.model.offload,
+    )
+    # The classifier of classifier guidance stays in float32 whatever the model's dtype: its input gradient is
+    # taken in float32 (sampling.classifier_gradient), and it is small next to the denoiser.
     classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
     prompts = config.prompts.load() if model.prompt_encoder is not None else None
     cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)
@@ -116,6 +118,7 @@ def build_evaluator(
     )
     try:
         evaluator.rescore_fitness = evaluator.bind(meters[config.fitness.rescore]) if config.fitness.rescore else None
+        evaluator.release_text_encoders()  # the study's prompts are encoded once; the search never needs them again
     except BaseException:
         evaluator.close()
         raise

@@ -20,7 +20,8 @@ from .errors import ConfigError
 from .fitness import FitnessSettings
 from .prompts import PromptSettings, shipped_prompt_set
 from .sampling import SamplingSettings
-from .settings import Section, SettingError, at_least, fraction, positive, setting
+from .devices import DTYPES
+from .settings import Section, SettingError, at_least, fraction, one_of, positive, setting
 from .trial_plan import STAGES  # noqa: F401  (re-exported: the stages, named in trial_plan)
 
 if sys.version_info >= (3, 11):
@@ -37,6 +38,10 @@ class ModelSection(Section):
 
     source: str = setting("", help="bundled name, diffusers folder or Hugging Face hub id")
     image_size: int | None = setting(None, check=positive, help="height and width of a pipeline's images")
+    dtype: str = setting("float32", check=one_of(DTYPES), help="precision of the model: float32, bfloat16 or float16")
+    offload: bool = setting(
+        False, help="move each pipeline component to the accelerator only while it runs (diffusers' enable_model_cpu_offload)"
+    )
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,8 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "solver": (("sampling", "solver"),),
     "classifier": (("sampling", "classifier"),),
     "image_size": (("model", "image_size"),),
+    "dtype": (("model", "dtype"),),
+    "offload": (("model", "offload"),),
     "prompts": (("prompts", "file"),),
     "negative_prompt": (("prompts", "negative_prompt"),),
     "num_samples": (("timesteps", "num_samples"), ("architecture", "num_samples")),

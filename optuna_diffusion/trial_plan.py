@@ -103,6 +103,9 @@ FID_OPTIMISTIC_ATTR = "fid_optimistic"
 BUDGET_STOPPED_ATTR = "stopped"
 BATCH_SIZE_ATTR = "batch_size"
 METRIC_ATTR = "metric"
+DEVICE_ATTR = "device"
+DTYPE_ATTR = "dtype"
+PEAK_MEMORY_ATTR = "peak_memory_bytes"
 
 # Stages: each names its study (``NAME-timesteps``), its TOML section and its marker ----------------
 STAGES = (TIMESTEP_STAGE, ARCHITECTURE_STAGE) = ("timesteps", "architecture")

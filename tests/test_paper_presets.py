@@ -88,6 +88,7 @@ def test_a_paper_preset_runs_on_stand_ins_of_its_layout(preset, tmp_path):
     assert result.exit_code == 0, result.output
     trials = optuna.load_study(study_name=f"{preset}-timesteps", storage=storage).trials
     assert [len(t.user_attrs["timesteps"]) for t in trials] == [4, 4]  # the paper's 4 steps
+    assert {t.user_attrs["dtype"] for t in trials} == {"float16"}  # as guided-diffusion samples (use_fp16)
     macs = {t.user_attrs["macs"] for t in trials}
     assert len(macs) == 1 and macs.pop() > 0
 

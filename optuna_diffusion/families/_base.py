@@ -78,8 +78,8 @@ class ModelFamily:
         return chunked_noise(seed, start, stop, self.sample_shape(model))
 
     def decode(self, model: DiffusionModel, x: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (unclipped) of final samples ``x``; pixel models return ``x`` itself."""
-        return x
+        """Images in [-1, 1] (unclipped) of final samples ``x``, in float32; pixel models return ``x`` itself."""
+        return x.float()
 
     # Conditioning --------------------------------------------------------------------------------
 

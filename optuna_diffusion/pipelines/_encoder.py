@@ -31,18 +31,54 @@ class PromptEncoder:
         self._positive: dict[str, Embeddings] = {}
         self._negative: dict[str | None, Embeddings] = {}
         self.encoder_calls = 0
+        self.released = False
+        """Whether the text encoders were freed (:meth:`release`): only cached prompts can be had then."""
 
     def positive(self, text: str) -> Embeddings:
         """Embeddings of prompt ``text`` (batch 1 each)."""
         if text not in self._positive:
+            self._check_encoders(text)
             self._positive[text] = self._encode(lambda: self.model.family.encode(self.model, text))
         return self._positive[text]
 
     def negative(self, text: str | None) -> Embeddings:
         """Embeddings of the unconditional pass with negative prompt ``text`` (None: the pipeline's default)."""
         if text not in self._negative:
+            self._check_encoders("" if text is None else text)
             self._negative[text] = self._encode(lambda: self.model.family.encode_negative(self.model, text))
         return self._negative[text]
+
+    def _check_encoders(self, text: str) -> None:
+        if self.released:
+            raise ConfigError(
+                f"the text encoders of {self.model.source} were freed after encoding the study's prompts; "
+                f"{text!r} is not among them (load the model again to encode other prompts)"
+            )
+
+    def encode_all(self, prompts: PromptSet, *, negatives: bool) -> None:
+        """Encode every prompt of ``prompts`` now (and its negative prompt, when ``negatives``: under guidance)."""
+        for index in range(len(prompts)):
+            self.positive(prompts[index].text)
+            if negatives:
+                self.negative(prompts[index].negative)
+
+    def release(self) -> tuple[str, ...]:
+        """Free the pipeline's text encoders and tokenizers: drop every reference the model holds to them.
+
+        Call it once every prompt the search needs is encoded (:meth:`encode_all`): the embeddings stay,
+        and encoding another prompt is a one-line ConfigError. Returns the names of the components dropped.
+        """
+        from ._macs import TEXT_ENCODERS
+
+        pipeline = self.model.pipeline
+        dropped = []
+        for name in (*TEXT_ENCODERS, "tokenizer", "tokenizer_2", "tokenizer_3"):
+            if getattr(pipeline, name, None) is not None:
+                # DiffusionPipeline.__setattr__ also records the component as (None, None) in its config.
+                setattr(pipeline, name, None)
+                dropped.append(name)
+        self.released = True
+        return tuple(dropped)
 
     def _encode(self, encode) -> Embeddings:
         with torch.no_grad():
