@@ -129,10 +129,10 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.inde
 
 
 def _ensure_dtype(components: Any, dtype: torch.dtype) -> None:
-    """Cast diffusers models that ``from_pretrained(torch_dtype=...)`` left in float32 to ``dtype``.
+    """Cast diffusers models that ``from_pretrained`` left in float32 to ``dtype`` (its dtype argument notwithstanding).
 
     diffusers 0.42 without ``accelerate`` (``low_cpu_mem_usage=False``) loads a model's weights in float32
-    whatever ``torch_dtype`` says; transformers' text encoders honour it (keeping their float32 modules).
+    whatever its dtype argument says; transformers' text encoders honour it (keeping their float32 modules).
     """
     from diffusers import ModelMixin
 
