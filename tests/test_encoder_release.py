@@ -50,12 +50,12 @@ def test_freed_text_encoders_are_unreachable_and_the_images_unchanged():
 
 
 def test_a_study_frees_its_text_encoders_before_the_search(tmp_path, monkeypatch):
-    import optuna_diffusion.models as models
+    import optuna_diffusion.study as study
     from optuna_diffusion.study import build_evaluator
     from optuna_diffusion.study_config import load_study_config, with_overrides
 
     loaded = []
-    load = models.load_diffusion_model
+    load = study.load_diffusion_model
 
     def load_and_watch(*args, **kwargs):
         model = load(*args, **kwargs)
@@ -63,7 +63,7 @@ def test_a_study_frees_its_text_encoders_before_the_search(tmp_path, monkeypatch
                       if getattr(model.pipeline, name, None) is not None)
         return model
 
-    monkeypatch.setattr(models, "load_diffusion_model", load_and_watch)
+    monkeypatch.setattr(study, "load_diffusion_model", load_and_watch)  # the name build_evaluator calls
     config = with_overrides(load_study_config("digits-t2i"), num_samples=8, batch_size=8)
     evaluator = build_evaluator(config, device="cpu", teacher_dir=tmp_path)
     try:
