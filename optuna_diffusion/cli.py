@@ -347,7 +347,7 @@ def show(
 ) -> None:
     """Print the Pareto front of a stored study (steps, MACs, FID, plan)."""
     from .macs import check_macs_convention
-    from .runner import show_front
+    from .stored_studies import show_front
 
     check_macs_convention(macs_convention)
     cfg = _config(study, config)
@@ -368,7 +368,7 @@ def export(
     out: Annotated[Optional[Path], typer.Option(help="Write the JSON plan here (default: print it); a pipeline study also gets the call that runs it, beside it as .py.")] = None,
 ) -> None:
     """Export the plan with the lowest FID over both stages (or under --max-macs, with --steps K, or --trial N)."""
-    from .runner import choose_plan, stored_config, stored_stage_studies
+    from .stored_studies import choose_plan, stored_config, stored_stage_studies
 
     _positive("--steps", steps)
     cfg = _config(study, config)
@@ -429,7 +429,7 @@ def evaluate(
     reference batch's mu and sigma.
     """
     from .macs import check_macs_convention
-    from .runner import evaluate_plan_file
+    from .one_off import evaluate_plan_file
 
     check_macs_convention(macs_convention)
     if (plan is None) == (baseline is None):
@@ -461,7 +461,7 @@ def baselines(
     device: DeviceOption = "auto",
 ) -> None:
     """FID of the hand-designed schedules (uniform, quadratic, Karras, log-SNR) on a study's model."""
-    from .runner import baseline_table
+    from .one_off import baseline_table
 
     cfg = _config(study or ("digits" if config is None else None), config)
     typer.echo(baseline_table(cfg, steps=steps, samples=samples, device=device))
@@ -478,7 +478,7 @@ def plot(
 ) -> None:
     """Draw the stored fronts: FID (log) against MACs, both stages and the hand-designed baselines."""
     from .plot import front_figure, write_html, write_png
-    from .runner import stored_stage_studies
+    from .stored_studies import stored_stage_studies
     from .trial_plan import STAGES
 
     cfg = _config(study, config)
@@ -504,7 +504,7 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
 ) -> None:
     """Start optuna-dashboard on the study's storage, with its sample images (artifacts)."""
-    from .runner import serve_dashboard
+    from .dashboard import serve_dashboard
 
     cfg = _config(study, config)
     url = _storage_url(storage, cfg)
