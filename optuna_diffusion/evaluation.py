@@ -33,7 +33,7 @@ from .pipelines import component_macs
 from .plan import Plan
 from .prefix_cache import PrefixCache
 from .prompts import PromptSet
-from .sampling import ImageGenerator, SamplingSettings
+from .generation import ImageGenerator, SamplingSettings
 from .zoo.data import load_digits_images
 
 

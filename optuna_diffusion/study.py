@@ -108,7 +108,7 @@ def build_evaluator(
         offload=config.model.offload,
     )
     # The classifier of classifier guidance stays in float32 whatever the model's dtype: its input gradient is
-    # taken in float32 (sampling.classifier_gradient), and it is small next to the denoiser.
+    # taken in float32 (generation.classifier_gradient), and it is small next to the denoiser.
     classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
     prompts = config.prompts.load() if model.prompt_encoder is not None else None
     cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from .errors import ConfigError
 from .fitness import FitnessSettings
 from .prompts import PromptSettings, shipped_prompt_set
-from .sampling import SamplingSettings
+from .generation import SamplingSettings
 from .devices import DTYPES
 from .settings import Section, SettingError, at_least, fraction, one_of, positive, setting
 from .trial_plan import STAGES  # noqa: F401  (re-exported: the stages, named in trial_plan)

@@ -12,7 +12,7 @@ from optuna_diffusion.fid import reference_stats
 from optuna_diffusion.families import Conditions
 from optuna_diffusion.models import DiffusionModel
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import (
+from optuna_diffusion.generation import (
     ImageGenerator,
     SamplingSettings,
     class_labels,

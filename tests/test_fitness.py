@@ -15,7 +15,7 @@ from optuna_diffusion.fitness import ClipScoreFitness, FitnessSettings, TeacherF
 from optuna_diffusion.fitness._teacher import CHUNK, distances
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import SamplingSettings
+from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.study_config import load_study_config, parse_study_config
 
 SETTINGS = SamplingSettings(num_classes=10, batch_size=32)

@@ -18,7 +18,7 @@ from optuna_diffusion.models import load_diffusion_model
 from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs
 from optuna_diffusion.pipelines import scheduler_for_solver
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import ImageGenerator
+from optuna_diffusion.generation import ImageGenerator
 from optuna_diffusion.study_config import load_study_config
 
 from .tiny_pipelines import tiny_flux

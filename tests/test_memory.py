@@ -10,7 +10,7 @@ from optuna_diffusion.fid import reference_stats
 from optuna_diffusion.memory import is_out_of_memory
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import SamplingSettings
+from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.zoo.data import load_digits_images
 from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 

@@ -6,7 +6,7 @@ import torch
 from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prefix_cache import PrefixCache
-from optuna_diffusion.sampling import ImageGenerator, SamplingSettings
+from optuna_diffusion.generation import ImageGenerator, SamplingSettings
 from optuna_diffusion.solvers import SOLVERS, SOLVER_KINDS
 
 from .helpers import tiny_unet

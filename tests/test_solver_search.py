@@ -13,7 +13,7 @@ from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.runner import run_optimize
-from optuna_diffusion.sampling import SamplingSettings
+from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.samplers import (
     ArchitectureSampler,
     SolverSteps,

@@ -9,7 +9,7 @@ import torch
 if TYPE_CHECKING:
     from ..models import DiffusionModel
     from ..plan import Plan
-    from ..sampling import ImageGenerator, SamplingSettings
+    from ..generation import ImageGenerator, SamplingSettings
 
 METRICS = ("fid", "clip-score", "teacher")
 """Values of ``[fitness] metric`` (and ``rescore``)."""
