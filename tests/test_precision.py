@@ -15,7 +15,7 @@ import torch
 
 from optuna_diffusion.apply import apply
 from optuna_diffusion.models import model_from_pipeline
-from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs
+from optuna_diffusion.pipelines import pipeline_schedule_kwargs
 from optuna_diffusion.pipelines import scheduler_for_solver
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import PromptSet
