@@ -19,11 +19,11 @@ if TYPE_CHECKING:
     from .errors import OptunaDiffusionError, PlanError
     from .evaluation import Evaluation, PlanEvaluator, digits_evaluator
     from .fidelity import FidelityPolicy
+    from .generation import ImageGenerator, SamplingSettings, TextConditioning
     from .models import DiffusionModel, load_diffusion_model
     from .objective import PlanObjective
     from .plan import Plan
     from .prefix_cache import PrefixCache
-    from .generation import ImageGenerator, SamplingSettings, TextConditioning
     from .samplers import ArchitectureSampler, TimestepSampler
 
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from optuna_diffusion.evaluation import PlanEvaluator
-from optuna_diffusion.fid import reference_stats
+from optuna_diffusion.reference_stats import reference_stats
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.zoo.data import load_digits_images

@@ -192,7 +192,7 @@ def test_evaluator_takes_a_cache_or_a_byte_bound(tiny_model):
     import numpy as np
 
     from optuna_diffusion.evaluation import PlanEvaluator
-    from optuna_diffusion.fid import ReferenceStats
+    from optuna_diffusion.reference_stats import ReferenceStats
     from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 
     extractor = DigitsFeatureNet().eval()
