@@ -18,7 +18,8 @@ import time
 import torch
 
 from optuna_diffusion.evaluation import DIGITS_DIT_SETTINGS, DIGITS_SETTINGS, digits_evaluator
-from optuna_diffusion.fid import fid_of_images, load_feature_extractor, reference_stats
+from optuna_diffusion.fid import fid_of_images, load_feature_extractor
+from optuna_diffusion.reference_stats import reference_stats
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.baselines import baseline_plan
 from optuna_diffusion.zoo.data import load_digits_images

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from optuna_diffusion.baselines import baseline_plan
-from optuna_diffusion.fid import fid_of_images, load_feature_extractor, reference_stats
+from optuna_diffusion.fid import fid_of_images, load_feature_extractor
+from optuna_diffusion.reference_stats import reference_stats
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.runner import run_optimize
 from optuna_diffusion.front import format_front, pareto_front

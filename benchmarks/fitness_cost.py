@@ -32,7 +32,7 @@ from optuna_diffusion.evaluation import PlanEvaluator, digits_evaluator
 from optuna_diffusion.fidelity import FidelityPolicy
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.prefix_cache import PrefixCache
-from optuna_diffusion.runner import population_split, sampler_for
+from optuna_diffusion.population import population_split, sampler_for
 from optuna_diffusion.study_config import load_study_config
 
 SETUPS = {"plain": (False, False), "prefix cache": (True, False), "multi-fidelity": (False, True), "both": (True, True)}

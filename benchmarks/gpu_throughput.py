@@ -47,7 +47,7 @@ from optuna_diffusion.devices import DTYPES, peak_memory, reset_peak_memory, res
 from optuna_diffusion.families import Conditions, TextConditioning  # noqa: E402
 from optuna_diffusion.models import DiffusionModel, model_from_pipeline  # noqa: E402
 from optuna_diffusion.prompts import PromptSet  # noqa: E402
-from optuna_diffusion.sampling import ImageGenerator, SamplingSettings, class_labels, classifier_gradient  # noqa: E402
+from optuna_diffusion.generation import ImageGenerator, SamplingSettings, class_labels, classifier_gradient  # noqa: E402
 
 STEPS = 4
 SOLVER = "dpmpp-2m"

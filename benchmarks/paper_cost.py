@@ -25,7 +25,7 @@ from diffusers import UNet2DModel
 
 from optuna_diffusion.evaluation import classifier_step_macs
 from optuna_diffusion.macs import count_macs
-from optuna_diffusion.sampling import classifier_gradient
+from optuna_diffusion.generation import classifier_gradient
 from optuna_diffusion.study_config import load_study_config
 from optuna_diffusion.zoo.adm_classifier import CLASSIFIER_PRESETS, ADMClassifier
 from optuna_diffusion.zoo.convert_adm import ADM_PRESETS, diffusers_unet_config

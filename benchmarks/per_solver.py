@@ -2,7 +2,7 @@
 
 For each solver (DDIM, DPM-Solver++(2M), UniPC: the distinct deterministic solvers, Euler being DDIM)
 and K in (4, 6), TimestepSampler searches the digits model's time steps as a study's stage 1 does
-(``runner.stage_population``: GP refinements and TPE proposals; 500 samples per evaluation, common
+(``population.stage_population``: GP refinements and TPE proposals; 500 samples per evaluation, common
 random numbers). Every best plan is then re-scored with all 1,797 samples under every solver, so the
 table shows the best plan per solver, the overall best (against the FID of 100 uniform DDIM steps),
 and what a plan tuned for one solver is worth under another. With ``--joint N ...`` one
@@ -25,7 +25,7 @@ from optuna_diffusion.baselines import baseline_plans
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.runner import stage_population
+from optuna_diffusion.population import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
 from optuna_diffusion.solvers import DISTINCT_SOLVERS
 

@@ -29,7 +29,7 @@ from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
 from optuna_diffusion.compat import compute_hypervolume  # Optuna's exact hypervolume (private, fenced)
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.runner import stage_population
+from optuna_diffusion.population import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
 
 PREFIX_CACHE_BYTES = 512 * 2**20

@@ -4,7 +4,7 @@ On the digits model at K steps (500 samples per evaluation, common random number
 gets the same budget of evaluations for several seeds:
 
 * ``timestep``: optuna-diffusion's TimestepSampler as a study's stage 1 runs it (first generation
-  seeded with the baselines, then refinements and TPE proposals: ``runner.stage_population``);
+  seeded with the baselines, then refinements and TPE proposals: ``population.stage_population``);
 * ``random``: Optuna's RandomSampler over random sets of K time steps (sorted);
 * ``nsga2`` / ``tpe`` / ``gp``: Optuna's stock NSGAIISampler / TPESampler / GPSampler on K integer
   parameters, sorted before use (a repeated value is pushed to the next free step);
@@ -31,7 +31,7 @@ from autodiffusion_search import autodiffusion_search
 from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, digits_evaluator
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.runner import stage_population
+from optuna_diffusion.population import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial, suggest_plan
 
 PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit

@@ -39,7 +39,7 @@ from optuna_diffusion.fitness._base import to_uint8
 from optuna_diffusion.fitness._teacher import distances
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.runner import sampler_for
+from optuna_diffusion.population import sampler_for
 from optuna_diffusion.study import build_evaluator
 from optuna_diffusion.study_config import load_study_config
 

@@ -15,7 +15,7 @@ import torch
 
 from optuna_diffusion.baselines import baseline_plan
 from optuna_diffusion.evaluation import digits_evaluator
-from optuna_diffusion.sampling import class_labels, initial_noise
+from optuna_diffusion.generation import class_labels, initial_noise
 
 
 def bare_work(evaluator, timesteps: tuple[int, ...], num_samples: int) -> float:

@@ -19,11 +19,11 @@ if TYPE_CHECKING:
     from .errors import OptunaDiffusionError, PlanError
     from .evaluation import Evaluation, PlanEvaluator, digits_evaluator
     from .fidelity import FidelityPolicy
+    from .generation import ImageGenerator, SamplingSettings, TextConditioning
     from .models import DiffusionModel, load_diffusion_model
     from .objective import PlanObjective
     from .plan import Plan
     from .prefix_cache import PrefixCache
-    from .sampling import ImageGenerator, SamplingSettings, TextConditioning
     from .samplers import ArchitectureSampler, TimestepSampler
 
 __version__ = "0.1.0"
@@ -46,9 +46,9 @@ _EXPORTS = {
     "PlanObjective": ".objective",
     "Plan": ".plan",
     "PrefixCache": ".prefix_cache",
-    "ImageGenerator": ".sampling",
-    "SamplingSettings": ".sampling",
-    "TextConditioning": ".sampling",
+    "ImageGenerator": ".generation",
+    "SamplingSettings": ".generation",
+    "TextConditioning": ".generation",
     "ArchitectureSampler": ".samplers",
     "TimestepSampler": ".samplers",
 }

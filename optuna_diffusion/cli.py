@@ -1,9 +1,8 @@
 """The ``optuna-diffusion`` command line: thin commands over the library.
 
-Every error a user can cause is one line on stderr, ``error: ...``, and a non-zero exit code: the
-library's own errors (:class:`~optuna_diffusion.errors.OptunaDiffusionError`, code 2, or the error's
-``exit_code``) in :func:`_one_line_errors`, and the option errors of Typer and Click (code 2) in
-:class:`_OneLineErrors`. ``--debug`` shows the traceback behind a library error.
+Every error a user can cause is one line on stderr, ``error: ...``, and a non-zero exit code
+(:mod:`optuna_diffusion.cli_errors`); ``--debug`` shows the traceback behind a library error. The
+``zoo`` commands live in :mod:`optuna_diffusion.cli_zoo`.
 
 Commands import the library inside their bodies: the package loads its names lazily (PEP 562), so
 ``--help`` imports neither torch nor Optuna (``tests/test_import_cycles.py`` checks it).
@@ -11,87 +10,41 @@ Commands import the library inside their bodies: the package loads its names laz
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import signal
-import sys
 import threading
-import traceback
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperGroup
 
-from .errors import ConfigError, OptunaDiffusionError, first_line
+from .cli_errors import (
+    OneLineErrors,
+    exit_interrupted,
+    first_interrupt,
+    one_line_errors,
+    positive,
+    show_tracebacks,
+    thread_errors_in_one_line,
+)
+from .cli_zoo import zoo_app
+from .errors import ConfigError
 from .plan import Plan
-
-
-class _OneLineErrors(TyperGroup):
-    """Typer's group, with its usage errors (a bad option value, a missing argument) as one line."""
-
-    def main(
-        self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any
-    ) -> Any:
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.TyperException as error:  # Typer's (vendored Click's) usage and parameter errors
-            message = " ".join(error.format_message().split())
-            if message:  # empty after a help page shown for a command given without arguments
-                typer.echo(f"error: {message}", err=True)
-            if not standalone_mode:
-                raise
-            sys.exit(error.exit_code)
-        except typer.Abort:
-            typer.echo("error: aborted", err=True)
-            if not standalone_mode:
-                raise
-            sys.exit(1)
-        if standalone_mode:
-            sys.exit(result if isinstance(result, int) else 0)
-        return result
-
 
 app = typer.Typer(
     help="Search few-step diffusion sampling plans (time steps and skipped or reused blocks) with Optuna.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
 )
-zoo_app = typer.Typer(help="Bundled models: retrain them, or convert third-party checkpoints.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
-
-_debug = False
-
-
-def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into ``error: ...`` on stderr and exit code 2 (or the error's ``exit_code``)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except OptunaDiffusionError as error:
-            if _debug:
-                traceback.print_exc()
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(code=getattr(error, "exit_code", 2)) from None
-
-    return wrapper
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise typer.BadParameter(f"{name} must be positive, got {value:g}")
 
 
 @app.callback()
 def _setup(
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback behind a one-line error.")] = False,
 ) -> None:
-    global _debug
-    _debug = debug
+    show_tracebacks(debug)
     _quiet_library_warnings()
 
 
@@ -102,83 +55,6 @@ def _quiet_library_warnings() -> None:
     from optuna.exceptions import ExperimentalWarning
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
-
-
-# --------------------------------------------------------------------------------------------------
-# zoo
-# --------------------------------------------------------------------------------------------------
-
-
-@zoo_app.command("train")
-@_one_line_errors
-def zoo_train(
-    name: Annotated[str, typer.Argument(help="Model to train: digits, digits-dit or digits-t2i (a text-to-image pipeline).")],
-    out: Annotated[Path, typer.Option(help="Folder to write the diffusers model (and, for digits, the feature net) to.")],
-    seed: Annotated[int, typer.Option(help="Seed of the training run.")] = 0,
-    steps: Annotated[Optional[int], typer.Option(help="Diffusion training steps (default: the bundled run's).")] = None,
-) -> None:
-    """Retrain a bundled model from scratch, reproducibly (on 2 CPU cores: digits 23 minutes, digits-t2i 27; digits-dit: 21 on one)."""
-    from .zoo import TRAINABLE_MODELS
-
-    if name not in TRAINABLE_MODELS:
-        raise typer.BadParameter(f"unknown model {name!r}; trainable: {', '.join(TRAINABLE_MODELS)}")
-    _positive("--steps", steps)
-    if name == "digits-t2i":
-        from .zoo.t2i_training import T2ITraining, train_digits_t2i
-
-        settings = T2ITraining(seed=seed) if steps is None else T2ITraining(seed=seed, steps=steps)
-        report = train_digits_t2i(out, settings, log=typer.echo)
-    elif name == "digits-dit":
-        from .zoo.dit_training import DiTTraining, train_digits_dit
-
-        settings = DiTTraining(seed=seed) if steps is None else DiTTraining(seed=seed, steps=steps)
-        report = train_digits_dit(out, settings, log=typer.echo)
-    else:
-        from .zoo.training import train_digits
-
-        report = train_digits(out, seed=seed, diffusion_steps=steps, log=typer.echo)
-    typer.echo(json.dumps(report, indent=2))
-
-
-ArchOption = Annotated[
-    Optional[str],
-    typer.Option(help="The checkpoint's flags: a preset name or a JSON file of them (default: read from the weights "
-                      "and the matching published checkpoint)."),
-]
-
-
-@zoo_app.command("convert-adm")
-@_one_line_errors
-def zoo_convert_adm(
-    checkpoint: Annotated[Path, typer.Argument(help="guided-diffusion UNet checkpoint, e.g. 64x64_diffusion.pt.")],
-    out: Annotated[Path, typer.Option(help="Folder to write the diffusers UNet2DModel and scheduler to.")],
-    arch: ArchOption = None,
-    own_weights: Annotated[bool, typer.Option("--own-weights", help="The weights are your own, trained with --arch's "
-                                              "flags, though shaped like a published checkpoint's.")] = False,
-) -> None:
-    """Convert a guided-diffusion (ADM) UNet checkpoint to a diffusers folder, or say why it cannot be.
-
-    Presets: imagenet64, imagenet128 (refused: per-level head widths), imagenet256, imagenet256-uncond, lsun256,
-    imagenet512 (refused). An --arch that contradicts the published checkpoint of the weights' layout is refused.
-    """
-    from .zoo.convert_adm import convert_adm_checkpoint
-
-    folder = convert_adm_checkpoint(checkpoint, out, arch=arch, own_weights=own_weights)
-    typer.echo(f"wrote {folder}")
-
-
-@zoo_app.command("convert-adm-classifier")
-@_one_line_errors
-def zoo_convert_adm_classifier(
-    checkpoint: Annotated[Path, typer.Argument(help="guided-diffusion noisy-image classifier, e.g. 64x64_classifier.pt.")],
-    out: Annotated[Path, typer.Option(help="Folder to write the classifier (config.json, model.safetensors) to.")],
-    arch: ArchOption = None,
-) -> None:
-    """Convert a guided-diffusion classifier checkpoint for classifier guidance (presets: imagenet64/128/256/512)."""
-    from .zoo.convert_adm_classifier import convert_adm_classifier_checkpoint
-
-    folder = convert_adm_classifier_checkpoint(checkpoint, out, arch=arch)
-    typer.echo(f"wrote {folder}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,41 +81,8 @@ def _storage_url(storage: str | None, config) -> str:
     return storage or default_storage_url(config.name)
 
 
-def _exit_at_once(signum: int, frame: Any) -> None:
-    os._exit(130)
-
-
-def _first_interrupt(signum: int, frame: Any) -> None:
-    """A first Ctrl-C stops the search cleanly (KeyboardInterrupt); a second exits at once."""
-    signal.signal(signal.SIGINT, _exit_at_once)
-    raise KeyboardInterrupt
-
-
-def _thread_errors_in_one_line(arguments: threading.ExceptHookArgs) -> None:
-    """A library thread's failure (Optuna's heartbeat while the database is away) as one line."""
-    from .runner import root_cause
-
-    if arguments.exc_value is not None and not isinstance(arguments.exc_value, SystemExit):
-        name = arguments.thread.name if arguments.thread is not None else "a thread"
-        typer.echo(f"warning: {name} stopped: {first_line(root_cause(arguments.exc_value))}", err=True)
-
-
-def _exit_interrupted() -> None:
-    """Say what an interruption left, and exit with 130 -- also when a library thread would outlive us."""
-    typer.echo(
-        "interrupted: completed trials are stored and the interrupted trial is marked failed (it is retried); "
-        "run the same command again to resume",
-        err=True,
-    )
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate() if thread is not threading.main_thread()):
-        os._exit(130)  # e.g. Optuna's heartbeat thread, left running when the Ctrl-C hit its start or stop
-    raise typer.Exit(code=130)
-
-
 @app.command()
-@_one_line_errors
+@one_line_errors
 def optimize(
     study: StudyOption = None,
     config: ConfigOption = None,
@@ -278,19 +121,19 @@ def optimize(
     if stage is not None and stage not in STAGES:
         raise typer.BadParameter(f"--stage must be {' or '.join(STAGES)}")
     for name, value in (("--n-trials", n_trials), ("--timeout", timeout), ("--heartbeat-interval", heartbeat_interval)):
-        _positive(name, value)
+        positive(name, value)
     cfg = _config(study, config, model=model, classifier=classifier, prompts=prompts, negative_prompt=negative_prompt,
                   image_size=image_size, dtype=dtype, reference=reference, features=features, feature_weights=feature_weights,
                   seed=seed, batch_size=batch_size, num_samples=num_samples,
                   solver=tuple(solver.split(",")) if solver and "," in solver else solver)
-    previous = signal.signal(signal.SIGINT, _first_interrupt)
-    threading.excepthook = _thread_errors_in_one_line
+    previous = signal.signal(signal.SIGINT, first_interrupt)
+    threading.excepthook = thread_errors_in_one_line
     try:
         run_optimize(cfg, _storage_url(storage, cfg), stages=(stage,) if stage else STAGES,
                      n_trials=n_trials, timeout=timeout, device=device, heartbeat_interval=heartbeat_interval,
                      show_all=show_all, echo=typer.echo)
     except KeyboardInterrupt:
-        _exit_interrupted()
+        exit_interrupted()
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -335,7 +178,7 @@ def _optimize_on_many_devices(
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def show(
     study: StudyOption = None,
     config: ConfigOption = None,
@@ -347,7 +190,7 @@ def show(
 ) -> None:
     """Print the Pareto front of a stored study (steps, MACs, FID, plan)."""
     from .macs import check_macs_convention
-    from .runner import show_front
+    from .stored_studies import show_front
 
     check_macs_convention(macs_convention)
     cfg = _config(study, config)
@@ -356,7 +199,7 @@ def show(
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def export(
     study: StudyOption = None,
     config: ConfigOption = None,
@@ -368,9 +211,9 @@ def export(
     out: Annotated[Optional[Path], typer.Option(help="Write the JSON plan here (default: print it); a pipeline study also gets the call that runs it, beside it as .py.")] = None,
 ) -> None:
     """Export the plan with the lowest FID over both stages (or under --max-macs, with --steps K, or --trial N)."""
-    from .runner import choose_plan, stored_config, stored_stage_studies
+    from .stored_studies import choose_plan, stored_config, stored_stage_studies
 
-    _positive("--steps", steps)
+    positive("--steps", steps)
     cfg = _config(study, config)
     studies = stored_stage_studies(cfg, _storage_url(storage, cfg), stage)
     from .study import metric_label
@@ -404,7 +247,7 @@ def _write_pipeline_call(cfg, chosen: dict[str, Any], out: Path) -> None:
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def evaluate(
     plan: Annotated[Optional[Path], typer.Argument(help="JSON plan (from export); omit to use --baseline.")] = None,
     study: StudyOption = None,
@@ -429,7 +272,7 @@ def evaluate(
     reference batch's mu and sigma.
     """
     from .macs import check_macs_convention
-    from .runner import evaluate_plan_file
+    from .one_off import evaluate_plan_file
 
     check_macs_convention(macs_convention)
     if (plan is None) == (baseline is None):
@@ -452,7 +295,7 @@ def evaluate(
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def baselines(
     study: StudyOption = None,
     config: ConfigOption = None,
@@ -461,14 +304,14 @@ def baselines(
     device: DeviceOption = "auto",
 ) -> None:
     """FID of the hand-designed schedules (uniform, quadratic, Karras, log-SNR) on a study's model."""
-    from .runner import baseline_table
+    from .one_off import baseline_table
 
     cfg = _config(study or ("digits" if config is None else None), config)
     typer.echo(baseline_table(cfg, steps=steps, samples=samples, device=device))
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def plot(
     study: StudyOption = None,
     config: ConfigOption = None,
@@ -478,7 +321,7 @@ def plot(
 ) -> None:
     """Draw the stored fronts: FID (log) against MACs, both stages and the hand-designed baselines."""
     from .plot import front_figure, write_html, write_png
-    from .runner import stored_stage_studies
+    from .stored_studies import stored_stage_studies
     from .trial_plan import STAGES
 
     cfg = _config(study, config)
@@ -495,7 +338,7 @@ def plot(
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def dashboard(
     study: StudyOption = None,
     config: ConfigOption = None,
@@ -504,7 +347,7 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
 ) -> None:
     """Start optuna-dashboard on the study's storage, with its sample images (artifacts)."""
-    from .runner import serve_dashboard
+    from .dashboard import serve_dashboard
 
     cfg = _config(study, config)
     url = _storage_url(storage, cfg)

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, OptunaDiffusionError
-from .fid import ReferenceStats, load_feature_extractor, reference_stats
+from .fid import load_feature_extractor
 from .fitness import FIDFitness, FitnessMeter
+from .generation import ImageGenerator, SamplingSettings
 from .macs import DEFAULT_MACS_CONVENTION, FvcoreCounter, MacsTable, check_macs_convention, count_macs, input_gradient_macs
 from .memory import is_out_of_memory, release_memory
 from .models import DiffusionModel, load_diffusion_model
@@ -33,7 +34,7 @@ from .pipelines import component_macs
 from .plan import Plan
 from .prefix_cache import PrefixCache
 from .prompts import PromptSet
-from .sampling import ImageGenerator, SamplingSettings
+from .reference_stats import ReferenceStats, reference_stats
 from .zoo.data import load_digits_images
 
 

@@ -12,11 +12,10 @@ from typing import Any
 import diffusers
 
 from .errors import ConfigError
+from .generation import class_labels
 from .models import model_location, pipeline_index_of
-from .pipeline_schedule import pipeline_schedule_kwargs
-from .pipelines import FAMILY_OF_PIPELINE, pipeline_call, scheduler_for_solver
+from .pipelines import FAMILY_OF_PIPELINE, pipeline_call, pipeline_schedule_kwargs, scheduler_for_solver
 from .plan import Plan
-from .sampling import class_labels
 from .schedules import schedule_from_config
 from .study_config import StudyConfig
 

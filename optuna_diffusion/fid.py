@@ -1,10 +1,10 @@
 """FID against fixed reference statistics, with torchmetrics doing the math.
 
 A study scores hundreds of sampling plans against the same real images, so the real side of FID is
-computed once: :func:`reference_stats` turns real images into :class:`ReferenceStats` (feature mean
-and covariance, cached on disk) or :func:`load_reference_npz` reads them from an ``.npz`` file such as
-guided-diffusion's reference batches. :class:`FIDMeter` injects those statistics into the real-feature
-states of torchmetrics' ``FrechetInceptionDistance`` and streams only generated images through it.
+computed once (:mod:`optuna_diffusion.reference_stats`: :func:`~optuna_diffusion.reference_stats.reference_stats` from real images,
+cached on disk, or :func:`~optuna_diffusion.reference_stats.load_reference_npz` from a file such as guided-diffusion's reference batches). This module holds the feature extractors (:func:`load_feature_extractor`) and
+:class:`FIDMeter`, which injects those statistics into the real-feature states of torchmetrics'
+``FrechetInceptionDistance`` and streams only generated images through it.
 
 Images follow the project convention everywhere: float tensors in [-1, 1] of shape ``(N, C, H, W)``.
 Feature extractors from :func:`load_feature_extractor` take such images and return ``(N, d)`` features.
@@ -12,13 +12,8 @@ Feature extractors from :func:`load_feature_extractor` take such images and retu
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-import tempfile
 import warnings
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +22,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from optuna_diffusion.errors import ModelLoadError, OptunaDiffusionError, first_line
+from optuna_diffusion.reference_stats import ReferenceStats, module_device
 from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 
 __all__ = [
@@ -34,11 +30,8 @@ __all__ = [
     "INCEPTION_WEIGHTS_FILE",
     "FIDMeter",
     "InceptionFeatures",
-    "ReferenceStats",
     "fid_of_images",
     "load_feature_extractor",
-    "load_reference_npz",
-    "reference_stats",
 ]
 
 FEATURE_EXTRACTORS = ("digits", "inception")
@@ -50,8 +43,6 @@ INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 """pytorch-fid's InceptionV3 weights; torch-fidelity downloads the same weights under the next name."""
 _INCEPTION_WEIGHTS_FILES = (INCEPTION_WEIGHTS_FILE, "weights-inception-2015-12-05-6726825d.pth")
 _INCEPTION_INSTALL_HINT = "InceptionV3 features need torch-fidelity: pip install torch-fidelity"
-
-_CACHE_VERSION = b"optuna-diffusion reference stats v1"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,193 +227,6 @@ def load_feature_extractor(name: str, *, weights_path: str | None = None) -> nn.
 
 
 # --------------------------------------------------------------------------------------------------
-# Reference statistics
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class ReferenceStats:
-    """Mean and unbiased covariance of the features of real images.
-
-    Attributes:
-        mu: ``(d,)`` float64 feature mean.
-        sigma: ``(d, d)`` float64 feature covariance (normalised by ``num_samples - 1``).
-        num_samples: Number of real images behind the statistics; 0 when unknown (e.g. a foreign ``.npz``).
-    """
-
-    mu: np.ndarray
-    sigma: np.ndarray
-    num_samples: int = 0
-
-    def __post_init__(self) -> None:
-        mu = np.asarray(self.mu, dtype=np.float64)
-        sigma = np.asarray(self.sigma, dtype=np.float64)
-        if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-            raise OptunaDiffusionError(
-                "reference statistics need mu of shape (d,) and sigma of shape (d, d), "
-                f"got {mu.shape} and {sigma.shape}"
-            )
-        if self.num_samples < 0:
-            raise OptunaDiffusionError(f"reference statistics num_samples must be >= 0, got {self.num_samples}")
-        object.__setattr__(self, "mu", mu)
-        object.__setattr__(self, "sigma", sigma)
-        object.__setattr__(self, "num_samples", int(self.num_samples))
-
-    @property
-    def num_features(self) -> int:
-        """Feature dimension d."""
-        return int(self.mu.shape[0])
-
-    def save_npz(self, path: str | Path) -> Path:
-        """Write the statistics to ``path`` (exactly that name) with keys ``mu``, ``sigma``, ``num_samples``.
-
-        The file is written to a temporary name first and then renamed, so readers never see half a file.
-
-        Args:
-            path: Destination file; its folder is created if needed.
-
-        Returns:
-            The path written.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, mu=self.mu, sigma=self.sigma, num_samples=np.int64(self.num_samples))
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return path
-
-
-def load_reference_npz(path: str | Path) -> ReferenceStats:
-    """Read reference statistics from an ``.npz`` file with keys ``mu`` and ``sigma``.
-
-    Reads files written by :meth:`ReferenceStats.save_npz` and guided-diffusion's reference batches
-    (their ``arr_0`` images are ignored; without a ``num_samples`` key the count is stored as 0).
-
-    Args:
-        path: The ``.npz`` file.
-
-    Returns:
-        The statistics.
-
-    Raises:
-        OptunaDiffusionError: The file is missing, unreadable or lacks ``mu`` or ``sigma``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise OptunaDiffusionError(f"reference statistics file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in ("mu", "sigma") if key not in data.files]
-            if missing:
-                found = ", ".join(data.files) or "nothing"
-                raise OptunaDiffusionError(
-                    f"reference statistics file {path} lacks {' and '.join(missing)} (has: {found})"
-                )
-            num_samples = int(data["num_samples"]) if "num_samples" in data.files else 0
-            return ReferenceStats(mu=data["mu"], sigma=data["sigma"], num_samples=num_samples)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise OptunaDiffusionError(f"cannot read reference statistics file {path}: {first_line(error)}") from error
-
-
-def _hash_tensor(digest: "hashlib._Hash", name: str, tensor: torch.Tensor) -> None:
-    tensor = tensor.detach().to("cpu").contiguous()
-    digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-def _cache_key(images: torch.Tensor, extractor: nn.Module) -> str:
-    """sha256 over the images, the extractor's class name and its state-dict tensors."""
-    digest = hashlib.sha256(_CACHE_VERSION)
-    _hash_tensor(digest, "images", images)
-    extractor_class = type(extractor)
-    digest.update(f"{extractor_class.__module__}.{extractor_class.__qualname__}".encode())
-    for key, value in extractor.state_dict().items():
-        if isinstance(value, torch.Tensor):
-            _hash_tensor(digest, key, value)
-    return digest.hexdigest()
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _compute_stats(images: torch.Tensor, extractor: nn.Module, batch_size: int) -> ReferenceStats:
-    """Streamed float64 mean and unbiased covariance of the features, shifted by the first batch's mean."""
-    device = _module_device(extractor)
-    shift = total = scatter = None
-    count = 0
-    with torch.inference_mode():
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start : start + batch_size].to(device)
-            features = extractor(batch).reshape(batch.shape[0], -1).double().cpu()
-            if shift is None:
-                shift = features.mean(dim=0)
-                total = torch.zeros_like(shift)
-                scatter = torch.zeros(shift.shape[0], shift.shape[0], dtype=torch.float64)
-            centred = features - shift
-            total += centred.sum(dim=0)
-            scatter += centred.t() @ centred
-            count += batch.shape[0]
-    mean_offset = total / count
-    sigma = (scatter - count * torch.outer(mean_offset, mean_offset)) / (count - 1)
-    mu = shift + mean_offset
-    if not (torch.isfinite(mu).all() and torch.isfinite(sigma).all()):
-        raise OptunaDiffusionError("feature statistics of the reference images are not finite")
-    return ReferenceStats(mu=mu.numpy(), sigma=sigma.numpy(), num_samples=count)
-
-
-def reference_stats(
-    images: torch.Tensor,
-    extractor: nn.Module,
-    *,
-    cache_dir: str | Path | None = None,
-    batch_size: int = 500,
-) -> ReferenceStats:
-    """Feature mean and unbiased covariance (float64) of real images, cached on disk.
-
-    The cache file ``reference-<sha256>.npz`` in ``cache_dir`` is keyed by the image bytes, the
-    extractor's class name and its state-dict tensors, so other data or another extractor never
-    reuse a stale file. Features are computed in batches under ``torch.inference_mode()`` on the
-    extractor's device.
-
-    Args:
-        images: Real images, ``(N, C, H, W)`` floats in [-1, 1], N >= 2.
-        extractor: Feature network (see :func:`load_feature_extractor`), in eval mode.
-        cache_dir: Folder of cached statistics; ``None`` disables the cache.
-        batch_size: Images per forward pass.
-
-    Returns:
-        The statistics.
-
-    Raises:
-        OptunaDiffusionError: Fewer than 2 images, a bad batch size or non-finite features.
-    """
-    if images.dim() < 2 or images.shape[0] < 2:
-        raise OptunaDiffusionError(f"reference statistics need at least 2 images, got shape {tuple(images.shape)}")
-    if batch_size < 1:
-        raise OptunaDiffusionError(f"batch_size must be >= 1, got {batch_size}")
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"reference-{_cache_key(images, extractor)}.npz"
-        if cache_file.is_file():
-            try:
-                return load_reference_npz(cache_file)
-            except OptunaDiffusionError:
-                pass  # unreadable cache entry: recompute and overwrite it
-    stats = _compute_stats(images, extractor, batch_size)
-    if cache_file is not None:
-        stats.save_npz(cache_file)
-    return stats
-
-
-# --------------------------------------------------------------------------------------------------
 # FID
 # --------------------------------------------------------------------------------------------------
 
@@ -460,7 +264,7 @@ class FIDMeter:
             )
         self.stats = stats
         self.extractor = extractor
-        self.device = torch.device(device) if device is not None else _module_device(extractor)
+        self.device = torch.device(device) if device is not None else module_device(extractor)
         self._metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False).to(self.device)
         self._inject_real_stats(stats)
 

@@ -2,7 +2,7 @@
 
 With common random numbers, two plans that share their first time steps and block choices reach
 bit-identical states there, so the denoiser outputs of those steps can be served from memory
-instead of running the UNet again. :class:`~optuna_diffusion.sampling.ImageGenerator` builds the keys;
+instead of running the UNet again. :class:`~optuna_diffusion.generation.ImageGenerator` builds the keys;
 this module only stores tensors and bounds their memory.
 """
 

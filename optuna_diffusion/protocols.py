@@ -1,7 +1,7 @@
 """What the lower layers read of a model and of the sampling settings, as typing protocols.
 
 :class:`~optuna_diffusion.models.DiffusionModel` holds its family and its loader picks it, and
-:class:`~optuna_diffusion.sampling.SamplingSettings` sits beside the image generator that calls the
+:class:`~optuna_diffusion.generation.SamplingSettings` sits beside the image generator that calls the
 families; so the families (:mod:`optuna_diffusion.families`) and the pipeline helpers
 (:mod:`optuna_diffusion.pipelines`) name them by these protocols instead of importing those modules,
 and imports run one way (checked by ``tests/test_import_cycles.py``). Both real classes satisfy them.
@@ -34,7 +34,7 @@ class ModelLike(Protocol):
 
 
 class SettingsLike(Protocol):
-    """The fields of :class:`~optuna_diffusion.sampling.SamplingSettings` that families and pipelines read."""
+    """The fields of :class:`~optuna_diffusion.generation.SamplingSettings` that families and pipelines read."""
 
     guidance_scale: float
     num_classes: int | None

@@ -17,7 +17,7 @@ import torch
 from .devices import torch_dtype
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
-from .fid import inception_unavailable, load_feature_extractor, load_reference_npz, reference_stats
+from .fid import inception_unavailable, load_feature_extractor
 from .fitness import ClipScoreFitness, FIDFitness, FitnessMeter, TeacherFitness, TeacherStore
 from .fitness._teacher import LABELS
 from .image_folder import load_image_folder
@@ -25,6 +25,7 @@ from .macs import check_macs_convention
 from .models import hub_offline, load_diffusion_model
 from .plan import Plan
 from .preview import save_image_grid
+from .reference_stats import load_reference_npz, reference_stats
 from .study_config import StudyConfig
 from .trial_plan import MARKER_STAGE_KEY, study_marker
 from .trial_plan import STUDY_MARKER as MARKER
@@ -108,7 +109,7 @@ def build_evaluator(
         offload=config.model.offload,
     )
     # The classifier of classifier guidance stays in float32 whatever the model's dtype: its input gradient is
-    # taken in float32 (sampling.classifier_gradient), and it is small next to the denoiser.
+    # taken in float32 (generation.classifier_gradient), and it is small next to the denoiser.
     classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
     prompts = config.prompts.load() if model.prompt_encoder is not None else None
     cache_bytes = int(config.sampling.prefix_cache_mb * 2**20)

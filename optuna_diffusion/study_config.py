@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .devices import DTYPES
 from .errors import ConfigError
 from .fitness import FitnessSettings
+from .generation import SamplingSettings
 from .prompts import PromptSettings, shipped_prompt_set
-from .sampling import SamplingSettings
-from .devices import DTYPES
 from .settings import Section, SettingError, at_least, fraction, one_of, positive, setting
 from .trial_plan import STAGES  # noqa: F401  (re-exported: the stages, named in trial_plan)
 

@@ -79,8 +79,8 @@ def mysql_url_with_a_wrong_password() -> str:
 def tiny_evaluator(model, batch_size: int):
     """A PlanEvaluator of ``model`` with an untrained digits feature net (seeded) and the digits reference."""
     from optuna_diffusion.evaluation import PlanEvaluator
-    from optuna_diffusion.fid import reference_stats
-    from optuna_diffusion.sampling import SamplingSettings
+    from optuna_diffusion.reference_stats import reference_stats
+    from optuna_diffusion.generation import SamplingSettings
     from optuna_diffusion.zoo.data import load_digits_images
     from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 

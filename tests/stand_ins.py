@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from optuna_diffusion.fid import load_feature_extractor, reference_stats
+from optuna_diffusion.fid import load_feature_extractor
+from optuna_diffusion.reference_stats import reference_stats
 
 
 class PooledColours(nn.Module):

@@ -8,11 +8,11 @@ from diffusers import DDPMScheduler
 
 from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.evaluation import PlanEvaluator
-from optuna_diffusion.fid import reference_stats
+from optuna_diffusion.reference_stats import reference_stats
 from optuna_diffusion.families import Conditions
 from optuna_diffusion.models import DiffusionModel
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import (
+from optuna_diffusion.generation import (
     ImageGenerator,
     SamplingSettings,
     class_labels,

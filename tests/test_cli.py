@@ -222,7 +222,7 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_study_alone(case, digits_r
 
 @pytest.mark.slow
 def test_dashboard_serves_the_study_and_its_pareto_trials(digits_run):
-    from optuna_diffusion.runner import dashboard_server
+    from optuna_diffusion.dashboard import dashboard_server
     from optuna_diffusion.study_config import load_study_config
 
     _, storage, _ = digits_run

@@ -11,7 +11,7 @@ import torch
 from optuna_diffusion.baselines import baseline_plan
 from optuna_diffusion.evaluation import DIGITS_DIT_SETTINGS
 from optuna_diffusion.models import load_diffusion_model
-from optuna_diffusion.sampling import ImageGenerator
+from optuna_diffusion.generation import ImageGenerator
 from optuna_diffusion.zoo import bundled_model_path
 from optuna_diffusion.zoo.data import NULL_CLASS, NUM_CLASSES
 from optuna_diffusion.zoo.dit_training import DiTTraining, train_digits_dit

@@ -13,7 +13,7 @@ from optuna_diffusion.models import model_from_pipeline
 from optuna_diffusion.pipelines import TEXT_ENCODERS
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import PromptSet
-from optuna_diffusion.sampling import ImageGenerator, SamplingSettings
+from optuna_diffusion.generation import ImageGenerator, SamplingSettings
 
 from .tiny_pipelines import tiny_sd3
 

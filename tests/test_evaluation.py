@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from optuna_diffusion.evaluation import PlanEvaluator
-from optuna_diffusion.fid import reference_stats
+from optuna_diffusion.reference_stats import reference_stats
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import SamplingSettings
+from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.zoo.data import load_digits_images
 from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 

@@ -11,17 +11,10 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from optuna_diffusion import fid
+from optuna_diffusion import reference_stats as stats_module
 from optuna_diffusion.errors import OptunaDiffusionError
-from optuna_diffusion.fid import (
-    INCEPTION_WEIGHTS_FILE,
-    FIDMeter,
-    InceptionFeatures,
-    ReferenceStats,
-    fid_of_images,
-    load_feature_extractor,
-    load_reference_npz,
-    reference_stats,
-)
+from optuna_diffusion.fid import INCEPTION_WEIGHTS_FILE, FIDMeter, InceptionFeatures, fid_of_images, load_feature_extractor
+from optuna_diffusion.reference_stats import ReferenceStats, load_reference_npz, reference_stats
 from optuna_diffusion.zoo.data import load_digits_images
 from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 
@@ -185,8 +178,8 @@ def test_reference_cache_is_reused_and_keyed(tmp_path: Path, real: torch.Tensor)
     reference_stats(real[:150], net, cache_dir=tmp_path, batch_size=64)
     assert len(list(tmp_path.glob("reference-*.npz"))) == 3  # other extractor and other data: new keys
 
-    assert fid._cache_key(images, net) == fid._cache_key(images.clone(), _net(0))
-    assert fid._cache_key(images, net) != fid._cache_key(images, _net(1))
+    assert stats_module._cache_key(images, net) == stats_module._cache_key(images.clone(), _net(0))
+    assert stats_module._cache_key(images, net) != stats_module._cache_key(images, _net(1))
 
 
 def test_reference_stats_needs_two_images(net: DigitsFeatureNet, real: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ from optuna_diffusion.fitness import ClipScoreFitness, FitnessSettings, TeacherF
 from optuna_diffusion.fitness._teacher import CHUNK, distances
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import SamplingSettings
+from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.study_config import load_study_config, parse_study_config
 
 SETTINGS = SamplingSettings(num_classes=10, batch_size=32)
@@ -285,7 +285,8 @@ def test_a_teacher_search_stores_its_teacher_beside_the_study_and_rescores_its_f
 def test_fid_against_an_image_folder_equals_fid_against_the_same_images(tmp_path):
     from PIL import Image
 
-    from optuna_diffusion.fid import load_feature_extractor, reference_stats
+    from optuna_diffusion.fid import load_feature_extractor
+    from optuna_diffusion.reference_stats import reference_stats
     from optuna_diffusion.image_folder import load_image_folder
     from optuna_diffusion.study import make_fitness
     from optuna_diffusion.zoo.data import load_digits_images

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from optuna_diffusion.baselines import baseline_timesteps
 from optuna_diffusion.cli import app
 from optuna_diffusion.models import load_diffusion_model
-from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs
+from optuna_diffusion.pipelines import pipeline_schedule_kwargs
 from optuna_diffusion.pipelines import scheduler_for_solver
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import ImageGenerator
+from optuna_diffusion.generation import ImageGenerator
 from optuna_diffusion.study_config import load_study_config
 
 from .tiny_pipelines import tiny_flux

@@ -137,7 +137,7 @@ def test_a_space_without_proposals_gives_random_genomes_in_those_slots():
 
 
 def test_a_studys_stage_1_at_one_k_fills_generations_with_refinements_and_proposals():
-    from optuna_diffusion.runner import population_split, stage_population
+    from optuna_diffusion.population import population_split, stage_population
 
     split = stage_population("timesteps", 20)
     assert split["num_refinements"] + split["num_proposals"] == 20 and split["num_mutants"] == split["num_crossovers"] == 0

@@ -106,7 +106,7 @@ def describe(graph: dict[str, dict[str, int]], component: list[str]) -> str:
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph(PACKAGE)
-    assert len(graph) > 50 and "optuna_diffusion.models" in graph["optuna_diffusion.sampling"]  # the walk sees imports
+    assert len(graph) > 50 and "optuna_diffusion.models" in graph["optuna_diffusion.generation"]  # the walk sees imports
     found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(describe(graph, component) for component in found)
 

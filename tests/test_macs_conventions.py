@@ -164,7 +164,7 @@ def test_linear_conv_input_gradient_counts_the_backward_of_layers_on_the_gradien
 def test_a_pipelines_plan_macs_count_every_component_in_the_convention():
     from optuna_diffusion.evaluation import PlanMacs
     from optuna_diffusion.models import model_from_pipeline
-    from optuna_diffusion.sampling import SamplingSettings
+    from optuna_diffusion.generation import SamplingSettings
 
     from .tiny_pipelines import TINY_PIPELINES
 

@@ -6,11 +6,11 @@ import torch
 
 from optuna_diffusion.errors import OptunaDiffusionError
 from optuna_diffusion.evaluation import PlanEvaluator
-from optuna_diffusion.fid import reference_stats
+from optuna_diffusion.reference_stats import reference_stats
 from optuna_diffusion.memory import is_out_of_memory
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import SamplingSettings
+from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.zoo.data import load_digits_images
 from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from optuna_diffusion.errors import ConfigError
-from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs
+from optuna_diffusion.pipelines import pipeline_schedule_kwargs
 from optuna_diffusion.schedules import FlowSchedule, NoiseSchedule, schedule_from_config, schedule_kind
 from optuna_diffusion.solvers import sample_dpmpp_2m, sample_flow_euler
 

@@ -31,11 +31,11 @@ from optuna_diffusion.families import (
 from optuna_diffusion.macs import MacsTable
 from optuna_diffusion.macs._fvcore import EXTRA_HANDLES
 from optuna_diffusion.models import DiffusionModel, load_diffusion_model, model_from_pipeline
-from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs
+from optuna_diffusion.pipelines import pipeline_schedule_kwargs
 from optuna_diffusion.pipelines import component_macs, scheduler_for_solver, text_encoder_macs, vae_decoder_macs
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import Prompt, PromptSet
-from optuna_diffusion.sampling import ImageGenerator, SamplingSettings, class_labels
+from optuna_diffusion.generation import ImageGenerator, SamplingSettings, class_labels
 
 from .helpers import scheduler_config, tiny_text_unet
 from .tiny_pipelines import (

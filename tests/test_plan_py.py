@@ -20,7 +20,7 @@ import torch
 from optuna_diffusion.models import load_diffusion_model
 from optuna_diffusion.export_call import study_pipeline_call
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import ImageGenerator
+from optuna_diffusion.generation import ImageGenerator
 from optuna_diffusion.study_config import load_study_config, with_overrides
 
 from .tiny_pipelines import tiny_dit, tiny_flux, tiny_pixart, tiny_sd, tiny_sd3, tiny_sdxl
@@ -89,7 +89,7 @@ def test_plan_py_as_written_makes_the_studys_first_samples(case, tmp_path, monke
 
 
 def test_plan_py_of_a_dit_study_writes_its_drawn_labels(tmp_path):
-    from optuna_diffusion.sampling import class_labels
+    from optuna_diffusion.generation import class_labels
 
     folder = tmp_path / "pipeline"
     tiny_dit().save_pretrained(folder, safe_serialization=True)

@@ -15,11 +15,11 @@ import torch
 
 from optuna_diffusion.apply import apply
 from optuna_diffusion.models import model_from_pipeline
-from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs
+from optuna_diffusion.pipelines import pipeline_schedule_kwargs
 from optuna_diffusion.pipelines import scheduler_for_solver
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import PromptSet
-from optuna_diffusion.sampling import ImageGenerator, SamplingSettings
+from optuna_diffusion.generation import ImageGenerator, SamplingSettings
 
 from .tiny_pipelines import tiny_flux, tiny_pixart, tiny_sd, tiny_sd3, tiny_sdxl
 
@@ -119,7 +119,7 @@ def test_the_noise_is_drawn_in_float32_and_cast():
 
 
 def test_bfloat16_dit_equals_the_dit_pipelines_own_bfloat16_call():
-    from optuna_diffusion.sampling import class_labels
+    from optuna_diffusion.generation import class_labels
 
     from .tiny_pipelines import tiny_dit
 
@@ -153,7 +153,7 @@ def test_bfloat16_bare_unet_equals_a_diffusers_loop_in_bfloat16(solver):
     from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     from optuna_diffusion.models import DiffusionModel
-    from optuna_diffusion.sampling import class_labels
+    from optuna_diffusion.generation import class_labels
 
     from .conftest import scheduler_config, tiny_unet
 

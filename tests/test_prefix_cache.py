@@ -6,7 +6,7 @@ import torch
 from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prefix_cache import PrefixCache
-from optuna_diffusion.sampling import ImageGenerator, SamplingSettings
+from optuna_diffusion.generation import ImageGenerator, SamplingSettings
 from optuna_diffusion.solvers import SOLVERS, SOLVER_KINDS
 
 from .helpers import tiny_unet
@@ -192,7 +192,7 @@ def test_evaluator_takes_a_cache_or_a_byte_bound(tiny_model):
     import numpy as np
 
     from optuna_diffusion.evaluation import PlanEvaluator
-    from optuna_diffusion.fid import ReferenceStats
+    from optuna_diffusion.reference_stats import ReferenceStats
     from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 
     extractor = DigitsFeatureNet().eval()

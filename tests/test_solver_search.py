@@ -13,7 +13,7 @@ from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.runner import run_optimize
-from optuna_diffusion.sampling import SamplingSettings
+from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.samplers import (
     ArchitectureSampler,
     SolverSteps,
@@ -176,7 +176,7 @@ def test_stage2_keeps_the_solver_of_the_stage1_plan(tmp_path):
 
 
 def test_a_study_that_searches_solvers_runs_both_stages_and_exports_the_solver(tmp_path):
-    from optuna_diffusion.runner import choose_plan, stored_stage_studies
+    from optuna_diffusion.stored_studies import choose_plan, stored_stage_studies
 
     config = with_overrides(load_study_config("digits"), num_samples=8, batch_size=8, solver="search")
     config = dataclasses.replace(
@@ -198,7 +198,7 @@ def test_a_study_that_searches_solvers_runs_both_stages_and_exports_the_solver(t
 
 
 def test_evaluate_runs_an_exported_plan_with_the_solver_asked_for(tmp_path):
-    from optuna_diffusion.runner import evaluate_plan_file
+    from optuna_diffusion.one_off import evaluate_plan_file
 
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({"plan": Plan((921, 631, 365, 149), solver="ddim").to_dict()}))

@@ -4,7 +4,7 @@ import torch
 
 from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.plan import Plan
-from optuna_diffusion.sampling import ImageGenerator, SamplingSettings, class_labels, initial_noise
+from optuna_diffusion.generation import ImageGenerator, SamplingSettings, class_labels, initial_noise
 from optuna_diffusion.solvers import (
     SOLVER_KINDS,
     SOLVERS,
@@ -197,7 +197,7 @@ def test_x0_clipping_bounds_the_output(tiny_model):
 def test_a_text_conditional_unet_runs_a_plan_with_guidance_and_skips():
     from optuna_diffusion.errors import ConfigError
     from optuna_diffusion.models import DiffusionModel
-    from optuna_diffusion.sampling import TextConditioning
+    from optuna_diffusion.generation import TextConditioning
 
     unet = tiny_text_unet().requires_grad_(False)
     model = DiffusionModel(unet, scheduler_config("v_prediction"), "tiny-text")

@@ -1,7 +1,7 @@
 """What the engine needs to know about one kind of denoiser: its inputs, its output, its sample space.
 
 A *family* is stateless; every method takes the :class:`~optuna_diffusion.models.DiffusionModel`.
-The image generator (:mod:`optuna_diffusion.sampling`) asks it for the initial noise of samples,
+The image generator (:mod:`optuna_diffusion.generation`) asks it for the initial noise of samples,
 for the prediction at a step (classifier-free guidance done the way the model's pipeline does it),
 and for the images of the final samples. Everything else -- common random numbers, solvers, the
 block switch, classifier guidance, prefix caching -- is the generator's, the same for every family.
@@ -18,7 +18,7 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
-    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
 
 _NOISE_CHUNK = 64
 

@@ -30,7 +30,7 @@ from ._base import Conditions, ModelFamily, chunked_noise
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
-    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
 
 
 def call_default(pipeline: Any, argument: str) -> Any:

@@ -20,7 +20,7 @@ from ._pipeline import PipelineFamily, call_default
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
-    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
 
 
 class PixArtFamily(PipelineFamily):

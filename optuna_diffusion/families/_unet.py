@@ -13,7 +13,7 @@ from ._base import Conditions, ModelFamily, labels_of
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
-    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
 
 
 def check_class_labels(model: DiffusionModel, settings: SamplingSettings, embeds: int | None, what: str) -> None:

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import torch
 
 if TYPE_CHECKING:
+    from ..generation import ImageGenerator, SamplingSettings
     from ..models import DiffusionModel
     from ..plan import Plan
-    from ..sampling import ImageGenerator, SamplingSettings
 
 METRICS = ("fid", "clip-score", "teacher")
 """Values of ``[fitness] metric`` (and ``rescore``)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..fid import FIDMeter, ReferenceStats
+from ..fid import FIDMeter
+from ..reference_stats import ReferenceStats
 from ._base import FitnessMeter
 
 

@@ -21,8 +21,8 @@ and ``input_gradient_macs(..., convention=)`` take it.
 """
 
 from ._convention import DEFAULT_MACS_CONVENTION, MACS_CONVENTIONS, check_macs_convention
-from ._count import count_macs, macs_analysis
-from ._counter import MacsCount, MacsCounter
+from ._denoiser_call import count_macs, macs_analysis
+from ._counter_protocol import MacsCount, MacsCounter
 from ._fvcore import FvcoreCounter
 from ._gradient import input_gradient_macs
 from ._inputs import example_inputs

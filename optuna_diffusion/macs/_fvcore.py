@@ -36,7 +36,7 @@ from torch import nn
 from ..compat_torch import computed_in_trace as _computed_in_trace  # torch._C._get_value_trace, fenced
 from ..errors import ConfigError
 from ._convention import DEFAULT_MACS_CONVENTION, check_macs_convention, counts_fvcore_operator
-from ._counter import MacsCount
+from ._counter_protocol import MacsCount
 
 
 def _shape(value: Any) -> list[int]:

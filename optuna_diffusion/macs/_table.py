@@ -11,8 +11,8 @@ from torch import nn
 from ..blocks import Block, find_blocks, installed_switch
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
-from ._count import call_inputs
-from ._counter import MacsCounter
+from ._denoiser_call import call_inputs
+from ._counter_protocol import MacsCounter
 from ._fvcore import FvcoreCounter, as_macs
 from ._inputs import TextContext, main_input_name
 

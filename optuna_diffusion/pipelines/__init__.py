@@ -6,6 +6,8 @@
   negative prompt's under guidance) and one VAE decode.
 * :func:`scheduler_for_solver`: the pipeline scheduler that runs a project solver, so that a plan run in
   the pipeline itself gives the project's images (see :mod:`optuna_diffusion.pipelines._export`).
+* :func:`pipeline_schedule_kwargs`: a plan's time steps as the ``timesteps=`` or ``sigmas=`` (and ``mu``) a
+  pipeline hands its scheduler (see :mod:`optuna_diffusion.pipelines._schedule`).
 * :func:`pipeline_call`: the Python call that runs an exported plan in its pipeline, one template per
   family (what ``export`` writes beside the plan, through
   :func:`optuna_diffusion.export_call.study_pipeline_call`, and docs/reference.md shows).
@@ -15,6 +17,7 @@ from ._encoder import EncodedPrompts, PromptEncoder
 from ._calls import FAMILY_OF_PIPELINE, pipeline_call
 from ._export import scheduler_for_solver
 from ._macs import TEXT_ENCODERS, component_macs, text_encoder_macs, vae_decoder_macs
+from ._schedule import pipeline_schedule_kwargs
 
 __all__ = [
     "EncodedPrompts",
@@ -23,6 +26,7 @@ __all__ = [
     "TEXT_ENCODERS",
     "component_macs",
     "pipeline_call",
+    "pipeline_schedule_kwargs",
     "scheduler_for_solver",
     "text_encoder_macs",
     "vae_decoder_macs",

@@ -6,7 +6,7 @@ reference page (docs/reference.md) shows each family's call rendered with exampl
 :func:`pipeline_call`'s output, so the page and the exported files cannot drift apart. Every call makes the same three moves: the scheduler that runs
 the study's solver (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`), the plan's skips and
 reuses (:func:`~optuna_diffusion.apply`), and the plan's time steps as the argument that pipeline's
-scheduler accepts (:func:`~optuna_diffusion.pipeline_schedule.pipeline_schedule_kwargs`).
+scheduler accepts (:func:`~optuna_diffusion.pipelines.pipeline_schedule_kwargs`).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def pipeline_call(
         note=_NOTES[family],
         pipeline_class=pipeline_class,
         extra_import="".join(line + "\n" for line in extra_imports),
-        schedule_import="" if family == "dit" else "from optuna_diffusion.pipeline_schedule import pipeline_schedule_kwargs\n",
+        schedule_import="" if family == "dit" else "from optuna_diffusion.pipelines import pipeline_schedule_kwargs\n",
         inputs_import="" if family == "dit" else "from optuna_diffusion.study_inputs import study_image_size, study_latents\n",
         plan_file=json.dumps(plan_file),
         source=f"bundled_model_path({json.dumps(source)})" if bundled else json.dumps(source),

@@ -5,7 +5,7 @@ Three things make ``pipe(...)`` sample exactly what the engine samples:
 1. the pipeline's scheduler runs the plan's solver: :func:`scheduler_for_solver` (``pipe.scheduler =
    scheduler_for_solver(solver, pipe.scheduler)``);
 2. the denoiser skips and reuses the plan's blocks: ``apply(pipe, plan)``;
-3. the call gets the plan's time steps (:func:`~optuna_diffusion.pipeline_schedule.pipeline_schedule_kwargs`),
+3. the call gets the plan's time steps (:func:`~optuna_diffusion.pipelines.pipeline_schedule_kwargs`),
    the engine's initial latents (``model.family.initial_noise(model, seed, start, stop)``), its prompts and
    negative prompts (``prompts.texts(start, stop)``, ``prompts.negatives(start, stop)``), its guidance scale
    and image size.

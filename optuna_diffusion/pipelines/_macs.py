@@ -21,7 +21,7 @@ from ..prompts import PromptSet, default_prompts
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
-    from ..protocols import SettingsLike as SamplingSettings  # what it reads of sampling.SamplingSettings
+    from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
 
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 """The attribute names of a pipeline's text encoders."""

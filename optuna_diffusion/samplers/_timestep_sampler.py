@@ -83,7 +83,7 @@ class TimestepSampler(PlanSearchSampler):
             it (:meth:`GuidedTimestepSpace.refine`), or one step moved by 1 to 64 while few are known.
         num_proposals: TPE proposals per generation after the first; the rest of a generation is
             random. AutoDiffusion has neither; the studies' stage 1 fills its generations with
-            refinements and proposals only (:func:`optuna_diffusion.runner.stage_population`).
+            refinements and proposals only (:func:`optuna_diffusion.population.stage_population`).
         mutation_prob: probability that a mutant changes each step (AutoDiffusion: 0.25).
         initial_plans: time steps to evaluate first (sequences of int or :class:`~optuna_diffusion.Plan`;
             with ``solvers``, a plan without a solver takes the first).

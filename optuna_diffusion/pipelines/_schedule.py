@@ -39,10 +39,12 @@ import inspect
 import math
 from typing import Any, Mapping, Sequence
 
+import diffusers
 import numpy as np
 
-from .errors import ConfigError, first_line
-from .schedules import FlowSchedule, NoiseSchedule, schedule_from_config
+from ..errors import ConfigError, first_line
+from ..schedules import FlowSchedule, NoiseSchedule, schedule_from_config
+from ._export import SCHEDULER_OF_SOLVER
 
 # Flow schedulers whose set_timesteps(sigmas=...) shifts the given sigmas and nothing else (checked below).
 _FLOW_SIGMA_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchLCMScheduler", "UniPCMultistepScheduler")
@@ -53,8 +55,6 @@ _TOLERANCE = 1e-5  # UniPC lowers a first sigma of 1 by 1e-6
 
 def _class_and_config(scheduler_or_config: Any) -> tuple[type, dict[str, Any]]:
     """The scheduler class and its config (with ``_class_name``) from a scheduler or a saved config."""
-    import diffusers
-
     if hasattr(scheduler_or_config, "set_timesteps") and hasattr(scheduler_or_config, "config"):
         cls = type(scheduler_or_config)
         return cls, {**scheduler_or_config.config, "_class_name": cls.__name__}
@@ -84,8 +84,6 @@ def _checked_steps(timesteps: Sequence[int], low: int, high: int) -> list[int]:
 
 def _swap_hint(solver: str | None) -> str:
     """How to give the pipeline the scheduler that runs ``solver`` (every exportable one when None)."""
-    from .pipelines._export import SCHEDULER_OF_SOLVER
-
     if solver in SCHEDULER_OF_SOLVER:
         return (f"give the pipeline the {SCHEDULER_OF_SOLVER[solver]} that runs the study's solver: "
                 f"pipe.scheduler = scheduler_for_solver({solver!r}, pipe.scheduler)")

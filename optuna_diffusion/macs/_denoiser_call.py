@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ._counter import MacsCounter
+from ._counter_protocol import MacsCounter
 from ._fvcore import FvcoreCounter, as_macs, fvcore_analysis
 from ._inputs import TextContext, example_inputs
 
