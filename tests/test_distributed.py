@@ -7,6 +7,7 @@ points (faults, see optuna_diffusion.faults), never after a sleep.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -51,7 +52,8 @@ def shown_front(name: str, config: Path, storage: str, stage: str) -> set[int]:
     args = ["show", "--study", name, "--config", str(config), "--storage", storage, "--stage", stage, "--all"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    rows = result.output.splitlines()[2:]  # title line, table header
+    rows = itertools.takewhile(lambda line: line.split()[:1] and line.split()[0].isdigit(),
+                               result.output.splitlines()[2:])  # after the title line and header; before "ran on: ..."
     return {int(row.split()[0]) for row in rows}
 
 
