@@ -39,7 +39,7 @@ _COMMON: dict[str, dict[str, Any]] = {
     "steps": {"type": int, "help": "K, the number of time steps searched"},
     "trials": {"type": int, "help": "evaluations per search"},
     "samples": {"type": int, "help": "samples per evaluation"},
-    "seed": {"type": int, "help": "the search's seed"},
+    "seed": {"type": int, "help": "the random seed"},
     "seeds": {"type": int, "nargs": "+", "help": "one search per seed"},
     "population": {"type": int, "help": "TimestepSampler's population"},
     "jobs": {"type": int, "help": "searches run in parallel processes"},
