@@ -10,10 +10,9 @@ Run: python benchmarks/baselines.py [--samples 1797] [--models digits digits-dit
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 
+import _harness
 from optuna_diffusion.baselines import baseline_names, baseline_plan
 from optuna_diffusion.evaluation import DIGITS_DIT_SETTINGS, DIGITS_SETTINGS, digits_evaluator
 
@@ -44,18 +43,16 @@ def table(model: str, steps: list[int], num_samples: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1797)
+    parser = _harness.argument_parser(__doc__)
+    parser.add_argument("--samples", type=int, default=_harness.ALL_DIGITS)
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 6, 10])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = parser.parse_args()
-    started = time.perf_counter()
     for index, model in enumerate(args.models):
         if index:
             print()
         table(model, args.steps, args.samples)
-    print(f"total {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
-    main()
+    _harness.timed_main(main)

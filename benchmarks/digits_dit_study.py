@@ -16,17 +16,14 @@ Run: python benchmarks/digits_dit_study.py [--seed 0] [--steps 4] [--plans-out d
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
-import tempfile
-import time
 from pathlib import Path
 
 import optuna
 import torch
 
+import _harness
 from optuna_diffusion.baselines import baseline_plans
 from optuna_diffusion.runner import run_optimize
 from optuna_diffusion.study import build_evaluator
@@ -34,7 +31,7 @@ from optuna_diffusion.study_config import load_study_config
 from optuna_diffusion.trial_plan import is_low_fidelity, plan_from_trial
 from stage2 import wasted_share  # a sibling script: run from this folder or as benchmarks/digits_dit_study.py
 
-FULL_SAMPLES = 1797
+FULL_SAMPLES = _harness.ALL_DIGITS
 MACS_CUT = 0.25   # stage 2: at least this fraction fewer MACs
 FID_SLACK = 0.05  # stage 2: at most this fraction higher FID
 
@@ -62,36 +59,34 @@ def steps_histogram(study: optuna.Study) -> dict[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _harness.argument_parser(__doc__)
     parser.add_argument("--study", default="digits-dit")
-    parser.add_argument("--seed", type=int, default=0)
+    _harness.add_common_arguments(parser, seed=0)
     parser.add_argument("--steps", type=int, default=4, help="K of the stage-1 plan compared with the baselines")
     parser.add_argument("--rescore", type=int, default=3, help="stage-1 finalists re-scored with all samples")
     parser.add_argument("--rescore-stage2", type=int, default=8, help="stage-2 candidates re-scored with all samples")
     parser.add_argument("--plans-out", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=1)
+    _harness.add_common_arguments(parser, threads=1)
     parser.add_argument("--timestep-trials", type=int, default=None, help="stage 1's budget (default: the preset's)")
     parser.add_argument("--architecture-trials", type=int, default=None, help="stage 2's budget (default: the preset's)")
     parser.add_argument("--k-range", type=int, nargs=2, default=None, metavar=("K_MIN", "K_MAX"),
                         help="stage 1's step counts (default: the preset's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = load_study_config(args.study)
-    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, seed=args.seed))
+    config = _harness.replace_section(load_study_config(args.study), "sampling", seed=args.seed)
     for section, trials in (("timesteps", args.timestep_trials), ("architecture", args.architecture_trials)):
         if trials is not None:
-            config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), n_trials=trials)})
+            config = _harness.replace_section(config, section, n_trials=trials)
     if args.k_range is not None:
         k_min, k_max = args.k_range
-        config = dataclasses.replace(config, timesteps=dataclasses.replace(config.timesteps, k_min=k_min, k_max=k_max))
+        config = _harness.replace_section(config, "timesteps", k_min=k_min, k_max=k_max)
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        storage = f"sqlite:///{Path(folder) / 'study.db'}"
+    with _harness.temporary_storage() as storage:
         studies = {}
         for stage in ("timesteps", "architecture"):
-            started = time.perf_counter()
+            timer = _harness.Timer()
             studies.update(run_optimize(config, storage, stages=(stage,), echo=lambda _: None))
-            seconds[stage] = time.perf_counter() - started
+            seconds[stage] = timer.seconds
         # Materialise the trials before the temporary storage goes away.
         stage1 = ranked_trials(studies["timesteps"], args.steps)
         stage2 = ranked_trials(studies["architecture"], args.steps)
@@ -158,6 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    started = time.perf_counter()
-    main()
-    print(f"total {time.perf_counter() - started:.0f}s")
+    _harness.timed_main(main)

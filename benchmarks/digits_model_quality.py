@@ -11,12 +11,11 @@ Run: python benchmarks/digits_model_quality.py [--samples 1797] [--models digits
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 
 import torch
 
+import _harness
 from optuna_diffusion.evaluation import DIGITS_DIT_SETTINGS, DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.fid import fid_of_images, load_feature_extractor
 from optuna_diffusion.reference_stats import reference_stats
@@ -27,8 +26,8 @@ from optuna_diffusion.zoo.training import feature_net_accuracy
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1797, help="samples of 100-step DDIM")
+    parser = _harness.argument_parser(__doc__)
+    parser.add_argument("--samples", type=int, default=_harness.ALL_DIGITS, help="samples of 100-step DDIM")
     parser.add_argument("--ddpm-samples", type=int, default=1000, help="samples of 1000-step DDPM (slow)")
     parser.add_argument("--models", nargs="+", default=["digits", "digits-dit", "digits-t2i"],
                         choices=["digits", "digits-dit", "digits-t2i"])
@@ -82,7 +81,7 @@ def text_to_image_quality(extractor, num_samples: int, steps: int, batch_size: i
     prompts = [prompt.text for prompt in config.prompts.load()]
     pipe = StableDiffusionPipeline.from_pretrained(bundled_model_path("digits-t2i"))
     pipe.set_progress_bar_config(disable=True)
-    started = time.perf_counter()
+    timer = _harness.Timer()
     texts = [prompts[i % len(prompts)] for i in range(num_samples)]
     batches = []
     for start in range(0, num_samples, batch_size):
@@ -91,7 +90,7 @@ def text_to_image_quality(extractor, num_samples: int, steps: int, batch_size: i
                    generator=generator, output_type="pt").images
         batches.append(as_digits(out * 2 - 1))
     images = torch.cat(batches)
-    seconds = time.perf_counter() - started
+    seconds = timer.seconds
     with torch.inference_mode():
         predicted = extractor.classify(images).argmax(dim=1)
     wanted = torch.tensor([digit_of_prompt(text) for text in texts])
@@ -117,6 +116,4 @@ def text_to_image_quality(extractor, num_samples: int, steps: int, batch_size: i
 
 
 if __name__ == "__main__":
-    started = time.perf_counter()
-    main()
-    print(f"total {time.perf_counter() - started:.0f}s")
+    _harness.timed_main(main)

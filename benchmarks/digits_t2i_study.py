@@ -14,13 +14,9 @@ Run: python benchmarks/digits_t2i_study.py [--samples 1000]
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-import time
-from pathlib import Path
-
 import torch
 
+import _harness
 from optuna_diffusion.baselines import baseline_plan
 from optuna_diffusion.fid import fid_of_images, load_feature_extractor
 from optuna_diffusion.reference_stats import reference_stats
@@ -68,16 +64,15 @@ def pipeline_default_plan(steps: int, schedule) -> Plan:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _harness.argument_parser(__doc__)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     config = load_study_config("digits-t2i")
-    with tempfile.TemporaryDirectory() as folder:
-        storage = f"sqlite:///{Path(folder) / 'digits-t2i.db'}"
-        started = time.perf_counter()
+    with _harness.temporary_storage("digits-t2i.db") as storage:
+        timer = _harness.Timer()
         studies = run_optimize(config, storage, echo=lambda _: None)
-        seconds = time.perf_counter() - started
+        seconds = timer.seconds
         fronts = {stage: pareto_front(study) for stage, study in studies.items()}
     print(f"digits-t2i preset, both stages with default budgets: {seconds / 60:.1f} min "
           f"({len(studies['timesteps'].trials)} + {len(studies['architecture'].trials)} trials, teacher generated inside)")
@@ -113,6 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    began = time.perf_counter()
-    main()
-    print(f"total {time.perf_counter() - began:.0f} s")
+    _harness.timed_main(main, "total {:.0f} s")

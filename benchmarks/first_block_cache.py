@@ -15,19 +15,17 @@ Run: python benchmarks/first_block_cache.py --plans dit_plans.json [--thresholds
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
 
+import _harness
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.study import build_evaluator
 from optuna_diffusion.study_config import load_study_config
 
-FULL_SAMPLES = 1797
+FULL_SAMPLES = _harness.ALL_DIGITS
 DEFAULT_THRESHOLDS = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0]
 
 
@@ -72,11 +70,11 @@ class CacheMeter:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _harness.argument_parser(__doc__)
     parser.add_argument("--plans", type=Path, required=True, help="JSON from digits_dit_study.py --plans-out")
     parser.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS)
     parser.add_argument("--samples", type=int, default=FULL_SAMPLES)
-    parser.add_argument("--threads", type=int, default=1)
+    _harness.add_common_arguments(parser, threads=1)
     parser.add_argument("--extra", type=Path, nargs="*", default=[],
                         help="more plans to score alike (JSON, e.g. sensitivity.py --greedy ... --plan-out)")
     args = parser.parse_args()
@@ -86,7 +84,7 @@ def main() -> None:
     plans = json.loads(args.plans.read_text())
     config = load_study_config(plans["study"])
     # No prefix cache: First-Block-Cache must see every denoiser call of every plan.
-    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, prefix_cache_mb=0))
+    config = _harness.replace_section(config, "sampling", prefix_cache_mb=0)
     evaluator = build_evaluator(config)
     table = evaluator.macs_table
     transformer = evaluator.model.denoiser
@@ -133,6 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    started = time.perf_counter()
-    main()
-    print(f"total {time.perf_counter() - started:.0f}s")
+    _harness.timed_main(main)

@@ -20,14 +20,13 @@ Run: python benchmarks/fitness_cost.py [--k 4] [--k-max 8] [--trials 200] [--see
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
-import time
 
 import optuna
 
+import _harness
 from optuna_diffusion.evaluation import PlanEvaluator, digits_evaluator
 from optuna_diffusion.fidelity import FidelityPolicy
 from optuna_diffusion.objective import PlanObjective
@@ -60,18 +59,13 @@ class Trace:
 def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int, trials: int) -> Trace:
     cache, multi_fidelity = SETUPS[setup]
     evaluator.generator.prefix_cache = PrefixCache(CACHE_BYTES) if cache else None
-    preset = load_study_config("digits")
-    config = dataclasses.replace(
-        preset,
-        sampling=dataclasses.replace(preset.sampling, seed=seed),
-        timesteps=dataclasses.replace(preset.timesteps, k_min=k_min, k_max=k_max, population_size=POPULATION),
-    )
+    config = _harness.replace_section(load_study_config("digits"), "sampling", seed=seed)
+    config = _harness.replace_section(config, "timesteps", k_min=k_min, k_max=k_max, population_size=POPULATION)
     sampler = sampler_for("timesteps", config, evaluator)  # the study's own stage-1 sampler
     fidelity = FidelityPolicy(low_samples=LOW_SAMPLES, keep=population_split(POPULATION)["num_parents"]) if multi_fidelity else None
     objective = PlanObjective(evaluator, num_samples=NUM_SAMPLES, fidelity=fidelity)
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     trace = Trace([], [], [])
-    start_work, started = evaluator.generator.image_evaluations, time.perf_counter()
+    start_work, timer = evaluator.generator.image_evaluations, _harness.Timer()
     best = float("inf")
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -79,10 +73,10 @@ def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int,
         if trial.user_attrs.get("fidelity", "full") == "full" and trial.values:
             best = min(best, trial.values[0])
         trace.work.append(evaluator.generator.image_evaluations - start_work)
-        trace.seconds.append(time.perf_counter() - started)
+        trace.seconds.append(timer.seconds)
         trace.best.append(best)
 
-    study.optimize(objective, n_trials=trials, callbacks=[record])
+    _harness.optimize(sampler, objective, trials, directions=["minimize", "minimize"], callbacks=[record])
     return trace
 
 
@@ -91,11 +85,10 @@ def median(values: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _harness.argument_parser(__doc__)
     parser.add_argument("--k", type=int, default=4, help="fewest steps")
     parser.add_argument("--k-max", type=int, default=None, help="most steps (default: --k, one K)")
-    parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    _harness.add_common_arguments(parser, trials=200, seeds=(0, 1, 2))
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     args = parser.parse_args()
     k_max = args.k_max or args.k

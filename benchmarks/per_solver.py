@@ -15,25 +15,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
-import time
 
-import optuna
-import torch
-
+import _harness
 from optuna_diffusion.baselines import baseline_plans
-from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.population import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
 from optuna_diffusion.solvers import DISTINCT_SOLVERS
 
-PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit
-
 SOLVERS = DISTINCT_SOLVERS["ddpm"]
 JOINT = "joint"
-FULL_SAMPLES = 1797
+FULL_SAMPLES = _harness.ALL_DIGITS
 REFERENCE_STEPS = 100  # what the few-step plans are compared with
 
 
@@ -41,11 +34,9 @@ def search(task: tuple[str, int, int, argparse.Namespace]) -> tuple[str, int, in
     """Best plan for one (solver, K) with ``trials`` evaluations, found with TimestepSampler; the solver
     too when ``solver`` is :data:`JOINT` (the baselines under every solver seed the first generation)."""
     solver, k, trials, args = task
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = dataclasses.replace(DIGITS_SETTINGS, solver=SOLVERS if solver == JOINT else solver, batch_size=500)
-    evaluator = digits_evaluator(settings, prefix_cache=PREFIX_CACHE_BYTES)
-    baselines = list(dict.fromkeys(baseline_plans(k, evaluator.generator.schedule.alphas_cumprod).values()))
+    _harness.quiet_process()
+    evaluator = _harness.search_evaluator(solver=SOLVERS if solver == JOINT else solver)
+    baselines = _harness.baseline_seeds([k], evaluator.generator.schedule.alphas_cumprod)
     if solver == JOINT:
         baselines = [dataclasses.replace(plan, solver=name) for plan in baselines for name in SOLVERS]
     population = args.population
@@ -53,30 +44,24 @@ def search(task: tuple[str, int, int, argparse.Namespace]) -> tuple[str, int, in
         k_min=k, seed=args.seed, solvers=SOLVERS if solver == JOINT else None, initial_plans=baselines[:population],
         **stage_population("timesteps", population),
     )
-    study = optuna.create_study(sampler=sampler)
-    study.optimize(PlanObjective(evaluator, num_samples=args.samples, objectives=("fid",)), n_trials=trials)
+    study = _harness.optimize(sampler, PlanObjective(evaluator, num_samples=args.samples, objectives=("fid",)), trials)
     evaluator.close()
     best = plan_from_trial(study.best_trial)
     return solver, k, trials, dataclasses.replace(best, solver=best.solver or solver)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--population", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = _harness.argument_parser(__doc__)
+    _harness.add_common_arguments(parser, trials=200, samples=500, population=20, seed=0)
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 6])
-    parser.add_argument("--jobs", type=int, default=2)
+    _harness.add_common_arguments(parser, jobs=2)
     parser.add_argument("--full-samples", type=int, default=FULL_SAMPLES, help="samples of the re-scoring")
     parser.add_argument("--joint", type=int, nargs="*", default=[], help="evaluations of joint solver searches")
     args = parser.parse_args()
-    started = time.perf_counter()
     tasks = [(solver, k, args.trials, args) for k in args.steps for solver in SOLVERS]
     tasks += [(JOINT, k, trials, args) for k in args.steps for trials in args.joint]
-    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        found = pool.map(search, tasks, chunksize=1)
-    evaluators = {s: digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=s, batch_size=500)) for s in SOLVERS}
+    found = _harness.map_in_processes(search, tasks, args.jobs)
+    evaluators = {s: _harness.search_evaluator(solver=s, prefix_cache=False) for s in SOLVERS}
     uniform = baseline_plans(REFERENCE_STEPS, evaluators["ddim"].generator.schedule.alphas_cumprod)["uniform"]
     reference = evaluators["ddim"].evaluate(uniform, args.full_samples).fid
     print(f"reference: DDIM, {REFERENCE_STEPS} uniform steps, FID {reference:.3f} ({args.full_samples} samples)")
@@ -103,8 +88,7 @@ def main() -> None:
                       f"single-solver search ({len(SOLVERS) * args.trials} evaluations over {len(SOLVERS)} searches)")
     for evaluator in evaluators.values():
         evaluator.close()
-    print(f"total {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
-    main()
+    _harness.timed_main(main)

@@ -12,17 +12,11 @@ python benchmarks/search_ceiling.py [--trials 1000] [--samplers tpe timestep] [-
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import multiprocessing
-import time
 
-import optuna
-import torch
-
+import _harness
 from optuna_diffusion.baselines import baseline_plans
-from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
 from optuna_diffusion.plan import Plan
-from search_quality import PREFIX_CACHE_BYTES, make_objective, make_sampler  # the same searches, exactly
+from search_quality import make_objective, make_sampler  # the same searches, exactly
 
 POPULATION = 20  # search_quality.py's default
 MOVES = (64, 32, 16, 8, 4, 2, 1)
@@ -49,9 +43,8 @@ def compass_search(start: tuple[int, ...], evaluate, num_train_timesteps: int) -
 
 def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tuple[int, ...], float, tuple[int, ...], float, int]:
     name, args = task
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, batch_size=500), prefix_cache=PREFIX_CACHE_BYTES)
+    _harness.quiet_process()
+    evaluator = _harness.search_evaluator()
     fids: dict[tuple[int, ...], float] = {}
 
     def evaluate(timesteps: tuple[int, ...]) -> float:
@@ -60,8 +53,8 @@ def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tu
         return fids[timesteps]
 
     initial = list(baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod).values())
-    study = optuna.create_study(sampler=make_sampler(name, args.seed, args.steps, initial, POPULATION))
-    study.optimize(make_objective(name, evaluator, args.steps, args.samples), n_trials=args.trials)
+    sampler = make_sampler(name, args.seed, args.steps, initial, POPULATION)
+    study = _harness.optimize(sampler, make_objective(name, evaluator, args.steps, args.samples), args.trials)
     visited = [tuple(trial.user_attrs["timesteps"]) for trial in study.trials]
     fids.update((steps, trial.value) for steps, trial in zip(visited, study.trials))
     best_after = {n: min(fids[t] for t in visited[:n]) for n in REPORT_AT if n <= len(visited)}
@@ -73,26 +66,20 @@ def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--trials", type=int, default=1000)
-    parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = _harness.argument_parser(__doc__)
+    _harness.add_common_arguments(parser, steps=4, trials=1000, samples=500, seed=0)
     parser.add_argument("--samplers", nargs="+", default=["tpe", "timestep"], choices=["tpe", "timestep"])
     args = parser.parse_args()
-    started = time.perf_counter()
     print(f"digits, ddim, K={args.steps}, {args.samples} samples/eval, seed {args.seed}: "
           f"{args.trials}-evaluation search, then compass search from its best")
-    with multiprocessing.get_context("spawn").Pool(len(args.samplers)) as pool:
-        results = pool.map(run, [(name, args) for name in args.samplers], chunksize=1)
+    results = _harness.map_in_processes(run, [(name, args) for name in args.samplers], len(args.samplers))
     for name, best_after, searched, searched_fid, polished, polished_fid, extra in results:
         trace = ", ".join(f"{fid:.3f} after {n}" for n, fid in best_after.items())
         print(f"{name:<9} best {trace}")
         print(f"{'':<9} searched best {list(searched)} FID {searched_fid:.3f}; compass search "
               f"({extra} more evaluations) -> {list(polished)} FID {polished_fid:.3f}")
     print(f"best FID found by any: {min(r[5] for r in results):.3f}")
-    print(f"total {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
-    main()
+    _harness.timed_main(main)

@@ -16,23 +16,18 @@ Run: python benchmarks/search_front.py [--trials 200] [--seeds 0 1 2] [--k-min 3
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import multiprocessing
 import statistics
-import time
 
 import numpy as np
 import optuna
-import torch
 
-from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
-from optuna_diffusion.compat import compute_hypervolume  # Optuna's exact hypervolume (private, fenced)
-from optuna_diffusion.evaluation import DIGITS_SETTINGS, digits_evaluator
+import _harness
+from _harness import hypervolume
+from optuna_diffusion.baselines import strictly_decreasing
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.population import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial
 
-PREFIX_CACHE_BYTES = 512 * 2**20
 SAMPLERS = ("timestep", "nsga2", "tpe")
 REFERENCE_FID = 20.0
 
@@ -49,12 +44,10 @@ def make_sampler(name: str, seed: int, args: argparse.Namespace, initial: list[P
 def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, list[tuple[float, float]], float]:
     """One (sampler, seed) search in its own process: every (FID, MACs), and the MACs of the largest K."""
     name, seed, args = task
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, batch_size=500), prefix_cache=PREFIX_CACHE_BYTES)
+    _harness.quiet_process()
+    evaluator = _harness.search_evaluator()
     num_train = evaluator.generator.schedule.num_train_timesteps
-    alphas = evaluator.generator.schedule.alphas_cumprod
-    initial = list(dict.fromkeys(p for k in range(args.k_min, args.k_max + 1) for p in baseline_plans(k, alphas).values()))
+    initial = _harness.baseline_seeds(range(args.k_min, args.k_max + 1), evaluator.generator.schedule.alphas_cumprod)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         if name == "timestep":
@@ -66,36 +59,26 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
         return evaluator.evaluate(plan, args.samples).fid, float(evaluator.macs(plan))
 
     initial = initial[: args.population]
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=make_sampler(name, seed, args, initial))
-    if name != "timestep":
-        for plan in initial:
-            study.enqueue_trial({"num_steps": plan.num_steps, **{f"t{i}": t for i, t in enumerate(plan.timesteps)}})
-    study.optimize(objective, n_trials=args.trials)
+    enqueue = [] if name == "timestep" else [
+        {"num_steps": plan.num_steps, **{f"t{i}": t for i, t in enumerate(plan.timesteps)}} for plan in initial
+    ]
+    study = _harness.optimize(make_sampler(name, seed, args, initial), objective, args.trials,
+                              directions=["minimize", "minimize"], enqueue=enqueue)
     largest = float(evaluator.macs(Plan(tuple(range(args.k_max - 1, -1, -1)), num_train_timesteps=num_train)))
     evaluator.close()
     return name, seed, [tuple(t.values) for t in study.trials if t.values is not None], largest
 
 
-def hypervolume(points: list[tuple[float, float]], reference: np.ndarray) -> float:
-    inside = np.array([p for p in points if p[0] < reference[0] and p[1] < reference[1]])
-    return float(compute_hypervolume(inside, reference)) if len(inside) else 0.0
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _harness.argument_parser(__doc__)
     parser.add_argument("--k-min", type=int, default=3)
     parser.add_argument("--k-max", type=int, default=8)
-    parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--population", type=int, default=20)
+    _harness.add_common_arguments(parser, trials=200, samples=500, seeds=(0, 1, 2), population=20)
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
-    parser.add_argument("--jobs", type=int, default=2)
+    _harness.add_common_arguments(parser, jobs=2)
     args = parser.parse_args()
-    started = time.perf_counter()
     tasks = [(name, seed, args) for name in args.samplers for seed in args.seeds]
-    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        results = pool.map(run_search, tasks, chunksize=1)
+    results = _harness.map_in_processes(run_search, tasks, args.jobs)
     reference = np.array([REFERENCE_FID, 1.1 * results[0][3]])
     print(f"digits, ddim, K in {args.k_min}..{args.k_max}, {args.samples} samples/eval, {args.trials} evals, "
           f"seeds {args.seeds}; hypervolume of (FID, MACs) against reference ({reference[0]:g}, {reference[1]:.4g})")
@@ -108,8 +91,7 @@ def main() -> None:
         for other in (n for n in volumes if n != "timestep"):
             wins = sum(volumes["timestep"][s] >= volumes[other][s] for s in args.seeds)
             print(f"timestep >= {other} on {wins}/{len(args.seeds)} seeds")
-    print(f"total {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
-    main()
+    _harness.timed_main(main)

@@ -19,22 +19,18 @@ hand-designed schedules. Run: python benchmarks/search_quality.py [--trials 200]
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import multiprocessing
 import statistics
-import time
 
 import optuna
 import torch
 
+import _harness
 from autodiffusion_search import autodiffusion_search
 from optuna_diffusion.baselines import baseline_plans, strictly_decreasing
-from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, digits_evaluator
+from optuna_diffusion.evaluation import PlanEvaluator
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.population import stage_population
 from optuna_diffusion.samplers import TimestepSampler, plan_from_trial, suggest_plan
-
-PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit
 
 SAMPLERS = ("timestep", "random", "nsga2", "tpe", "gp", "autodiffusion")
 
@@ -79,41 +75,33 @@ def evaluations_to_within(values: list[float], fraction: float) -> int:
 def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, list[float], list[int]]:
     """One (sampler, seed) search in its own process: FID per evaluation, best time steps."""
     name, seed, args = task
-    torch.set_num_threads(args.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=args.solver, batch_size=500), prefix_cache=PREFIX_CACHE_BYTES)
+    _harness.quiet_process(args.threads)
+    evaluator = _harness.search_evaluator(solver=args.solver)
     if name == "autodiffusion":
         num_train = evaluator.generator.schedule.num_train_timesteps
         fid_of = lambda steps: evaluator.evaluate(Plan(steps, num_train_timesteps=num_train), args.samples).fid  # noqa: E731
         history = autodiffusion_search(fid_of, args.steps, num_train, args.trials, seed)
         evaluator.close()
         return name, seed, [fid for _, fid in history], list(min(history, key=lambda item: item[1])[0])
-    initial_plans = list(dict.fromkeys(baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod).values()))
-    study = optuna.create_study(sampler=make_sampler(name, seed, args.steps, initial_plans, args.population))
-    study.optimize(make_objective(name, evaluator, args.steps, args.samples), n_trials=args.trials)
+    initial_plans = _harness.baseline_seeds([args.steps], evaluator.generator.schedule.alphas_cumprod)
+    sampler = make_sampler(name, seed, args.steps, initial_plans, args.population)
+    study = _harness.optimize(sampler, make_objective(name, evaluator, args.steps, args.samples), args.trials)
     evaluator.close()
     values = [t.value for t in study.trials if t.value is not None]
     return name, seed, values, study.best_trial.user_attrs["timesteps"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--population", type=int, default=20)
+    parser = _harness.argument_parser(__doc__)
+    _harness.add_common_arguments(parser, steps=4, trials=200, samples=500, seeds=(0, 1, 2), population=20)
     parser.add_argument("--solver", default="ddim")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
-    parser.add_argument("--jobs", type=int, default=2, help="searches run in parallel processes")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    _harness.add_common_arguments(parser, jobs=2, threads=1)
     args = parser.parse_args()
-    started = time.perf_counter()
     print(f"digits, {args.solver}, K={args.steps}, {args.samples} samples/eval, {args.trials} evals, "
           f"seeds {args.seeds}, TimestepSampler population {args.population}")
     tasks = [(name, seed, args) for name in args.samplers for seed in args.seeds]
-    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        results = pool.map(run_search, tasks, chunksize=1)
+    results = _harness.map_in_processes(run_search, tasks, args.jobs)
     width = max(9, *(len(name) for name in args.samplers))
     print(f"{'sampler':<{width}} {'median best FID':>15} {'per seed':>26} {'median evals to 5%':>19}")
     best_plan, best_fid = None, float("inf")
@@ -132,9 +120,9 @@ def main() -> None:
             print(f"timestep / {other}: {medians['timestep'] / medians[other]:.3f}")
     if best_plan is not None:
         torch.set_num_threads(args.threads * args.jobs)
-        evaluator = digits_evaluator(dataclasses.replace(DIGITS_SETTINGS, solver=args.solver, batch_size=500))
+        evaluator = _harness.search_evaluator(solver=args.solver, prefix_cache=False)
         baselines = baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod)
-        full = 1797
+        full = _harness.ALL_DIGITS
         rescored = evaluator.evaluate(best_plan, full).fid
         baseline_fids = {n: evaluator.evaluate(p, full).fid for n, p in baselines.items()}
         best_hand = min(baseline_fids, key=baseline_fids.get)
@@ -144,8 +132,7 @@ def main() -> None:
         print(f"ratio to uniform: {rescored / baseline_fids['uniform']:.3f}; to best hand-designed ({best_hand}): "
               f"{rescored / baseline_fids[best_hand]:.3f}")
         evaluator.close()
-    print(f"total {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
-    main()
+    _harness.timed_main(main)

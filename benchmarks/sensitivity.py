@@ -17,39 +17,34 @@ Run: python benchmarks/sensitivity.py [--timesteps 887 439 199 86] [--samples 50
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import time
 from pathlib import Path
 
 import torch
 
+import _harness
 from optuna_diffusion.blocks import check_plan_blocks
 from optuna_diffusion.errors import OptunaDiffusionError
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.study import build_evaluator
 from optuna_diffusion.study_config import load_study_config
 
-PREFIX_CACHE_BYTES = 512 * 2**20  # shared trajectory prefixes: faster, same FIDs bit for bit
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _harness.argument_parser(__doc__)
     parser.add_argument("--timesteps", type=int, nargs="+", default=[887, 439, 199, 86])
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--study", default="digits", help="a preset of a digits model: digits or digits-dit")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--greedy", type=float, default=None, help="fraction of MACs the greedy combination must save")
     parser.add_argument("--greedy-max-change", type=float, default=1.0, help="single FID changes above this are left out")
-    parser.add_argument("--final-samples", type=int, default=1797)
+    parser.add_argument("--final-samples", type=int, default=_harness.ALL_DIGITS)
     parser.add_argument("--plan-out", type=Path, default=None, help="write the greedy plan here (JSON)")
     parser.add_argument("--check-seeds", type=int, nargs="*", default=[1], help="sampling seeds of a held-out re-check")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_study_config(args.study)
-    prefix_cache_mb = PREFIX_CACHE_BYTES / 2**20
-    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, prefix_cache_mb=prefix_cache_mb))
+    prefix_cache_mb = _harness.PREFIX_CACHE_BYTES / 2**20
+    config = _harness.replace_section(load_study_config(args.study), "sampling", prefix_cache_mb=prefix_cache_mb)
     evaluator = build_evaluator(config)
     schedule = evaluator.generator.schedule
     base = Plan(args.timesteps, num_train_timesteps=schedule.num_train_timesteps, schedule_kind=schedule.kind)
@@ -158,7 +153,7 @@ def _name(base: Plan, change: tuple[str, str, int]) -> str:
 
 def held_out_check(config, base: Plan, plan: Plan, seed: int, samples: int) -> None:
     """Both plans on other seeded noise and labels than the ones the choices were made on."""
-    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, seed=seed))
+    config = _harness.replace_section(config, "sampling", seed=seed)
     evaluator = build_evaluator(config)
     base_fid = evaluator.evaluate(base, samples).fid
     fid = evaluator.evaluate(plan, samples).fid
@@ -168,6 +163,4 @@ def held_out_check(config, base: Plan, plan: Plan, seed: int, samples: int) -> N
 
 
 if __name__ == "__main__":
-    started = time.perf_counter()
-    main()
-    print(f"total {time.perf_counter() - started:.0f}s")
+    _harness.timed_main(main)

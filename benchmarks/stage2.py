@@ -12,28 +12,23 @@ Run: python benchmarks/stage2.py [--study digits] [--seed 0] [--architecture-tri
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import math
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 
-from optuna_diffusion.compat import compute_hypervolume  # Optuna's exact hypervolume (private, fenced)
+import _harness
 from optuna_diffusion.runner import run_optimize
 from optuna_diffusion.front import format_front, pareto_front
 from optuna_diffusion.study import build_evaluator
 from optuna_diffusion.study_config import load_study_config
 from optuna_diffusion.trial_plan import is_low_fidelity
 
-FULL_SAMPLES = 1797
+FULL_SAMPLES = _harness.ALL_DIGITS
 
 
 def hypervolume(rows, reference: np.ndarray) -> float:
-    points = np.array([[row.fid, row.macs] for row in rows if row.fid < reference[0] and row.macs < reference[1]])
-    return float(compute_hypervolume(points, reference)) if len(points) else 0.0
+    """Hypervolume of a front's (FID, MACs) rows against ``reference``."""
+    return _harness.hypervolume([(row.fid, row.macs) for row in rows], reference)
 
 
 def wasted_share(stage1, stage2) -> str:
@@ -52,21 +47,18 @@ def wasted_share(stage1, stage2) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser = _harness.argument_parser(__doc__)
+    _harness.add_common_arguments(parser, seed=0)
     parser.add_argument("--reference-fid", type=float, default=20.0, help="FID coordinate of the hypervolume reference")
     parser.add_argument("--architecture-trials", type=int, default=None, help="stage 2's budget (default: the preset's)")
     parser.add_argument("--study", default="digits", choices=["digits", "digits-dit"])
     parser.add_argument("--probe-samples", type=int, default=None, help="stage 2's probes (default: the preset's; 0: none)")
     args = parser.parse_args()
-    started = time.perf_counter()
-    config = load_study_config(args.study)
-    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, seed=args.seed))
+    config = _harness.replace_section(load_study_config(args.study), "sampling", seed=args.seed)
     changes = {"n_trials": args.architecture_trials, "probe_samples": args.probe_samples}
     changes = {key: value for key, value in changes.items() if value is not None}
-    config = dataclasses.replace(config, architecture=dataclasses.replace(config.architecture, **changes))
-    with tempfile.TemporaryDirectory() as folder:
-        storage = f"sqlite:///{Path(folder) / 'digits.db'}"
+    config = _harness.replace_section(config, "architecture", **changes)
+    with _harness.temporary_storage("digits.db") as storage:
         studies = run_optimize(config, storage, echo=lambda _: None)
         fronts = {stage: pareto_front(study) for stage, study in studies.items()}
     print(wasted_share(studies["timesteps"], studies["architecture"]))
@@ -98,8 +90,7 @@ def main() -> None:
         print(f"stage 2 cheapest within 5% of its FID: FID {fid:.3f}, {row.macs / 1e9:.4f} GMACs "
               f"({(1 - row.macs / anchor.macs) * 100:.1f}% fewer)  [{row.plan}]")
     evaluator.close()
-    print(f"total {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
-    main()
+    _harness.timed_main(main)

@@ -23,17 +23,14 @@ Run: python benchmarks/teacher_fitness.py [--study digits] [--plans 100] [--ks 4
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import random
 import statistics
 import sys
-import time
 
 import numpy as np
-import optuna
 import torch
 
+import _harness
 from optuna_diffusion.fitness import FIDFitness, TeacherFitness
 from optuna_diffusion.fitness._base import to_uint8
 from optuna_diffusion.fitness._teacher import distances
@@ -44,7 +41,7 @@ from optuna_diffusion.study import build_evaluator
 from optuna_diffusion.study_config import load_study_config
 
 DISTANCES = ("psnr", "ssim", "mse")
-ALL_DIGITS = 1797
+ALL_DIGITS = _harness.ALL_DIGITS
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -98,23 +95,21 @@ def ranking(evaluator, fid: FIDFitness, teacher_raw: torch.Tensor, plans: list[P
 def search(evaluator, config, fitness, seed: int, k: int, trials: int, samples: int) -> tuple[Plan, float, int, float]:
     """Best plan of a stage-1 search on ``fitness``, its value, and the search's image evaluations and seconds."""
     evaluator.fitness = fitness
-    config = dataclasses.replace(
-        config,
-        sampling=dataclasses.replace(config.sampling, seed=seed),
-        timesteps=dataclasses.replace(config.timesteps, k_min=k, k_max=k, population_size=20),
-    )
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler_for("timesteps", config, evaluator))
+    config = _harness.replace_section(config, "sampling", seed=seed)
+    config = _harness.replace_section(config, "timesteps", k_min=k, k_max=k, population_size=20)
+    sampler = sampler_for("timesteps", config, evaluator)
     if evaluator.generator.prefix_cache is not None:
         evaluator.generator.prefix_cache.clear()  # each search pays for its own prefixes
-    work, started = evaluator.generator.image_evaluations, time.perf_counter()
-    study.optimize(PlanObjective(evaluator, num_samples=samples), n_trials=trials)
-    seconds = time.perf_counter() - started
+    work, timer = evaluator.generator.image_evaluations, _harness.Timer()
+    study = _harness.optimize(sampler, PlanObjective(evaluator, num_samples=samples), trials,
+                              directions=["minimize", "minimize"])
+    seconds = timer.seconds
     best = min(study.trials, key=lambda t: (t.values[0], t.number))
     return Plan(best.user_attrs["timesteps"]), best.values[0], evaluator.generator.image_evaluations - work, seconds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _harness.argument_parser(__doc__)
     parser.add_argument("--plans", type=int, default=100, help="random plans per K")
     parser.add_argument("--ks", type=int, nargs="+", default=[4, 6])
     parser.add_argument("--samples", type=int, default=None, help="samples per score (default: the digits study's 500)")
@@ -123,11 +118,9 @@ def main() -> None:
     parser.add_argument("--distance", default="psnr", choices=DISTANCES, help="the teacher distance searched on")
     parser.add_argument("--seeds", type=int, nargs="*", default=None, help="searches (default: 0 1 2 on digits, none on digits-t2i)")
     parser.add_argument("--study", default="digits", choices=["digits", "digits-t2i"])
-    parser.add_argument("--threads", type=int, default=1)
+    _harness.add_common_arguments(parser, threads=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    began = time.perf_counter()
+    _harness.quiet_process(args.threads)
     config = load_study_config(args.study)
     seeds = args.seeds if args.seeds is not None else ([0, 1, 2] if args.study == "digits" else [])
     samples = args.samples or config.timesteps.num_samples
@@ -136,9 +129,9 @@ def main() -> None:
     num_train = evaluator.generator.schedule.num_train_timesteps
 
     teacher = evaluator.bind(TeacherFitness("mse", steps=config.fitness.teacher_steps))
-    started, work = time.perf_counter(), evaluator.generator.image_evaluations
+    timer, work = _harness.Timer(), evaluator.generator.image_evaluations
     teacher_raw = teacher.targets(samples)
-    teacher_seconds, teacher_work = time.perf_counter() - started, evaluator.generator.image_evaluations - work
+    teacher_seconds, teacher_work = timer.seconds, evaluator.generator.image_evaluations - work
     print(f"teacher: {teacher.plan.num_steps} uniform {config.sampling.solver} steps, {samples} samples: "
           f"{teacher_work / 1e3:.0f}k image evaluations, {teacher_seconds:.0f} s (once per study)")
 
@@ -146,16 +139,15 @@ def main() -> None:
           f"(and how many of FID's 10 best are the distance's 10 best)")
     print(f"{'K':>3} {'FID range':>15} " + " ".join(f"{'-PSNR' if d == 'psnr' else '1-SSIM' if d == 'ssim' else 'MSE':>14}" for d in DISTANCES))
     for k in args.ks:
-        started = time.perf_counter()
+        timer = _harness.Timer()
         scores = ranking(evaluator, fid, teacher_raw, random_plans(k, args.plans, 0, num_train), samples)
         cells = [f"{spearman(scores['fid'], scores[d]):6.3f} ({top_overlap(scores['fid'], scores[d]):2d}/10)" for d in DISTANCES]
         fids = scores["fid"]
         print(f"{k:>3} {min(fids):6.2f}..{max(fids):7.2f} " + " ".join(f"{c:>14}" for c in cells), flush=True)
-        print(f"# K = {k}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        print(f"# K = {k}: {timer.seconds:.0f} s", file=sys.stderr, flush=True)
 
     if not seeds:
         evaluator.close()
-        print(f"\ntotal {time.perf_counter() - began:.0f} s")
         return
     teacher_search = evaluator.bind(TeacherFitness(args.distance, steps=config.fitness.teacher_steps))
     teacher_search._targets = {samples: to_uint8(evaluator.model.family.decode(evaluator.model, teacher_raw)) if teacher_search.decoded else teacher_raw}
@@ -176,8 +168,7 @@ def main() -> None:
         print(f"median {name:>8}: FID@1797 {statistics.median(fids):.3f}, work {statistics.median(works) / 1e3:.0f}k, "
               f"{statistics.median(seconds):.0f} s{extra}")
     evaluator.close()
-    print(f"\ntotal {time.perf_counter() - began:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    _harness.timed_main(main, "\ntotal {:.0f} s")

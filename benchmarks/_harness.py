@@ -1,0 +1,140 @@
+"""What the benchmark scripts share: common arguments, the digits search evaluator, the search loop,
+the process pool, the hypervolume of a front and a timer.
+
+Not a benchmark itself. The scripts run as ``python benchmarks/NAME.py``, which puts this folder on
+``sys.path``, so they import it as ``import _harness`` (spawned worker processes inherit that path).
+Every helper does exactly what the scripts wrote out before, so their figures do not change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import multiprocessing
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import optuna
+import torch
+
+from optuna_diffusion.baselines import baseline_plans
+from optuna_diffusion.compat import compute_hypervolume  # Optuna's exact hypervolume (private, fenced)
+from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, digits_evaluator
+from optuna_diffusion.plan import Plan
+
+PREFIX_CACHE_MB = 512  # shared trajectory prefixes: faster, same FIDs bit for bit
+PREFIX_CACHE_BYTES = PREFIX_CACHE_MB * 2**20
+SEARCH_BATCH = 500  # the digits study's batches of 500 samples
+ALL_DIGITS = 1797  # every real digit: the samples of a final re-scoring
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_COMMON: dict[str, dict[str, Any]] = {
+    "steps": {"type": int, "help": "K, the number of time steps searched"},
+    "trials": {"type": int, "help": "evaluations per search"},
+    "samples": {"type": int, "help": "samples per evaluation"},
+    "seed": {"type": int, "help": "the random seed"},
+    "seeds": {"type": int, "nargs": "+", "help": "one search per seed"},
+    "population": {"type": int, "help": "TimestepSampler's population"},
+    "jobs": {"type": int, "help": "searches run in parallel processes"},
+    "threads": {"type": int, "help": "torch threads per process"},
+}
+
+
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser described by the first line of a script's docstring."""
+    return argparse.ArgumentParser(description=doc.splitlines()[0])
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> argparse.ArgumentParser:
+    """Add the arguments the searches share (``steps``, ``trials``, ``samples``, ``seed``, ``seeds``,
+    ``population``, ``jobs``, ``threads``), each with the default given here; in the order given."""
+    for name, default in defaults.items():
+        if name not in _COMMON:
+            raise ValueError(f"no common argument {name!r}; known: {', '.join(_COMMON)}")
+        spec = dict(_COMMON[name])
+        parser.add_argument(f"--{name}", default=list(default) if isinstance(default, tuple) else default, **spec)
+    return parser
+
+
+def search_evaluator(*, prefix_cache: bool = True, **settings: Any) -> PlanEvaluator:
+    """The digits evaluator the searches use: :data:`DIGITS_SETTINGS` in batches of 500 with ``settings``
+    replaced, and (by default) a prefix cache of :data:`PREFIX_CACHE_BYTES`."""
+    sampling = dataclasses.replace(DIGITS_SETTINGS, **{"batch_size": SEARCH_BATCH, **settings})
+    return digits_evaluator(sampling, prefix_cache=PREFIX_CACHE_BYTES if prefix_cache else 0)
+
+
+def quiet_process(threads: int = 1) -> None:
+    """Set a search process up: ``threads`` torch threads, Optuna's log at warnings only."""
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def map_in_processes(function: Callable[[T], R], tasks: Sequence[T], jobs: int) -> list[R]:
+    """``function`` over ``tasks`` in ``jobs`` spawned processes, one task at a time, results in order."""
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        return pool.map(function, tasks, chunksize=1)
+
+
+def baseline_seeds(ks: Iterable[int], alphas_cumprod: torch.Tensor) -> list[Plan]:
+    """The hand-designed schedules of every K in ``ks``, in order, each distinct plan once."""
+    return list(dict.fromkeys(plan for k in ks for plan in baseline_plans(k, alphas_cumprod).values()))
+
+
+def optimize(
+    sampler: optuna.samplers.BaseSampler,
+    objective: Callable[[optuna.Trial], Any],
+    trials: int,
+    *,
+    directions: Sequence[str] | None = None,
+    enqueue: Iterable[dict[str, Any]] = (),
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+) -> optuna.Study:
+    """An in-memory study of ``trials`` trials: ``enqueue``'s parameters first, then ``sampler``'s."""
+    study = optuna.create_study(sampler=sampler, directions=list(directions) if directions else None)
+    for params in enqueue:
+        study.enqueue_trial(params)
+    study.optimize(objective, n_trials=trials, callbacks=callbacks)
+    return study
+
+
+def replace_section(config: Any, section: str, **changes: Any) -> Any:
+    """``config`` (a study configuration) with fields of one section (``sampling``, ``timesteps``...) replaced."""
+    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **changes)})
+
+
+@contextlib.contextmanager
+def temporary_storage(name: str = "study.db") -> Iterator[str]:
+    """The URL of a SQLite storage in a temporary folder, removed on exit."""
+    with tempfile.TemporaryDirectory() as folder:
+        yield f"sqlite:///{Path(folder) / name}"
+
+
+def hypervolume(points: Iterable[Sequence[float]], reference: np.ndarray) -> float:
+    """Exact hypervolume of the (FID, MACs) ``points`` strictly inside ``reference`` (0 when none is)."""
+    inside = np.array([list(p) for p in points if p[0] < reference[0] and p[1] < reference[1]])
+    return float(compute_hypervolume(inside, reference)) if len(inside) else 0.0
+
+
+class Timer:
+    """Wall-clock seconds since it was made."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def timed_main(main: Callable[[], object], line: str = "total {:.0f}s") -> None:
+    """Run ``main``, then print ``line`` with its wall-clock seconds (not when it fails or ``--help`` exits)."""
+    timer = Timer()
+    main()
+    print(line.format(timer.seconds))
