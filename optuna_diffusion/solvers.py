@@ -1,7 +1,10 @@
 """Few-step solvers for arbitrary time-step sequences, on DDPM-style and flow-matching schedules.
 
-Every solver has one signature, ``solver(denoise, x_T, timesteps, schedule, generator) -> x_0``, and runs
-on one kind of schedule (:data:`SOLVER_KINDS`, checked by :func:`check_solver`):
+Every solver is one :class:`SolverRecord` of :data:`SOLVER_RECORDS` (its kind, whether the search picks it,
+the diffusers scheduler that runs it in a pipeline); :data:`SOLVERS`, :data:`SOLVER_KINDS` and
+:data:`DISTINCT_SOLVERS` are views of that table. Every solver has one signature,
+``solver(denoise, x_T, timesteps, schedule, generator) -> x_0``, and runs on one kind of schedule
+(checked by :func:`check_solver`):
 
 * DDPM-style (:class:`NoiseSchedule`): ``ddim``, ``dpmpp-2m``, ``euler``, ``ddpm``, ``unipc``;
   ``denoise(x_t, t)`` returns the noise prediction epsilon (guidance, learned-variance channels,
@@ -39,8 +42,10 @@ Notation (DDIM paper, Song et al. 2021, eq. 12 with sigma = 0):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
+import diffusers
 import numpy as np
 import torch
 
@@ -54,6 +59,8 @@ __all__ = [
     "NoiseSchedule",
     "SOLVERS",
     "SOLVER_KINDS",
+    "SOLVER_RECORDS",
+    "SolverRecord",
     "DISTINCT_SOLVERS",
     "SEARCH",
     "check_solver",
@@ -118,8 +125,15 @@ def _run_diffusers_scheduler(
 
 
 def _scheduler_config(schedule: NoiseSchedule, **overrides: Any) -> dict[str, Any]:
-    # The denoiser always returns epsilon, and clipping is done there, not by the scheduler.
+    # The engine's own settings, not export's: the engine's denoiser always returns epsilon and clips x0
+    # itself, where a pipeline's scheduler keeps its model's prediction type.
     return {**schedule.config, "prediction_type": "epsilon", "clip_sample": False, "thresholding": False, **overrides}
+
+
+def _engine_scheduler(name: str, schedule: NoiseSchedule) -> Any:
+    """The solver's diffusers scheduler (its record's class and settings) on the engine's schedule config."""
+    record = SOLVER_RECORDS[name]
+    return record.scheduler_class().from_config(_scheduler_config(schedule, **record.scheduler_settings))
 
 
 def sample_dpmpp_2m(
@@ -127,11 +141,8 @@ def sample_dpmpp_2m(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022) through diffusers' ``DPMSolverMultistepScheduler``."""
-    from diffusers import DPMSolverMultistepScheduler
-
     _expect(schedule, NoiseSchedule, "dpmpp-2m")
-    config = _scheduler_config(schedule, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
-    return _run_diffusers_scheduler(DPMSolverMultistepScheduler.from_config(config), denoise, x, timesteps)
+    return _run_diffusers_scheduler(_engine_scheduler("dpmpp-2m", schedule), denoise, x, timesteps)
 
 
 def sample_euler(
@@ -144,11 +155,8 @@ def sample_euler(
     i.e. ``x_T = sqrt(1 - alpha_prod_t0) * noise`` in DDIM's variables. The updates are DDIM's, so this
     equals DDIM started from that scaled noise, not DDIM (close only when the first step is near T).
     """
-    from diffusers import EulerDiscreteScheduler
-
     _expect(schedule, NoiseSchedule, "euler")
-    config = _scheduler_config(schedule, final_sigmas_type="zero", timestep_spacing="linspace")
-    return _run_diffusers_scheduler(EulerDiscreteScheduler.from_config(config), denoise, x, timesteps)
+    return _run_diffusers_scheduler(_engine_scheduler("euler", schedule), denoise, x, timesteps)
 
 
 def sample_ddpm(
@@ -161,11 +169,8 @@ def sample_ddpm(
     mean by the step's variance times that gradient, as guided-diffusion's ``condition_mean`` does
     (the variance is the scheduler's ``fixed_small`` posterior variance between the plan's steps).
     """
-    from diffusers import DDPMScheduler
-
     _expect(schedule, NoiseSchedule, "ddpm")
-    config = _scheduler_config(schedule, variance_type="fixed_small")
-    scheduler = DDPMScheduler.from_config(config)
+    scheduler = _engine_scheduler("ddpm", schedule)
     gradient = getattr(denoise, "classifier_gradient", None)
     if gradient is None:
         return _run_diffusers_scheduler(scheduler, denoise, x, timesteps, generator=generator)
@@ -217,10 +222,10 @@ def sample_flow_euler(
     Driven with shift 1 and no dynamic shifting, so ``set_timesteps(sigmas=...)`` keeps the plan's
     sigmas ``t / T`` as they are; the model sees the scheduler's timesteps ``sigma * T`` (float32).
     """
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
     _expect(schedule, FlowSchedule, "flow-euler")
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=schedule.num_train_timesteps, shift=1.0)
+    record = SOLVER_RECORDS["flow-euler"]
+    scheduler = record.scheduler_class()(num_train_timesteps=schedule.num_train_timesteps, shift=1.0,
+                                         **record.scheduler_settings)
     scheduler.set_timesteps(sigmas=schedule.sigmas(timesteps), device=x.device)
     return _run_scheduler(scheduler, denoise, x)
 
@@ -270,46 +275,86 @@ def sample_flow_unipc(
     return _run_scheduler(scheduler, denoise, x)
 
 
-SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
-    "ddim": sample_ddim,
-    "dpmpp-2m": sample_dpmpp_2m,
-    "euler": sample_euler,
-    "ddpm": sample_ddpm,
-    "unipc": sample_unipc,
-    "flow-euler": sample_flow_euler,
-    "flow-dpmpp-2m": sample_flow_dpmpp_2m,
-    "flow-unipc": sample_flow_unipc,
-}
-
-# The schedule kind (``schedule.kind``) each solver runs on.
-SOLVER_KINDS: dict[str, str] = {
-    "ddim": "ddpm",
-    "dpmpp-2m": "ddpm",
-    "euler": "ddpm",
-    "ddpm": "ddpm",
-    "unipc": "ddpm",
-    "flow-euler": "flow",
-    "flow-dpmpp-2m": "flow",
-    "flow-unipc": "flow",
-}
-
 _KIND_NAMES = {"ddpm": "DDPM-style (variance-preserving)", "flow": "flow-matching"}
+
+
+@dataclass(frozen=True)
+class SolverRecord:
+    """One solver: everything sampling, the search, export, ``apply`` and the CLI know about it.
+
+    Attributes:
+        name: the solver's name in settings, plans and the CLI.
+        kind: the schedule kind it runs on (``schedule.kind``: ``"ddpm"`` or ``"flow"``).
+        run: the sampling function, ``run(denoise, x_T, timesteps, schedule, generator) -> x_0``.
+        searchable: whether ``solver = "search"`` chooses among it (:data:`DISTINCT_SOLVERS`).
+        scheduler: the diffusers scheduler class (by name) that runs the solver in a pipeline on a plan's
+            time steps (:func:`~optuna_diffusion.pipelines.scheduler_for_solver`); None where no diffusers
+            scheduler keeps a plan's time steps (the solver is not exportable).
+        scheduler_settings: the config settings that make ``scheduler`` run this solver. The engine's
+            sampling function drives the same scheduler with the same settings where it uses one
+            (``dpmpp-2m``, ``euler``, ``ddpm``, ``flow-euler``; DDIM is the engine's own update), on top
+            of its own epsilon-prediction, no-clipping config; export sets them on the pipeline's config.
+    """
+
+    name: str
+    kind: str
+    run: Callable[..., torch.Tensor]
+    searchable: bool
+    scheduler: str | None = None
+    scheduler_settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def exportable(self) -> bool:
+        """Whether a pipeline's scheduler can run this solver on a plan's time steps."""
+        return self.scheduler is not None
+
+    def scheduler_class(self) -> type:
+        """The diffusers class of :attr:`scheduler`; a one-line ConfigError when the solver has none."""
+        if self.scheduler is None:
+            raise ConfigError(f"no diffusers scheduler runs solver {self.name!r} on a plan's time steps")
+        return getattr(diffusers, self.scheduler)
+
+
+# Not searchable: ``euler``, whose update on a DDPM-style schedule is DDIM's (both are Euler's method in
+# sigma = sqrt((1 - alpha_prod) / alpha_prod) and x / sqrt(alpha_prod)) but which is not DDIM: as
+# EulerDiscreteScheduler with linspace spacing it starts from x_T = sqrt(1 - alpha_prod_t0) * noise
+# (init_noise_sigma = sigma_max), where DDIM starts from the noise itself, so it equals DDIM begun
+# from that scaled noise and differs from DDIM more the further the first step is from T
+# (tests/test_solvers.py); searching it would mostly search that scale. Also not searchable: the
+# ancestral ``ddpm``, whose noise makes it poor at few steps. UniPC and flow DPM-Solver are not
+# exportable: their schedulers do not keep a plan's time steps (the engine installs them, see above).
+_DPM_SOLVER = "DPMSolverMultistepScheduler"
+SOLVER_RECORDS: dict[str, SolverRecord] = {record.name: record for record in (
+    # first-order DPM-Solver++ is DDIM
+    SolverRecord("ddim", "ddpm", sample_ddim, True, _DPM_SOLVER, dict(
+        algorithm_type="dpmsolver++", solver_order=1, final_sigmas_type="zero", thresholding=False)),
+    SolverRecord("dpmpp-2m", "ddpm", sample_dpmpp_2m, True, _DPM_SOLVER, dict(
+        algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero", thresholding=False)),
+    SolverRecord("euler", "ddpm", sample_euler, False, "EulerDiscreteScheduler", dict(
+        final_sigmas_type="zero", timestep_spacing="linspace")),
+    SolverRecord("ddpm", "ddpm", sample_ddpm, False, "DDPMScheduler", dict(
+        variance_type="fixed_small", clip_sample=False, thresholding=False)),
+    SolverRecord("unipc", "ddpm", sample_unipc, True),
+    SolverRecord("flow-euler", "flow", sample_flow_euler, True, "FlowMatchEulerDiscreteScheduler", dict(
+        stochastic_sampling=False)),
+    SolverRecord("flow-dpmpp-2m", "flow", sample_flow_dpmpp_2m, True),
+    SolverRecord("flow-unipc", "flow", sample_flow_unipc, True),
+)}
+"""Every solver's record, by name; the tables below are views of it."""
+
+SOLVERS: dict[str, Callable[..., torch.Tensor]] = {name: r.run for name, r in SOLVER_RECORDS.items()}
+"""The sampling function of each solver."""
+SOLVER_KINDS: dict[str, str] = {name: r.kind for name, r in SOLVER_RECORDS.items()}
+"""The schedule kind (``schedule.kind``) each solver runs on."""
 
 SEARCH = "search"
 """The solver setting that lets the search choose among :data:`DISTINCT_SOLVERS` of the model's kind."""
 
-# The deterministic solvers of each kind that sample differently on the same time steps. Left out:
-# ``euler``, whose update on a DDPM-style schedule is DDIM's (both are Euler's method in sigma =
-# sqrt((1 - alpha_prod) / alpha_prod) and x / sqrt(alpha_prod)) but which is not DDIM: as
-# EulerDiscreteScheduler with linspace spacing it starts from x_T = sqrt(1 - alpha_prod_t0) * noise
-# (init_noise_sigma = sigma_max), where DDIM starts from the noise itself, so it equals DDIM begun
-# from that scaled noise and differs from DDIM more the further the first step is from T
-# (tests/test_solvers.py); searching it would mostly search that scale. Also left out: the ancestral
-# ``ddpm``, whose noise makes it poor at few steps.
 DISTINCT_SOLVERS: dict[str, tuple[str, ...]] = {
-    "ddpm": ("ddim", "dpmpp-2m", "unipc"),
-    "flow": ("flow-euler", "flow-dpmpp-2m", "flow-unipc"),
+    kind: tuple(r.name for r in SOLVER_RECORDS.values() if r.kind == kind and r.searchable) for kind in _KIND_NAMES
 }
+"""The searchable solvers of each kind, in table order (the first is a search's default): the deterministic
+ones that sample differently on the same time steps."""
 
 
 def get_solver(name: str) -> Callable[..., torch.Tensor]:
