@@ -15,6 +15,7 @@ import warnings
 
 import pytest
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from optuna_diffusion.apply import apply
 from optuna_diffusion.blocks import find_blocks
@@ -35,6 +36,7 @@ from optuna_diffusion.pipelines import pipeline_schedule_kwargs
 from optuna_diffusion.pipelines import component_macs, scheduler_for_solver, text_encoder_macs, vae_decoder_macs
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import Prompt, PromptSet
+from optuna_diffusion.solvers import SOLVER_RECORDS
 from optuna_diffusion.generation import ImageGenerator, SamplingSettings, class_labels
 
 from .helpers import scheduler_config, tiny_text_unet
@@ -395,6 +397,20 @@ def test_apply_makes_the_readmes_short_form_reproduce_the_study_on_sdxls_own_eul
     unsolved = short_form(dataclasses.replace(plan, solver=None))
     if solver == "euler":  # leading spacing scales the first noise by sqrt(sigma^2 + 1), linspace by sigma
         assert difference(ours, unsolved) > 1e-3
+
+
+def test_scheduler_export_builds_each_records_scheduler_with_its_settings():
+    pipe_schedulers = {"ddpm": tiny_sd().scheduler, "flow": FlowMatchEulerDiscreteScheduler(shift=3.0)}
+    exportable = [name for name, record in SOLVER_RECORDS.items() if record.exportable]
+    assert exportable == ["ddim", "dpmpp-2m", "euler", "ddpm", "flow-euler"]
+    for name in exportable:
+        record = SOLVER_RECORDS[name]
+        stock = pipe_schedulers[record.kind]
+        exported = scheduler_for_solver(name, stock)
+        assert type(exported).__name__ == record.scheduler
+        assert {key: exported.config[key] for key in record.scheduler_settings} == dict(record.scheduler_settings)
+        kept = "shift" if record.kind == "flow" else "beta_schedule"
+        assert exported.config[kept] == stock.config[kept]  # the pipeline's own schedule stays
 
 
 def test_scheduler_export_refuses_solvers_no_pipeline_scheduler_runs():

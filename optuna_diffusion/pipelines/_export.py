@@ -12,26 +12,12 @@ Three things make ``pipe(...)`` sample exactly what the engine samples:
 
 The tests in ``tests/test_pipelines.py`` (``test_export_*``) hold one such call per pipeline family.
 
-Which of the project's solvers a pipeline's scheduler can run (diffusers 0.42):
-
-============== ================================================ ==============================================
-solver         pipeline scheduler                               notes
-============== ================================================ ==============================================
-ddim           ``DPMSolverMultistepScheduler`` (dpmsolver++,   ``timesteps=``; first-order DPM-Solver++
-               order 1, final sigma 0)                          is DDIM
-dpmpp-2m       ``DPMSolverMultistepScheduler`` (dpmsolver++,   ``timesteps=``
-               order 2, final sigma 0)
-euler          ``EulerDiscreteScheduler`` (final sigma 0,       ``timesteps=``
-               linspace spacing)
-ddpm           ``DDPMScheduler`` (fixed_small variance)         ``timesteps=``; stochastic: pass
-                                                                ``generator=torch.Generator().manual_seed(seed
-                                                                * 7 + start)``
-flow-euler     ``FlowMatchEulerDiscreteScheduler`` (its own     ``sigmas=`` (and ``mu`` under dynamic
-               shift)                                           shifting)
-unipc,         none                                             UniPC and flow DPM-Solver do not keep a
-flow-dpmpp-2m,                                                  plan's time steps
-flow-unipc
-============== ================================================ ==============================================
+Which of the project's solvers a pipeline's scheduler can run, and with which settings, is each solver's
+record (:data:`optuna_diffusion.solvers.SOLVER_RECORDS`: ``scheduler`` and ``scheduler_settings``; diffusers
+0.42). ``ddim`` runs as first-order DPM-Solver++; DDPM-style solvers take ``timesteps=``, ``flow-euler``
+takes ``sigmas=`` (and ``mu`` under dynamic shifting). The stochastic ``ddpm`` needs the engine's noise:
+pass ``generator=torch.Generator().manual_seed(seed * 7 + start)``. UniPC and flow DPM-Solver have no
+scheduler: theirs do not keep a plan's time steps.
 """
 
 from __future__ import annotations
@@ -39,17 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..solvers import SOLVERS
-
-SCHEDULER_OF_SOLVER = {
-    "ddim": "DPMSolverMultistepScheduler",
-    "dpmpp-2m": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "ddpm": "DDPMScheduler",
-    "flow-euler": "FlowMatchEulerDiscreteScheduler",
-}
-"""The diffusers scheduler that runs each exportable solver (:func:`scheduler_for_solver` configures it)."""
-_EXPORTABLE = tuple(SCHEDULER_OF_SOLVER)
+from ..solvers import SOLVER_RECORDS
 
 
 def _config(scheduler: Any) -> dict[str, Any]:
@@ -61,38 +37,25 @@ def _config(scheduler: Any) -> dict[str, Any]:
 def scheduler_for_solver(solver: str, scheduler: Any) -> Any:
     """A scheduler for the pipeline that runs the project's ``solver`` on the pipeline's noise schedule.
 
+    It is the solver record's ``scheduler`` class with its ``scheduler_settings``, on the pipeline
+    scheduler's config (so betas, shift and prediction type are kept).
+
     Args:
-        solver: ``"ddim"``, ``"dpmpp-2m"``, ``"euler"``, ``"ddpm"`` (DDPM-style models) or ``"flow-euler"``
-            (flow matching).
+        solver: an exportable solver (its :data:`~optuna_diffusion.solvers.SOLVER_RECORDS` record names a
+            ``scheduler``): ``"ddim"``, ``"dpmpp-2m"``, ``"euler"``, ``"ddpm"`` or ``"flow-euler"``.
         scheduler: the pipeline's scheduler (``pipe.scheduler``), whose betas or shift are kept.
 
     Returns:
         A new scheduler; set it as ``pipe.scheduler`` and call the pipeline with
         ``pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)``.
     """
-    from diffusers import (
-        DDPMScheduler,
-        DPMSolverMultistepScheduler,
-        EulerDiscreteScheduler,
-        FlowMatchEulerDiscreteScheduler,
-    )
-
-    if solver not in SOLVERS:
-        raise ConfigError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    if solver not in _EXPORTABLE:
+    record = SOLVER_RECORDS.get(solver)
+    if record is None:
+        raise ConfigError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVER_RECORDS)}")
+    if not record.exportable:
+        exportable = [name for name, r in SOLVER_RECORDS.items() if r.exportable]
         raise ConfigError(
             f"no diffusers scheduler runs solver {solver!r} on a plan's time steps; export plans of "
-            f"{', '.join(_EXPORTABLE)}"
+            f"{', '.join(exportable)}"
         )
-    config = _config(scheduler)
-    # As the project's solvers drive these schedulers (optuna_diffusion.solvers).
-    if solver in ("ddim", "dpmpp-2m"):
-        return DPMSolverMultistepScheduler.from_config(
-            config, algorithm_type="dpmsolver++", solver_order=1 if solver == "ddim" else 2, final_sigmas_type="zero",
-            thresholding=False,
-        )
-    if solver == "euler":
-        return EulerDiscreteScheduler.from_config(config, final_sigmas_type="zero", timestep_spacing="linspace")
-    if solver == "ddpm":
-        return DDPMScheduler.from_config(config, variance_type="fixed_small", clip_sample=False, thresholding=False)
-    return FlowMatchEulerDiscreteScheduler.from_config(config, stochastic_sampling=False)
+    return record.scheduler_class().from_config(_config(scheduler), **record.scheduler_settings)

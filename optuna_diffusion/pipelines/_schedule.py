@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import ConfigError, first_line
 from ..schedules import FlowSchedule, NoiseSchedule, schedule_from_config
-from ._export import SCHEDULER_OF_SOLVER
+from ..solvers import SOLVER_RECORDS
 
 # Flow schedulers whose set_timesteps(sigmas=...) shifts the given sigmas and nothing else (checked below).
 _FLOW_SIGMA_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchLCMScheduler", "UniPCMultistepScheduler")
@@ -84,10 +84,13 @@ def _checked_steps(timesteps: Sequence[int], low: int, high: int) -> list[int]:
 
 def _swap_hint(solver: str | None) -> str:
     """How to give the pipeline the scheduler that runs ``solver`` (every exportable one when None)."""
-    if solver in SCHEDULER_OF_SOLVER:
-        return (f"give the pipeline the {SCHEDULER_OF_SOLVER[solver]} that runs the study's solver: "
+    record = SOLVER_RECORDS.get(solver)
+    if record is not None and record.exportable:
+        return (f"give the pipeline the {record.scheduler} that runs the study's solver: "
                 f"pipe.scheduler = scheduler_for_solver({solver!r}, pipe.scheduler)")
-    schedulers = "; ".join(f"{name}: {cls}" for name, cls in SCHEDULER_OF_SOLVER.items() if not name.startswith("flow"))
+    schedulers = "; ".join(
+        f"{name}: {r.scheduler}" for name, r in SOLVER_RECORDS.items() if r.exportable and r.kind == "ddpm"
+    )
     return f"set pipe.scheduler = scheduler_for_solver(SOLVER, pipe.scheduler) with the study's solver ({schedulers})"
 
 
