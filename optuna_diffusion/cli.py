@@ -151,13 +151,12 @@ def _optimize_on_many_devices(
 ) -> None:
     """Start one ``optimize`` worker per device on one storage (see :mod:`optuna_diffusion.launcher`)."""
     from .launcher import check_parallel_storage, default_parallel_storage, run_workers, worker_command, worker_devices
+    from .storage import check_storage_url
 
     names = worker_devices(devices, workers, device)
     cfg = _config(study, config)
     url = storage or default_parallel_storage(cfg.name)
     check_parallel_storage(url)
-    from .storage import check_storage_url
-
     check_storage_url(url)
     forwarded: list[str] = []
     for param in ctx.command.params:  # every other option as given, so each worker runs the same search

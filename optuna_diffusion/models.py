@@ -181,6 +181,7 @@ def _load_denoiser(
     denoiser = _denoiser_class(config).from_pretrained(
         where, subfolder=subfolder, low_cpu_mem_usage=False, **_dtype_argument(dtype), **hub
     )
+    _ensure_dtype([denoiser], dtype)
     scheduler_sub = "scheduler" if subfolder else None
     scheduler_config = dict(DDPMScheduler.load_config(where, subfolder=scheduler_sub, **hub))
     return denoiser, scheduler_config
@@ -194,7 +195,6 @@ def _load_from_folder(folder: Path, device: str | torch.device, dtype: torch.dty
         denoiser, scheduler_config = _load_denoiser(folder, denoiser_sub, dtype)
     except (OSError, ValueError, EnvironmentError) as error:
         raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
-    _ensure_dtype([denoiser], dtype)
     return DiffusionModel(denoiser.to(device).eval().requires_grad_(False), scheduler_config, str(folder))
 
 
@@ -206,7 +206,6 @@ def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype,
         except (OSError, ValueError, EnvironmentError) as error:
             last_error = error
             continue
-        _ensure_dtype([denoiser], dtype)
         return DiffusionModel(denoiser.to(device).eval().requires_grad_(False), scheduler_config, repo_id)
     where = "in the local Hugging Face cache" if local_files_only else "on the Hugging Face Hub or in its cache"
     raise ModelLoadError(

@@ -150,12 +150,8 @@ def unreachable(error: BaseException) -> bool:
 
 def storage_files(storage_url: str, name: str) -> list[Path]:
     """The files a run of study ``name`` creates on this machine: the SQLite or journal file, and ``NAME-artifacts/``."""
-    paths = [artifact_dir(storage_url, name)]
-    if storage_url.startswith("sqlite:///"):
-        paths.insert(0, Path(storage_url[len("sqlite:///") :]))
-    elif "://" not in storage_url:
-        paths.insert(0, Path(storage_url))
-    return paths
+    database = sqlite_file(storage_url) or (Path(storage_url) if "://" not in storage_url else None)
+    return [database, artifact_dir(storage_url, name)] if database is not None else [artifact_dir(storage_url, name)]
 
 
 def holds_results(storage: optuna.storages.BaseStorage, study_names: list[str] | None = None) -> bool:
