@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from . import compat, faults
 from .baselines import baseline_names, baseline_plan
 from .budget import TrialBudget
+from .devices import resolve_device
 from .errors import ConfigError, OptunaDiffusionError, StorageError, first_line
 from .evaluation import PlanEvaluator
 from .fidelity import FidelityPolicy
@@ -29,7 +30,7 @@ from .rescore import rescore_front, stored_rescore
 from .sensitivity import Sensitivity, anchor_plan, probe_sensitivity, single_changes
 from .storage import artifact_dir, check_storage_url, open_storage, redacted, remove_created, storage_files
 from .stored_studies import load_or_none
-from .study import PREVIEW_SAMPLES, PreviewUploader, build_evaluator, check_device, completed_trials, metric_label, open_study
+from .study import PREVIEW_SAMPLES, PreviewUploader, build_evaluator, completed_trials, metric_label, open_study
 from .study_config import StudyConfig
 from .trial_plan import (
     ARCHITECTURE_STAGE,
@@ -188,7 +189,7 @@ def run_optimize(
     for stage in stages:
         if stage not in STAGES:
             raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    check_device(device)
+    resolve_device(device)  # a one-line error for a device this machine lacks, before the storage opens
     check_storage_url(storage_url)
     created = [path for path in storage_files(storage_url, config.name) if not path.exists()]
     faults.reach("model-loading")

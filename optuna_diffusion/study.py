@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 import torch
 
-from .devices import torch_dtype
+from .devices import resolve_device, torch_dtype
 from .errors import ConfigError
 from .evaluation import Evaluation, PlanEvaluator, default_cache_dir
 from .fid import inception_unavailable, load_feature_extractor
@@ -34,13 +34,6 @@ from .zoo.adm_classifier import ADMClassifier
 from .zoo.data import load_digits_images
 
 PREVIEW_SAMPLES = 64
-
-
-def check_device(device: str) -> torch.device:
-    """``device`` as a torch device that exists on this machine (``auto`` resolved), else a one-line error."""
-    from .devices import resolve_device
-
-    return resolve_device(device)
 
 
 def missing_inputs(config: StudyConfig) -> list[str]:
@@ -96,7 +89,7 @@ def build_evaluator(
     """
     check_macs_convention(macs_convention)
 
-    device = str(check_device(device))
+    device = str(resolve_device(device))
     missing = missing_inputs(config)
     if missing:
         raise ConfigError(f"study {config.name!r} needs {'; '.join(missing)}")
