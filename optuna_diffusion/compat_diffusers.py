@@ -17,17 +17,24 @@ instead of guessing where a check is cheap.
 * **Flux packing**: ``FluxPipeline._pack_latents``, ``_unpack_latents`` and ``_prepare_latent_image_ids``
   are private static methods; the engine re-implements them here (same layout, checked equal to them).
   Public alternative lacking: a public packing API of the Flux pipeline or transformer.
+* **Models that keep modules in float32** (``ModelMixin._keep_in_fp32_modules``, e.g. ``WanTransformer3DModel``):
+  ``from_pretrained`` loads them only with ``low_cpu_mem_usage=True``, which needs ``accelerate``; without it
+  :func:`load_float32_keeping_model` builds the model from its config and loads its one safetensors file.
+  Public alternative lacking: a ``from_pretrained`` that loads such a model without accelerate.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
+
+SAFETENSORS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 # Hook chains --------------------------------------------------------------------------------------
 
@@ -121,3 +128,24 @@ def flux_image_ids(rows: int, columns: int) -> torch.Tensor:
     ids[..., 1] = torch.arange(rows)[:, None]
     ids[..., 2] = torch.arange(columns)[None, :]
     return ids.reshape(rows * columns, 3)
+
+
+# Models that keep modules in float32 ---------------------------------------------------------------
+
+
+def keeps_float32_modules(model_class: type) -> bool:
+    """Whether diffusers' ``from_pretrained`` loads ``model_class`` only with accelerate (``_keep_in_fp32_modules``)."""
+    return bool(getattr(model_class, "_keep_in_fp32_modules", None))
+
+
+def load_float32_keeping_model(model_class: type, folder: Path) -> nn.Module:
+    """``model_class`` from a local folder (``config.json``, ``diffusion_pytorch_model.safetensors``) in float32.
+
+    What ``from_pretrained`` does for such a folder, without accelerate: the model built from its config
+    (its ``_`` keys kept, as ``from_pretrained`` keeps them), then its weights, every one of them.
+    """
+    from safetensors.torch import load_file
+
+    model = model_class.from_config(model_class.load_config(folder))
+    model.load_state_dict({name: tensor.float() for name, tensor in load_file(str(folder / SAFETENSORS_WEIGHTS)).items()})
+    return model

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .compat_diffusers import SAFETENSORS_WEIGHTS, keeps_float32_modules, load_float32_keeping_model
 from .errors import ConfigError, ModelLoadError, first_line
 from .families import PIPELINE_FAMILIES, ModelFamily, family_for, family_for_pipeline
 from .pipelines import PromptEncoder
@@ -40,6 +41,7 @@ DENOISER_CLASSES = (
     "PixArtTransformer2DModel",
     "SD3Transformer2DModel",
     "FluxTransformer2DModel",
+    "WanTransformer3DModel",
 )
 _DENOISER_FOLDERS = ("unet", "transformer")
 
@@ -178,13 +180,31 @@ def _load_denoiser(
 
     # Every diffusers model reads its config.json the same way; the class to load is named inside.
     config = dict(UNet2DModel.load_config(where, subfolder=subfolder, **hub))
-    denoiser = _denoiser_class(config).from_pretrained(
-        where, subfolder=subfolder, low_cpu_mem_usage=False, **_dtype_argument(dtype), **hub
-    )
+    model_class = _denoiser_class(config)
+    if keeps_float32_modules(model_class):
+        denoiser = _load_keeping_float32(model_class, where, subfolder, dtype, **hub)
+    else:
+        denoiser = model_class.from_pretrained(
+            where, subfolder=subfolder, low_cpu_mem_usage=False, **_dtype_argument(dtype), **hub
+        )
     _ensure_dtype([denoiser], dtype)
     scheduler_sub = "scheduler" if subfolder else None
     scheduler_config = dict(DDPMScheduler.load_config(where, subfolder=scheduler_sub, **hub))
     return denoiser, scheduler_config
+
+
+def _load_keeping_float32(model_class: type, where: str | Path, subfolder: str | None, dtype: torch.dtype, **hub: Any) -> nn.Module:
+    """A denoiser whose class keeps modules in float32 (Wan): diffusers loads it only with accelerate, so
+    without accelerate a local folder's one safetensors file is read directly (in float32)."""
+    if importlib.util.find_spec("accelerate") is not None:
+        return model_class.from_pretrained(where, subfolder=subfolder, low_cpu_mem_usage=True, **_dtype_argument(dtype), **hub)
+    folder = Path(where) / (subfolder or "")
+    if not (folder / SAFETENSORS_WEIGHTS).is_file():
+        raise ModelLoadError(
+            f"diffusers loads a {model_class.__name__} only with the accelerate package (pip install accelerate); "
+            f"without it only from a local folder with one {SAFETENSORS_WEIGHTS}"
+        )
+    return load_float32_keeping_model(model_class, folder)
 
 
 def _load_from_folder(folder: Path, device: str | torch.device, dtype: torch.dtype) -> DiffusionModel:

@@ -16,8 +16,9 @@ from ._pixart import PixArtAlphaFamily, PixArtFamily
 from ._sd import StableDiffusionFamily, StableDiffusionXLFamily
 from ._sd3 import StableDiffusion3Family
 from ._unet import TextConditioning, UNet2DConditionFamily, UNet2DFamily
+from ._wan_classes import WanClassFamily
 
-FAMILIES: tuple[ModelFamily, ...] = (UNet2DFamily(), UNet2DConditionFamily(), DiTFamily())
+FAMILIES: tuple[ModelFamily, ...] = (UNet2DFamily(), UNet2DConditionFamily(), DiTFamily(), WanClassFamily())
 """The families of bare denoisers (a model folder, not a pipeline)."""
 
 PIPELINE_FAMILIES: dict[str, ModelFamily] = {
@@ -73,6 +74,7 @@ __all__ = [
     "TextConditioning",
     "UNet2DConditionFamily",
     "UNet2DFamily",
+    "WanClassFamily",
     "chunked_noise",
     "family_for",
     "family_for_pipeline",
