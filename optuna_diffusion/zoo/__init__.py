@@ -13,6 +13,12 @@ the digits feature network above. It was trained by :mod:`optuna_diffusion.zoo.d
 pipeline folder, in ``zoo/digits-t2i/``: VAE, CLIP text encoder and a tokenizer generated for its
 prompt language, cross-attention UNet, scheduler), loadable with ``StableDiffusionPipeline.from_pretrained``.
 It was trained by :mod:`optuna_diffusion.zoo.t2i_training` (``optuna-diffusion zoo train digits-t2i --out DIR``).
+
+``digits-video`` is a class-conditional flow-matching video transformer (a bare ``WanTransformer3DModel`` on
+pixels with a ``FlowMatchEulerDiscreteScheduler`` config, in ``zoo/digits-video/``) of the same digits gliding
+across a 16x16 frame for 8 frames (:mod:`optuna_diffusion.zoo.moving_digits`; label = digit * 4 + direction,
+null class 40). It was trained by :mod:`optuna_diffusion.zoo.video_training`
+(``optuna-diffusion zoo train digits-video --out DIR``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ BUNDLED_MODELS: dict[str, str] = {
     "digits": "class-conditional DDPM of scikit-learn's 8x8 digits (10 classes + null class 10)",
     "digits-dit": "class-conditional rectified-flow DiT of scikit-learn's 8x8 digits (10 classes + null class 10)",
     "digits-t2i": "latent text-to-image Stable Diffusion pipeline of scikit-learn's digits (prompts: 'a thin, slanted 7')",
+    "digits-video": "class-conditional rectified-flow Wan video transformer of moving digits (40 classes: digit * 4 + "
+                    "direction right/left/down/up; null class 40)",
 }
 
 TRAINABLE_MODELS: tuple[str, ...] = tuple(BUNDLED_MODELS)

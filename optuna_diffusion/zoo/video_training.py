@@ -1,0 +1,198 @@
+"""Reproducible training of the bundled moving-digits video model (`optuna-diffusion zoo train digits-video`).
+
+A class-conditional diffusers ``WanTransformer3DModel`` on pixels (one channel, no VAE) trained with
+rectified flow on moving digits (:mod:`optuna_diffusion.zoo.moving_digits`: 40 classes, digit and
+direction, plus the null class 40), seeded and on the CPU, as the digits DiT is trained
+(:mod:`optuna_diffusion.zoo.dit_training`):
+
+* ``x_s = (1 - s) x0 + s noise``, the model sees the time step ``1000 s`` and predicts ``noise - x0``;
+* the label enters as one one-hot token of ``text_dim = 41`` (:func:`~optuna_diffusion.families._wan_classes.class_tokens`),
+  which the transformer's text projection turns into a learned label embedding; it is dropped to the
+  null class with probability ``label_dropout``;
+* AdamW with linear warm-up and cosine decay; the exponential moving average of the weights is saved.
+
+The saved folder holds ``transformer/`` (weights in ``weights_dtype``; its config carries the sample
+shape ``_sample_shape``), ``scheduler/`` (the digits DiT's ``FlowMatchEulerDiscreteScheduler`` config)
+and ``training.json`` (settings, seconds, torch version, threads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..families._wan_classes import SAMPLE_SHAPE_KEY, class_tokens
+from .dit_training import WEIGHTS_DTYPES, digits_flow_scheduler_config
+from .moving_digits import FRAME_SIZE, NUM_FRAMES, VIDEO_NULL_CLASS, load_moving_digits
+
+Log = Callable[[str], None]
+
+
+def digits_video_config(
+    *, width: int = 96, heads: int = 4, layers: int = 4, ffn: int = 256, patch_size: tuple[int, int, int] = (2, 4, 4)
+) -> dict[str, Any]:
+    """``WanTransformer3DModel`` arguments of the moving-digits model (defaults: the bundled model's).
+
+    Args:
+        width: the token width (``heads * attention_head_dim``).
+        heads: attention heads; ``width`` must be a multiple of ``6 * heads`` (Wan's rotary embedding
+            splits a head into frame, row and column parts).
+        layers: transformer blocks.
+        ffn: hidden width of each block's feed-forward.
+        patch_size: (frames, rows, columns) per token; must divide (8, 16, 16).
+    """
+    if width % heads or (width // heads) % 6:
+        raise ValueError(f"`width` ({width}) must be a multiple of 6 * `heads` ({heads})")
+    if any(size % p for size, p in zip((NUM_FRAMES, FRAME_SIZE, FRAME_SIZE), patch_size)):
+        raise ValueError(f"`patch_size` {list(patch_size)} must divide the video's (frames, height, width) "
+                         f"({NUM_FRAMES}, {FRAME_SIZE}, {FRAME_SIZE})")
+    return dict(
+        patch_size=tuple(patch_size),
+        num_attention_heads=heads,
+        attention_head_dim=width // heads,
+        in_channels=1,
+        out_channels=1,
+        text_dim=VIDEO_NULL_CLASS + 1,  # one-hot label tokens: 40 classes and the null class 40
+        freq_dim=64,
+        ffn_dim=ffn,
+        num_layers=layers,
+        rope_max_seq_len=32,
+    )
+
+
+@dataclass(frozen=True)
+class VideoTraining:
+    """Settings of the digits-video training run.
+
+    Attributes:
+        width, heads, layers, ffn, patch_size: the transformer (:func:`digits_video_config`).
+        steps: optimiser steps; batch_size: clips per step (drawn with replacement).
+        learning_rate: peak AdamW learning rate after ``warmup_steps``, then cosine decay to 0.
+        ema_decay: decay of the saved exponential moving average of the weights.
+        label_dropout: probability of training a clip with the null class.
+        weights_dtype: ``"float16"`` or ``"float32"``, how the weights are stored.
+        seed: seed of the data's placement, the initialisation, batches, labels dropped, ``s`` and noise.
+    """
+
+    width: int = 96
+    heads: int = 4
+    layers: int = 4
+    ffn: int = 256
+    patch_size: tuple[int, int, int] = (2, 4, 4)
+    steps: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    label_dropout: float = 0.1
+    weights_dtype: str = "float16"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("width", "heads", "layers", "ffn", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError(f"`label_dropout` must be in [0, 1), got {self.label_dropout}")
+        if self.weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"`weights_dtype` must be one of {', '.join(WEIGHTS_DTYPES)}, got {self.weights_dtype!r}")
+        self.model_config()
+
+    def model_config(self) -> dict[str, Any]:
+        """The ``WanTransformer3DModel`` arguments these settings train."""
+        return digits_video_config(
+            width=self.width, heads=self.heads, layers=self.layers, ffn=self.ffn, patch_size=tuple(self.patch_size)
+        )
+
+
+def video_flow_loss(
+    model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor, s: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Rectified-flow loss on videos ``(B, C, F, H, W)``: MSE of the predicted velocity against ``noise - x0``."""
+    s_ = s.view(-1, 1, 1, 1, 1)
+    noisy = (1 - s_) * x0 + s_ * noise
+    tokens = class_tokens(labels, model.config.text_dim)
+    prediction = model(noisy, timestep=s * 1000, encoder_hidden_states=tokens, return_dict=False)[0]
+    return F.mse_loss(prediction, noise - x0)
+
+
+def train_video_model(settings: VideoTraining = VideoTraining(), log: Log = print, log_every: int = 250) -> torch.nn.Module:
+    """Train the moving-digits model and return the EMA model in float32, eval mode."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    videos, labels = load_moving_digits(settings.seed)
+    model = WanTransformer3DModel(**settings.model_config())
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+
+    def lr_lambda(step: int) -> float:
+        warmup = min(1.0, (step + 1) / max(1, settings.warmup_steps))
+        return warmup * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    started = time.perf_counter()
+    model.train()
+    running = 0.0
+    for step in range(settings.steps):
+        batch = torch.randint(0, len(videos), (settings.batch_size,), generator=generator)
+        x0, y = videos[batch], labels[batch].clone()
+        y[torch.rand(len(y), generator=generator) < settings.label_dropout] = VIDEO_NULL_CLASS
+        s = torch.rand(len(x0), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        loss = video_flow_loss(model, x0, y, s, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        ema.update_parameters(model)
+        running += loss.item()
+        if (step + 1) % log_every == 0 or step + 1 == settings.steps:
+            done = (step + 1) % log_every or log_every
+            log(f"video step {step + 1}/{settings.steps}: loss {running / done:.4f} ({time.perf_counter() - started:.0f}s)")
+            running = 0.0
+    return ema.module.float().eval().requires_grad_(False)
+
+
+def save_video_model(model: torch.nn.Module, out_dir: str | Path, weights_dtype: str = "float16") -> Path:
+    """Write ``transformer/`` (weights in ``weights_dtype``, the sample shape in its config) and ``scheduler/``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.utils import logging as diffusers_logging
+
+    out_dir = Path(out_dir)
+    model.register_to_config(**{SAMPLE_SHAPE_KEY: [1, NUM_FRAMES, FRAME_SIZE, FRAME_SIZE]})
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        model.to(WEIGHTS_DTYPES[weights_dtype]).save_pretrained(out_dir / "transformer")
+    finally:
+        model.float()
+        diffusers_logging.set_verbosity(verbosity)
+    FlowMatchEulerDiscreteScheduler(**digits_flow_scheduler_config()).save_pretrained(out_dir / "scheduler")
+    return out_dir
+
+
+def train_digits_video(out_dir: str | Path, settings: VideoTraining = VideoTraining(), log: Log = print) -> dict[str, Any]:
+    """Train the moving-digits model into ``out_dir`` (``transformer/``, ``scheduler/``) and write ``training.json``."""
+    started = time.perf_counter()
+    model = train_video_model(settings, log)
+    seconds = time.perf_counter() - started
+    save_video_model(model, out_dir, settings.weights_dtype)
+    report = {
+        "video": {**asdict(settings), "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(seconds, 1)},
+        "scheduler": digits_flow_scheduler_config(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    (Path(out_dir) / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
