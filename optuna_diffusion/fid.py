@@ -6,7 +6,8 @@ cached on disk, or :func:`~optuna_diffusion.reference_stats.load_reference_npz` 
 :class:`FIDMeter`, which injects those statistics into the real-feature states of torchmetrics'
 ``FrechetInceptionDistance`` and streams only generated images through it.
 
-Images follow the project convention everywhere: float tensors in [-1, 1] of shape ``(N, C, H, W)``.
+Images follow the project convention everywhere: float tensors in [-1, 1] of shape ``(N, C, H, W)``;
+videos ``(N, F, C, H, W)`` are scored frame by frame (:func:`~optuna_diffusion.frames.frames_as_images`).
 Feature extractors from :func:`load_feature_extractor` take such images and return ``(N, d)`` features.
 """
 
@@ -22,6 +23,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from optuna_diffusion.errors import ModelLoadError, OptunaDiffusionError, first_line
+from optuna_diffusion.frames import frames_as_images
 from optuna_diffusion.reference_stats import ReferenceStats, module_device
 from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
 
@@ -288,11 +290,11 @@ class FIDMeter:
 
     @torch.inference_mode()
     def update(self, fake_images: torch.Tensor) -> None:
-        """Add one batch of generated images, ``(N, C, H, W)`` floats in [-1, 1]."""
-        if fake_images.dim() != 4 or fake_images.shape[0] == 0:
+        """Add one batch of generated images, ``(N, C, H, W)`` floats in [-1, 1] (videos ``(N, F, C, H, W)``: their frames)."""
+        if fake_images.dim() not in (4, 5) or fake_images.shape[0] == 0:
             shape = tuple(fake_images.shape)
             raise OptunaDiffusionError(f"FID needs a non-empty (N, C, H, W) image batch, got shape {shape}")
-        self._metric.update(fake_images.to(self.device), real=False)
+        self._metric.update(frames_as_images(fake_images).to(self.device), real=False)
 
     @torch.inference_mode()
     def compute(self) -> float:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from optuna_diffusion.errors import OptunaDiffusionError, first_line
+from optuna_diffusion.frames import frames_as_images
 
 __all__ = ["ReferenceStats", "load_reference_npz", "reference_stats"]
 
@@ -179,7 +180,7 @@ def reference_stats(
     extractor's device.
 
     Args:
-        images: Real images, ``(N, C, H, W)`` floats in [-1, 1], N >= 2.
+        images: Real images, ``(N, C, H, W)`` floats in [-1, 1], N >= 2 (videos ``(N, F, C, H, W)``: their frames).
         extractor: Feature network (see :func:`load_feature_extractor`), in eval mode.
         cache_dir: Folder of cached statistics; ``None`` disables the cache.
         batch_size: Images per forward pass.
@@ -190,6 +191,8 @@ def reference_stats(
     Raises:
         OptunaDiffusionError: Fewer than 2 images, a bad batch size or non-finite features.
     """
+    if images.dim() == 5:
+        images = frames_as_images(images)
     if images.dim() < 2 or images.shape[0] < 2:
         raise OptunaDiffusionError(f"reference statistics need at least 2 images, got shape {tuple(images.shape)}")
     if batch_size < 1:
