@@ -16,6 +16,8 @@ from ._pixart import PixArtAlphaFamily, PixArtFamily
 from ._sd import StableDiffusionFamily, StableDiffusionXLFamily
 from ._sd3 import StableDiffusion3Family
 from ._unet import TextConditioning, UNet2DConditionFamily, UNet2DFamily
+from ._video import VideoPipelineFamily
+from ._wan import WanFamily
 
 FAMILIES: tuple[ModelFamily, ...] = (UNet2DFamily(), UNet2DConditionFamily(), DiTFamily())
 """The families of bare denoisers (a model folder, not a pipeline)."""
@@ -30,6 +32,7 @@ PIPELINE_FAMILIES: dict[str, ModelFamily] = {
         StableDiffusion3Family(),
         FluxFamily(),
         DiTPipelineFamily(),
+        WanFamily(),
     )
     for name in family.pipelines
 }
@@ -73,6 +76,8 @@ __all__ = [
     "TextConditioning",
     "UNet2DConditionFamily",
     "UNet2DFamily",
+    "VideoPipelineFamily",
+    "WanFamily",
     "chunked_noise",
     "family_for",
     "family_for_pipeline",
