@@ -17,6 +17,8 @@ instead of guessing where a check is cheap.
 * **Flux packing**: ``FluxPipeline._pack_latents``, ``_unpack_latents`` and ``_prepare_latent_image_ids``
   are private static methods; the engine re-implements them here (same layout, checked equal to them).
   Public alternative lacking: a public packing API of the Flux pipeline or transformer.
+* **CogVideoX rotary embeddings**: ``CogVideoXPipeline._prepare_rotary_positional_embeddings(height, width,
+  latent_frames, device)`` makes the 5B transformers' ``image_rotary_emb``; called as the pipeline calls it.
 """
 
 from __future__ import annotations
@@ -121,3 +123,16 @@ def flux_image_ids(rows: int, columns: int) -> torch.Tensor:
     ids[..., 1] = torch.arange(rows)[:, None]
     ids[..., 2] = torch.arange(columns)[None, :]
     return ids.reshape(rows * columns, 3)
+
+
+# CogVideoX rotary embeddings ----------------------------------------------------------------------
+
+
+def cogvideox_rotary_embeddings(pipeline: Any, height: int, width: int, latent_frames: int, device: Any) -> Any:
+    """``image_rotary_emb`` of a CogVideoX 5B-style transformer (``CogVideoXPipeline._prepare_rotary_positional_embeddings``).
+
+    The pipeline builds the 3D rotary embedding of the video's grid in a private method (crop region of the
+    transformer's base grid, then ``get_3d_rotary_pos_embed``); it is called as the pipeline calls it.
+    Public alternative lacking: the embedding computed by the transformer itself.
+    """
+    return pipeline._prepare_rotary_positional_embeddings(height, width, latent_frames, device)

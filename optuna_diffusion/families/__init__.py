@@ -8,6 +8,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from ._base import Conditions, ModelFamily, chunked_noise, labels_of, stack
+from ._cogvideox import CogVideoXFamily
 from ._dit import DiTFamily
 from ._dit_pipeline import DiTPipelineFamily
 from ._flux import FluxFamily
@@ -33,6 +34,7 @@ PIPELINE_FAMILIES: dict[str, ModelFamily] = {
         FluxFamily(),
         DiTPipelineFamily(),
         WanFamily(),
+        CogVideoXFamily(),
     )
     for name in family.pipelines
 }
@@ -60,6 +62,7 @@ def family_for_pipeline(pipeline: Any) -> ModelFamily:
 
 
 __all__ = [
+    "CogVideoXFamily",
     "Conditions",
     "DiTFamily",
     "DiTPipelineFamily",

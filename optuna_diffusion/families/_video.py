@@ -50,9 +50,13 @@ class VideoPipelineFamily(PipelineFamily):
         pipe = model.pipeline
         return int(call_default(pipe, "height")), int(call_default(pipe, "width"))
 
+    def default_num_frames(self, model: DiffusionModel) -> int:
+        """The frame count a plain ``pipe(prompt)`` makes."""
+        return int(call_default(model.pipeline, "num_frames"))
+
     def num_frames(self, model: DiffusionModel) -> int:
         """The video's frame count (``model.num_frames``, default the pipeline's), checked against the VAE."""
-        frames = model.num_frames or int(call_default(model.pipeline, "num_frames"))
+        frames = model.num_frames or self.default_num_frames(model)
         temporal = self.temporal_factor(model)
         if (frames - 1) % temporal:
             below = (frames - 1) // temporal * temporal + 1
