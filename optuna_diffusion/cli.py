@@ -100,6 +100,7 @@ def optimize(
     prompts: Annotated[Optional[str], typer.Option(help="Prompt file of a text-to-image pipeline (.txt or .jsonl).")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt of prompts that have none.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Height and width of a pipeline's images.")] = None,
+    num_frames: Annotated[Optional[int], typer.Option(help="Frames of a video pipeline's videos.")] = None,
     dtype: DtypeOption = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference statistics: digits, an .npz with mu, sigma, or a folder of real images.")] = None,
     features: Annotated[Optional[str], typer.Option(help="FID features: digits, inception or a TorchScript file.")] = None,
@@ -123,7 +124,7 @@ def optimize(
     for name, value in (("--n-trials", n_trials), ("--timeout", timeout), ("--heartbeat-interval", heartbeat_interval)):
         positive(name, value)
     cfg = _config(study, config, model=model, classifier=classifier, prompts=prompts, negative_prompt=negative_prompt,
-                  image_size=image_size, dtype=dtype, reference=reference, features=features, feature_weights=feature_weights,
+                  image_size=image_size, num_frames=num_frames, dtype=dtype, reference=reference, features=features, feature_weights=feature_weights,
                   seed=seed, batch_size=batch_size, num_samples=num_samples,
                   solver=tuple(solver.split(",")) if solver and "," in solver else solver)
     previous = signal.signal(signal.SIGINT, first_interrupt)

@@ -21,6 +21,8 @@ instead of guessing where a check is cheap.
   ``from_pretrained`` loads them only with ``low_cpu_mem_usage=True``, which needs ``accelerate``; without it
   :func:`load_float32_keeping_model` builds the model from its config and loads its one safetensors file.
   Public alternative lacking: a ``from_pretrained`` that loads such a model without accelerate.
+* **CogVideoX rotary embeddings**: ``CogVideoXPipeline._prepare_rotary_positional_embeddings(height, width,
+  latent_frames, device)`` makes the 5B transformers' ``image_rotary_emb``; called as the pipeline calls it.
 """
 
 from __future__ import annotations
@@ -149,3 +151,14 @@ def load_float32_keeping_model(model_class: type, folder: Path) -> nn.Module:
     model = model_class.from_config(model_class.load_config(folder))
     model.load_state_dict({name: tensor.float() for name, tensor in load_file(str(folder / SAFETENSORS_WEIGHTS)).items()})
     return model
+# CogVideoX rotary embeddings ----------------------------------------------------------------------
+
+
+def cogvideox_rotary_embeddings(pipeline: Any, height: int, width: int, latent_frames: int, device: Any) -> Any:
+    """``image_rotary_emb`` of a CogVideoX 5B-style transformer (``CogVideoXPipeline._prepare_rotary_positional_embeddings``).
+
+    The pipeline builds the 3D rotary embedding of the video's grid in a private method (crop region of the
+    transformer's base grid, then ``get_3d_rotary_pos_embed``); it is called as the pipeline calls it.
+    Public alternative lacking: the embedding computed by the transformer itself.
+    """
+    return pipeline._prepare_rotary_positional_embeddings(height, width, latent_frames, device)

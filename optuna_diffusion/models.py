@@ -8,10 +8,10 @@ how to call it (:mod:`optuna_diffusion.families`). Folders may hold them as a pi
 
 A folder or hub id whose ``model_index.json`` names a pipeline class of
 :data:`~optuna_diffusion.families.PIPELINE_FAMILIES` (Stable Diffusion 1.x/2.x, SDXL, PixArt-alpha/Sigma,
-SD3, Flux, DiT) is loaded whole with ``DiffusionPipeline.from_pretrained``: the model then keeps the
-pipeline, its VAE and text encoders, and a family that does what that pipeline does (see
-:mod:`optuna_diffusion.families._pipeline`). Other pipelines (``DDPMPipeline`` ...) load their denoiser
-alone, as before.
+SD3, Flux, DiT; the video pipelines Wan 2.1, CogVideoX and LTX-Video) is loaded whole with
+``DiffusionPipeline.from_pretrained``: the model then keeps the pipeline, its VAE and text encoders, and a
+family that does what that pipeline does (see :mod:`optuna_diffusion.families._pipeline`). Other pipelines
+(``DDPMPipeline`` ...) load their denoiser alone, as before.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class DiffusionModel:
         prompt_encoder: for a text-to-image pipeline, its :class:`~optuna_diffusion.pipelines.PromptEncoder`
             (made when not given: text encoders run once per distinct prompt).
         image_size: ``(height, width)`` of the images a pipeline makes (None: the pipeline's default).
+        num_frames: frames of the videos a video pipeline makes (None: the pipeline's default).
     """
 
     denoiser: nn.Module
@@ -70,6 +71,7 @@ class DiffusionModel:
     pipeline: Any = None
     prompt_encoder: Any = None
     image_size: tuple[int, int] | None = None
+    num_frames: int | None = None
     offloaded: bool = False
     """Whether the pipeline runs under diffusers' model CPU offload (components move to the accelerator per call)."""
 
@@ -78,6 +80,8 @@ class DiffusionModel:
             self.family = family_for_pipeline(self.pipeline) if self.pipeline is not None else family_for(self.denoiser)
         if self.image_size is not None:
             self.image_size = _image_size(self.image_size)
+        if self.num_frames is not None:
+            self.num_frames = _num_frames(self.num_frames, self)
         if self.prompt_encoder is None and getattr(self.family, "uses_prompts", False):
             self.prompt_encoder = PromptEncoder(self)
 
@@ -248,6 +252,14 @@ def _image_size(value: Any) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _num_frames(value: Any, model: DiffusionModel) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"num_frames must be a positive integer, got {value!r}")
+    if not getattr(model.family, "makes_video", False):
+        raise ConfigError(f"num_frames applies to video pipelines; {model.source} makes images (unset num_frames)")
+    return value
+
+
 def _pipeline_class(model_index: dict[str, Any]) -> str | None:
     """The model index's pipeline class when optuna-diffusion runs it as a pipeline, else None."""
     name = model_index.get("_class_name")
@@ -282,7 +294,9 @@ def _check_pipeline_files(folder: Path, model_index: dict[str, Any]) -> None:
             raise ModelLoadError(f"pipeline folder {folder}: {name}/ has no {needed} (its {class_name})")
 
 
-def model_from_pipeline(pipeline: Any, *, source: str = "pipeline", image_size: Any = None) -> DiffusionModel:
+def model_from_pipeline(
+    pipeline: Any, *, source: str = "pipeline", image_size: Any = None, num_frames: int | None = None
+) -> DiffusionModel:
     """A :class:`DiffusionModel` of a diffusers pipeline object (its denoiser, scheduler, VAE and family).
 
     Args:
@@ -290,6 +304,7 @@ def model_from_pipeline(pipeline: Any, *, source: str = "pipeline", image_size: 
             ``PixArtSigmaPipeline``, ``StableDiffusion3Pipeline``, ``FluxPipeline`` or ``DiTPipeline``.
         source: where it came from (for messages).
         image_size: ``(height, width)`` (or one integer) of the images; None: the pipeline's default.
+        num_frames: frames of a video pipeline's videos; None: the pipeline's default.
     """
     family = family_for_pipeline(pipeline)
     denoiser = getattr(pipeline, "unet", None)
@@ -300,7 +315,8 @@ def model_from_pipeline(pipeline: Any, *, source: str = "pipeline", image_size: 
     scheduler = pipeline.scheduler
     scheduler_config = {**dict(scheduler.config), "_class_name": type(scheduler).__name__}
     return DiffusionModel(
-        denoiser, scheduler_config, source, family=family, vae=pipeline.vae, pipeline=pipeline, image_size=image_size
+        denoiser, scheduler_config, source, family=family, vae=pipeline.vae, pipeline=pipeline, image_size=image_size,
+        num_frames=num_frames,
     )
 
 
@@ -333,6 +349,7 @@ def _load_pipeline(
     dtype: torch.dtype,
     image_size: Any,
     offload: bool = False,
+    num_frames: int | None = None,
     **hub: Any,
 ) -> DiffusionModel:
     from diffusers import DiffusionPipeline
@@ -344,6 +361,11 @@ def _load_pipeline(
         with _transformers_quiet():
             pipeline = DiffusionPipeline.from_pretrained(where, **_dtype_argument(dtype), **skipped, **hub)
     except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as error:
+        if "keep_in_fp32_modules" in str(error):  # Wan's transformer: diffusers needs accelerate to load it
+            raise ModelLoadError(
+                f"cannot load the pipeline {source}: diffusers loads its transformer (which keeps modules in float32) "
+                "only with the accelerate package: pip install accelerate"
+            ) from None
         raise ModelLoadError(f"cannot load the pipeline {source}: {first_line(error)}") from None
     _ensure_dtype(pipeline.components.values(), dtype)
     if offload:
@@ -358,7 +380,7 @@ def _load_pipeline(
     if getattr(family, "upcasts_vae", False) and dtype == torch.float16 and pipeline.vae.config.force_upcast:
         pipeline.vae.to(torch.float32)  # as the pipeline decodes (it overflows in float16)
     pipeline.set_progress_bar_config(disable=True)
-    model = model_from_pipeline(pipeline, source=source, image_size=image_size)
+    model = model_from_pipeline(pipeline, source=source, image_size=image_size, num_frames=num_frames)
     model.offloaded = offload
     return model
 
@@ -381,6 +403,7 @@ def load_diffusion_model(
     local_files_only: bool | None = None,
     image_size: int | tuple[int, int] | None = None,
     offload: bool = False,
+    num_frames: int | None = None,
 ) -> DiffusionModel:
     """Load a denoiser and its noise schedule (or a whole pipeline) from a bundled name, a folder, or a hub id.
 
@@ -396,6 +419,7 @@ def load_diffusion_model(
         offload: for pipelines on an accelerator, diffusers' ``enable_model_cpu_offload``: every component
             stays on the CPU and moves to ``device`` only while it runs (needs ``accelerate``). diffusers
             refuses it without an accelerator, so on the CPU it is a one-line error, as for a bare denoiser.
+        num_frames: for video pipelines (Wan ...), frames of the videos made; None: the pipeline's default.
 
     Raises:
         ModelLoadError: one line naming what is missing and how to supply it.
@@ -408,17 +432,17 @@ def load_diffusion_model(
         if model_index is not None and _pipeline_class(model_index):
             _check_pipeline_files(folder, model_index)
             label = source if source in BUNDLED_MODELS else str(folder)
-            return _load_pipeline(folder, model_index, label, device, dtype, image_size, offload)
-        return _bare(_load_from_folder(folder, device, dtype), image_size, offload)
+            return _load_pipeline(folder, model_index, label, device, dtype, image_size, offload, num_frames)
+        return _bare(_load_from_folder(folder, device, dtype), image_size, offload, num_frames)
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"model folder {source} does not exist")
     if local_files_only is None:
         local_files_only = hub_offline()
     model_index = _hub_model_index(source, local_files_only)
     if model_index is not None and _pipeline_class(model_index):
-        return _load_pipeline(source, model_index, source, device, dtype, image_size, offload,
+        return _load_pipeline(source, model_index, source, device, dtype, image_size, offload, num_frames,
                               local_files_only=local_files_only)
-    return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size, offload)
+    return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size, offload, num_frames)
 
 
 def model_location(source: str) -> str:
@@ -449,7 +473,9 @@ def _read_model_index(folder: Path) -> dict[str, Any] | None:
     return index
 
 
-def _bare(model: DiffusionModel, image_size: Any, offload: bool = False) -> DiffusionModel:
+def _bare(model: DiffusionModel, image_size: Any, offload: bool = False, num_frames: Any = None) -> DiffusionModel:
+    if num_frames is not None:
+        raise ConfigError(f"num_frames applies to video pipelines; {model.source} is a bare image denoiser")
     if image_size is not None:
         raise ConfigError(f"image_size applies to pipelines; {model.source} is a bare denoiser of fixed size")
     if offload:

@@ -10,18 +10,22 @@ import torch
 
 
 def image_grid(images: torch.Tensor, *, min_tile: int = 48, gutter: int = 4) -> np.ndarray:
-    """``(N, C, H, W)`` images in [-1, 1] as one uint8 ``(rows, columns[, 3])`` picture.
+    """``(N, C, H, W)`` images (or ``(N, F, C, H, W)`` videos) in [-1, 1] as one uint8 ``(rows, columns[, 3])`` picture.
 
     Each image is enlarged (nearest neighbour, an integer factor) to at least ``min_tile`` pixels
     high, so that an 8x8 digit is still recognisable in the dashboard's thumbnail, and the tiles are
-    set apart by a mid-grey ``gutter``, so that neighbouring images do not read as one.
+    set apart by a mid-grey ``gutter``, so that neighbouring images do not read as one. A video is one
+    row of its frames.
     """
     images = images.detach().float().clamp(-1, 1).cpu()
+    frames = images.shape[1] if images.dim() == 5 else None
+    if frames is not None:
+        images = images.flatten(0, 1)
     count, channels, height, width = images.shape
     scale = max(1, math.ceil(min_tile / height))
     tiles = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     tile_height, tile_width = height * scale, width * scale
-    columns = math.ceil(math.sqrt(count))
+    columns = frames or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     grid = torch.zeros((channels, rows * (tile_height + gutter) + gutter, columns * (tile_width + gutter) + gutter))
     for index, tile in enumerate(tiles):
@@ -33,7 +37,7 @@ def image_grid(images: torch.Tensor, *, min_tile: int = 48, gutter: int = 4) -> 
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, *, min_tile: int = 48, gutter: int = 4) -> Path:
-    """Save ``(N, C, H, W)`` images in [-1, 1] as one PNG grid (see :func:`image_grid`)."""
+    """Save ``(N, C, H, W)`` images (or ``(N, F, C, H, W)`` videos) in [-1, 1] as one PNG grid (see :func:`image_grid`)."""
     from PIL import Image
 
     path = Path(path)

@@ -25,6 +25,7 @@ class ModelLike(Protocol):
     pipeline: Any
     prompt_encoder: Any
     image_size: tuple[int, int] | None
+    num_frames: int | None
 
     @property
     def device(self) -> torch.device: ...

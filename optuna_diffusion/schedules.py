@@ -67,7 +67,7 @@ class NoiseSchedule:
                 f"{config.get('_class_name') or 'this scheduler config'} is a flow-matching schedule, not a DDPM-style "
                 "one: read it with schedule_from_config"
             )
-        known = {k: v for k, v in config.items() if not k.startswith("_")}
+        known = stock_scheduler_config({k: v for k, v in config.items() if not k.startswith("_")})
         scheduler = DDPMScheduler.from_config(known)
         prediction_type = scheduler.config.prediction_type
         if prediction_type not in {"epsilon", "v_prediction", "sample"}:
@@ -94,6 +94,29 @@ class NoiseSchedule:
         if self.prediction_type == "v_prediction":
             return alpha_prod_t.sqrt() * model_output + (1 - alpha_prod_t).sqrt() * x_t
         return (x_t - alpha_prod_t.sqrt() * model_output) / (1 - alpha_prod_t).sqrt()
+
+
+_ZERO_SNR_FLOOR = 2**-24
+"""The last ``alphas_cumprod`` of a zero-terminal-SNR schedule, as DPM-Solver and Euler set it (not 0: sigma finite)."""
+
+
+def stock_scheduler_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as stock diffusers schedulers (DDPM, DPM-Solver, Euler ...) read it, with the same noise levels.
+
+    CogVideoX's schedulers shift the SNR of their ``alphas_cumprod`` (``snr_shift_scale``, then a zero-terminal
+    rescale), which no other scheduler knows: their config becomes ``trained_betas`` that give those levels
+    (the zero terminal SNR floored at 2**-24, as stock schedulers floor it). Other configs pass unchanged.
+    """
+    config = dict(config)
+    if config.get("snr_shift_scale") is None:
+        return config
+    from diffusers import CogVideoXDDIMScheduler
+
+    alphas_cumprod = CogVideoXDDIMScheduler.from_config(config).alphas_cumprod.to(torch.float64).clone()
+    alphas_cumprod[-1] = alphas_cumprod[-1].clamp_min(_ZERO_SNR_FLOOR)
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    config.pop("snr_shift_scale")
+    return {**config, "trained_betas": (1 - alphas_cumprod / previous).tolist(), "rescale_betas_zero_snr": False}
 
 
 def _number(config: Mapping[str, Any], key: str, default: float | None) -> float | None:

@@ -90,7 +90,8 @@ def plan_macs_of(config: StudyConfig, convention: str, *, device: str = "cpu") -
     """The :class:`PlanMacs` of ``config``'s model (with its classifier and prompts) in ``convention``."""
     from .models import load_diffusion_model
 
-    model = load_diffusion_model(config.model.source, device=device, image_size=config.model.image_size)
+    model = load_diffusion_model(config.model.source, device=device, image_size=config.model.image_size,
+                                  num_frames=config.model.num_frames)
     classifier = load_classifier(config.sampling.classifier, device=device) if config.sampling.classifier else None
     prompts = config.prompts.load() if model.prompt_encoder is not None else None
     return PlanMacs.for_model(model, config.sampling, classifier=classifier, prompts=prompts, convention=convention)

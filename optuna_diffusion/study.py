@@ -99,7 +99,7 @@ def build_evaluator(
     meters = {metric: make_fitness(metric, config, device=device, teacher_dir=teacher_dir) for metric in config.fitness.metrics}
     model = load_diffusion_model(
         config.model.source, device=device, dtype=torch_dtype(config.model.dtype), image_size=config.model.image_size,
-        offload=config.model.offload,
+        num_frames=config.model.num_frames, offload=config.model.offload,
     )
     # The classifier of classifier guidance stays in float32 whatever the model's dtype: its input gradient is
     # taken in float32 (generation.classifier_gradient), and it is small next to the denoiser.

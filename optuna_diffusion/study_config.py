@@ -38,6 +38,7 @@ class ModelSection(Section):
 
     source: str = setting("", help="bundled name, diffusers folder or Hugging Face hub id")
     image_size: int | None = setting(None, check=positive, help="height and width of a pipeline's images")
+    num_frames: int | None = setting(None, check=positive, help="frames of a video pipeline's videos")
     dtype: str = setting("float32", check=one_of(DTYPES), help="precision of the model: float32, bfloat16 or float16")
     offload: bool = setting(
         False, help="move each pipeline component to the accelerator only while it runs (diffusers' enable_model_cpu_offload)"
@@ -238,6 +239,7 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "solver": (("sampling", "solver"),),
     "classifier": (("sampling", "classifier"),),
     "image_size": (("model", "image_size"),),
+    "num_frames": (("model", "num_frames"),),
     "dtype": (("model", "dtype"),),
     "offload": (("model", "offload"),),
     "prompts": (("prompts", "file"),),

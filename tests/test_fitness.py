@@ -149,6 +149,20 @@ def test_distances_by_hand():
     assert distances(samples, target, "ssim").shape == (2,)  # 4 x 4 images: a narrower window
 
 
+@pytest.mark.parametrize("distance", ["psnr", "ssim"])
+def test_a_video_is_scored_frame_by_frame(distance):
+    generator = torch.Generator().manual_seed(1)
+    videos = torch.rand(2, 3, 3, 8, 8, generator=generator) * 2 - 1  # (N, F, C, H, W)
+    teacher = torch.rand(2, 3, 3, 8, 8, generator=generator) * 2 - 1
+    teacher[0, 1] = videos[0, 1]  # one frame identical: PSNR capped, SSIM 1
+    per_frame = torch.stack([distances(videos[:, f], teacher[:, f], distance) for f in range(3)], dim=1)
+
+    scores = distances(videos, teacher, distance)
+
+    assert scores.shape == (2,) and torch.allclose(scores, per_frame.mean(1))
+    assert per_frame[0, 1] == pytest.approx(-100.0 if distance == "psnr" else 0.0, abs=1e-3)
+
+
 def test_teacher_steps_beyond_the_schedule_are_an_error(tiny_model):
     with pytest.raises(ConfigError, match="teacher_steps = 2000 exceeds the model's 1000"):
         teacher_evaluator(tiny_model, steps=2000)

@@ -22,3 +22,11 @@ def test_tiles_are_enlarged_and_set_apart_by_a_grey_gutter(tmp_path):
 def test_large_images_are_not_enlarged():
     grid = image_grid(torch.zeros(1, 3, 64, 64), min_tile=48, gutter=2)
     assert grid.shape == (68, 68, 3)
+
+
+def test_a_video_is_a_row_of_its_frames():
+    videos = torch.ones(2, 5, 3, 8, 8)  # (N, F, C, H, W)
+    videos[1, 4] = -1.0  # the last frame of the second video black
+    grid = image_grid(videos, min_tile=8, gutter=4)
+    assert grid.shape == (2 * (8 + 4) + 4, 5 * (8 + 4) + 4, 3)  # 2 rows of 5 frames
+    assert (grid[16:24, 52:60] == 0).all() and (grid[4:12, 52:60] == 255).all()

@@ -148,3 +148,19 @@ def test_flux_packing_equals_the_pipelines_private_methods():
     assert torch.equal(flux_unpack(packed, 6, 10), latents)
     expected = FluxPipeline._prepare_latent_image_ids(2, 3, 5, torch.device("cpu"), torch.float32)
     assert torch.equal(flux_image_ids(3, 5), expected)
+
+
+def test_cogvideox_rotary_embeddings_are_the_pipelines_private_method():
+    import inspect
+
+    from diffusers import CogVideoXPipeline
+
+    from optuna_diffusion.compat_diffusers import cogvideox_rotary_embeddings
+
+    from .tiny_video_pipelines import tiny_cogvideox
+
+    parameters = list(inspect.signature(CogVideoXPipeline._prepare_rotary_positional_embeddings).parameters)
+    assert parameters == ["self", "height", "width", "num_frames", "device"]
+    pipe = tiny_cogvideox(rotary=True)
+    cos, sin = cogvideox_rotary_embeddings(pipe, 32, 32, 3, torch.device("cpu"))
+    assert cos.shape == sin.shape == (3 * 2 * 2, 16)  # latent frames x (32 / 8 / 2)^2 patches, one head's width

@@ -1,17 +1,19 @@
-"""Blocks of a diffusers transformer denoiser (DiT, PixArt, SD3, Flux), and how their streams flow.
+"""Blocks of a diffusers transformer denoiser (DiT, PixArt, SD3, Flux, Wan, CogVideoX), and how their streams flow.
 
 Every block of these models is residual: it maps its streams (the image tokens ``hidden_states`` and,
-in SD3/Flux joint blocks, the text tokens ``encoder_hidden_states``) to ``stream + f(streams)``, and
+in SD3/Flux/CogVideoX joint blocks, the text tokens ``encoder_hidden_states``) to ``stream + f(streams)``, and
 every sub-layer's output enters a stream only through a residual add (behind an AdaLN gate where
-the model has one). Names, with k counting the blocks of ``transformer_blocks`` and j those of
-Flux's ``single_transformer_blocks``:
+the model has one). Names, with k counting the blocks of ``transformer_blocks`` (Wan: ``blocks``) and j
+those of Flux's ``single_transformer_blocks``:
 
 * ``blocks.k``: a whole transformer block (kind ``"transformer"``).
 * Its sub-layers, each one module: ``blocks.k.attn`` (self- or joint attention), ``blocks.k.cross_attn``
-  (PixArt's cross-attention to the text), ``blocks.k.attn2`` (SD3.5's second self-attention),
+  (PixArt's and Wan's cross-attention to the text), ``blocks.k.attn2`` (SD3.5's second self-attention),
   ``blocks.k.ff`` (the image stream's feed-forward) and ``blocks.k.ff_context`` (the text stream's
   feed-forward of SD3/Flux joint blocks; SD3's last block has none). A joint attention is one
-  sub-layer: it attends over both streams at once and writes both.
+  sub-layer: it attends over both streams at once and writes both. The video models' attention runs over
+  every frame at once (no separate spatial and temporal attention): Wan's ``blocks.k.attn`` over the video
+  tokens, CogVideoX's joint ``blocks.k.attn`` over text and video, whose ``blocks.k.ff`` also feeds both.
 * ``single.j`` (Flux's single-stream blocks), with ``single.j.attn`` (attention) and ``single.j.mlp``
   (the ``proj_mlp`` up-projection of the parallel MLP; the ``proj_out`` both branches share always runs).
 * ``tail.k`` / ``tail.single.j`` (kind ``"branch"``, reuse only): every block from ``blocks.k`` /
@@ -42,13 +44,18 @@ HIDDEN, ENCODER = "hidden_states", "encoder_hidden_states"
 
 def _supported_classes() -> tuple[type, ...]:
     from diffusers import (
+        CogVideoXTransformer3DModel,
         DiTTransformer2DModel,
         FluxTransformer2DModel,
         PixArtTransformer2DModel,
         SD3Transformer2DModel,
+        WanTransformer3DModel,
     )
 
-    return (DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel, FluxTransformer2DModel)
+    return (
+        DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel, FluxTransformer2DModel,
+        WanTransformer3DModel, CogVideoXTransformer3DModel,
+    )
 
 
 def is_transformer(model: nn.Module) -> bool:
@@ -56,7 +63,10 @@ def is_transformer(model: nn.Module) -> bool:
     return isinstance(model, _supported_classes())
 
 
-SUPPORTED = "DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel, FluxTransformer2DModel"
+SUPPORTED = (
+    "DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel, FluxTransformer2DModel, "
+    "WanTransformer3DModel, CogVideoXTransformer3DModel"
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,6 +124,7 @@ class StreamLayout:
 
 _SINGLE_STREAM = StreamLayout((HIDDEN,))
 _TWO_STREAMS = StreamLayout((HIDDEN, ENCODER), (ENCODER, HIDDEN))
+_VIDEO_FIRST = StreamLayout((HIDDEN, ENCODER), (HIDDEN, ENCODER))  # CogVideoX blocks return (video, text)
 
 
 def plus(streams: Streams, residual: Streams) -> Streams:
@@ -135,7 +146,10 @@ def attention_zeros(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """Zeros in the shape of an attention module's output: one tensor, or (image, text) for a joint attention."""
     hidden = argument(module, HIDDEN, args, kwargs)
     encoder = argument(module, ENCODER, args, kwargs)
-    width = module.inner_dim if getattr(module, "pre_only", False) else module.out_dim  # Flux single: no to_out
+    if getattr(module, "pre_only", False):  # Flux single: no to_out
+        width = module.inner_dim
+    else:  # Wan's attention has no out_dim
+        width = getattr(module, "out_dim", None) or module.to_out[0].out_features
     zeros = hidden.new_zeros(*hidden.shape[:-1], width)
     if encoder is None or getattr(module, "added_kv_proj_dim", None) is None:
         return zeros
@@ -144,6 +158,13 @@ def attention_zeros(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
     else:
         context_width = getattr(module, "out_context_dim", module.query_dim)
     return zeros, encoder.new_zeros(*encoder.shape[:-1], context_width)
+
+
+def joint_attention_zeros(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeros in the shape of CogVideoX's joint attention output: (video, text), each of the attention's width."""
+    hidden = argument(module, HIDDEN, args, kwargs)
+    encoder = argument(module, ENCODER, args, kwargs)
+    return hidden.new_zeros(*hidden.shape[:-1], module.out_dim), encoder.new_zeros(*encoder.shape[:-1], module.out_dim)
 
 
 def _last_linear(module: nn.Module) -> nn.Linear:
@@ -173,8 +194,22 @@ class SubLayer:
 def _sub_layers(block: nn.Module) -> list[SubLayer]:
     """The sub-layers of one block, in execution order (only those the block has)."""
     from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+
+    from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
 
     found = []
+    if isinstance(block, CogVideoXBlock):  # joint attention over text and video, feed-forward over both
+        return [
+            SubLayer("attn", "attn1", "attention", joint_attention_zeros),
+            SubLayer("ff", "ff", "feedforward", linear_zeros),
+        ]
+    if isinstance(block, WanTransformerBlock):  # self-attention (over all frames), cross-attention, feed-forward
+        return [
+            SubLayer("attn", "attn1", "attention", attention_zeros),
+            SubLayer("cross_attn", "attn2", "attention", attention_zeros),
+            SubLayer("ff", "ffn", "feedforward", linear_zeros),
+        ]
     if isinstance(block, BasicTransformerBlock):
         found.append(SubLayer("attn", "attn1", "attention", attention_zeros))
         if block.attn2 is not None:
@@ -230,6 +265,8 @@ class TransformerLayout:
 
 def _stacks(model: nn.Module) -> list[tuple[str, str]]:
     """(name prefix, module path) of each block stack, in execution order."""
+    if getattr(model, "transformer_blocks", None) is None:  # Wan's stack is model.blocks
+        return [("blocks", "blocks")]
     stacks = [("blocks", "transformer_blocks")]
     if getattr(model, "single_transformer_blocks", None) is not None:
         stacks.append(("single", "single_transformer_blocks"))
@@ -239,7 +276,10 @@ def _stacks(model: nn.Module) -> list[tuple[str, str]]:
 def transformer_layout(model: nn.Module) -> TransformerLayout:
     """Blocks, sub-layers and tails of a supported transformer denoiser."""
     from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 
+    single_stream = (BasicTransformerBlock, WanTransformerBlock)
     blocks: list[Block] = []
     units: dict[str, TransformerUnit] = {}
     sequence: list[tuple[str, str]] = []  # (block name, module path)
@@ -247,7 +287,8 @@ def transformer_layout(model: nn.Module) -> TransformerLayout:
         for k, module in enumerate(getattr(model, stack_path)):
             name, path = f"{prefix}.{k}", f"{stack_path}.{k}"
             # A BasicTransformerBlock reads the text only as cross-attention context; joint blocks update it.
-            layout = _SINGLE_STREAM if isinstance(module, BasicTransformerBlock) else _TWO_STREAMS
+            layout = (_SINGLE_STREAM if isinstance(module, single_stream)
+                      else _VIDEO_FIRST if isinstance(module, CogVideoXBlock) else _TWO_STREAMS)
             whole = Block(name, "transformer", (path,))
             blocks.append(whole)
             units[name] = TransformerUnit(whole, module, layout=layout)

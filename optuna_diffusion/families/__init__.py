@@ -8,6 +8,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from ._base import Conditions, ModelFamily, chunked_noise, labels_of, stack
+from ._cogvideox import CogVideoXFamily
 from ._dit import DiTFamily
 from ._dit_pipeline import DiTPipelineFamily
 from ._flux import FluxFamily
@@ -16,6 +17,8 @@ from ._pixart import PixArtAlphaFamily, PixArtFamily
 from ._sd import StableDiffusionFamily, StableDiffusionXLFamily
 from ._sd3 import StableDiffusion3Family
 from ._unet import TextConditioning, UNet2DConditionFamily, UNet2DFamily
+from ._video import VideoPipelineFamily
+from ._wan import WanFamily
 from ._wan_classes import WanClassFamily
 
 FAMILIES: tuple[ModelFamily, ...] = (UNet2DFamily(), UNet2DConditionFamily(), DiTFamily(), WanClassFamily())
@@ -31,6 +34,8 @@ PIPELINE_FAMILIES: dict[str, ModelFamily] = {
         StableDiffusion3Family(),
         FluxFamily(),
         DiTPipelineFamily(),
+        WanFamily(),
+        CogVideoXFamily(),
     )
     for name in family.pipelines
 }
@@ -58,6 +63,7 @@ def family_for_pipeline(pipeline: Any) -> ModelFamily:
 
 
 __all__ = [
+    "CogVideoXFamily",
     "Conditions",
     "DiTFamily",
     "DiTPipelineFamily",
@@ -75,6 +81,8 @@ __all__ = [
     "UNet2DConditionFamily",
     "UNet2DFamily",
     "WanClassFamily",
+    "VideoPipelineFamily",
+    "WanFamily",
     "chunked_noise",
     "family_for",
     "family_for_pipeline",

@@ -5,7 +5,7 @@ The teacher is the same model, prompts, labels and initial noise sampled with ma
 by the distance of each of its samples to the teacher's sample of the same index, averaged:
 
 * ``psnr``: ``-PSNR`` (dB) of the decoded 8-bit images, per image, averaged (a per-image PSNR is capped
-  at 100 dB, an identical image);
+  at 100 dB, an identical image); a video's frames count as images, its value their mean;
 * ``ssim``: ``1 - SSIM`` of the decoded 8-bit images (torchmetrics, 11-pixel Gaussian window), averaged;
 * ``mse``: mean squared error of the solver's final samples before decoding (a latent model's latents;
   a pixel model's images), which needs no VAE decode.
@@ -198,10 +198,14 @@ def distances(samples: torch.Tensor, target: torch.Tensor, distance: str) -> tor
     """Per-sample values (lower is better) of ``distance`` between samples and the teacher's outputs.
 
     ``psnr`` and ``ssim`` compare 8-bit images (``samples`` in [-1, 1], ``target`` uint8 or in [-1, 1]);
-    ``mse`` compares raw final samples.
+    ``mse`` compares raw final samples. Videos (``(N, F, C, H, W)`` frames) are scored frame by frame, and a
+    video's value is the mean over its frames.
     """
     if distance == "mse":
         return (samples.float() - target.float()).pow(2).flatten(1).mean(1)
+    if samples.dim() == 5:
+        frames = samples.shape[1]
+        return distances(samples.flatten(0, 1), target.flatten(0, 1), distance).view(-1, frames).mean(1)
     pred = to_uint8(samples).float() / 255.0
     real = to_uint8(target).float() / 255.0
     if distance == "psnr":

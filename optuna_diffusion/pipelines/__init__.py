@@ -8,6 +8,8 @@
   the pipeline itself gives the project's images (see :mod:`optuna_diffusion.pipelines._export`).
 * :func:`pipeline_schedule_kwargs`: a plan's time steps as the ``timesteps=`` or ``sigmas=`` (and ``mu``) a
   pipeline hands its scheduler (see :mod:`optuna_diffusion.pipelines._schedule`).
+* :func:`pin_schedule`: a plan's schedule fixed on a scheduler, for pipelines whose call takes no
+  ``timesteps=``/``sigmas=`` (``WanPipeline``; see :mod:`optuna_diffusion.pipelines._pinned`).
 * :func:`pipeline_call`: the Python call that runs an exported plan in its pipeline, one template per
   family (what ``export`` writes beside the plan, through
   :func:`optuna_diffusion.export_call.study_pipeline_call`, and docs/reference.md shows).
@@ -16,6 +18,7 @@
 from ._encoder import EncodedPrompts, PromptEncoder
 from ._calls import FAMILY_OF_PIPELINE, pipeline_call
 from ._export import scheduler_for_solver
+from ._pinned import pin_schedule, unpin_schedule
 from ._macs import TEXT_ENCODERS, component_macs, text_encoder_macs, vae_decoder_macs
 from ._schedule import pipeline_schedule_kwargs
 
@@ -26,8 +29,10 @@ __all__ = [
     "TEXT_ENCODERS",
     "component_macs",
     "pipeline_call",
+    "pin_schedule",
     "pipeline_schedule_kwargs",
     "scheduler_for_solver",
     "text_encoder_macs",
+    "unpin_schedule",
     "vae_decoder_macs",
 ]

@@ -25,13 +25,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from ..schedules import stock_scheduler_config
 from ..solvers import SOLVER_RECORDS
 
 
 def _config(scheduler: Any) -> dict[str, Any]:
     if not hasattr(scheduler, "config"):
         raise ConfigError(f"expected a diffusers scheduler (pipe.scheduler), got {type(scheduler).__name__}")
-    return {key: value for key, value in dict(scheduler.config).items() if not key.startswith("_")}
+    # CogVideoX's SNR-shifted levels as trained_betas, which the solver's stock scheduler reads.
+    return stock_scheduler_config({key: value for key, value in dict(scheduler.config).items() if not key.startswith("_")})
 
 
 def scheduler_for_solver(solver: str, scheduler: Any) -> Any:
