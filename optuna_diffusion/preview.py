@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .frames import frames_as_images, frames_per_sample
+
 
 def image_grid(images: torch.Tensor, *, min_tile: int = 48, gutter: int = 4) -> np.ndarray:
     """``(N, C, H, W)`` images (or ``(N, F, C, H, W)`` videos) in [-1, 1] as one uint8 ``(rows, columns[, 3])`` picture.
@@ -17,10 +19,8 @@ def image_grid(images: torch.Tensor, *, min_tile: int = 48, gutter: int = 4) -> 
     set apart by a mid-grey ``gutter``, so that neighbouring images do not read as one. A video is one
     row of its frames.
     """
-    images = images.detach().float().clamp(-1, 1).cpu()
-    frames = images.shape[1] if images.dim() == 5 else None
-    if frames is not None:
-        images = images.flatten(0, 1)
+    frames = frames_per_sample(images) if images.dim() == 5 else None
+    images = frames_as_images(images.detach()).float().clamp(-1, 1).cpu()
     count, channels, height, width = images.shape
     scale = max(1, math.ceil(min_tile / height))
     tiles = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
