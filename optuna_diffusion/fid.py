@@ -26,6 +26,7 @@ from optuna_diffusion.errors import ModelLoadError, OptunaDiffusionError, first_
 from optuna_diffusion.frames import frames_as_images
 from optuna_diffusion.reference_stats import ReferenceStats, module_device
 from optuna_diffusion.zoo.feature_net import DigitsFeatureNet
+from optuna_diffusion.zoo.frame_features import InkWindowFeatures
 
 __all__ = [
     "FEATURE_EXTRACTORS",
@@ -36,7 +37,7 @@ __all__ = [
     "load_feature_extractor",
 ]
 
-FEATURE_EXTRACTORS = ("digits", "inception")
+FEATURE_EXTRACTORS = ("digits", "digits-frames", "inception")
 """Names :func:`load_feature_extractor` knows (besides a path to a TorchScript ``.pt`` file)."""
 
 DIGITS_FEATURES_DIR = Path(__file__).resolve().parent / "zoo" / "digits" / "features"
@@ -201,11 +202,12 @@ def load_feature_extractor(name: str, *, weights_path: str | None = None) -> nn.
     ``(N, d)`` float features and has an ``int`` attribute ``num_features`` (= d).
 
     Args:
-        name: ``"digits"`` (the bundled 64-d ``DigitsFeatureNet``), ``"inception"`` (InceptionV3 2048-d
+        name: ``"digits"`` (the bundled 64-d ``DigitsFeatureNet``), ``"digits-frames"`` (the same network on
+            the 8x8 window centred on the ink of a 16x16 moving-digit frame: ``InkWindowFeatures``), ``"inception"`` (InceptionV3 2048-d
             pool features as torchmetrics' ``FrechetInceptionDistance(feature=2048)`` uses them; needs
             torch-fidelity) or a path to a TorchScript ``.pt`` file whose module follows the convention
             above and defines ``num_features``.
-        weights_path: For ``"digits"``, a folder with ``model.safetensors`` and ``config.json``
+        weights_path: For ``"digits"`` and ``"digits-frames"``, a folder with ``model.safetensors`` and ``config.json``
             (default: the bundled one); for ``"inception"``, the weights file
             ``pt_inception-2015-12-05-6726825d.pth`` (default: looked up in ``$TORCH_HOME/hub/checkpoints``,
             else downloaded). Ignored for TorchScript files.
@@ -218,6 +220,8 @@ def load_feature_extractor(name: str, *, weights_path: str | None = None) -> nn.
     """
     if name == "digits":
         extractor = _load_digits(weights_path)
+    elif name == "digits-frames":
+        extractor = InkWindowFeatures(_load_digits(weights_path))
     elif name == "inception":
         extractor = _load_inception(weights_path)
     elif name.endswith(".pt"):

@@ -29,9 +29,8 @@ from .reference_stats import load_reference_npz, reference_stats
 from .study_config import StudyConfig
 from .trial_plan import MARKER_STAGE_KEY, study_marker
 from .trial_plan import STUDY_MARKER as MARKER
-from .zoo import BUNDLED_MODELS
+from .zoo import BUNDLED_MODELS, BUNDLED_REFERENCES, bundled_reference_images
 from .zoo.adm_classifier import ADMClassifier
-from .zoo.data import load_digits_images
 
 PREVIEW_SAMPLES = 64
 
@@ -44,7 +43,7 @@ def missing_inputs(config: StudyConfig) -> list[str]:
     def need(what: str, option: str, value: str | None, hint: str) -> None:
         if value == "":
             missing.append(f"{what} ({option}{'; ' + hint if hint else ''})")
-        elif value is not None and value != "digits" and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
+        elif value is not None and value not in BUNDLED_REFERENCES and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
             missing.append(f"{what}: {value} does not exist ({option}{'; ' + hint if hint else ''})")
 
     need("the model", "--model DIR", config.model.source, hints.model)
@@ -94,7 +93,7 @@ def build_evaluator(
     if missing:
         raise ConfigError(f"study {config.name!r} needs {'; '.join(missing)}")
     reference = Path(config.fid.reference).expanduser()
-    if "fid" in config.fitness.metrics and config.fid.reference != "digits" and not (reference.is_file() or reference.is_dir()):
+    if "fid" in config.fitness.metrics and config.fid.reference not in BUNDLED_REFERENCES and not (reference.is_file() or reference.is_dir()):
         raise ConfigError(f"reference statistics file {config.fid.reference} does not exist (--reference: an .npz or an image folder)")
     meters = {metric: make_fitness(metric, config, device=device, teacher_dir=teacher_dir) for metric in config.fitness.metrics}
     model = load_diffusion_model(
@@ -128,9 +127,8 @@ def make_fitness(metric: str, config: StudyConfig, *, device: str = "cpu", teach
     if metric == "clip-score":
         return ClipScoreFitness(settings.clip_model or "")
     extractor = load_feature_extractor(config.fid.features, weights_path=config.fid.feature_weights).to(device)
-    if config.fid.reference == "digits":
-        images, _ = load_digits_images()
-        reference = reference_stats(images, extractor, cache_dir=default_cache_dir())
+    if config.fid.reference in BUNDLED_REFERENCES:
+        reference = reference_stats(bundled_reference_images(config.fid.reference), extractor, cache_dir=default_cache_dir())
     elif Path(config.fid.reference).expanduser().is_dir():
         images = load_image_folder(config.fid.reference)
         reference = reference_stats(images, extractor, cache_dir=default_cache_dir())

@@ -51,8 +51,9 @@ class FidSection(Section):
 
     SECTION: ClassVar[str] = "fid"
 
-    features: str = setting("digits", help="digits, inception, or a TorchScript feature network (.pt)")
-    reference: str = setting("digits", help="digits (all 1,797 real digits), an .npz with mu and sigma, or a folder of images")
+    features: str = setting("digits", help="digits, digits-frames (16x16 moving-digit frames), inception, or a TorchScript feature network (.pt)")
+    reference: str = setting("digits", help="digits (all 1,797 real digits), digits-video (the frames of the real moving digits), "
+                                            "an .npz with mu and sigma, or a folder of images")
     feature_weights: str | None = setting(None, help="weights file of the feature network")
 
 

@@ -24,6 +24,7 @@ null class 40). It was trained by :mod:`optuna_diffusion.zoo.video_training`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelLoadError
 
@@ -39,6 +40,27 @@ BUNDLED_MODELS: dict[str, str] = {
 
 TRAINABLE_MODELS: tuple[str, ...] = tuple(BUNDLED_MODELS)
 """What ``optuna-diffusion zoo train`` trains: every bundled model."""
+
+
+BUNDLED_REFERENCES: dict[str, str] = {
+    "digits": "all 1,797 real digits",
+    "digits-video": "every frame of the 7,188 real moving-digit clips (57,504 frames)",
+}
+"""Real data shipped with the package that ``[fid] reference`` can name (FID's reference statistics are computed
+from it once and cached)."""
+
+
+def bundled_reference_images(name: str) -> Any:
+    """The real images of a bundled reference, ``(N, C, H, W)`` in [-1, 1] (videos ``(N, F, C, H, W)``)."""
+    if name == "digits":
+        from .data import load_digits_images
+
+        return load_digits_images()[0]
+    if name == "digits-video":
+        from .moving_digits import load_moving_digits
+
+        return load_moving_digits()[0].transpose(1, 2)  # (N, F, C, H, W): frames, as the model's are decoded
+    raise ModelLoadError(f"unknown bundled reference {name!r}; bundled: {', '.join(BUNDLED_REFERENCES)}")
 
 
 def bundled_model_path(name: str) -> Path:

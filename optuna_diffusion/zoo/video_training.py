@@ -189,7 +189,7 @@ def train_digits_video(out_dir: str | Path, settings: VideoTraining = VideoTrain
     seconds = time.perf_counter() - started
     save_video_model(model, out_dir, settings.weights_dtype)
     report = {
-        "video": {**asdict(settings), "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(seconds, 1)},
+        "video": {**asdict(settings), "patch_size": list(settings.patch_size), "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(seconds, 1)},
         "scheduler": digits_flow_scheduler_config(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
