@@ -20,7 +20,7 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SOURCE_PACKAGE = REPOSITORY / "optuna_diffusion"
-SHIPPED_BYTES_LIMIT = 8_000_000
+SHIPPED_BYTES_LIMIT = 11_000_000  # 8 MB until the bundled digits-video model (issue 37) was allowed 3 MB more, no further
 SAFETY_NET = 900  # seconds; only a hung build or run ever reaches it
 
 
@@ -76,7 +76,7 @@ def test_the_sdist_holds_every_tracked_package_file(distributions):
 
 
 @pytest.mark.slow
-def test_everything_the_package_ships_fits_in_8_mb(distributions):
+def test_everything_the_package_ships_fits_in_11_mb(distributions):
     with zipfile.ZipFile(distributions["wheel"]) as wheel:  # the package's files; the metadata is pip's
         shipped = sum(info.file_size for info in wheel.infolist() if info.filename.startswith("optuna_diffusion/"))
     assert shipped <= SHIPPED_BYTES_LIMIT, f"the wheel's package files unpack to {shipped:,} bytes"
@@ -105,7 +105,7 @@ def _warning_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", ["digits", "digits-dit", "digits-t2i"])
+@pytest.mark.parametrize("study", ["digits", "digits-dit", "digits-t2i", "digits-video"])
 def test_the_main_command_runs_from_the_installed_wheel_in_an_empty_folder(installed_wheel, tmp_path, study):
     located = subprocess.run([sys.executable, "-c", "import optuna_diffusion; print(optuna_diffusion.__file__)"],
                              cwd=tmp_path, env=installed_wheel["env"], capture_output=True, text=True, check=True)
