@@ -1,12 +1,13 @@
 """Features of moving-digit frames for FID, and the direction a clip moves in, both from the frames' ink.
 
 The digits feature network (:mod:`optuna_diffusion.zoo.feature_net`) reads 8x8 digits; a 16x16
-moving-digit frame holds one somewhere. :class:`InkWindowFeatures` cuts every frame, real or
-generated, with one fixed operator -- the 8x8 window centred on the frame's ink (its centre of mass,
-rounded, kept inside the frame) -- and hands the window to that network. On real frames the window
-is the digit as the data set has it (the digits are centred in their 8x8 boxes), so the features
-are those the network was trained on; a generated frame is judged the same way. No new network is
-trained: a frame FID measures what the digits FID measures, per frame.
+moving-digit frame holds one somewhere (whole, or partly where it slides in or out over an edge).
+:class:`InkWindowFeatures` cuts every frame, real or generated, with one fixed operator -- the 8x8
+window centred on the frame's ink (its centre of mass, rounded, kept inside the frame) -- and hands the
+window to that network. On a real frame with the whole digit the window is the digit as the data set
+has it (the digits are centred in their 8x8 boxes), so the features are those the network was trained
+on; a generated frame is judged the same way. No new network is trained: a frame FID measures what the
+digits FID measures, per frame.
 
 :func:`motion_directions` reads the direction of a clip off the same centre of mass (the larger of its
 horizontal and vertical displacement from the first frame to the last, and its sign).
