@@ -164,3 +164,26 @@ def test_cogvideox_rotary_embeddings_are_the_pipelines_private_method():
     pipe = tiny_cogvideox(rotary=True)
     cos, sin = cogvideox_rotary_embeddings(pipe, 32, 32, 3, torch.device("cpu"))
     assert cos.shape == sin.shape == (3 * 2 * 2, 16)  # latent frames x (32 / 8 / 2)^2 patches, one head's width
+
+
+def test_wan_keeps_float32_modules_so_from_pretrained_needs_accelerate_and_the_direct_load_matches(tmp_path):
+    import importlib.util
+
+    from diffusers import WanTransformer3DModel
+
+    from optuna_diffusion.compat_diffusers import keeps_float32_modules, load_float32_keeping_model
+
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=1, out_channels=1,
+        text_dim=5, freq_dim=16, ffn_dim=16, num_layers=1, rope_max_seq_len=16,
+    )
+    model.register_to_config(_sample_shape=[1, 2, 4, 4])
+    model.save_pretrained(tmp_path)
+    assert keeps_float32_modules(WanTransformer3DModel) and not keeps_float32_modules(nn.Linear)
+    if importlib.util.find_spec("accelerate") is None:  # the reason the direct load exists
+        with pytest.raises(ValueError, match="low_cpu_mem_usage"):
+            WanTransformer3DModel.from_pretrained(tmp_path, low_cpu_mem_usage=False)
+    loaded = load_float32_keeping_model(WanTransformer3DModel, tmp_path)
+    assert loaded.config["_sample_shape"] == [1, 2, 4, 4]
+    assert all(torch.equal(value, loaded.state_dict()[name]) for name, value in model.state_dict().items())
