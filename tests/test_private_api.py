@@ -164,3 +164,18 @@ def test_cogvideox_rotary_embeddings_are_the_pipelines_private_method():
     pipe = tiny_cogvideox(rotary=True)
     cos, sin = cogvideox_rotary_embeddings(pipe, 32, 32, 3, torch.device("cpu"))
     assert cos.shape == sin.shape == (3 * 2 * 2, 16)  # latent frames x (32 / 8 / 2)^2 patches, one head's width
+
+
+@pytest.mark.parametrize("patch, patch_t", [(1, 1), (2, 1), (2, 3)])
+def test_ltx_packing_equals_the_pipelines_private_methods(patch, patch_t):
+    from diffusers import LTXPipeline
+
+    from optuna_diffusion.compat_diffusers import ltx_pack, ltx_unpack
+
+    latents = torch.randn(2, 4, 6, 4, 8, generator=torch.Generator().manual_seed(0))
+    packed = LTXPipeline._pack_latents(latents, patch, patch_t)
+
+    assert torch.equal(ltx_pack(latents, patch, patch_t), packed)
+    grid = (6 // patch_t, 4 // patch, 8 // patch)
+    assert torch.equal(ltx_unpack(packed, *grid, patch, patch_t), LTXPipeline._unpack_latents(packed, *grid, patch, patch_t))
+    assert torch.equal(ltx_unpack(packed, *grid, patch, patch_t), latents)
