@@ -63,6 +63,13 @@ class FitnessMeter:
         raise NotImplementedError
 
 
+def frames_as_images(samples: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Videos ``(N, F, C, H, W)`` as their ``N F`` frames ``(N F, C, H, W)``, and ``F``; images pass with 1."""
+    if samples.dim() == 5:
+        return samples.flatten(0, 1), samples.shape[1]
+    return samples, 1
+
+
 def to_unit_pixels(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] as the 8-bit pixels one would save, back in [0, 1] floats."""
     return to_uint8(images).float() / 255.0

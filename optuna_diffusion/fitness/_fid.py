@@ -7,11 +7,13 @@ from torch import nn
 
 from ..fid import FIDMeter
 from ..reference_stats import ReferenceStats
-from ._base import FitnessMeter
+from ._base import FitnessMeter, frames_as_images
 
 
 class FIDFitness(FitnessMeter):
     """FID of a plan's images (:class:`~optuna_diffusion.fid.FIDMeter`) in ``extractor``'s feature space.
+
+    A video's frames count as images (FID over frames, against reference statistics of real frames).
 
     Args:
         reference: feature statistics of the real data.
@@ -28,7 +30,7 @@ class FIDFitness(FitnessMeter):
         self.meter.reset()
 
     def update(self, samples: torch.Tensor, start: int, stop: int) -> None:
-        self.meter.update(samples)
+        self.meter.update(frames_as_images(samples)[0])
 
     def compute(self) -> float:
         return self.meter.compute()
