@@ -14,7 +14,7 @@ import torch
 from optuna_diffusion.apply import apply
 from optuna_diffusion.blocks import find_blocks
 from optuna_diffusion.errors import ConfigError
-from optuna_diffusion.generation import SamplingSettings
+from optuna_diffusion.generation import ImageGenerator, SamplingSettings
 from optuna_diffusion.macs import MacsTable
 from optuna_diffusion.macs._fvcore import EXTRA_HANDLES
 from optuna_diffusion.models import load_diffusion_model, model_from_pipeline
@@ -38,13 +38,15 @@ def wan_frames(pipe, model, settings, plan, count, prompts, **call):
     pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)
     pin_schedule(pipe.scheduler, pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler))
     height, width = model.family.image_size(model)
+    negatives = prompts.negatives(0, count)
     switch = apply(pipe, plan)
     try:
         return pipe(
-            prompts.texts(0, count), negative_prompt=prompts.negatives(0, count), height=height, width=width,
+            prompts.texts(0, count), negative_prompt=None if set(negatives) == {None} else negatives,
+            height=height, width=width,
             num_frames=model.family.num_frames(model), num_inference_steps=plan.num_steps,
-            guidance_scale=settings.guidance_scale, latents=model.family.initial_noise(model, settings.seed, 0, count),
-            output_type="pt", **call,
+            guidance_scale=settings.guidance_scale,
+            **{"latents": model.family.initial_noise(model, settings.seed, 0, count), "output_type": "pt", **call},
         ).frames
     finally:
         switch.remove()
@@ -178,3 +180,18 @@ def test_wan_loads_from_a_folder(tmp_path):
     assert type(model.family).__name__ == "WanFamily"
     assert model.sample_shape == (16, 3, 2, 2)
     assert type(model.schedule).__name__ == "FlowSchedule" and model.schedule.shift == 3.0  # UniPC's flow_shift
+
+
+def test_bfloat16_wan_equals_the_pipelines_own_bfloat16_call():
+    pipe = tiny_wan().to(torch.bfloat16)
+    model = model_from_pipeline(pipe, source="tiny-wan", **WAN_SIZE)
+    settings = SamplingSettings(solver="flow-euler", guidance_scale=4.0, batch_size=2, seed=3)
+    plan = skipping(Plan(FLOW_STEPS, schedule_kind="flow"), pipe.transformer)
+    with ImageGenerator(model, settings, prompts=PromptSet(PROMPTS)) as generator:
+        ours = torch.cat(list(generator.batches(plan, 2, decoded=False)))
+
+    # The pipeline keeps float32 latents until the first step casts them to the model output's dtype.
+    latents = wan_frames(pipe, model, settings, plan, 2, PromptSet(PROMPTS), output_type="latent",
+                         latents=model.family.initial_noise(model, settings.seed, 0, 2).to(torch.bfloat16))
+
+    assert ours.dtype == latents.dtype == torch.bfloat16 and torch.equal(ours, latents)
