@@ -195,3 +195,16 @@ def test_bfloat16_wan_equals_the_pipelines_own_bfloat16_call():
                          latents=model.family.initial_noise(model, settings.seed, 0, 2).to(torch.bfloat16))
 
     assert ours.dtype == latents.dtype == torch.bfloat16 and torch.equal(ours, latents)
+
+
+def test_study_inputs_of_a_video_pipeline():
+    from optuna_diffusion.study_inputs import study_latents, study_num_frames
+
+    pipe = tiny_wan()
+    model = model_from_pipeline(pipe, source="tiny-wan", image_size=16, num_frames=13)
+
+    assert study_num_frames(pipe) == 81 and study_num_frames(pipe, 13) == 13  # the pipeline's default, the study's
+    latents = study_latents(pipe, seed=5, count=2, height=16, width=16, num_frames=13)
+    assert latents.shape == (2, 16, 4, 2, 2) and torch.equal(latents, model.family.initial_noise(model, 5, 0, 2))
+    with pytest.raises(ConfigError, match="num_frames = 12 does not fit"):
+        study_num_frames(pipe, 12)
