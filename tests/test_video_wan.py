@@ -208,3 +208,14 @@ def test_study_inputs_of_a_video_pipeline():
     assert latents.shape == (2, 16, 4, 2, 2) and torch.equal(latents, model.family.initial_noise(model, 5, 0, 2))
     with pytest.raises(ConfigError, match="num_frames = 12 does not fit"):
         study_num_frames(pipe, 12)
+
+
+@pytest.mark.parametrize("wan22", ["boundary_ratio", "expand_timesteps"])
+def test_wan22_pipelines_are_refused_in_one_line(wan22):
+    pipe = tiny_wan()
+    pipe.register_to_config(**{wan22: 0.875 if wan22 == "boundary_ratio" else True})
+    model = model_from_pipeline(pipe, source="tiny-wan22", **WAN_SIZE)
+    text = model.prompt_encoder.bind(PromptSet(PROMPTS))
+
+    with pytest.raises(ConfigError, match="two-transformer Wan 2.2|a time step per token"):
+        model.family.check(model, SamplingSettings(solver="flow-euler"), text=text)
