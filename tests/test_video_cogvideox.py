@@ -13,6 +13,7 @@ import torch
 
 from optuna_diffusion.apply import apply
 from optuna_diffusion.blocks import find_blocks
+from optuna_diffusion.errors import ConfigError
 from optuna_diffusion.generation import SamplingSettings
 from optuna_diffusion.macs import MacsTable
 from optuna_diffusion.models import load_diffusion_model, model_from_pipeline
@@ -63,7 +64,7 @@ def test_exact_cogvideox(solver, skips):
 
 def test_exact_cogvideox_with_rotary_embeddings_and_reuse():
     pipe = tiny_cogvideox(rotary=True)
-    model = model_from_pipeline(pipe, source="tiny-cogvideox-5b", image_size=32, num_frames=5)
+    model = model_from_pipeline(pipe, source="tiny-cogvideox-5b", image_size=32, num_frames=9)
     settings = SamplingSettings(solver="ddim", guidance_scale=6.0, batch_size=3, seed=1)
     prompts = PromptSet(PROMPTS)
     reused = [frozenset(), frozenset({"blocks.1"}), frozenset({"blocks.0.attn"}), frozenset({"tail.0"})]
@@ -127,3 +128,10 @@ def test_cogvideox_loads_from_a_folder(tmp_path):
 
     assert type(model.family).__name__ == "CogVideoXFamily"
     assert model.schedule.prediction_type == "v_prediction"
+
+
+def test_cogvideox_refuses_an_even_latent_frame_count():
+    model = model_from_pipeline(tiny_cogvideox(), source="tiny-cogvideox", image_size=16, num_frames=5)
+
+    with pytest.raises(ConfigError, match="2 latent frames, which CogVideoX's VAE decodes to 8 frames"):
+        model.family.check(model, SamplingSettings(solver="ddim"), text=model.prompt_encoder.bind(PromptSet(PROMPTS)))

@@ -4,7 +4,7 @@ Prompts are encoded by the pipeline's ``encode_prompt`` (padded to the call's ``
 tokens, which the 2B transformer's positional embedding expects); the unconditional pass is the negative
 prompt, ``""`` by default. Guidance batches both halves, unconditional first, and is computed in float32,
 as the pipeline does. Latents are laid out ``(f, C, h, w)`` (frames before channels), ``f = (frames - 1) / 4
-+ 1``; the defaults are the transformer's ``sample_frames`` and ``sample_height/width`` times the VAE's
++ 1``, odd (the VAE decodes an even ``f`` to ``4 f`` frames: 1 + 8k frames, 49 by default); the defaults are the transformer's ``sample_frames`` and ``sample_height/width`` times the VAE's
 factor. 5B transformers take 3D rotary embeddings of the latent grid (``image_rotary_emb``), made as the
 pipeline makes them. Latents are decoded as ``latents / scaling_factor``.
 
@@ -47,6 +47,13 @@ class CogVideoXFamily(VideoPipelineFamily):
 
     def latent_frames(self, model: DiffusionModel) -> int:
         frames = super().latent_frames(model)
+        if frames % 2 == 0:  # its VAE upsamples time keeping the first frame apart only for odd counts
+            below = self.num_frames(model) - self.temporal_factor(model)
+            raise ConfigError(
+                f"num_frames = {self.num_frames(model)} gives {frames} latent frames, which CogVideoX's VAE decodes to "
+                f"{frames * self.temporal_factor(model)} frames: give an odd number of latent frames "
+                f"(e.g. num_frames = {below} or {below + 2 * self.temporal_factor(model)})"
+            )
         patch_t = model.denoiser.config.patch_size_t
         if patch_t is not None and frames % patch_t:
             raise ConfigError(

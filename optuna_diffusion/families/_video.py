@@ -79,7 +79,7 @@ class VideoPipelineFamily(PipelineFamily):
 
     def check(self, model: DiffusionModel, settings: SamplingSettings, *, text: Any = None) -> None:
         super().check(model, settings, text=text)
-        self.num_frames(model)
+        self.latent_frames(model)  # checks the frame count too
 
     # Decoding ------------------------------------------------------------------------------------
 
