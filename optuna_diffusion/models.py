@@ -76,7 +76,7 @@ class DiffusionModel:
             self.family = family_for_pipeline(self.pipeline) if self.pipeline is not None else family_for(self.denoiser)
         if self.image_size is not None:
             self.image_size = _image_size(self.image_size)
-        if self.prompt_encoder is None and getattr(self.family, "uses_prompts", False):
+        if self.prompt_encoder is None and self.family.uses_prompts:
             self.prompt_encoder = PromptEncoder(self)
 
     @property
