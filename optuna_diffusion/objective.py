@@ -15,6 +15,7 @@ from .errors import ConfigError, PlanError
 from .evaluation import Evaluation, PlanEvaluator
 from .fidelity import FidelityPolicy, decide
 from .plan import Plan
+from .plan_suggestion import suggest_plan
 from .trial_plan import (
     BATCH_SIZE_ATTR,
     DEVICE_ATTR,
@@ -35,7 +36,6 @@ from .trial_plan import (
     TIMESTEPS_KEY,
     plan_from_trial,
     record_live_plan,
-    suggest_plan,
 )
 
 OBJECTIVES = ("fid", "macs")
