@@ -11,12 +11,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ConfigError, PlanError
 from ..solvers import searched_solvers
+from ..settings import at_least, check_argument, probability
 from ..trial_plan import stored_solver, stored_timesteps, timestep_genome_attrs
 from ._base import (
     PlanSearchSampler,
-    check_int,
     check_population,
-    check_probability,
+    check_steps,
     check_schedule_kind,
     distinct_initial_genomes,
 )
@@ -113,18 +113,14 @@ class TimestepSampler(PlanSearchSampler):
         parent_selection: ParentSelection | None = None,
         child_generation: ChildGenerationStrategy | None = None,
     ) -> None:
-        k_min = check_int(k_min, "k_min", 1)
-        k_max = k_min if k_max is None else check_int(k_max, "k_max", k_min)
-        num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", 1)
-        if k_max > num_train_timesteps:
-            raise ConfigError(f"`k_max` must be <= num_train_timesteps = {num_train_timesteps}, got {k_max}")
+        k_min, k_max, num_train_timesteps = check_steps(k_min, k_max, num_train_timesteps)
+        k_max = k_min if k_max is None else k_max
         population_size, num_parents, children = check_population(
             population_size, num_parents, num_refinements=num_refinements, num_mutants=num_mutants,
             num_crossovers=num_crossovers, num_proposals=num_proposals,
         )
-        mutation_prob = check_probability(mutation_prob, "mutation_prob")
-        if seed is not None:
-            seed = check_int(seed, "seed", 0)
+        mutation_prob = check_argument(mutation_prob, "mutation_prob", float, probability)
+        seed = check_argument(seed, "seed", int | None, at_least(0))
 
         steps = TimestepSpace(
             num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max, schedule_kind=check_schedule_kind(schedule_kind)
