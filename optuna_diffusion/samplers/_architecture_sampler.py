@@ -21,14 +21,13 @@ from ..trial_plan import finite_values, is_low_fidelity, plan_genome_attrs, stor
 from ._architecture_space import ArchitectureSpace, check_blocks
 from ._base import (
     PlanSearchSampler,
-    check_population,
     check_schedule_kind,
     check_steps,
     distinct_initial_genomes,
 )
 from ._bound_architecture_space import BoundArchitectureSpace
-from ._child_generation import ChildGeneration, ChildGenerationStrategy
-from ._parent_selection import NSGA2ParentSelection, ParentSelection
+from ._child_generation import ChildGenerationStrategy
+from ._parent_selection import ParentSelection
 from ._timestep_space import TimestepSpace
 
 _logger = optuna.logging.get_logger(__name__)
@@ -177,10 +176,6 @@ class ArchitectureSampler(PlanSearchSampler):
         if source_study is not None and (not isinstance(source_study, str) or not source_study):
             raise ConfigError(f"`source_study` must be a study name or None, got {source_study!r}")
         self._blocks = check_blocks(blocks)
-        population_size, num_parents, children = check_population(
-            population_size, num_parents, num_refinements=num_refinements, num_mutants=num_mutants,
-            num_crossovers=num_crossovers,
-        )
         self._skip_prob = check_argument(skip_prob, "skip_prob", float, probability)
         ratio_start = check_argument(max_skip_ratio_start, "max_skip_ratio_start", float, probability)
         ratio_end = check_argument(max_skip_ratio_end, "max_skip_ratio_end", float, probability)
@@ -192,23 +187,22 @@ class ArchitectureSampler(PlanSearchSampler):
         self._k_min, self._k_max, self._num_train_timesteps = check_steps(
             k_min, k_max, num_train_timesteps, k_min_kind=int | None  # None: K from the source study or initial plans
         )
-        self._initial_plans = self._check_initial_plans(initial_plans, population_size)
+        super().__init__(
+            population_size=population_size,
+            num_parents=num_parents,
+            children={"num_refinements": num_refinements, "num_mutants": num_mutants, "num_crossovers": num_crossovers},
+            mutation_prob=self._skip_prob,
+            seed=seed,
+            parent_selection=parent_selection,
+            child_generation=child_generation,
+        )
+        self._initial_plans = self._check_initial_plans(initial_plans, self._population_size)
         if source_study is None and not self._initial_plans and self._k_min is None:
             raise ConfigError(
                 "give `source_study`, `initial_plans` or `k_min`: nothing tells how many time steps to search"
             )
-        seed = check_argument(seed, "seed", int | None, at_least(0))
         self._max_parent_ratio = check_argument(max_parent_ratio, "max_parent_ratio", float | None, at_least(1))
-        self._num_parents = num_parents
         self._source_best: dict[int, float] = {}
-
-        super().__init__(
-            population_size=population_size,
-            seed=seed,
-            parent_selection=parent_selection or NSGA2ParentSelection(num_parents=num_parents),
-            child_generation=child_generation
-            or ChildGeneration(population_size=population_size, mutation_prob=self._skip_prob, **children),
-        )
         if sensitivity is not None and not isinstance(sensitivity, Sensitivity):
             raise ConfigError(f"`sensitivity` must be a Sensitivity or None, got {type(sensitivity).__name__}")
         self._sensitivity = sensitivity

@@ -17,9 +17,9 @@ from ..errors import ConfigError
 from ..plan import SCHEDULE_KINDS
 from ..settings import POPULATION_RULE, at_least, check_argument, one_of, positive
 from ..trial_plan import RETRIED_FROM_KEY, fits, genome_plan, plan_params, stored_space
-from ._child_generation import ChildGenerationStrategy
+from ._child_generation import ChildGeneration, ChildGenerationStrategy
 from ._genome_space import GenomeSpace
-from ._parent_selection import ParentSelection
+from ._parent_selection import NSGA2ParentSelection, ParentSelection
 
 # Trials whose genome is not proposed again. FAIL is left out: a failure may be transient (memory,
 # a lost worker), and drawing its genome again is harmless.
@@ -95,15 +95,30 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         self,
         *,
         population_size: int,
+        num_parents: int,
+        children: dict[str, int],
+        mutation_prob: float,
+        refine_best: bool = False,
         seed: int | None,
-        parent_selection: ParentSelection,
-        child_generation: ChildGenerationStrategy,
+        parent_selection: ParentSelection | None,
+        child_generation: ChildGenerationStrategy | None,
     ) -> None:
+        """Check the arguments every plan search shares and wire its strategies.
+
+        ``children`` counts each kind of child per generation by its argument's name (``num_mutants``
+        ...); the default strategies are ``NSGA2ParentSelection(num_parents=...)`` and
+        ``ChildGeneration(...)`` with those counts, ``mutation_prob`` and ``refine_best``.
+        """
+        population_size, num_parents, counts = check_population(population_size, num_parents, **children)
+        seed = check_argument(seed, "seed", int | None, at_least(0))
         super().__init__(population_size=population_size)
-        self._seed = self._fresh_seed() if seed is None else check_argument(seed, "seed", int, at_least(0))
+        self._num_parents = num_parents
+        self._seed = self._fresh_seed() if seed is None else seed
         self._random_sampler = RandomSampler(seed=seed)
-        self._parent_selection = parent_selection
-        self._child_generation = child_generation
+        self._parent_selection = parent_selection or NSGA2ParentSelection(num_parents=num_parents)
+        self._child_generation = child_generation or ChildGeneration(
+            population_size=population_size, mutation_prob=mutation_prob, refine_best=refine_best, **counts
+        )
         # The plan parameters of each running trial of this process, so that answering them needs no
         # storage read (the FrozenTrial Optuna passes predates the genome's write).
         self._live_params: dict[int, dict[str, tuple[BaseDistribution, Any]]] = {}
