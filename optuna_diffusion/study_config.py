@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .devices import DTYPES
-from .errors import ConfigError
+from .errors import ConfigError, read_utf8
 from .fitness import FitnessSettings
 from .generation import SamplingSettings
 from .prompts import PromptSettings, shipped_prompt_set
@@ -215,10 +215,7 @@ def load_study_config(study: str | None = None, *, config: str | Path | None = N
         path = Path(config)
         if not path.is_file():
             raise ConfigError(f"study file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+        text = read_utf8(path, "study file")
         return parse_study_config(text, name=study or path.stem, origin=str(path), folder=path.resolve().parent)
     if study is None:
         raise ConfigError("name a study preset (--study) or a study file (--config)")

@@ -54,7 +54,7 @@ CONFIG_CASES = [
     ("k_max below k_min", "[timesteps]\nk_min = 6\nk_max = 4\n", "timesteps.k_max (4) is below k_min (6)"),
     ("nan budget", "[architecture]\nmacs_budget = nan\n", "line 2: architecture.macs_budget must be a finite number"),
     ("inf guidance", "[sampling]\nguidance_scale = inf\n", "sampling.guidance_scale must be a finite number"),
-    ("not utf-8", b"[model]\nsource = '\xe9'\n", "not a UTF-8 text file"),
+    ("not utf-8", b"[model]\nsource = '\xe9'\n", "is not UTF-8 text"),
     ("fidelity fraction", "[timesteps]\nlow_fidelity_fraction = 1.5\n", "line 2: timesteps.low_fidelity_fraction must be in [0, 1)"),
     ("negative cache", "[sampling]\nprefix_cache_mb = -1\n", "sampling.prefix_cache_mb must be >= 0"),
 ]
