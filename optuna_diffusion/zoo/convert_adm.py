@@ -72,6 +72,7 @@ from .adm_checkpoint import (
     describe_differences,
     encoder_records,
     infer_encoder_layouts,
+    keyed_shapes,
     load_adm_state_dict,
     map_state_dict,
     random_state_dict,
@@ -281,12 +282,8 @@ def adm_state_dict_shapes(config: ADMConfig = IMAGENET64_CONFIG) -> dict[str, tu
     Returns:
         Mapping from every ADM state-dict key to its tensor shape, in construction order.
     """
-    shapes: dict[str, tuple[int, ...]] = {}
     layout = config.layout
-    for record in _records(config):
-        for name, shape in record_shapes(record, layout).items():
-            shapes[f"{record.adm}.{name}"] = shape
-    return shapes
+    return keyed_shapes(_records(config), lambda record: record_shapes(record, layout))
 
 
 def random_adm_state_dict(
