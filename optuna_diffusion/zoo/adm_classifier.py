@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError, MissingFileError, ModelLoadError, first_line
-from .adm_checkpoint import GROUPS, IMAGE_CHANNELS, EncoderFlags, HeadLayout
+from .adm_checkpoint import GROUPS, HeadLayout
+from .adm_flags import IMAGE_CHANNELS, EncoderFlags
 
 __all__ = [
     "CLASSIFIER_PRESETS",

@@ -61,8 +61,6 @@ from torch import Tensor
 from ..errors import ConversionError
 from .adm_checkpoint import (
     GROUPS,
-    IMAGE_CHANNELS,
-    EncoderFlags,
     EncoderLayout,
     HeadLayout,
     Record,
@@ -80,6 +78,7 @@ from .adm_checkpoint import (
     resolve_arch,
     skip_widths,
 )
+from .adm_flags import IMAGE_CHANNELS, EncoderFlags
 
 __all__ = [
     "ADM_PRESETS",
