@@ -12,6 +12,9 @@ import argparse
 import contextlib
 import dataclasses
 import multiprocessing
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,13 +27,21 @@ import torch
 
 from optuna_diffusion.baselines import baseline_plans
 from optuna_diffusion.compat import compute_hypervolume  # Optuna's exact hypervolume (private, fenced)
-from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, digits_evaluator
+from optuna_diffusion.evaluation import DIGITS_SETTINGS, PlanEvaluator, default_cache_dir, digits_evaluator
 from optuna_diffusion.plan import Plan
+from optuna_diffusion.study_config import load_study_config
 
 PREFIX_CACHE_MB = 512  # shared trajectory prefixes: faster, same FIDs bit for bit
 PREFIX_CACHE_BYTES = PREFIX_CACHE_MB * 2**20
 SEARCH_BATCH = 500  # the digits study's batches of 500 samples
 ALL_DIGITS = 1797  # every real digit: the samples of a final re-scoring
+
+SECOND_MODEL_TRAINING = ("--seed", "1", "--beta-schedule", "squaredcos_cap_v2", "--prediction-type", "v_prediction")
+"""How the second digits model is trained (``optuna-diffusion zoo train digits ...``): another seed, cosine
+betas and v-prediction, where the bundled model is seed 0, linear and epsilon. No search recipe was tuned on it."""
+
+MODELS = ("digits", "digits-cosine-v")
+"""The digits models a search benchmark runs on (``--model``): the bundled one and the second model."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,6 +55,8 @@ _COMMON: dict[str, dict[str, Any]] = {
     "population": {"type": int, "help": "TimestepSampler's population"},
     "jobs": {"type": int, "help": "searches run in parallel processes"},
     "threads": {"type": int, "help": "torch threads per process"},
+    "model": {"choices": MODELS, "help": "the bundled digits model or the second one (cosine, v-prediction), "
+                                         "trained on first use"},
 }
 
 
@@ -63,11 +76,28 @@ def add_common_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> ar
     return parser
 
 
-def search_evaluator(*, prefix_cache: bool = True, **settings: Any) -> PlanEvaluator:
+def model_source(model: str) -> str:
+    """The source of a :data:`MODELS` name: the bundled model's name, or the second model's folder in the
+    benchmark cache, trained there first if it is missing."""
+    if model == "digits":
+        return model
+    if model != "digits-cosine-v":
+        raise ValueError(f"unknown benchmark model {model!r}; known: {', '.join(MODELS)}")
+    folder = default_cache_dir() / "benchmark-models" / model
+    if not (folder / "training.json").exists():
+        print(f"training the second model into {folder} (once, on one thread)", flush=True)
+        command = [sys.executable, "-m", "optuna_diffusion", "zoo", "train", "digits", "--out", str(folder)]
+        # One thread: the model the benchmark figures come from, bit for bit (threads change the sums' order).
+        environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([*command, *SECOND_MODEL_TRAINING], check=True, stdout=subprocess.DEVNULL, env=environment)
+    return str(folder)
+
+
+def search_evaluator(*, prefix_cache: bool = True, model: str = "digits", **settings: Any) -> PlanEvaluator:
     """The digits evaluator the searches use: :data:`DIGITS_SETTINGS` in batches of 500 with ``settings``
-    replaced, and (by default) a prefix cache of :data:`PREFIX_CACHE_BYTES`."""
+    replaced, and (by default) a prefix cache of :data:`PREFIX_CACHE_BYTES`, on one of :data:`MODELS`."""
     sampling = dataclasses.replace(DIGITS_SETTINGS, **{"batch_size": SEARCH_BATCH, **settings})
-    return digits_evaluator(sampling, prefix_cache=PREFIX_CACHE_BYTES if prefix_cache else 0)
+    return digits_evaluator(sampling, prefix_cache=PREFIX_CACHE_BYTES if prefix_cache else 0, model=model_source(model))
 
 
 def quiet_process(threads: int = 1) -> None:
@@ -102,6 +132,13 @@ def optimize(
         study.enqueue_trial(params)
     study.optimize(objective, n_trials=trials, callbacks=callbacks)
     return study
+
+
+def study_config(study: str, model: str = "digits") -> Any:
+    """The preset ``study``'s configuration, on the :data:`MODELS` ``model`` when it is not the bundled digits
+    model (the digits preset copied with only the model changed, as a user with another model would)."""
+    config = load_study_config(study)
+    return config if model == "digits" else replace_section(config, "model", source=model_source(model))
 
 
 def replace_section(config: Any, section: str, **changes: Any) -> Any:

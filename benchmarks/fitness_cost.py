@@ -32,7 +32,6 @@ from optuna_diffusion.fidelity import FidelityPolicy
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.prefix_cache import PrefixCache
 from optuna_diffusion.population import population_split, sampler_for
-from optuna_diffusion.study_config import load_study_config
 
 SETUPS = {"plain": (False, False), "prefix cache": (True, False), "multi-fidelity": (False, True), "both": (True, True)}
 NUM_SAMPLES = 500
@@ -56,10 +55,10 @@ class Trace:
         return min((b for b, s in zip(self.best, self.seconds) if s <= seconds), default=float("inf"))
 
 
-def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int, trials: int) -> Trace:
+def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int, trials: int, model: str) -> Trace:
     cache, multi_fidelity = SETUPS[setup]
     evaluator.generator.prefix_cache = PrefixCache(CACHE_BYTES) if cache else None
-    config = _harness.replace_section(load_study_config("digits"), "sampling", seed=seed)
+    config = _harness.replace_section(_harness.study_config("digits", model), "sampling", seed=seed)
     config = _harness.replace_section(config, "timesteps", k_min=k_min, k_max=k_max, population_size=POPULATION)
     sampler = sampler_for("timesteps", config, evaluator)  # the study's own stage-1 sampler
     fidelity = FidelityPolicy(low_samples=LOW_SAMPLES, keep=population_split(POPULATION)["num_parents"]) if multi_fidelity else None
@@ -88,22 +87,23 @@ def main() -> None:
     parser = _harness.argument_parser(__doc__)
     parser.add_argument("--k", type=int, default=4, help="fewest steps")
     parser.add_argument("--k-max", type=int, default=None, help="most steps (default: --k, one K)")
-    _harness.add_common_arguments(parser, trials=200, seeds=(0, 1, 2))
+    _harness.add_common_arguments(parser, model="digits", trials=200, seeds=(0, 1, 2))
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     args = parser.parse_args()
     k_max = args.k_max or args.k
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    evaluator = digits_evaluator(load_study_config("digits").sampling)  # the study's batches of 500
+    config = _harness.study_config("digits", args.model)
+    evaluator = digits_evaluator(config.sampling, model=config.model.source)  # the study's batches of 500
     setups = ["plain", *[s for s in args.setups if s != "plain"]]
 
     traces = {}
     for seed in args.seeds:
         for setup in setups:
-            trace = traces[(setup, seed)] = run(evaluator, setup, seed, args.k, k_max, args.trials)
+            trace = traces[(setup, seed)] = run(evaluator, setup, seed, args.k, k_max, args.trials, args.model)
             print(f"# seed {seed} {setup}: best {trace.best[-1]:.3f}, {trace.work[-1] / 1e3:.0f}k image evaluations, "
                   f"{trace.seconds[-1]:.0f} s", file=sys.stderr, flush=True)
     steps = f"K = {args.k}" if k_max == args.k else f"K in {args.k}..{k_max}"
-    print(f"digits, stage 1, {steps}, {args.trials} trials, {NUM_SAMPLES} samples ({LOW_SAMPLES} first), seeds {args.seeds}; medians")
+    print(f"{args.model}, stage 1, {steps}, {args.trials} trials, {NUM_SAMPLES} samples ({LOW_SAMPLES} first), seeds {args.seeds}; medians")
     print(f"{'set-up':<15} {'final FID':>9} {'work to 5%':>11} {'time to 5%':>11} {'work ratio':>10} {'time ratio':>10} {'FID @ plain time':>16} {'all work':>9} {'all time':>9}")
     for setup in setups:
         rows = []

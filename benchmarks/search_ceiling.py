@@ -44,7 +44,7 @@ def compass_search(start: tuple[int, ...], evaluate, num_train_timesteps: int) -
 def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tuple[int, ...], float, tuple[int, ...], float, int]:
     name, args = task
     _harness.quiet_process()
-    evaluator = _harness.search_evaluator()
+    evaluator = _harness.search_evaluator(model=args.model)
     fids: dict[tuple[int, ...], float] = {}
 
     def evaluate(timesteps: tuple[int, ...]) -> float:
@@ -67,10 +67,11 @@ def run(task: tuple[str, argparse.Namespace]) -> tuple[str, dict[int, float], tu
 
 def main() -> None:
     parser = _harness.argument_parser(__doc__)
-    _harness.add_common_arguments(parser, steps=4, trials=1000, samples=500, seed=0)
+    _harness.add_common_arguments(parser, model="digits", steps=4, trials=1000, samples=500, seed=0)
     parser.add_argument("--samplers", nargs="+", default=["tpe", "timestep"], choices=["tpe", "timestep"])
     args = parser.parse_args()
-    print(f"digits, ddim, K={args.steps}, {args.samples} samples/eval, seed {args.seed}: "
+    _harness.model_source(args.model)  # trained once, before the searches share it
+    print(f"{args.model}, ddim, K={args.steps}, {args.samples} samples/eval, seed {args.seed}: "
           f"{args.trials}-evaluation search, then compass search from its best")
     results = _harness.map_in_processes(run, [(name, args) for name in args.samplers], len(args.samplers))
     for name, best_after, searched, searched_fid, polished, polished_fid, extra in results:

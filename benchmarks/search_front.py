@@ -45,7 +45,7 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
     """One (sampler, seed) search in its own process: every (FID, MACs), and the MACs of the largest K."""
     name, seed, args = task
     _harness.quiet_process()
-    evaluator = _harness.search_evaluator()
+    evaluator = _harness.search_evaluator(model=args.model)
     num_train = evaluator.generator.schedule.num_train_timesteps
     initial = _harness.baseline_seeds(range(args.k_min, args.k_max + 1), evaluator.generator.schedule.alphas_cumprod)
 
@@ -73,14 +73,15 @@ def main() -> None:
     parser = _harness.argument_parser(__doc__)
     parser.add_argument("--k-min", type=int, default=3)
     parser.add_argument("--k-max", type=int, default=8)
-    _harness.add_common_arguments(parser, trials=200, samples=500, seeds=(0, 1, 2), population=20)
+    _harness.add_common_arguments(parser, model="digits", trials=200, samples=500, seeds=(0, 1, 2), population=20)
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     _harness.add_common_arguments(parser, jobs=2)
     args = parser.parse_args()
+    _harness.model_source(args.model)  # trained once, before the searches share it
     tasks = [(name, seed, args) for name in args.samplers for seed in args.seeds]
     results = _harness.map_in_processes(run_search, tasks, args.jobs)
     reference = np.array([REFERENCE_FID, 1.1 * results[0][3]])
-    print(f"digits, ddim, K in {args.k_min}..{args.k_max}, {args.samples} samples/eval, {args.trials} evals, "
+    print(f"{args.model}, ddim, K in {args.k_min}..{args.k_max}, {args.samples} samples/eval, {args.trials} evals, "
           f"seeds {args.seeds}; hypervolume of (FID, MACs) against reference ({reference[0]:g}, {reference[1]:.4g})")
     volumes = {name: {seed: hypervolume(points, reference) for n, seed, points, _ in results if n == name}
                for name in args.samplers}

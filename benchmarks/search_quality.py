@@ -76,7 +76,7 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
     """One (sampler, seed) search in its own process: FID per evaluation, best time steps."""
     name, seed, args = task
     _harness.quiet_process(args.threads)
-    evaluator = _harness.search_evaluator(solver=args.solver)
+    evaluator = _harness.search_evaluator(solver=args.solver, model=args.model)
     if name == "autodiffusion":
         num_train = evaluator.generator.schedule.num_train_timesteps
         fid_of = lambda steps: evaluator.evaluate(Plan(steps, num_train_timesteps=num_train), args.samples).fid  # noqa: E731
@@ -93,12 +93,13 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
 
 def main() -> None:
     parser = _harness.argument_parser(__doc__)
-    _harness.add_common_arguments(parser, steps=4, trials=200, samples=500, seeds=(0, 1, 2), population=20)
+    _harness.add_common_arguments(parser, model="digits", steps=4, trials=200, samples=500, seeds=(0, 1, 2), population=20)
     parser.add_argument("--solver", default="ddim")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     _harness.add_common_arguments(parser, jobs=2, threads=1)
     args = parser.parse_args()
-    print(f"digits, {args.solver}, K={args.steps}, {args.samples} samples/eval, {args.trials} evals, "
+    _harness.model_source(args.model)  # trained once, before the searches share it
+    print(f"{args.model}, {args.solver}, K={args.steps}, {args.samples} samples/eval, {args.trials} evals, "
           f"seeds {args.seeds}, TimestepSampler population {args.population}")
     tasks = [(name, seed, args) for name in args.samplers for seed in args.seeds]
     results = _harness.map_in_processes(run_search, tasks, args.jobs)
@@ -120,7 +121,7 @@ def main() -> None:
             print(f"timestep / {other}: {medians['timestep'] / medians[other]:.3f}")
     if best_plan is not None:
         torch.set_num_threads(args.threads * args.jobs)
-        evaluator = _harness.search_evaluator(solver=args.solver, prefix_cache=False)
+        evaluator = _harness.search_evaluator(solver=args.solver, prefix_cache=False, model=args.model)
         baselines = baseline_plans(args.steps, evaluator.generator.schedule.alphas_cumprod)
         full = _harness.ALL_DIGITS
         rescored = evaluator.evaluate(best_plan, full).fid

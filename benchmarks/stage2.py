@@ -20,7 +20,6 @@ import _harness
 from optuna_diffusion.runner import run_optimize
 from optuna_diffusion.front import format_front, pareto_front
 from optuna_diffusion.study import build_evaluator
-from optuna_diffusion.study_config import load_study_config
 from optuna_diffusion.trial_plan import is_low_fidelity
 
 FULL_SAMPLES = _harness.ALL_DIGITS
@@ -48,13 +47,15 @@ def wasted_share(stage1, stage2) -> str:
 
 def main() -> None:
     parser = _harness.argument_parser(__doc__)
-    _harness.add_common_arguments(parser, seed=0)
+    _harness.add_common_arguments(parser, model="digits", seed=0)
     parser.add_argument("--reference-fid", type=float, default=20.0, help="FID coordinate of the hypervolume reference")
     parser.add_argument("--architecture-trials", type=int, default=None, help="stage 2's budget (default: the preset's)")
     parser.add_argument("--study", default="digits", choices=["digits", "digits-dit"])
     parser.add_argument("--probe-samples", type=int, default=None, help="stage 2's probes (default: the preset's; 0: none)")
     args = parser.parse_args()
-    config = _harness.replace_section(load_study_config(args.study), "sampling", seed=args.seed)
+    if args.study != "digits" and args.model != "digits":
+        parser.error("--model changes the digits study's model; digits-dit has its own")
+    config = _harness.replace_section(_harness.study_config(args.study, args.model), "sampling", seed=args.seed)
     changes = {"n_trials": args.architecture_trials, "probe_samples": args.probe_samples}
     changes = {key: value for key, value in changes.items() if value is not None}
     config = _harness.replace_section(config, "architecture", **changes)

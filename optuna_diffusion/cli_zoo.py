@@ -21,13 +21,19 @@ def zoo_train(
     out: Annotated[Path, typer.Option(help="Folder to write the diffusers model (and, for digits, the feature net) to.")],
     seed: Annotated[int, typer.Option(help="Seed of the training run.")] = 0,
     steps: Annotated[Optional[int], typer.Option(help="Diffusion training steps (default: the bundled run's).")] = None,
+    beta_schedule: Annotated[str, typer.Option(help="digits only: the noise schedule, linear (the bundled model's) or "
+                                                    "squaredcos_cap_v2 (cosine).")] = "linear",
+    prediction_type: Annotated[str, typer.Option(help="digits only: what the model predicts, epsilon (the bundled "
+                                                      "model's), v_prediction or sample.")] = "epsilon",
 ) -> None:
-    """Retrain a bundled model from scratch, reproducibly (on 2 CPU cores: digits 23 minutes, digits-t2i 27; digits-dit: 21 on one)."""
+    """Retrain a bundled model from scratch, reproducibly (how long each takes: docs/reference.md, below the module table)."""
     from .zoo import TRAINABLE_MODELS
 
     if name not in TRAINABLE_MODELS:
         raise typer.BadParameter(f"unknown model {name!r}; trainable: {', '.join(TRAINABLE_MODELS)}")
     positive("--steps", steps)
+    if name != "digits" and (beta_schedule, prediction_type) != ("linear", "epsilon"):
+        raise typer.BadParameter(f"--beta-schedule and --prediction-type train digits only, not {name}")
     if name == "digits-t2i":
         from .zoo.t2i_training import T2ITraining, train_digits_t2i
 
@@ -39,9 +45,14 @@ def zoo_train(
         settings = DiTTraining(seed=seed) if steps is None else DiTTraining(seed=seed, steps=steps)
         report = train_digits_dit(out, settings, log=typer.echo)
     else:
-        from .zoo.training import train_digits
+        from .zoo.training import BETA_SCHEDULES, PREDICTION_TYPES, train_digits
 
-        report = train_digits(out, seed=seed, diffusion_steps=steps, log=typer.echo)
+        if beta_schedule not in BETA_SCHEDULES:
+            raise typer.BadParameter(f"--beta-schedule must be one of {', '.join(BETA_SCHEDULES)}, not {beta_schedule!r}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise typer.BadParameter(f"--prediction-type must be one of {', '.join(PREDICTION_TYPES)}, not {prediction_type!r}")
+        report = train_digits(out, seed=seed, diffusion_steps=steps, log=typer.echo,
+                              beta_schedule=beta_schedule, prediction_type=prediction_type)
     typer.echo(json.dumps(report, indent=2))
 
 

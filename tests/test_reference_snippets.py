@@ -58,10 +58,22 @@ def test_the_reference_has_one_snippet_per_family():
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_the_reference_snippet_is_what_export_writes_for_its_family(family):
-    from optuna_diffusion.pipelines import pipeline_call
+    from optuna_diffusion.export_call import pipeline_call
 
     class_name = FAMILIES[family][0]
     assert reference_snippets()[family] == pipeline_call(class_name, **REFERENCE_EXAMPLES[family])
+
+
+def test_every_pipeline_family_renders_its_own_template_and_an_unknown_class_is_refused_in_one_line():
+    from optuna_diffusion.errors import ConfigError
+    from optuna_diffusion.export_call import exporting_family
+    from optuna_diffusion.families import PIPELINE_FAMILIES
+
+    exported = {name: family for name, family in PIPELINE_FAMILIES.items() if family.call_template is not None}
+    assert {exporting_family(name)[1].label for name in exported} == set(FAMILIES)
+    assert all(exporting_family(name)[0] is family for name, family in exported.items())
+    with pytest.raises(ConfigError, match=r"no pipeline call for a KandinskyPipeline; export knows StableDiffusionPipeline, "):
+        exporting_family("KandinskyPipeline")
 
 
 def plan_for(denoiser, kind: str) -> Plan:

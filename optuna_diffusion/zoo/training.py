@@ -43,16 +43,31 @@ def digits_unet_config() -> dict:
     )
 
 
-def digits_scheduler_config() -> dict:
-    """``DDPMScheduler`` arguments: 1000 training steps, linear betas 1e-4..0.02, epsilon prediction."""
+BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
+"""The noise schedules a digits model can be trained under: the bundled model's linear betas, or the
+cosine schedule (diffusers' name for it)."""
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+"""What a digits model can be trained to predict: the noise (the bundled model), the velocity, or x0."""
+
+
+def digits_scheduler_config(beta_schedule: str = "linear", prediction_type: str = "epsilon") -> dict:
+    """``DDPMScheduler`` arguments: 1000 training steps, linear betas 1e-4..0.02 (or cosine), epsilon prediction (or another)."""
     return dict(
         num_train_timesteps=1000,
-        beta_schedule="linear",
+        beta_schedule=beta_schedule,
         beta_start=1e-4,
         beta_end=0.02,
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
         clip_sample=True,
     )
+
+
+def training_target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, alpha_prod: torch.Tensor) -> torch.Tensor:
+    """What the denoiser learns to output for ``x_t = sqrt(a) x0 + sqrt(1 - a) noise``: noise, v or x0."""
+    if prediction_type == "v_prediction":
+        return alpha_prod.sqrt() * noise - (1 - alpha_prod).sqrt() * x0
+    return x0 if prediction_type == "sample" else noise
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,14 @@ class DiffusionTraining:
     ema_decay: float = 0.999
     label_dropout: float = 0.1
     seed: int = 0
+    beta_schedule: str = "linear"
+    prediction_type: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta schedule must be one of {', '.join(BETA_SCHEDULES)}, not {self.beta_schedule!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction type must be one of {', '.join(PREDICTION_TYPES)}, not {self.prediction_type!r}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +153,7 @@ def train_diffusion_model(out_dir: str | Path, settings: DiffusionTraining = Dif
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     images, labels = load_digits_images()
-    scheduler = DDPMScheduler(**digits_scheduler_config())
+    scheduler = DDPMScheduler(**digits_scheduler_config(settings.beta_schedule, settings.prediction_type))
     unet = UNet2DModel(**digits_unet_config())
     ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
     optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.learning_rate, weight_decay=0.0)
@@ -147,7 +170,8 @@ def train_diffusion_model(out_dir: str | Path, settings: DiffusionTraining = Dif
         noise = torch.randn(x0.shape, generator=generator)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(unet(noisy, t, class_labels=y).sample, noise)
+        target = training_target(settings.prediction_type, x0, noise, a)
+        loss = F.mse_loss(unet(noisy, t, class_labels=y).sample, target)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -161,14 +185,25 @@ def train_diffusion_model(out_dir: str | Path, settings: DiffusionTraining = Dif
     scheduler.save_pretrained(out_dir / "scheduler")
 
 
-def train_digits(out_dir: str | Path, seed: int = 0, diffusion_steps: int | None = None, log: Log = print) -> dict:
-    """Train both digits models into ``out_dir`` and write ``training.json`` with settings and results."""
+def train_digits(
+    out_dir: str | Path,
+    seed: int = 0,
+    diffusion_steps: int | None = None,
+    log: Log = print,
+    *,
+    beta_schedule: str = "linear",
+    prediction_type: str = "epsilon",
+) -> dict:
+    """Train both digits models into ``out_dir`` and write ``training.json`` with settings and results.
+
+    ``beta_schedule`` and ``prediction_type`` train another model of the same digits (the bundled one is
+    linear and epsilon), such as a second model to check that a search recipe was not tuned on one.
+    """
     out_dir = Path(out_dir)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     feature_settings = FeatureNetTraining(seed=seed)
-    diffusion_settings = DiffusionTraining(seed=seed)
-    if diffusion_steps is not None:
-        diffusion_settings = DiffusionTraining(seed=seed, steps=diffusion_steps)
+    steps = {} if diffusion_steps is None else {"steps": diffusion_steps}
+    diffusion_settings = DiffusionTraining(seed=seed, beta_schedule=beta_schedule, prediction_type=prediction_type, **steps)
     started = time.perf_counter()
     accuracy = train_feature_net(out_dir / "features", feature_settings, log)
     feature_seconds = time.perf_counter() - started
