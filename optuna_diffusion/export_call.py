@@ -118,5 +118,6 @@ def study_pipeline_call(config: StudyConfig, plan: Plan, plan_file: str, *, stag
         )
     return template.render(
         pipeline_class, prompts=tuple(prompts.texts(0, count)),
-        negative_prompts=None if negatives is None else tuple(negatives), image_size=config.model.image_size, **common,
+        negative_prompts=None if negatives is None else tuple(negatives), image_size=config.model.image_size,
+        num_frames=config.model.num_frames, **common,
     )

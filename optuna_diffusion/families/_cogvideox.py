@@ -22,13 +22,24 @@ import torch
 
 from ..compat_diffusers import cogvideox_rotary_embeddings
 from ..errors import ConfigError
+from ..pipelines import GENERATOR, CallTemplate
 from ._base import Conditions, chunked_noise
 from ._pipeline import call_default
-from ._video import VideoPipelineFamily
+from ._video import VIDEO_INPUTS_IMPORT, VIDEO_STUDY_INPUTS, VideoPipelineFamily
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
     from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
+
+
+_CALL_BODY = """\
+apply(pipe, plan)                                                  # skips and reuses, per step
+""" + VIDEO_STUDY_INPUTS + """\
+frames = pipe(prompts, {negative_argument}guidance_scale={guidance_scale}, height=height, width=width,
+              num_frames=num_frames, latents=latents,
+              """ + GENERATOR + """,  # the study's first batch's (ddpm's step noise)
+              **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)).frames
+"""
 
 
 class CogVideoXFamily(VideoPipelineFamily):
@@ -37,6 +48,12 @@ class CogVideoXFamily(VideoPipelineFamily):
     name = "cogvideox"
     pipelines = ("CogVideoXPipeline",)
     guidance_order = ("unconditional", "conditional")
+    call_template = CallTemplate(
+        "cogvideox",
+        body=_CALL_BODY,
+        note="the scheduler of the study's solver holds CogVideoX's SNR-shifted levels",
+        project_imports=(VIDEO_INPUTS_IMPORT, "from optuna_diffusion.pipelines import pipeline_schedule_kwargs"),
+    )
 
     def default_image_size(self, model: DiffusionModel) -> tuple[int, int]:
         config, factor = model.denoiser.config, self.vae_scale_factor(model)

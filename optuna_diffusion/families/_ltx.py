@@ -21,13 +21,25 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..compat_diffusers import ltx_pack, ltx_unpack
+from ..pipelines import CallTemplate
 from ._base import Conditions
 from ._pipeline import call_default
-from ._video import VideoPipelineFamily
+from ._video import VIDEO_INPUTS_IMPORT, VIDEO_STUDY_INPUTS, VideoPipelineFamily
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
     from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
+
+
+_CALL_BODY = """\
+apply(pipe, plan)                                                  # skips and reuses, per step
+""" + VIDEO_STUDY_INPUTS + """\
+c = pipe.scheduler.config                                          # the mu LTXPipeline passes: its video's tokens
+mu = calculate_shift(latents.shape[1], c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+pin_schedule(pipe.scheduler, {{**pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu), "mu": mu}})
+frames = pipe(prompts, {negative_argument}guidance_scale={guidance_scale}, height=height, width=width,
+              num_frames=num_frames, latents=latents, num_inference_steps=plan.num_steps).frames
+"""
 
 
 class LTXFamily(VideoPipelineFamily):
@@ -36,6 +48,15 @@ class LTXFamily(VideoPipelineFamily):
     name = "ltx-video"
     pipelines = ("LTXPipeline",)
     guidance_order = ("unconditional", "conditional")
+    call_template = CallTemplate(
+        "ltx-video",
+        body=_CALL_BODY,
+        note="LTXPipeline passes its own sigmas: the plan's are pinned on its scheduler, with its mu",
+        imports=("from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift",),
+        project_imports=(
+            VIDEO_INPUTS_IMPORT, "from optuna_diffusion.pipelines import pin_schedule, pipeline_schedule_kwargs",
+        ),
+    )
 
     def vae_scale_factor(self, model: DiffusionModel) -> int:
         return int(model.pipeline.vae_spatial_compression_ratio)

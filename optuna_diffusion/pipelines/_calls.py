@@ -71,7 +71,7 @@ class CallTemplate:
         label: the family's name in the call's first line (``# family: sd``).
         body: the lines after the head (which loads the plan and the pipeline and swaps its scheduler), a
             format string of the :meth:`render` values (``prompts``, ``negatives``, ``negative_argument``,
-            ``extra_arguments``, ``guidance_scale``, ``class_labels``, ``image_size``, ``seed``,
+            ``extra_arguments``, ``guidance_scale``, ``class_labels``, ``image_size``, ``num_frames``, ``seed``,
             ``generator_seed``).
         note: what the first line adds after the label.
         imports: third-party imports the body needs beyond torch and the pipeline class.
@@ -121,6 +121,7 @@ class CallTemplate:
         negative_prompts: tuple[str, ...] | None = None,
         class_labels: tuple[int, ...] = (207,),
         image_size: int | None = None,
+        num_frames: int | None = None,
         seed: int = 0,
         plan_file: str = "plan.json",
     ) -> str:
@@ -128,7 +129,8 @@ class CallTemplate:
 
         It makes the images of a study's first samples: ``prompts`` (and ``negative_prompts``, None: the
         pipeline's default) or, for a class-conditional family, ``class_labels``, at ``image_size`` (None:
-        the pipeline's default), from the initial noise of ``seed``
+        the pipeline's default) and, for a video family, ``num_frames`` (None: the pipeline's default), from
+        the initial noise of ``seed``
         (:func:`~optuna_diffusion.study_inputs.study_latents`) and the generator the study's first batch
         used (``seed * 7``, the ``ddpm`` solver's step noise).
         """
@@ -150,5 +152,5 @@ class CallTemplate:
             negative_argument="negative_prompt=negative_prompts, " if negative_prompts is not None else "",
             extra_arguments="".join(f"{line}\n              " for line in self.arguments.splitlines()),
             guidance_scale=repr(float(guidance_scale)), class_labels=list(class_labels),
-            image_size=repr(image_size), seed=int(seed), generator_seed=int(seed) * 7,
+            image_size=repr(image_size), num_frames=repr(num_frames), seed=int(seed), generator_seed=int(seed) * 7,
         )
