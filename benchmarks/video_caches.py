@@ -100,7 +100,12 @@ def calibrate_magcache(evaluator: PlanEvaluator, plan: Plan, samples: int, batch
 
 def settings(cache: str, plan: Plan, timestep: Callable[[], float], mag_ratios: list[float] | None) -> Iterator[tuple[str, Any]]:
     """(name, diffusers config) of each swept setting of ``cache``."""
-    from diffusers.hooks import FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig, PyramidAttentionBroadcastConfig
+    from diffusers.hooks import (
+        FasterCacheConfig,
+        FirstBlockCacheConfig,
+        MagCacheConfig,
+        PyramidAttentionBroadcastConfig,
+    )
 
     if cache == "fbc":
         for threshold in FBC_THRESHOLDS:
