@@ -9,7 +9,8 @@
 3. Stage 2, at that plan's K: stage-2 trials with >= 25% fewer MACs, lowest FIDs first, re-scored with
    1,797 samples. Target: one within 5% of the stage-1 plan's FID. (If none: benchmarks/sensitivity.py
    --study digits-dit prints every block x every step, skip and reuse.)
-``--plans-out FILE`` writes the stage-1 plan and the stage-2 plans (JSON) for benchmarks/first_block_cache.py.
+``--plans-out FILE`` writes the stage-1 plan and the stage-2 plans (JSON) for benchmarks/first_block_cache.py,
+and stage 2's Pareto front of any K (search FIDs) for benchmarks/video_caches.py.
 Run: python benchmarks/digits_dit_study.py [--seed 0] [--steps 4] [--plans-out dit_plans.json]
      (--study digits-video --samples 200: the video preset, re-scored with 200 clips)
      (--timestep-trials N --architecture-trials N: other budgets, for a quick check)
@@ -47,6 +48,17 @@ def ranked_trials(study: optuna.Study, num_steps: int) -> list[tuple[float, floa
         if plan.num_steps == num_steps:
             rows.append((trial.values[0], trial.values[1], plan))
     return sorted(rows, key=lambda row: row[0])
+
+
+def pareto_front(study: optuna.Study) -> list[tuple[float, float, object]]:
+    """(FID, MACs, plan) of the study's complete full-fidelity trials that no other such trial dominates, any K."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.values is not None and all(math.isfinite(v) for v in trial.values) and not is_low_fidelity(trial):
+            rows.append((trial.values[0], trial.values[1], plan_from_trial(trial)))
+    front = [row for row in rows if not any(
+        other[0] <= row[0] and other[1] <= row[1] and other[:2] != row[:2] for other in rows)]
+    return sorted(front, key=lambda row: (row[0], row[1]))
 
 
 def steps_histogram(study: optuna.Study) -> dict[int, int]:
@@ -91,6 +103,7 @@ def main() -> None:
         # Materialise the trials before the temporary storage goes away.
         stage1 = ranked_trials(studies["timesteps"], args.steps)
         stage2 = ranked_trials(studies["architecture"], args.steps)
+        front2 = pareto_front(studies["architecture"])
         counts = {stage: len(study.trials) for stage, study in studies.items()}
         waste = wasted_share(studies["timesteps"], studies["architecture"])
         by_k = {stage: steps_histogram(study) for stage, study in studies.items()}
@@ -149,6 +162,7 @@ def main() -> None:
             "stage1": {"fid": anchor_fid, "macs": anchor_macs, "plan": anchor.to_dict()},
             "stage2": [{"fid": fid, "macs": macs, "plan": plan.to_dict()} for fid, macs, plan in rescored + best2],
             "baselines": baseline_fids,
+            "stage2_front": [{"search_fid": fid, "macs": macs, "plan": plan.to_dict()} for fid, macs, plan in front2],
         }
         args.plans_out.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"plans written to {args.plans_out}")

@@ -19,7 +19,8 @@ and labels), their state reset at the start of each batch's trajectory:
 
 MACs are counted as spent, per denoiser call: the full call less what did not run (a block's first norm,
 an attention's query projection mark that they ran; priced from the per-block table). Stage 2's plans
-(skips and reuses from the search, at the stage-1 plan's K) are scored alike, their MACs from the table.
+(skips and reuses from the search: its re-scored plans at the stage-1 plan's K and its Pareto front of any
+K) are scored alike, their MACs from the table.
 Each setting prints its MACs, the per-frame FID and the teacher PSNR (dB, per frame, against the model's
 own many-step samples of the same noise and labels: ``optuna_diffusion.fitness`` teacher distance), all
 from the same samples. Plans come from
@@ -198,7 +199,9 @@ def main() -> None:
 
     rows: list[Row] = [("stage 1", "full network", *score(evaluator, teacher, anchor, args.samples), full)]
     ours: list[Row] = []
-    for entry in {json.dumps(row["plan"], sort_keys=True): row for row in plans["stage2"]}.values():
+    # Stage 2's plans at the stage-1 plan's K and its Pareto front of any K, each once.
+    entries = [*plans["stage2"], *plans.get("stage2_front", [])]
+    for entry in {json.dumps(row["plan"], sort_keys=True): row for row in entries}.values():
         plan = Plan.from_dict(entry["plan"])
         ours.append(("ours (stage 2)", str(plan), *score(evaluator, teacher, plan, args.samples), evaluator.macs(plan)))
     rivals = sweep(evaluator, teacher, anchor, args.caches, args.samples)
