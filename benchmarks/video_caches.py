@@ -46,9 +46,9 @@ from optuna_diffusion.study import build_evaluator
 from optuna_diffusion.study_config import load_study_config
 
 CACHES = ("fbc", "mag", "pab", "faster")
-FBC_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5)
-MAG_THRESHOLDS = (0.06, 0.12, 0.25, 0.5, 1.0, 2.0, 4.0)
-PAB_RANGES = ((None, 2), (2, None), (2, 2), (3, 3), (4, 4))  # (self-attention N, cross-attention M)
+FBC_THRESHOLDS = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5)
+MAG_THRESHOLDS = (0.06, 0.25, 0.5, 1.0, 2.0, 4.0)
+PAB_RANGES = ((None, 2), (2, None), (2, 2), (4, 4))  # (self-attention N, cross-attention M)
 FASTER_RANGES = (2, 3, 4)  # self-attention N
 TIMESTEP_CUTS = (1000.0, 500.0)  # the caches act only below this time step (and above -1)
 
@@ -150,7 +150,7 @@ def sweep(evaluator: PlanEvaluator, teacher: TeacherFitness, plan: Plan, caches:
     transformer, table = evaluator.model.denoiser, evaluator.macs_table
     mag_ratios = calibrate_magcache(evaluator, plan, samples, evaluator.batch_size) if "mag" in caches else None
     if mag_ratios is not None:
-        print("MagCache ratios calibrated along the stage-1 plan: " + ", ".join(f"{r:.3f}" for r in mag_ratios))
+        print(f"MagCache ratios calibrated along {list(plan.timesteps)}: " + ", ".join(f"{r:.3f}" for r in mag_ratios))
     rows = []
     for cache in caches:
         meter = _harness.SpentMacsMeter(transformer, plan.num_steps, table.full, probes_of(cache, transformer, table))
@@ -199,17 +199,32 @@ def main() -> None:
 
     rows: list[Row] = [("stage 1", "full network", *score(evaluator, teacher, anchor, args.samples), full)]
     ours: list[Row] = []
+    plans_by_text: dict[str, Plan] = {}
     # Stage 2's plans at the stage-1 plan's K and its Pareto front of any K, each once.
     entries = [*plans["stage2"], *plans.get("stage2_front", [])]
     for entry in {json.dumps(row["plan"], sort_keys=True): row for row in entries}.values():
         plan = Plan.from_dict(entry["plan"])
+        plans_by_text[str(plan)] = plan
         ours.append(("ours (stage 2)", str(plan), *score(evaluator, teacher, plan, args.samples), evaluator.macs(plan)))
-    rivals = sweep(evaluator, teacher, anchor, args.caches, args.samples)
+    # The caches ride along the stage-1 plan, and along the time steps of stage 2's plans of other K
+    # with the full network (where stage 2 started from), so they are also compared at the same steps.
+    anchors = {anchor.timesteps: anchor}
+    for _, detail, *_ in ours:
+        plan = plans_by_text[detail]
+        anchors.setdefault(plan.timesteps, Plan(plan.timesteps, num_train_timesteps=plan.num_train_timesteps,
+                                                schedule_kind=plan.schedule_kind, solver=plan.solver))
+    rivals: list[Row] = []
+    for plan in anchors.values():
+        if plan is not anchor:
+            rows.append((f"K={plan.num_steps} full network", str(plan), *score(evaluator, teacher, plan, args.samples),
+                         evaluator.macs(plan)))
+        suffix = "" if plan is anchor else f" @K={plan.num_steps}"
+        rivals += [(name + suffix, *rest) for name, *rest in sweep(evaluator, teacher, plan, args.caches, args.samples)]
     evaluator.close()
 
-    print(f"{'setting':<22} {'FID':>8} {'PSNR dB':>8} {'MMACs':>8} {'vs stage 1':>10}  detail")
+    print(f"{'setting':<24} {'FID':>8} {'PSNR dB':>8} {'MMACs':>8} {'vs stage 1':>10}  detail")
     for name, detail, fid, psnr, macs in sorted(rows + ours + rivals, key=lambda row: (-row[4], row[2])):
-        print(f"{name:<22} {fid:8.2f} {psnr:8.2f} {macs / 1e6:8.3f} {(macs / full - 1) * 100:+9.1f}%  {detail}")
+        print(f"{name:<24} {fid:8.2f} {psnr:8.2f} {macs / 1e6:8.3f} {(macs / full - 1) * 100:+9.1f}%  {detail}")
     for metric, index in (("FID", 2), ("PSNR", 3)):
         print(f"at equal MACs, by {metric}:")
         pick = [(row[0], row[1], row[index], row[4]) for row in ours]

@@ -31,7 +31,7 @@ def run_benchmark(tmp_path: Path) -> dict[str, list[float]]:
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {}
     for line in done.stdout.splitlines():
-        name, values = line[:22].strip(), line[22:].split()
+        name, values = line[:24].strip(), line[24:].split()
         if len(values) >= 3 and name and not name.startswith("setting"):
             try:
                 rows[name] = [float(v) for v in values[:3]]
