@@ -62,7 +62,7 @@ def main() -> None:
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
     extractor = load_feature_extractor("digits-frames")
     half = len(real) // 2
-    halves_fid = fid_of_images(frames_as_images(real[order[half:]]), reference_stats(real[order[:half]], extractor), extractor)
+    halves_fid = fid_of_images(frames_as_images(real[order[half:]])[0], reference_stats(real[order[:half]], extractor), extractor)
     with torch.inference_mode():
         real_digit = (digits_net.classify(ink_windows(real[:, real.shape[1] // 2])).argmax(1) == digit_of(real_labels)).float().mean().item()
     real_direction = (motion_directions(real) == direction_of(real_labels)).float().mean().item()

@@ -26,7 +26,7 @@ def zoo_train(
     prediction_type: Annotated[str, typer.Option(help="digits only: what the model predicts, epsilon (the bundled "
                                                       "model's), v_prediction or sample.")] = "epsilon",
 ) -> None:
-    """Retrain a bundled model from scratch, reproducibly (on 2 CPU cores: digits 23 minutes, digits-t2i 27; digits-dit: 21 on one; digits-video: 5 on one)."""
+    """Retrain a bundled model from scratch, reproducibly (how long each takes: docs/reference.md, below the module table)."""
     from .zoo import TRAINABLE_MODELS
 
     if name not in TRAINABLE_MODELS:

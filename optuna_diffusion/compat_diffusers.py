@@ -21,6 +21,8 @@ instead of guessing where a check is cheap.
   ``from_pretrained`` loads them only with ``low_cpu_mem_usage=True``, which needs ``accelerate``; without it
   :func:`load_float32_keeping_model` builds the model from its config and loads its one safetensors file.
   Public alternative lacking: a ``from_pretrained`` that loads such a model without accelerate.
+* **LTX-Video packing**: ``LTXPipeline._pack_latents`` / ``_unpack_latents`` are private static methods; the
+  engine re-implements them (same layout, checked equal to them).
 * **CogVideoX rotary embeddings**: ``CogVideoXPipeline._prepare_rotary_positional_embeddings(height, width,
   latent_frames, device)`` makes the 5B transformers' ``image_rotary_emb``; called as the pipeline calls it.
 """
@@ -162,3 +164,19 @@ def cogvideox_rotary_embeddings(pipeline: Any, height: int, width: int, latent_f
     Public alternative lacking: the embedding computed by the transformer itself.
     """
     return pipeline._prepare_rotary_positional_embeddings(height, width, latent_frames, device)
+
+
+# LTX-Video packing --------------------------------------------------------------------------------
+
+
+def ltx_pack(latents: torch.Tensor, patch: int = 1, patch_t: int = 1) -> torch.Tensor:
+    """``(N, C, F, H, W)`` latents as ``(N, tokens, C * patch_t * patch**2)`` tokens (``LTXPipeline._pack_latents``)."""
+    n, c, f, h, w = latents.shape
+    latents = latents.reshape(n, c, f // patch_t, patch_t, h // patch, patch, w // patch, patch)
+    return latents.permute(0, 2, 4, 6, 1, 3, 5, 7).flatten(4, 7).flatten(1, 3)
+
+
+def ltx_unpack(tokens: torch.Tensor, frames: int, height: int, width: int, patch: int = 1, patch_t: int = 1) -> torch.Tensor:
+    """The inverse of :func:`ltx_pack` for a ``frames x height x width`` grid of patches (``_unpack_latents``)."""
+    latents = tokens.reshape(tokens.size(0), frames, height, width, -1, patch_t, patch, patch)
+    return latents.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -6,6 +6,8 @@ one-line message meant for a person, so the CLI can print it as it is and exit n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def first_line(error: BaseException | None) -> str:
     """The first line of ``error``'s message (its type name when the message is empty), for one-line errors."""
@@ -13,6 +15,14 @@ def first_line(error: BaseException | None) -> str:
         return "unknown error"
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def read_utf8(path: Path, what: str) -> str:
+    """The text of the file ``path``; a one-line ConfigError when it is not UTF-8 (``what`` says what the file is)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 class OptunaDiffusionError(Exception):

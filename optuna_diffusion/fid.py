@@ -298,7 +298,7 @@ class FIDMeter:
         if fake_images.dim() not in (4, 5) or fake_images.shape[0] == 0:
             shape = tuple(fake_images.shape)
             raise OptunaDiffusionError(f"FID needs a non-empty (N, C, H, W) image batch, got shape {shape}")
-        self._metric.update(frames_as_images(fake_images).to(self.device), real=False)
+        self._metric.update(frames_as_images(fake_images)[0].to(self.device), real=False)
 
     @torch.inference_mode()
     def compute(self) -> float:

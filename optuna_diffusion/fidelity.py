@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from optuna.trial import FrozenTrial
 
-from .errors import ConfigError
+from .settings import FID_SAMPLES_RULE, at_least, check_argument
 from .trial_plan import FID_LOW_ATTR, MACS_ATTR, is_low_fidelity
 
 
@@ -50,13 +50,10 @@ class FidelityPolicy:
     min_pairs: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("low_samples", "keep", "min_pairs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ConfigError(f"`{name}` must be an integer >= 2, got {value!r}")
-        margin = self.margin_sigmas
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
-            raise ConfigError(f"`margin_sigmas` must be a number >= 0, got {margin!r}")
+        check_argument(self.low_samples, "low_samples", int, FID_SAMPLES_RULE)
+        check_argument(self.keep, "keep", int, at_least(2))
+        check_argument(self.min_pairs, "min_pairs", int, at_least(2))
+        check_argument(self.margin_sigmas, "margin_sigmas", float, at_least(0))
 
 
 @dataclass(frozen=True)

@@ -9,41 +9,38 @@ how to call it (:mod:`optuna_diffusion.families`). Folders may hold them as a pi
 A folder or hub id whose ``model_index.json`` names a pipeline class of
 :data:`~optuna_diffusion.families.PIPELINE_FAMILIES` (Stable Diffusion 1.x/2.x, SDXL, PixArt-alpha/Sigma,
 SD3, Flux, DiT; the video pipelines Wan 2.1, CogVideoX and LTX-Video) is loaded whole with
-``DiffusionPipeline.from_pretrained``: the model then keeps the pipeline, its VAE and text encoders, and a
-family that does what that pipeline does (see :mod:`optuna_diffusion.families._pipeline`). Other pipelines
-(``DDPMPipeline`` ...) load their denoiser alone, as before.
+``DiffusionPipeline.from_pretrained``: the model then keeps the pipeline, its VAE and text encoders, and a family that does what that pipeline does (see
+:mod:`optuna_diffusion.families._pipeline`). Other pipelines (``DDPMPipeline`` ...) load their denoiser
+alone, as before. This module decides what a source is and makes the model; reading and checking the
+files is :mod:`optuna_diffusion.model_files`'.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from .compat_diffusers import SAFETENSORS_WEIGHTS, keeps_float32_modules, load_float32_keeping_model
 from .errors import ConfigError, ModelLoadError, first_line
 from .families import PIPELINE_FAMILIES, ModelFamily, family_for, family_for_pipeline
+from .model_files import (
+    DENOISER_FOLDERS,
+    check_pipeline_files,
+    check_weights,
+    hub_model_index,
+    load_denoiser,
+    load_pipeline,
+    read_model_index,
+    subfolder_of,
+)
 from .pipelines import PromptEncoder
 from .schedules import schedule_from_config
 from .zoo import BUNDLED_MODELS, bundled_model_path
-
-DENOISER_CLASSES = (
-    "UNet2DModel",
-    "UNet2DConditionModel",
-    "DiTTransformer2DModel",
-    "PixArtTransformer2DModel",
-    "SD3Transformer2DModel",
-    "FluxTransformer2DModel",
-    "WanTransformer3DModel",
-)
-_DENOISER_FOLDERS = ("unet", "transformer")
 
 
 @dataclass
@@ -82,7 +79,7 @@ class DiffusionModel:
             self.image_size = _image_size(self.image_size)
         if self.num_frames is not None:
             self.num_frames = _num_frames(self.num_frames, self)
-        if self.prompt_encoder is None and getattr(self.family, "uses_prompts", False):
+        if self.prompt_encoder is None and self.family.uses_prompts:
             self.prompt_encoder = PromptEncoder(self)
 
     @property
@@ -120,114 +117,23 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
-def _subfolder_of(folder: Path, names: tuple[str, ...], marker: str) -> str | None:
-    for name in names:
-        if (folder / name / marker).is_file():
-            return name
-    if (folder / marker).is_file():
-        return None
-    wanted = " or ".join(f"{name}/{marker}" for name in names)
-    raise ModelLoadError(f"model folder {folder} has no {wanted} or {marker}")
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-"""How a weights file of a diffusers or transformers component ends (sharded: its index)."""
-
-
-def _ensure_dtype(components: Any, dtype: torch.dtype) -> None:
-    """Cast diffusers models that ``from_pretrained`` left in float32 to ``dtype`` (its dtype argument notwithstanding).
-
-    diffusers 0.42 without ``accelerate`` (``low_cpu_mem_usage=False``) loads a model's weights in float32
-    whatever its dtype argument says; transformers' text encoders honour it (keeping their float32 modules).
-    """
-    from diffusers import ModelMixin
-
-    for component in components:
-        if isinstance(component, ModelMixin) and component.dtype == torch.float32 and dtype != torch.float32:
-            component.to(dtype)
-
-
-def _check_weights(folder: Path, subfolder: str | None) -> None:
-    """A one-line error when the denoiser folder holds a config but no weights file (diffusers would log
-    two warnings, then name only the last file name it tried)."""
-    weights_dir = folder / subfolder if subfolder else folder
-    names = [p.name for p in weights_dir.iterdir() if p.is_file()]
-    if not any(n.startswith("diffusion_pytorch_model") and n.endswith(WEIGHT_SUFFIXES) for n in names):
-        kind = "UNet" if subfolder in (None, "unet") else subfolder
-        raise ModelLoadError(
-            f"model folder {folder} has no {kind} weights: expected diffusion_pytorch_model.safetensors "
-            f"(or .bin) next to {weights_dir / 'config.json'}"
-        )
-
-
-def _denoiser_class(config: dict[str, Any]) -> type:
-    import diffusers
-
-    class_name = config.get("_class_name", "UNet2DModel")
-    if class_name not in DENOISER_CLASSES:
-        raise ModelLoadError(f"model is a {class_name}; optuna-diffusion runs {', '.join(DENOISER_CLASSES)}")
-    return getattr(diffusers, class_name)
-
-
-def _dtype_argument(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """``from_pretrained``'s dtype keyword: diffusers 0.40 renamed ``torch_dtype`` to ``dtype`` and warns on the old name."""
-    import diffusers
-    from packaging.version import Version
-
-    return {"dtype" if Version(diffusers.__version__) >= Version("0.40") else "torch_dtype": dtype}
-
-
-def _load_denoiser(
-    where: str | Path, subfolder: str | None, dtype: torch.dtype, **hub: Any
-) -> tuple[nn.Module, dict[str, Any]]:
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    # Every diffusers model reads its config.json the same way; the class to load is named inside.
-    config = dict(UNet2DModel.load_config(where, subfolder=subfolder, **hub))
-    model_class = _denoiser_class(config)
-    if keeps_float32_modules(model_class):
-        denoiser = _load_keeping_float32(model_class, where, subfolder, dtype, **hub)
-    else:
-        denoiser = model_class.from_pretrained(
-            where, subfolder=subfolder, low_cpu_mem_usage=False, **_dtype_argument(dtype), **hub
-        )
-    _ensure_dtype([denoiser], dtype)
-    scheduler_sub = "scheduler" if subfolder else None
-    scheduler_config = dict(DDPMScheduler.load_config(where, subfolder=scheduler_sub, **hub))
-    return denoiser, scheduler_config
-
-
-def _load_keeping_float32(model_class: type, where: str | Path, subfolder: str | None, dtype: torch.dtype, **hub: Any) -> nn.Module:
-    """A denoiser whose class keeps modules in float32 (Wan): diffusers loads it only with accelerate, so
-    without accelerate a local folder's one safetensors file is read directly (in float32)."""
-    if importlib.util.find_spec("accelerate") is not None:
-        return model_class.from_pretrained(where, subfolder=subfolder, low_cpu_mem_usage=True, **_dtype_argument(dtype), **hub)
-    folder = Path(where) / (subfolder or "")
-    if not (folder / SAFETENSORS_WEIGHTS).is_file():
-        raise ModelLoadError(
-            f"diffusers loads a {model_class.__name__} only with the accelerate package (pip install accelerate); "
-            f"without it only from a local folder with one {SAFETENSORS_WEIGHTS}"
-        )
-    return load_float32_keeping_model(model_class, folder)
-
-
 def _load_from_folder(folder: Path, device: str | torch.device, dtype: torch.dtype) -> DiffusionModel:
-    denoiser_sub = _subfolder_of(folder, _DENOISER_FOLDERS, "config.json")
-    _subfolder_of(folder, ("scheduler",), "scheduler_config.json")
-    _check_weights(folder, denoiser_sub)
+    denoiser_sub = subfolder_of(folder, DENOISER_FOLDERS, "config.json")
+    subfolder_of(folder, ("scheduler",), "scheduler_config.json")
+    check_weights(folder, denoiser_sub)
     try:
-        denoiser, scheduler_config = _load_denoiser(folder, denoiser_sub, dtype)
-    except (OSError, ValueError, EnvironmentError) as error:
+        denoiser, scheduler_config = load_denoiser(folder, denoiser_sub, dtype)
+    except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
     return DiffusionModel(denoiser.to(device).eval().requires_grad_(False), scheduler_config, str(folder))
 
 
 def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype, local_files_only: bool) -> DiffusionModel:
     last_error: Exception | None = None
-    for subfolder in (*_DENOISER_FOLDERS, None):
+    for subfolder in (*DENOISER_FOLDERS, None):
         try:
-            denoiser, scheduler_config = _load_denoiser(repo_id, subfolder, dtype, local_files_only=local_files_only)
-        except (OSError, ValueError, EnvironmentError) as error:
+            denoiser, scheduler_config = load_denoiser(repo_id, subfolder, dtype, local_files_only=local_files_only)
+        except (OSError, ValueError) as error:
             last_error = error
             continue
         return DiffusionModel(denoiser.to(device).eval().requires_grad_(False), scheduler_config, repo_id)
@@ -240,9 +146,6 @@ def _load_from_hub(repo_id: str, device: str | torch.device, dtype: torch.dtype,
 
 
 # Pipelines -------------------------------------------------------------------------------------------
-
-_SKIPPED_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
-"""Components the engine never runs; loaded as None (no safety checker: the images are the raw decodes)."""
 
 
 def _image_size(value: Any) -> tuple[int, int]:
@@ -264,34 +167,6 @@ def _pipeline_class(model_index: dict[str, Any]) -> str | None:
     """The model index's pipeline class when optuna-diffusion runs it as a pipeline, else None."""
     name = model_index.get("_class_name")
     return name if name in PIPELINE_FAMILIES else None
-
-
-def _check_pipeline_files(folder: Path, model_index: dict[str, Any]) -> None:
-    """One line naming the first component that the folder's model_index.json lists but the folder lacks."""
-    for name, entry in model_index.items():
-        if name.startswith("_") or name in _SKIPPED_COMPONENTS or not isinstance(entry, (list, tuple)):
-            continue
-        if len(entry) != 2 or entry[0] is None or entry[1] is None:
-            continue
-        library, class_name = entry
-        where = folder / name
-        if not where.is_dir():
-            raise ModelLoadError(f"pipeline folder {folder} has no {name}/ (model_index.json lists a {class_name})")
-        files = [path.name for path in where.iterdir() if path.is_file()]
-        if "Scheduler" in class_name:
-            needed, present = "scheduler_config.json", "scheduler_config.json" in files
-        elif "Tokenizer" in class_name:
-            needed, present = "tokenizer files", bool(files)
-        elif library in ("diffusers", "transformers") and not class_name.endswith(("Processor", "Extractor")):
-            if "config.json" not in files:
-                needed, present = "config.json", False
-            else:
-                needed = "weights file (.safetensors or .bin)"
-                present = any(n.endswith(WEIGHT_SUFFIXES) for n in files)
-        else:
-            continue
-        if not present:
-            raise ModelLoadError(f"pipeline folder {folder}: {name}/ has no {needed} (its {class_name})")
 
 
 def model_from_pipeline(
@@ -320,79 +195,14 @@ def model_from_pipeline(
     )
 
 
-@contextlib.contextmanager
-def _transformers_quiet() -> Iterator[None]:
-    """transformers' log warnings off while a pipeline loads, back as they were after.
-
-    Importing a pipeline module names every component class it may take: without torchvision,
-    transformers 5 warns that ``CLIPImageProcessor`` (a safety checker's feature extractor, which this
-    project never loads) falls back to its PIL version. Errors still show.
-    """
-    if importlib.util.find_spec("transformers") is None:
-        yield
-        return
-    from transformers.utils import logging as transformers_logging
-
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-
-
-def _load_pipeline(
-    where: str | Path,
-    model_index: dict[str, Any],
-    source: str,
-    device: str | torch.device,
-    dtype: torch.dtype,
-    image_size: Any,
-    offload: bool = False,
-    num_frames: int | None = None,
-    **hub: Any,
+def _pipeline_model(
+    where: str | Path, model_index: dict[str, Any], source: str, device: str | torch.device, dtype: torch.dtype,
+    image_size: Any, offload: bool = False, num_frames: int | None = None, **hub: Any,
 ) -> DiffusionModel:
-    from diffusers import DiffusionPipeline
-
-    skipped: dict[str, Any] = {name: None for name in _SKIPPED_COMPONENTS if name in model_index}
-    if "safety_checker" in skipped:
-        skipped["requires_safety_checker"] = False  # said on purpose, so diffusers does not warn about it
-    try:
-        with _transformers_quiet():
-            pipeline = DiffusionPipeline.from_pretrained(where, **_dtype_argument(dtype), **skipped, **hub)
-    except (OSError, ValueError, TypeError, AttributeError, EnvironmentError) as error:
-        if "keep_in_fp32_modules" in str(error):  # Wan's transformer: diffusers needs accelerate to load it
-            raise ModelLoadError(
-                f"cannot load the pipeline {source}: diffusers loads its transformer (which keeps modules in float32) "
-                "only with the accelerate package: pip install accelerate"
-            ) from None
-        raise ModelLoadError(f"cannot load the pipeline {source}: {first_line(error)}") from None
-    _ensure_dtype(pipeline.components.values(), dtype)
-    if offload:
-        # diffusers' own hooks: each component moves to the accelerator only while it runs.
-        pipeline.enable_model_cpu_offload(device=device)
-    else:
-        pipeline.to(device)
-    for component in pipeline.components.values():
-        if isinstance(component, nn.Module):
-            component.eval().requires_grad_(False)
-    family = family_for_pipeline(pipeline)
-    if getattr(family, "upcasts_vae", False) and dtype == torch.float16 and pipeline.vae.config.force_upcast:
-        pipeline.vae.to(torch.float32)  # as the pipeline decodes (it overflows in float16)
-    pipeline.set_progress_bar_config(disable=True)
+    pipeline = load_pipeline(where, model_index, source, device, dtype, offload, **hub)
     model = model_from_pipeline(pipeline, source=source, image_size=image_size, num_frames=num_frames)
     model.offloaded = offload
     return model
-
-
-def _hub_model_index(repo_id: str, local_files_only: bool) -> dict[str, Any] | None:
-    """The hub repository's model_index.json, or None when it has none (or it cannot be had)."""
-    from diffusers import DiffusionPipeline
-
-    try:
-        return dict(DiffusionPipeline.load_config(repo_id, local_files_only=local_files_only))
-    except (OSError, ValueError, EnvironmentError):
-        return None
 
 
 def load_diffusion_model(
@@ -428,20 +238,20 @@ def load_diffusion_model(
         _check_offload(device)
     folder = Path(model_location(source)).expanduser()
     if folder.is_dir():
-        model_index = _read_model_index(folder)
+        model_index = read_model_index(folder)
         if model_index is not None and _pipeline_class(model_index):
-            _check_pipeline_files(folder, model_index)
+            check_pipeline_files(folder, model_index)
             label = source if source in BUNDLED_MODELS else str(folder)
-            return _load_pipeline(folder, model_index, label, device, dtype, image_size, offload, num_frames)
+            return _pipeline_model(folder, model_index, label, device, dtype, image_size, offload, num_frames)
         return _bare(_load_from_folder(folder, device, dtype), image_size, offload, num_frames)
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"model folder {source} does not exist")
     if local_files_only is None:
         local_files_only = hub_offline()
-    model_index = _hub_model_index(source, local_files_only)
+    model_index = hub_model_index(source, local_files_only)
     if model_index is not None and _pipeline_class(model_index):
-        return _load_pipeline(source, model_index, source, device, dtype, image_size, offload, num_frames,
-                              local_files_only=local_files_only)
+        return _pipeline_model(source, model_index, source, device, dtype, image_size, offload, num_frames,
+                               local_files_only=local_files_only)
     return _bare(_load_from_hub(source, device, dtype, local_files_only), image_size, offload, num_frames)
 
 
@@ -456,21 +266,8 @@ def pipeline_index_of(source: str) -> dict[str, Any] | None:
     None for a bare denoiser (bundled or in a folder), or a hub id whose index is not in the local cache.
     """
     folder = Path(model_location(source)).expanduser()
-    model_index = _read_model_index(folder) if folder.is_dir() else _hub_model_index(source, local_files_only=True)
+    model_index = read_model_index(folder) if folder.is_dir() else hub_model_index(source, local_files_only=True)
     return model_index if model_index is not None and _pipeline_class(model_index) else None
-
-
-def _read_model_index(folder: Path) -> dict[str, Any] | None:
-    path = folder / "model_index.json"
-    if not path.is_file():
-        return None
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"cannot read {path}: {first_line(error)}") from None
-    if not isinstance(index, dict):
-        raise ModelLoadError(f"{path} is not a JSON object")
-    return index
 
 
 def _bare(model: DiffusionModel, image_size: Any, offload: bool = False, num_frames: Any = None) -> DiffusionModel:
@@ -485,8 +282,6 @@ def _bare(model: DiffusionModel, image_size: Any, offload: bool = False, num_fra
 
 def _check_offload(device: str | torch.device) -> None:
     """One line when ``enable_model_cpu_offload`` cannot run: no accelerator, or no ``accelerate``."""
-    import importlib.util
-
     if torch.device(device).type == "cpu":
         raise ConfigError(
             "model.offload moves components between the CPU and an accelerator, but this run's device is the CPU "

@@ -15,6 +15,8 @@ from .errors import ConfigError, PlanError
 from .evaluation import Evaluation, PlanEvaluator
 from .fidelity import FidelityPolicy, decide
 from .plan import Plan
+from .plan_suggestion import suggest_plan
+from .settings import FID_SAMPLES_RULE, check_argument, positive
 from .trial_plan import (
     BATCH_SIZE_ATTR,
     DEVICE_ATTR,
@@ -35,7 +37,6 @@ from .trial_plan import (
     TIMESTEPS_KEY,
     plan_from_trial,
     record_live_plan,
-    suggest_plan,
 )
 
 OBJECTIVES = ("fid", "macs")
@@ -102,12 +103,8 @@ class PlanObjective:
         keep_images: int = 0,
         after_evaluation: Callable[[optuna.trial.BaseTrial, Plan, Evaluation], None] | None = None,
     ) -> None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-            raise ConfigError(f"`num_samples` must be an integer >= 2, got {num_samples!r}")
-        if macs_budget is not None:
-            is_number = isinstance(macs_budget, (int, float)) and not isinstance(macs_budget, bool)
-            if not is_number or not math.isfinite(macs_budget) or macs_budget <= 0:
-                raise ConfigError(f"`macs_budget` must be a positive number, got {macs_budget!r}")
+        num_samples = check_argument(num_samples, "num_samples", int, FID_SAMPLES_RULE)
+        check_argument(macs_budget, "macs_budget", float | None, positive)  # kept as given (an int budget stays one)
         if isinstance(objectives, str) or not objectives or any(o not in OBJECTIVES for o in objectives):
             raise ConfigError(f"`objectives` must be a non-empty tuple of {OBJECTIVES}, got {objectives!r}")
         if len(set(objectives)) != len(objectives):

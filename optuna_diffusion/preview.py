@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .frames import frames_as_images, frames_per_sample
+from .frames import frames_as_images
 
 
 def image_grid(images: torch.Tensor, *, min_tile: int = 48, gutter: int = 4) -> np.ndarray:
@@ -19,13 +19,13 @@ def image_grid(images: torch.Tensor, *, min_tile: int = 48, gutter: int = 4) -> 
     set apart by a mid-grey ``gutter``, so that neighbouring images do not read as one. A video is one
     row of its frames.
     """
-    frames = frames_per_sample(images) if images.dim() == 5 else None
-    images = frames_as_images(images.detach()).float().clamp(-1, 1).cpu()
+    images, frames = frames_as_images(images.detach())
+    images = images.float().clamp(-1, 1).cpu()
     count, channels, height, width = images.shape
     scale = max(1, math.ceil(min_tile / height))
     tiles = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     tile_height, tile_width = height * scale, width * scale
-    columns = frames or math.ceil(math.sqrt(count))
+    columns = frames if frames > 1 else math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     grid = torch.zeros((channels, rows * (tile_height + gutter) + gutter, columns * (tile_width + gutter) + gutter))
     for index, tile in enumerate(tiles):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator, Sequence
 
-from .errors import ConfigError, MissingFileError
+from .errors import ConfigError, MissingFileError, read_utf8
 from .settings import Section, setting
 
 SHIPPED_PROMPT_SETS = Path(__file__).parent / "prompt_sets"
@@ -79,11 +79,7 @@ class PromptSet:
         path = Path(path).expanduser()
         if not path.is_file():
             raise MissingFileError(f"prompt file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"prompt file {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-        lines = text.splitlines()
+        lines = read_utf8(path, "prompt file").splitlines()
         if path.suffix.lower() == ".jsonl":
             prompts = list(_json_lines(lines, path))
         else:

@@ -192,7 +192,7 @@ def reference_stats(
         OptunaDiffusionError: Fewer than 2 images, a bad batch size or non-finite features.
     """
     if images.dim() == 5:
-        images = frames_as_images(images)
+        images = frames_as_images(images)[0]
     if images.dim() < 2 or images.shape[0] < 2:
         raise OptunaDiffusionError(f"reference statistics need at least 2 images, got shape {tuple(images.shape)}")
     if batch_size < 1:

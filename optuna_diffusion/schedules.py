@@ -47,6 +47,19 @@ def schedule_kind(config: Mapping[str, Any]) -> str:
     return "flow" if any(key in config for key in _FLOW_ONLY_KEYS) else "ddpm"
 
 
+_KIND_NAMES = {"ddpm": "DDPM-style", "flow": "flow-matching"}
+
+
+def _require_kind(config: Mapping[str, Any], kind: str) -> None:
+    """ConfigError unless ``config`` is a schedule of ``kind`` (a schedule class reads only its own kind)."""
+    found = schedule_kind(config)
+    if found != kind:
+        raise ConfigError(
+            f"{config.get('_class_name') or 'this scheduler config'} is a {_KIND_NAMES[found]} schedule, not a "
+            f"{_KIND_NAMES[kind]} one: read it with schedule_from_config"
+        )
+
+
 @dataclass(frozen=True)
 class NoiseSchedule:
     """The discrete variance-preserving noise schedule of a model, read from its diffusers scheduler config."""
@@ -62,11 +75,7 @@ class NoiseSchedule:
     def from_scheduler_config(cls, config: Mapping[str, Any]) -> "NoiseSchedule":
         from diffusers import DDPMScheduler
 
-        if schedule_kind(config) != "ddpm":
-            raise ConfigError(
-                f"{config.get('_class_name') or 'this scheduler config'} is a flow-matching schedule, not a DDPM-style "
-                "one: read it with schedule_from_config"
-            )
+        _require_kind(config, "ddpm")
         known = stock_scheduler_config({k: v for k, v in config.items() if not k.startswith("_")})
         scheduler = DDPMScheduler.from_config(known)
         prediction_type = scheduler.config.prediction_type
@@ -160,11 +169,7 @@ class FlowSchedule:
 
     @classmethod
     def from_scheduler_config(cls, config: Mapping[str, Any]) -> "FlowSchedule":
-        if schedule_kind(config) != "flow":
-            raise ConfigError(
-                f"{config.get('_class_name') or 'this scheduler config'} is a DDPM-style schedule, not a flow-matching "
-                "one: read it with schedule_from_config"
-            )
+        _require_kind(config, "flow")
         class_name = config.get("_class_name") or "FlowMatchEulerDiscreteScheduler"
         num_train = config.get("num_train_timesteps", 1000)
         if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 1:

@@ -7,12 +7,17 @@ is built -- from a TOML table, from a stored dict, from Python, or by ``dataclas
 command-line override -- so adding a setting is one field (plus its test), and no reader repeats
 the rules. A wrong value raises :class:`SettingError`, which names the section and the key, so the
 TOML reader can add the file and line.
+
+The same types and checks hold for the keyword arguments of the Python API (the samplers,
+``PlanObjective``): :func:`check_argument` checks one as a field is checked, so a rule shared by a
+study-file setting and an argument (:data:`POPULATION_RULE`, :data:`FID_SAMPLES_RULE`) is written once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -53,6 +58,10 @@ def fraction(value: Any) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1) (0: off)"
 
 
+def probability(value: Any) -> str | None:
+    return None if 0 <= value <= 1 else "must be in [0, 1]"
+
+
 def one_of(choices: Callable[[], typing.Iterable[str]] | typing.Iterable[str]) -> Check:
     """The value must be one of ``choices`` (a collection, or a function giving one when checked)."""
 
@@ -61,6 +70,16 @@ def one_of(choices: Callable[[], typing.Iterable[str]] | typing.Iterable[str]) -
         return None if value in known else f"must be one of {', '.join(known)}"
 
     return check
+
+
+# Rules shared by study-file settings and Python arguments ------------------------------------------
+
+POPULATION_RULE = at_least(2)
+"""A genetic search's population and its parents (a stage's ``population_size``, the samplers'
+``population_size`` and ``num_parents``): two at least."""
+
+FID_SAMPLES_RULE = at_least(2)
+"""Images per FID (a stage's ``num_samples``, ``PlanObjective``'s): a covariance needs two."""
 
 
 # Sections -----------------------------------------------------------------------------------------
@@ -92,6 +111,31 @@ def _coerce(value: Any, annotation: Any, where: str, section: str, key: str) -> 
             return tuple(_coerce(element, item, f"every entry of {where}", section, key) for element in value)
     names = " or ".join(_type_name(kind) for kind in concrete)
     raise SettingError(f"{where} must be {names}, got {value!r}", section=section, key=key)
+
+
+def check_argument(value: Any, name: str, kind: Any, check: Check | None = None) -> Any:
+    """A keyword argument of the Python API checked as a :class:`Section` field is: of type ``kind`` (an
+    annotation such as ``int`` or ``float | None``; numpy numbers count as Python's), then ``check``.
+
+    Returns:
+        the value as that type (an int given for a float is a float).
+
+    Raises:
+        ConfigError: one line naming the argument: ``"`k_min` must be positive, got 0"``.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, float)):
+        value = float(value)
+    where = f"`{name}`"
+    try:
+        value = _coerce(value, kind, where, "", name)
+    except SettingError as error:
+        raise ConfigError(str(error)) from None
+    problem = check(value) if check is not None and value is not None else None
+    if problem:
+        raise ConfigError(f"{where} {problem}, got {value!r}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .devices import DTYPES
-from .errors import ConfigError
+from .errors import ConfigError, read_utf8
 from .fitness import FitnessSettings
 from .generation import SamplingSettings
 from .prompts import PromptSettings, shipped_prompt_set
-from .settings import Section, SettingError, at_least, fraction, one_of, positive, setting
+from .settings import FID_SAMPLES_RULE, POPULATION_RULE, Section, SettingError, at_least, fraction, one_of, positive, setting
 from .trial_plan import STAGES  # noqa: F401  (re-exported: the stages, named in trial_plan)
 
 if sys.version_info >= (3, 11):
@@ -77,8 +77,8 @@ class TimestepStage(Section):
     k_min: int = setting(4, check=positive)
     k_max: int = setting(4, check=positive)
     n_trials: int = setting(200, check=positive)
-    num_samples: int = setting(500, check=at_least(2))
-    population_size: int = setting(20, check=at_least(2))
+    num_samples: int = setting(500, check=FID_SAMPLES_RULE)
+    population_size: int = setting(20, check=POPULATION_RULE)
     low_fidelity_fraction: float = setting(0.0, check=fraction)
 
     def validate(self) -> None:
@@ -93,8 +93,8 @@ class ArchitectureStage(Section):
     SECTION: ClassVar[str] = "architecture"
 
     n_trials: int = setting(100, check=positive)
-    num_samples: int = setting(500, check=at_least(2))
-    population_size: int = setting(20, check=at_least(2))
+    num_samples: int = setting(500, check=FID_SAMPLES_RULE)
+    population_size: int = setting(20, check=POPULATION_RULE)
     macs_budget: float | None = setting(None, check=positive)
     low_fidelity_fraction: float = setting(0.0, check=fraction)
     probe_samples: int = setting(
@@ -217,10 +217,7 @@ def load_study_config(study: str | None = None, *, config: str | Path | None = N
         path = Path(config)
         if not path.is_file():
             raise ConfigError(f"study file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+        text = read_utf8(path, "study file")
         return parse_study_config(text, name=study or path.stem, origin=str(path), folder=path.resolve().parent)
     if study is None:
         raise ConfigError("name a study preset (--study) or a study file (--config)")

@@ -27,7 +27,8 @@ Optuna's plots and the dashboard's parameter views work on a plan search): ``num
 ``t0`` .. ``t{K-1}`` (the time steps, largest first), ``solver`` when the space searches solvers and,
 for stage 2, ``step{i}/{block}`` for every
 step and searched block: ``"run"``, ``"skip"`` or ``"reuse"`` (a block inside a branch reused at that
-step reads ``"reuse"``). Under any other sampler, :func:`suggest_plan` suggests ``num_steps`` and the
+step reads ``"reuse"``). Under any other sampler,
+:func:`~optuna_diffusion.plan_suggestion.suggest_plan` suggests ``num_steps`` and the
 codes ``timestep_code_{i}`` instead (see there).
 
 Trial user attributes (written by the objective): ``timesteps``, ``skips``, ``reuses``, ``solver``
@@ -58,7 +59,6 @@ starts stage 2 with ``[architecture] probe_samples``, read by every worker and o
 from __future__ import annotations
 
 import math
-from bisect import insort
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,7 +159,7 @@ def stored_timesteps(trial: FrozenTrial) -> tuple[int, ...] | None:
     """The time steps a trial of the time-step search carries, or None.
 
     The sampler's system attribute first; else the ``timesteps`` user attribute that
-    :func:`suggest_plan` records under other samplers, so such trials can seed a later search.
+    :func:`~optuna_diffusion.plan_suggestion.suggest_plan` records under other samplers, so such trials can seed a later search.
     """
     steps = trial.system_attrs.get(TIMESTEPS_KEY)
     if steps is None:
@@ -341,82 +341,6 @@ def record_plan_attrs(trial: optuna.trial.BaseTrial, plan: Plan, *, blocks: bool
         data = plan.to_dict()
         trial.set_user_attr(SKIPS_ATTR, data["skips"])
         trial.set_user_attr(REUSES_ATTR, data["reuses"])
-
-
-# --------------------------------------------------------------------------------------------------
-# Plans under any sampler
-# --------------------------------------------------------------------------------------------------
-
-
-def _nth_free(used_ascending: Sequence[int], index: int) -> int:
-    value = index
-    for used in used_ascending:
-        if used <= value:
-            value += 1
-        else:
-            break
-    return value
-
-
-def suggest_plan(
-    trial: optuna.trial.BaseTrial,
-    *,
-    k_min: int,
-    k_max: int | None = None,
-    num_train_timesteps: int = 1000,
-    schedule_kind: str = "ddpm",
-) -> Plan:
-    """A plan for ``trial`` under any sampler.
-
-    Under ``TimestepSampler`` or ``ArchitectureSampler`` this is :func:`plan_from_trial` (after
-    checking that the sampler's time steps fit the bounds given here). Under any other sampler
-    (RandomSampler, TPE, a baseline study) K is suggested as ``num_steps`` and the steps as K integer
-    codes ``timestep_code_{i}`` of ``[0, T - 1 - i]``: code i picks the i-th step as the code-th value
-    not yet chosen, so every draw is a valid plan and uniform codes give a uniform subset. The plan
-    skips nothing; its ``timesteps`` user attribute is recorded.
-
-    Args:
-        trial: the objective's trial.
-        k_min: fewest steps.
-        k_max: most steps; default ``k_min`` (fixed K).
-        num_train_timesteps: T.
-        schedule_kind: ``"ddpm"`` (steps of ``[0, T - 1]``) or ``"flow"`` (``[1, T]``).
-    """
-    k_max = k_min if k_max is None else k_max
-    if not 1 <= k_min <= k_max <= num_train_timesteps:
-        raise PlanError(f"need 1 <= k_min <= k_max <= num_train_timesteps, got {k_min}, {k_max}, {num_train_timesteps}")
-    system_attrs = live_system_attrs(trial) if isinstance(trial, optuna.Trial) else {}
-    if PLAN_KEY in system_attrs or TIMESTEPS_KEY in system_attrs:
-        plan = record_live_plan(trial, system_attrs)  # type: ignore[arg-type]
-        fits_grid = plan.num_train_timesteps == num_train_timesteps and plan.schedule_kind == schedule_kind
-        if not k_min <= plan.num_steps <= k_max or not fits_grid:
-            raise PlanError(
-                f"the sampler chose {list(plan.timesteps)}, which does not fit K in [{k_min}, {k_max}] "
-                f"of T = {num_train_timesteps}"
-            )
-        return plan
-    num_steps = trial.suggest_int(NUM_STEPS_PARAM, k_min, k_max)
-    used: list[int] = []
-    for i in range(num_steps):
-        insort(used, _nth_free(used, trial.suggest_int(CODE_PARAM.format(index=i), 0, num_train_timesteps - 1 - i)))
-    low, _ = timestep_range(num_train_timesteps, schedule_kind)
-    plan = Plan(tuple(t + low for t in reversed(used)), num_train_timesteps=num_train_timesteps, schedule_kind=schedule_kind)
-    record_plan_attrs(trial, plan)
-    return plan
-
-
-def suggest_timesteps(
-    trial: optuna.trial.BaseTrial,
-    *,
-    k_min: int,
-    k_max: int | None = None,
-    num_train_timesteps: int = 1000,
-    schedule_kind: str = "ddpm",
-) -> tuple[int, ...]:
-    """The time steps of :func:`suggest_plan` (stage-1 objectives)."""
-    return suggest_plan(
-        trial, k_min=k_min, k_max=k_max, num_train_timesteps=num_train_timesteps, schedule_kind=schedule_kind
-    ).timesteps
 
 
 def is_low_fidelity(trial: FrozenTrial) -> bool:

@@ -54,7 +54,7 @@ CONFIG_CASES = [
     ("k_max below k_min", "[timesteps]\nk_min = 6\nk_max = 4\n", "timesteps.k_max (4) is below k_min (6)"),
     ("nan budget", "[architecture]\nmacs_budget = nan\n", "line 2: architecture.macs_budget must be a finite number"),
     ("inf guidance", "[sampling]\nguidance_scale = inf\n", "sampling.guidance_scale must be a finite number"),
-    ("not utf-8", b"[model]\nsource = '\xe9'\n", "not a UTF-8 text file"),
+    ("not utf-8", b"[model]\nsource = '\xe9'\n", "is not UTF-8 text"),
     ("fidelity fraction", "[timesteps]\nlow_fidelity_fraction = 1.5\n", "line 2: timesteps.low_fidelity_fraction must be in [0, 1)"),
     ("negative cache", "[sampling]\nprefix_cache_mb = -1\n", "sampling.prefix_cache_mb must be >= 0"),
 ]
@@ -189,17 +189,17 @@ def test_a_missing_model_folder_is_one_line(tmp_path):
 # --- samplers and the objective ----------------------------------------------------------------
 
 CONSTRUCTOR_CASES = {
-    "k_min str": (lambda: TimestepSampler(k_min="4"), "`k_min` must be an integer >= 1, got '4'"),
-    "k_min bool": (lambda: TimestepSampler(k_min=True), "`k_min` must be an integer"),
-    "k_min float": (lambda: TimestepSampler(k_min=4.0), "`k_min` must be an integer"),
-    "k_min zero": (lambda: TimestepSampler(k_min=0), "`k_min` must be an integer >= 1, got 0"),
-    "k_max below k_min": (lambda: TimestepSampler(k_min=4, k_max=3), "`k_max` must be an integer >= 4"),
+    "k_min str": (lambda: TimestepSampler(k_min="4"), "`k_min` must be int, got '4'"),
+    "k_min bool": (lambda: TimestepSampler(k_min=True), "`k_min` must be int, got True"),
+    "k_min float": (lambda: TimestepSampler(k_min=4.0), "`k_min` must be int, got 4.0"),
+    "k_min zero": (lambda: TimestepSampler(k_min=0), "`k_min` must be positive, got 0"),
+    "k_max below k_min": (lambda: TimestepSampler(k_min=4, k_max=3), "`k_max` must be >= 4, got 3"),
     "T inf": (lambda: TimestepSampler(k_min=2, num_train_timesteps=math.inf), "`num_train_timesteps`"),
     "population float": (lambda: TimestepSampler(k_min=2, population_size=4.5), "`population_size`"),
-    "mutation_prob NaN": (lambda: TimestepSampler(k_min=2, mutation_prob=math.nan), "`mutation_prob` must be in [0, 1]"),
-    "mutation_prob str": (lambda: TimestepSampler(k_min=2, mutation_prob="0.5"), "`mutation_prob` must be in [0, 1]"),
-    "seed negative": (lambda: TimestepSampler(k_min=2, seed=-1), "`seed` must be an integer >= 0"),
-    "seed float": (lambda: TimestepSampler(k_min=2, seed=1.5), "`seed` must be an integer"),
+    "mutation_prob NaN": (lambda: TimestepSampler(k_min=2, mutation_prob=math.nan), "`mutation_prob` must be a finite number, got nan"),
+    "mutation_prob str": (lambda: TimestepSampler(k_min=2, mutation_prob="0.5"), "`mutation_prob` must be int or float, got '0.5'"),
+    "seed negative": (lambda: TimestepSampler(k_min=2, seed=-1), "`seed` must be >= 0, got -1"),
+    "seed float": (lambda: TimestepSampler(k_min=2, seed=1.5), "`seed` must be int, got 1.5"),
     "initial plans str": (lambda: TimestepSampler(k_min=2, initial_plans="900,3"), "`initial_plans` must be a list"),
     "initial plan NaN": (lambda: TimestepSampler(k_min=2, initial_plans=[[900, math.nan]]), "got nan"),
     "initial plan int": (lambda: TimestepSampler(k_min=2, initial_plans=[5]), "must be a list of integers, got 5"),
@@ -214,11 +214,11 @@ CONSTRUCTOR_CASES = {
     "initial plan not a Plan": (
         lambda: ArchitectureSampler(source_study=None, blocks=tiny_blocks(), initial_plans=[(900, 3)]), "must be Plan objects"
     ),
-    "num_samples str": (lambda: PlanObjective(None, num_samples="32"), "`num_samples` must be an integer >= 2, got '32'"),
-    "num_samples float": (lambda: PlanObjective(None, num_samples=32.0), "`num_samples` must be an integer"),
-    "macs_budget NaN": (lambda: PlanObjective(None, num_samples=32, macs_budget=math.nan), "`macs_budget` must be a positive number, got nan"),
-    "macs_budget str": (lambda: PlanObjective(None, num_samples=32, macs_budget="1e9"), "`macs_budget` must be a positive number"),
-    "macs_budget bool": (lambda: PlanObjective(None, num_samples=32, macs_budget=True), "`macs_budget` must be a positive number"),
+    "num_samples str": (lambda: PlanObjective(None, num_samples="32"), "`num_samples` must be int, got '32'"),
+    "num_samples float": (lambda: PlanObjective(None, num_samples=32.0), "`num_samples` must be int, got 32.0"),
+    "macs_budget NaN": (lambda: PlanObjective(None, num_samples=32, macs_budget=math.nan), "`macs_budget` must be a finite number, got nan"),
+    "macs_budget str": (lambda: PlanObjective(None, num_samples=32, macs_budget="1e9"), "`macs_budget` must be int or float, got '1e9'"),
+    "macs_budget bool": (lambda: PlanObjective(None, num_samples=32, macs_budget=True), "`macs_budget` must be int or float, got True"),
     "objectives with a number": (lambda: PlanObjective(None, num_samples=32, objectives=("fid", 3)), "`objectives`"),
 }
 
@@ -227,6 +227,21 @@ CONSTRUCTOR_CASES = {
 def test_a_wrong_argument_type_is_one_line_config_error(case):
     make, fragment = CONSTRUCTOR_CASES[case]
     assert fragment in raises_one_line(make)
+
+
+def test_a_sampler_argument_and_its_study_setting_break_the_same_rule_in_the_same_words(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text("[timesteps]\npopulation_size = 1\n")
+    from_file = raises_one_line(lambda: load_study_config(config=path), ConfigError)
+    from_python = raises_one_line(lambda: TimestepSampler(k_min=2, population_size=1))
+    assert "timesteps.population_size must be >= 2, got 1" in from_file
+    assert from_python == "`population_size` must be >= 2, got 1"
+
+
+def test_sampler_arguments_take_numpy_numbers_as_python_ones():
+    sampler = TimestepSampler(k_min=np.int64(2), k_max=np.int32(3), mutation_prob=np.float32(0.5), seed=np.int64(1))
+    assert sampler.space.k_range == (2, 3)
+    assert "`k_min` must be int, got" in raises_one_line(lambda: TimestepSampler(k_min=np.True_))  # a bool is no count
 
 
 # --- storages and run_optimize -----------------------------------------------------------------

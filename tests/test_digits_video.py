@@ -12,7 +12,7 @@ from optuna_diffusion.baselines import baseline_plan
 from optuna_diffusion.errors import ConfigError, OptunaDiffusionError
 from optuna_diffusion.families import WanClassFamily
 from optuna_diffusion.families._wan_classes import SAMPLE_SHAPE_KEY, class_tokens
-from optuna_diffusion.frames import frames_as_images, frames_per_sample
+from optuna_diffusion.frames import frames_as_images
 from optuna_diffusion.generation import ImageGenerator, SamplingSettings
 from optuna_diffusion.models import DiffusionModel, load_diffusion_model
 from optuna_diffusion.zoo import bundled_model_path
@@ -132,10 +132,10 @@ def test_frame_features_are_the_digits_net_on_the_ink_window():
 
 def test_videos_become_their_frames_video_by_video():
     videos = torch.arange(2 * 3 * 1 * 2 * 2, dtype=torch.float32).reshape(2, 3, 1, 2, 2)
-    frames = frames_as_images(videos)
-    assert frames.shape == (6, 1, 2, 2) and torch.equal(frames[4], videos[1, 1])
-    assert frames_per_sample(videos) == 3 and frames_per_sample(frames) == 1
-    assert frames_as_images(frames) is frames
+    frames, per_video = frames_as_images(videos)
+    assert frames.shape == (6, 1, 2, 2) and torch.equal(frames[4], videos[1, 1]) and per_video == 3
+    again, one = frames_as_images(frames)
+    assert again is frames and one == 1
     with pytest.raises(OptunaDiffusionError, match="videos"):
         frames_as_images(torch.zeros(2, 2, 2))
 
@@ -152,7 +152,7 @@ def test_fid_of_videos_is_the_fid_of_their_frames():
     fake = real[:40].flip(-1)
     by_video, by_frame = FIDMeter(stats, extractor), FIDMeter(stats, extractor)
     by_video.update(fake)
-    by_frame.update(frames_as_images(fake))
+    by_frame.update(frames_as_images(fake)[0])
     assert by_video.num_samples == 40 * NUM_FRAMES and by_video.compute() == by_frame.compute()
 
 
@@ -221,7 +221,7 @@ def test_macs_count_the_video_call():
 # Training and loading --------------------------------------------------------------------------------
 
 
-def test_training_writes_a_folder_the_loader_reads_without_accelerate(tmp_path):
+def test_training_writes_a_folder_the_loader_reads(tmp_path):
     from safetensors import safe_open
 
     report = train_digits_video(tmp_path, VideoTraining(**TINY_TRAINING), log=lambda _: None)

@@ -332,3 +332,34 @@ def test_an_image_folder_of_mixed_sizes_is_a_one_line_error(tmp_path):
     (tmp_path / "b.png").unlink()
     with pytest.raises(ConfigError, match="holds 1 images"):
         load_image_folder(tmp_path)
+
+
+def test_fid_and_clip_score_of_videos_are_over_their_frames(tmp_path, clip_folder):
+    from optuna_diffusion.fid import load_feature_extractor
+    from optuna_diffusion.fitness import FIDFitness
+    from optuna_diffusion.prompts import PromptSet
+    from optuna_diffusion.reference_stats import load_reference_npz
+
+    from .stand_ins import stand_in_features
+
+    features, reference = stand_in_features(tmp_path, 8)
+    videos = torch.rand(4, 3, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1  # (N, F, C, H, W)
+    frames = videos.flatten(0, 1)
+    prompts = PromptSet(["a red kite", "a green door"])
+
+    def fid(samples):
+        meter = FIDFitness(load_reference_npz(reference), load_feature_extractor(features))
+        meter.begin(len(samples))
+        meter.update(samples, 0, len(samples))
+        return meter.compute()
+
+    def clip(samples, texts):
+        meter = ClipScoreFitness(clip_folder)
+        meter.prompts = texts  # what bind() takes from the evaluator's generator
+        meter.begin(len(samples))
+        meter.update(samples, 0, len(samples))
+        return meter.compute()
+
+    assert fid(videos) == pytest.approx(fid(frames), rel=1e-9)
+    per_frame_prompts = PromptSet([text for text in prompts.texts(0, 4) for _ in range(3)])
+    assert clip(videos, prompts) == pytest.approx(clip(frames, per_frame_prompts), rel=1e-6)

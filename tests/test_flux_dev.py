@@ -74,9 +74,9 @@ def test_mu_is_diffusers_calculate_shift_of_the_packed_tokens(flux_dev):
     assert model.family.shift_mu(model) == calculate_shift(tokens, c.base_image_seq_len, c.max_image_seq_len,
                                                            c.base_shift, c.max_shift)
     # export checks the plan's sigmas with the same mu, read from the folder's configs
-    from optuna_diffusion.export_call import _flux_mu
+    from optuna_diffusion.export_call import shift_mu
 
-    assert _flux_mu(str(flux_dev), pipe.scheduler, SIZE) == model.family.shift_mu(model)
+    assert shift_mu(str(flux_dev), pipe.scheduler, SIZE, model.family.call_template.shift_patch) == model.family.shift_mu(model)
     # The scheduler baseline: the scheduler's own K steps, shifted by the mu of this image size.
     scheduler = pipe.scheduler
     scheduler.set_timesteps(4, mu=model.family.shift_mu(model))

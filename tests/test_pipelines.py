@@ -4,7 +4,7 @@ MACs equal to direct fvcore counts, loading from folders (the presets' stand-ins
 The ``test_export_*`` tests run a plan in each family's pipeline itself (:func:`pipeline_images`: the
 study's solver as its scheduler, the plan's blocks switched, the plan's time steps, the engine's initial
 latents) and check that its images equal the project's to 1e-5. The call a user writes is
-:mod:`optuna_diffusion.pipelines._calls` (the reference page's snippets, ``tests/test_reference_snippets.py``).
+each family's :class:`~optuna_diffusion.pipelines.CallTemplate` (the reference page's snippets, ``tests/test_reference_snippets.py``).
 """
 
 from __future__ import annotations

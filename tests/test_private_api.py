@@ -187,3 +187,18 @@ def test_wan_keeps_float32_modules_so_from_pretrained_needs_accelerate_and_the_d
     loaded = load_float32_keeping_model(WanTransformer3DModel, tmp_path)
     assert loaded.config["_sample_shape"] == [1, 2, 4, 4]
     assert all(torch.equal(value, loaded.state_dict()[name]) for name, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize("patch, patch_t", [(1, 1), (2, 1), (2, 3)])
+def test_ltx_packing_equals_the_pipelines_private_methods(patch, patch_t):
+    from diffusers import LTXPipeline
+
+    from optuna_diffusion.compat_diffusers import ltx_pack, ltx_unpack
+
+    latents = torch.randn(2, 4, 6, 4, 8, generator=torch.Generator().manual_seed(0))
+    packed = LTXPipeline._pack_latents(latents, patch, patch_t)
+
+    assert torch.equal(ltx_pack(latents, patch, patch_t), packed)
+    grid = (6 // patch_t, 4 // patch, 8 // patch)
+    assert torch.equal(ltx_unpack(packed, *grid, patch, patch_t), LTXPipeline._unpack_latents(packed, *grid, patch, patch_t))
+    assert torch.equal(ltx_unpack(packed, *grid, patch, patch_t), latents)

@@ -11,7 +11,7 @@ from optuna_diffusion.cli import app
 from .tiny_video_pipelines import VIDEO_STAND_INS
 
 # preset -> (image size, frames) of its stand-in run (small, so that the test stays quick)
-PRESETS = {"wan2.1-t2v-1.3b": (16, 5), "cogvideox-2b": (16, 5)}
+PRESETS = {"wan2.1-t2v-1.3b": (16, 5), "cogvideox-2b": (16, 9), "ltx-video": (32, 5)}
 
 
 def invoke(*args: str):
@@ -48,3 +48,14 @@ def test_a_video_preset_runs_on_a_stand_in_of_its_layout(preset, tmp_path):
     assert fixed.get("vae_decoder", 0) > 0 and fixed.get("text_encoders", 0) > 0
     assert all(t.user_attrs["macs"] > sum(fixed.values()) for t in study.trials)
     assert all(t.values[0] < 0 for t in study.trials), "fitness is -PSNR of the frames to the teacher's"
+    exported = invoke("export", "--study", preset, "--storage", storage, "--out", str(tmp_path / "plan.json"))
+    assert exported.exit_code == 0, exported.output
+    call = (tmp_path / "plan.py").read_text()
+    assert f'from_pretrained("{model}")' in call and "apply(pipe, plan)" in call
+    assert f"study_num_frames(pipe, {frames})" in call and f"study_image_size(pipe, {size})" in call
+    import runpy
+
+    with pytest.MonkeyPatch.context() as patch:  # the written call, run as is on the stand-in
+        patch.chdir(tmp_path)
+        made = runpy.run_path(str(tmp_path / "plan.py"))["frames"]
+    assert len(made) == 2 and len(made[0]) == frames  # the study's first batch, its frame count

@@ -84,6 +84,39 @@ def tiny_cogvideox(seed: int = 0, *, rotary: bool = False, scheduler: Any = None
     return pipe
 
 
+LTX_SIZE = dict(image_size=32, num_frames=9)
+"""The video size to give the tiny LTX model: 9 frames of 32 x 32 (3 latent frames of 8 x 8; its VAE compresses 4x)."""
+
+
+def tiny_ltx(seed: int = 0, *, scheduler: Any = None):
+    """LTX-Video: the transformer and 3D VAE of diffusers' LTX tests, a T5 encoder of width 32.
+
+    The scheduler is LTX-Video's: flow-matching Euler with dynamic shifting by the video's token count.
+    """
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4, attention_head_dim=8,
+        cross_attention_dim=32, num_layers=2, caption_channels=T5_WIDTH,
+    ).eval()
+    torch.manual_seed(seed)
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+        spatio_temporal_scaling=(True, True, False, False), decoder_spatio_temporal_scaling=(True, True, False, False),
+        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1), patch_size=1, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False,
+    ).eval()
+    scheduler = scheduler or FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024, max_image_seq_len=4096,
+    )
+    pipe = LTXPipeline(
+        tokenizer=tiny_t5_tokenizer(), text_encoder=tiny_t5(seed), vae=vae, transformer=transformer, scheduler=scheduler,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _save(pipe: Any, folder: str | Path) -> Path:
     folder = Path(folder)
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -100,8 +133,14 @@ def save_cogvideox_2b(folder: str | Path) -> Path:
     return _save(tiny_cogvideox(), folder)
 
 
+def save_ltx_video(folder: str | Path) -> Path:
+    """``ltx-video``: LTXPipeline with a dynamically shifted flow-matching Euler scheduler, T5."""
+    return _save(tiny_ltx(), folder)
+
+
 VIDEO_STAND_INS: dict[str, Callable[[str | Path], Path]] = {
     "wan2.1-t2v-1.3b": save_wan21_t2v,
     "cogvideox-2b": save_cogvideox_2b,
+    "ltx-video": save_ltx_video,
 }
 """A function per video preset that saves its tiny stand-in pipeline to a folder."""

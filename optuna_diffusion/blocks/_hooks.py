@@ -85,15 +85,18 @@ class StepHook(ModelHook):
         return args, kwargs
 
 
-class UNetModuleHook(ModelHook):
-    """A UNet block module: run it, stand its shortcut in, or return its last output (run or skipped)."""
+class ModeHook(ModelHook):
+    """A module the switch runs, skips or reuses per step (its ``mode``), keeping its output when told.
+
+    Subclasses say what a skip returns (:meth:`skip`) and what a reuse returns (:meth:`reuse`, default
+    the kept output); ``what`` names the module in errors.
+    """
 
     _is_stateful = True
 
-    def __init__(self, path: str, skip_forward: Callable[..., Any] | None) -> None:
+    def __init__(self, what: str) -> None:
         super().__init__()
-        self.path = path
-        self.skip_forward = skip_forward
+        self.what = what
         self.mode: Mode = "run"
         self.keep_output = False
         self.last_output: Any = None
@@ -101,63 +104,67 @@ class UNetModuleHook(ModelHook):
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.mode == "reuse":
             if self.last_output is None:
-                raise PlanError(f"module {self.path} is reused at a step that has no previous output")
-            return self.last_output
+                raise PlanError(f"{self.what} is reused at a step that has no previous output")
+            return self.reuse(module, *args, **kwargs)
         if self.mode == "skip":
-            output = self.skip_forward(module, *args, **kwargs)
-        else:
-            output = self.fn_ref.original_forward(*args, **kwargs)
+            return self.skip(module, *args, **kwargs)
+        return self.kept(self.fn_ref.original_forward(*args, **kwargs))
+
+    def kept(self, output: Any) -> Any:
+        """``output``, kept for a later reuse when the switch asks."""
         self.last_output = output if self.keep_output else None
         return output
+
+    def skip(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def reuse(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return self.last_output
 
     def reset_state(self, module: nn.Module) -> nn.Module:
         self.last_output = None
         return module
+
+
+class UNetModuleHook(ModeHook):
+    """A UNet block module: run it, stand its shortcut in, or return its last output (run or skipped)."""
+
+    def __init__(self, path: str, skip_forward: Callable[..., Any] | None) -> None:
+        super().__init__(f"module {path}")
+        self.path = path
+        self.skip_forward = skip_forward
+
+    def skip(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return self.kept(self.skip_forward(module, *args, **kwargs))
 
 
 ZERO_OUTPUT = object()
 """A sub-layer's last output when it never ran but was skipped (alone or with its block): zeros."""
 
 
-class SubLayerHook(ModelHook):
+class SubLayerHook(ModeHook):
     """A transformer sub-layer: run it, return zeros of its output's shape, or its output of the last run.
 
     Reused before it ever ran (it was only skipped, alone or with its whole block), it returns zeros
     again: the contribution it made then.
     """
 
-    _is_stateful = True
-
     def __init__(self, name: str, zeros: Callable[..., Any]) -> None:
-        super().__init__()
+        super().__init__(f"block {name!r}")
         self.name = name
         self.zeros = zeros
-        self.mode: Mode = "run"
-        self.keep_output = False
-        self.last_output: Any = None
 
-    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if self.mode == "reuse":
-            if self.last_output is None:
-                raise PlanError(f"block {self.name!r} is reused at a step that has no previous output")
-            if self.last_output is ZERO_OUTPUT:
-                return self.zeros(module, *args, **kwargs)
-            return self.last_output
-        if self.mode == "skip":
-            self.skipped()
-            return self.zeros(module, *args, **kwargs)
-        output = self.fn_ref.original_forward(*args, **kwargs)
-        self.last_output = output if self.keep_output else None
-        return output
+    def skip(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        self.skipped()
+        return self.zeros(module, *args, **kwargs)
+
+    def reuse(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return self.zeros(module, *args, **kwargs) if self.last_output is ZERO_OUTPUT else self.last_output
 
     def skipped(self) -> None:
         """Note a step where the sub-layer contributed nothing (skipped, or its whole block skipped)."""
         if self.keep_output and self.last_output is None:
             self.last_output = ZERO_OUTPUT
-
-    def reset_state(self, module: nn.Module) -> nn.Module:
-        self.last_output = None
-        return module
 
 
 class TailRecord:

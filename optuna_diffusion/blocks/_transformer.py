@@ -1,19 +1,20 @@
-"""Blocks of a diffusers transformer denoiser (DiT, PixArt, SD3, Flux, Wan, CogVideoX), and how their streams flow.
+"""Blocks of a diffusers transformer denoiser (DiT, PixArt, SD3, Flux, Wan, CogVideoX, LTX-Video), and their streams.
 
-Every block of these models is residual: it maps its streams (the image tokens ``hidden_states`` and,
-in SD3/Flux/CogVideoX joint blocks, the text tokens ``encoder_hidden_states``) to ``stream + f(streams)``, and
+Every block of these models is residual: it maps its streams (the image tokens ``hidden_states`` and, in
+SD3/Flux/CogVideoX joint blocks, the text tokens ``encoder_hidden_states``) to ``stream + f(streams)``, and
 every sub-layer's output enters a stream only through a residual add (behind an AdaLN gate where
 the model has one). Names, with k counting the blocks of ``transformer_blocks`` (Wan: ``blocks``) and j
 those of Flux's ``single_transformer_blocks``:
 
 * ``blocks.k``: a whole transformer block (kind ``"transformer"``).
 * Its sub-layers, each one module: ``blocks.k.attn`` (self- or joint attention), ``blocks.k.cross_attn``
-  (PixArt's and Wan's cross-attention to the text), ``blocks.k.attn2`` (SD3.5's second self-attention),
-  ``blocks.k.ff`` (the image stream's feed-forward) and ``blocks.k.ff_context`` (the text stream's
+  (PixArt's, Wan's and LTX-Video's cross-attention to the text), ``blocks.k.attn2`` (SD3.5's second
+  self-attention), ``blocks.k.ff`` (the image stream's feed-forward) and ``blocks.k.ff_context`` (the text stream's
   feed-forward of SD3/Flux joint blocks; SD3's last block has none). A joint attention is one
   sub-layer: it attends over both streams at once and writes both. The video models' attention runs over
-  every frame at once (no separate spatial and temporal attention): Wan's ``blocks.k.attn`` over the video
-  tokens, CogVideoX's joint ``blocks.k.attn`` over text and video, whose ``blocks.k.ff`` also feeds both.
+  every frame at once (no separate spatial and temporal attention): Wan's and LTX-Video's ``blocks.k.attn``
+  over the video tokens, CogVideoX's joint ``blocks.k.attn`` over text and video (its ``blocks.k.ff``
+  feeds both too).
 * ``single.j`` (Flux's single-stream blocks), with ``single.j.attn`` (attention) and ``single.j.mlp``
   (the ``proj_mlp`` up-projection of the parallel MLP; the ``proj_out`` both branches share always runs).
 * ``tail.k`` / ``tail.single.j`` (kind ``"branch"``, reuse only): every block from ``blocks.k`` /
@@ -47,6 +48,7 @@ def _supported_classes() -> tuple[type, ...]:
         CogVideoXTransformer3DModel,
         DiTTransformer2DModel,
         FluxTransformer2DModel,
+        LTXVideoTransformer3DModel,
         PixArtTransformer2DModel,
         SD3Transformer2DModel,
         WanTransformer3DModel,
@@ -54,7 +56,7 @@ def _supported_classes() -> tuple[type, ...]:
 
     return (
         DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel, FluxTransformer2DModel,
-        WanTransformer3DModel, CogVideoXTransformer3DModel,
+        WanTransformer3DModel, CogVideoXTransformer3DModel, LTXVideoTransformer3DModel,
     )
 
 
@@ -65,7 +67,7 @@ def is_transformer(model: nn.Module) -> bool:
 
 SUPPORTED = (
     "DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel, FluxTransformer2DModel, "
-    "WanTransformer3DModel, CogVideoXTransformer3DModel"
+    "WanTransformer3DModel, CogVideoXTransformer3DModel, LTXVideoTransformer3DModel"
 )
 
 
@@ -197,6 +199,7 @@ def _sub_layers(block: nn.Module) -> list[SubLayer]:
     from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 
     from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
+    from diffusers.models.transformers.transformer_ltx import LTXVideoTransformerBlock
 
     found = []
     if isinstance(block, CogVideoXBlock):  # joint attention over text and video, feed-forward over both
@@ -204,11 +207,11 @@ def _sub_layers(block: nn.Module) -> list[SubLayer]:
             SubLayer("attn", "attn1", "attention", joint_attention_zeros),
             SubLayer("ff", "ff", "feedforward", linear_zeros),
         ]
-    if isinstance(block, WanTransformerBlock):  # self-attention (over all frames), cross-attention, feed-forward
+    if isinstance(block, (WanTransformerBlock, LTXVideoTransformerBlock)):  # self- (all frames), cross-attention, FF
         return [
             SubLayer("attn", "attn1", "attention", attention_zeros),
             SubLayer("cross_attn", "attn2", "attention", attention_zeros),
-            SubLayer("ff", "ffn", "feedforward", linear_zeros),
+            SubLayer("ff", "ffn" if isinstance(block, WanTransformerBlock) else "ff", "feedforward", linear_zeros),
         ]
     if isinstance(block, BasicTransformerBlock):
         found.append(SubLayer("attn", "attn1", "attention", attention_zeros))
@@ -277,9 +280,10 @@ def transformer_layout(model: nn.Module) -> TransformerLayout:
     """Blocks, sub-layers and tails of a supported transformer denoiser."""
     from diffusers.models.attention import BasicTransformerBlock
     from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
+    from diffusers.models.transformers.transformer_ltx import LTXVideoTransformerBlock
     from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 
-    single_stream = (BasicTransformerBlock, WanTransformerBlock)
+    single_stream = (BasicTransformerBlock, WanTransformerBlock, LTXVideoTransformerBlock)
     blocks: list[Block] = []
     units: dict[str, TransformerUnit] = {}
     sequence: list[tuple[str, str]] = []  # (block name, module path)

@@ -12,6 +12,7 @@ from ._cogvideox import CogVideoXFamily
 from ._dit import DiTFamily
 from ._dit_pipeline import DiTPipelineFamily
 from ._flux import FluxFamily
+from ._ltx import LTXFamily
 from ._pipeline import PipelineFamily
 from ._pixart import PixArtAlphaFamily, PixArtFamily
 from ._sd import StableDiffusionFamily, StableDiffusionXLFamily
@@ -36,6 +37,7 @@ PIPELINE_FAMILIES: dict[str, ModelFamily] = {
         DiTPipelineFamily(),
         WanFamily(),
         CogVideoXFamily(),
+        LTXFamily(),
     )
     for name in family.pipelines
 }
@@ -69,6 +71,7 @@ __all__ = [
     "DiTPipelineFamily",
     "FAMILIES",
     "FluxFamily",
+    "LTXFamily",
     "ModelFamily",
     "PIPELINE_FAMILIES",
     "PipelineFamily",

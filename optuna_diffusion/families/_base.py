@@ -17,6 +17,7 @@ import torch
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..pipelines import CallTemplate
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
     from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
 
@@ -63,6 +64,10 @@ class ModelFamily:
     denoisers: tuple[str, ...] = ()
     guidance_order = ("unconditional", "conditional")
     """How a guided call stacks its halves (the model's pipeline's order)."""
+    uses_prompts = False
+    """Whether the model is conditioned on a prompt set its pipeline encodes (else on class labels or nothing)."""
+    call_template: CallTemplate | None = None
+    """The Python call that runs an exported plan in the family's pipeline (None: export writes none)."""
 
     # Sample space --------------------------------------------------------------------------------
 

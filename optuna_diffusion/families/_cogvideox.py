@@ -4,7 +4,7 @@ Prompts are encoded by the pipeline's ``encode_prompt`` (padded to the call's ``
 tokens, which the 2B transformer's positional embedding expects); the unconditional pass is the negative
 prompt, ``""`` by default. Guidance batches both halves, unconditional first, and is computed in float32,
 as the pipeline does. Latents are laid out ``(f, C, h, w)`` (frames before channels), ``f = (frames - 1) / 4
-+ 1``; the defaults are the transformer's ``sample_frames`` and ``sample_height/width`` times the VAE's
++ 1``, odd (the VAE decodes an even ``f`` to ``4 f`` frames: 1 + 8k frames, 49 by default); the defaults are the transformer's ``sample_frames`` and ``sample_height/width`` times the VAE's
 factor. 5B transformers take 3D rotary embeddings of the latent grid (``image_rotary_emb``), made as the
 pipeline makes them. Latents are decoded as ``latents / scaling_factor``.
 
@@ -22,13 +22,24 @@ import torch
 
 from ..compat_diffusers import cogvideox_rotary_embeddings
 from ..errors import ConfigError
+from ..pipelines import GENERATOR, CallTemplate
 from ._base import Conditions, chunked_noise
 from ._pipeline import call_default
-from ._video import VideoPipelineFamily
+from ._video import VIDEO_INPUTS_IMPORT, VIDEO_STUDY_INPUTS, VideoPipelineFamily
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
     from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
+
+
+_CALL_BODY = """\
+apply(pipe, plan)                                                  # skips and reuses, per step
+""" + VIDEO_STUDY_INPUTS + """\
+frames = pipe(prompts, {negative_argument}guidance_scale={guidance_scale}, height=height, width=width,
+              num_frames=num_frames, latents=latents,
+              """ + GENERATOR + """,  # the study's first batch's (ddpm's step noise)
+              **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler)).frames
+"""
 
 
 class CogVideoXFamily(VideoPipelineFamily):
@@ -37,6 +48,12 @@ class CogVideoXFamily(VideoPipelineFamily):
     name = "cogvideox"
     pipelines = ("CogVideoXPipeline",)
     guidance_order = ("unconditional", "conditional")
+    call_template = CallTemplate(
+        "cogvideox",
+        body=_CALL_BODY,
+        note="the scheduler of the study's solver holds CogVideoX's SNR-shifted levels",
+        project_imports=(VIDEO_INPUTS_IMPORT, "from optuna_diffusion.pipelines import pipeline_schedule_kwargs"),
+    )
 
     def default_image_size(self, model: DiffusionModel) -> tuple[int, int]:
         config, factor = model.denoiser.config, self.vae_scale_factor(model)
@@ -47,6 +64,13 @@ class CogVideoXFamily(VideoPipelineFamily):
 
     def latent_frames(self, model: DiffusionModel) -> int:
         frames = super().latent_frames(model)
+        if frames % 2 == 0:  # its VAE upsamples time keeping the first frame apart only for odd counts
+            below = self.num_frames(model) - self.temporal_factor(model)
+            raise ConfigError(
+                f"num_frames = {self.num_frames(model)} gives {frames} latent frames, which CogVideoX's VAE decodes to "
+                f"{frames * self.temporal_factor(model)} frames: give an odd number of latent frames "
+                f"(e.g. num_frames = {below} or {below + 2 * self.temporal_factor(model)})"
+            )
         patch_t = model.denoiser.config.patch_size_t
         if patch_t is not None and frames % patch_t:
             raise ConfigError(

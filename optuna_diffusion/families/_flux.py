@@ -21,6 +21,7 @@ import torch
 from ..compat_diffusers import flux_image_ids
 from ..compat_diffusers import flux_pack as pack
 from ..compat_diffusers import flux_unpack as unpack
+from ..pipelines import GENERATOR, STUDY_INPUTS, CallTemplate
 from ._base import Conditions
 from ._pipeline import PipelineFamily, call_default
 
@@ -28,12 +29,30 @@ if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
     from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
 
+_CALL_BODY = """\
+apply(pipe, plan)                                                  # double- and single-stream blocks
+""" + STUDY_INPUTS + """\
+c = pipe.scheduler.config                                          # the mu Flux passes (FLUX.1-dev)
+mu = calculate_shift(latents.shape[1], c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+images = pipe(prompts, guidance_scale={guidance_scale}, height=height, width=width, latents=latents,
+              """ + GENERATOR + """,  # the study's first batch's
+              **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu)).images
+"""
+
 
 class FluxFamily(PipelineFamily):
     """``FluxPipeline`` on a ``FluxTransformer2DModel`` (schnell or dev)."""
 
     name = "flux"
     pipelines = ("FluxPipeline",)
+    call_template = CallTemplate(
+        "flux",
+        body=_CALL_BODY,
+        note="dev shifts its sigmas by mu, computed from the latent tokens; schnell ignores mu",
+        imports=("from diffusers.pipelines.flux.pipeline_flux import calculate_shift",),
+        shift_patch=2,  # mu from the packed latent tokens, one per 2 x 2 patch
+        negative_prompts=False,  # guidance-distilled: no unconditional pass
+    )
 
     def latent_multiple(self, model: DiffusionModel) -> int:
         return 2  # latents are packed in 2x2 patches

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..pipelines import CallTemplate
 from ._base import Conditions
 from ._pipeline import PipelineFamily, call_default
 
@@ -29,6 +30,11 @@ class PixArtFamily(PipelineFamily):
     name = "pixart-sigma"
     pipelines = ("PixArtSigmaPipeline",)
     guidance_order = ("unconditional", "conditional")
+    call_template = CallTemplate(
+        "pixart",
+        note="PixArt-Sigma; PixArt-Alpha the same with PixArtAlphaPipeline",
+        arguments="use_resolution_binning=False,  # the size as given",
+    )
 
     def encode(self, model: DiffusionModel, text: str) -> dict[str, torch.Tensor]:
         from diffusers.utils import is_bs4_available, is_ftfy_available

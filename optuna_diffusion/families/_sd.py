@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ConfigError
+from ..pipelines import CallTemplate
 from ._base import Conditions
 from ._pipeline import PipelineFamily
 
@@ -31,6 +32,7 @@ class StableDiffusionFamily(PipelineFamily):
     main_input = "sample"
     expand_timestep = False  # the pipeline passes the scheduler's scalar time step
     guidance_order = ("unconditional", "conditional")
+    call_template = CallTemplate("sd", note="Stable Diffusion 1.x and 2.x, epsilon or v-prediction")
 
     def check(self, model: DiffusionModel, settings: SamplingSettings, *, text: Any = None) -> None:
         super().check(model, settings, text=text)
@@ -56,6 +58,7 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
     name = "stable-diffusion-xl"
     pipelines = ("StableDiffusionXLPipeline",)
     upcasts_vae = True
+    call_template = CallTemplate("sdxl")
 
     def check(self, model: DiffusionModel, settings: SamplingSettings, *, text: Any = None) -> None:
         super().check(model, settings, text=text)

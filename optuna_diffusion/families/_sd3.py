@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..pipelines import CallTemplate
 from ._base import Conditions
 from ._pipeline import PipelineFamily, call_default
 
@@ -26,6 +27,7 @@ class StableDiffusion3Family(PipelineFamily):
     name = "stable-diffusion-3"
     pipelines = ("StableDiffusion3Pipeline",)
     guidance_order = ("unconditional", "conditional")
+    call_template = CallTemplate("sd3", note="flow matching: the plan's steps become sigmas under the scheduler's shift")
 
     def encode(self, model: DiffusionModel, text: str) -> dict[str, torch.Tensor]:
         pipe = model.pipeline

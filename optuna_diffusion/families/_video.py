@@ -26,6 +26,19 @@ if TYPE_CHECKING:
     from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
 
 
+VIDEO_INPUTS_IMPORT = "from optuna_diffusion.study_inputs import study_image_size, study_latents, study_num_frames"
+"""What a video family's exported call imports for the study's size, frame count and noise."""
+
+VIDEO_STUDY_INPUTS = """\
+height, width = study_image_size(pipe, {image_size})  # the study's [model] image_size (None: pipeline default)
+num_frames = study_num_frames(pipe, {num_frames})  # the study's [model] num_frames (None: pipeline default)
+prompts = {prompts}  # the prompts of the study's first samples
+{negatives}latents = study_latents(pipe, seed={seed}, count=len(prompts), height=height, width=width,
+                        num_frames=num_frames)  # their noise
+"""
+"""The lines of a video family's exported call that make the study's first prompts, size, frames and noise."""
+
+
 class VideoPipelineFamily(PipelineFamily):
     """A text-to-video pipeline: latent videos ``(C, f, h, w)`` decoded by a 3D VAE into frames.
 
@@ -79,7 +92,7 @@ class VideoPipelineFamily(PipelineFamily):
 
     def check(self, model: DiffusionModel, settings: SamplingSettings, *, text: Any = None) -> None:
         super().check(model, settings, text=text)
-        self.num_frames(model)
+        self.latent_frames(model)  # checks the frame count too
 
     # Decoding ------------------------------------------------------------------------------------
 

@@ -19,13 +19,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ConfigError
+from ..pipelines import CallTemplate
 from ._base import Conditions
 from ._pipeline import call_default
-from ._video import VideoPipelineFamily
+from ._video import VIDEO_INPUTS_IMPORT, VIDEO_STUDY_INPUTS, VideoPipelineFamily
 
 if TYPE_CHECKING:
     from ..protocols import ModelLike as DiffusionModel  # what a family reads of models.DiffusionModel
     from ..protocols import SettingsLike as SamplingSettings  # what it reads of generation.SamplingSettings
+
+
+_CALL_BODY = """\
+apply(pipe, plan)                                                  # skips and reuses, per step
+""" + VIDEO_STUDY_INPUTS + """\
+pin_schedule(pipe.scheduler, pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler))  # its call takes no sigmas
+frames = pipe(prompts, {negative_argument}guidance_scale={guidance_scale}, height=height, width=width,
+              num_frames=num_frames, latents=latents, num_inference_steps=plan.num_steps).frames
+"""
 
 
 class WanFamily(VideoPipelineFamily):
@@ -34,6 +44,14 @@ class WanFamily(VideoPipelineFamily):
     name = "wan"
     pipelines = ("WanPipeline",)
     guidance_order = ("conditional", "unconditional")
+    call_template = CallTemplate(
+        "wan",
+        body=_CALL_BODY,
+        note="WanPipeline takes no sigmas: the plan's are pinned on its scheduler",
+        project_imports=(
+            VIDEO_INPUTS_IMPORT, "from optuna_diffusion.pipelines import pin_schedule, pipeline_schedule_kwargs",
+        ),
+    )
 
     def latent_multiple(self, model: DiffusionModel) -> int:
         _, patch_height, patch_width = model.denoiser.config.patch_size

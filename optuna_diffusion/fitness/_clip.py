@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, ModelLoadError, first_line
+from ..frames import frames_as_images
 from ._base import Evaluator, FitnessMeter, to_uint8
 
 
@@ -85,10 +86,12 @@ class ClipScoreFitness(FitnessMeter):
 
     @torch.inference_mode()
     def update(self, samples: torch.Tensor, start: int, stop: int) -> None:
-        images = to_uint8(samples)
+        frames, per_sample = frames_as_images(samples)  # a video: each frame against its prompt
+        images = to_uint8(frames)
         if images.shape[1] == 1:
             images = images.repeat(1, 3, 1, 1)
-        self.score.update(list(images), self.prompts.texts(start, stop))
+        texts = [text for text in self.prompts.texts(start, stop) for _ in range(per_sample)]
+        self.score.update(list(images), texts)
 
     @torch.inference_mode()
     def compute(self) -> float:

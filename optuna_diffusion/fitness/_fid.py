@@ -13,6 +13,8 @@ from ._base import FitnessMeter
 class FIDFitness(FitnessMeter):
     """FID of a plan's images (:class:`~optuna_diffusion.fid.FIDMeter`) in ``extractor``'s feature space.
 
+    A video's frames count as images (FID over frames, against reference statistics of real frames).
+
     Args:
         reference: feature statistics of the real data.
         extractor: feature network (its ``num_features`` must match ``reference``).
@@ -28,7 +30,7 @@ class FIDFitness(FitnessMeter):
         self.meter.reset()
 
     def update(self, samples: torch.Tensor, start: int, stop: int) -> None:
-        self.meter.update(samples)
+        self.meter.update(samples)  # a video: its frames (the meter reads videos as frames)
 
     def compute(self) -> float:
         return self.meter.compute()

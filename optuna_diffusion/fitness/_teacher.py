@@ -31,7 +31,7 @@ import torch
 
 from ..baselines import baseline_names, baseline_plan
 from ..errors import ConfigError
-from ..frames import frames_as_images, frames_per_sample
+from ..frames import frames_as_images
 from ..plan import Plan
 from ._base import Evaluator, FitnessMeter, to_uint8
 
@@ -205,8 +205,8 @@ def distances(samples: torch.Tensor, target: torch.Tensor, distance: str) -> tor
     if distance == "mse":
         return (samples.float() - target.float()).pow(2).flatten(1).mean(1)
     if samples.dim() == 5:
-        frames = frames_per_sample(samples)
-        return distances(frames_as_images(samples), frames_as_images(target), distance).view(-1, frames).mean(1)
+        frames, per_sample = frames_as_images(samples)
+        return distances(frames, frames_as_images(target)[0], distance).view(-1, per_sample).mean(1)
     pred = to_uint8(samples).float() / 255.0
     real = to_uint8(target).float() / 255.0
     if distance == "psnr":

@@ -10,25 +10,28 @@
   pipeline hands its scheduler (see :mod:`optuna_diffusion.pipelines._schedule`).
 * :func:`pin_schedule`: a plan's schedule fixed on a scheduler, for pipelines whose call takes no
   ``timesteps=``/``sigmas=`` (``WanPipeline``; see :mod:`optuna_diffusion.pipelines._pinned`).
-* :func:`pipeline_call`: the Python call that runs an exported plan in its pipeline, one template per
-  family (what ``export`` writes beside the plan, through
-  :func:`optuna_diffusion.export_call.study_pipeline_call`, and docs/reference.md shows).
+* :class:`CallTemplate`: the Python call that runs an exported plan in a pipeline, one per family (each
+  family owns its own; :func:`optuna_diffusion.export_call.pipeline_call` renders it, which is what
+  ``export`` writes beside the plan and docs/reference.md shows).
 """
 
 from ._encoder import EncodedPrompts, PromptEncoder
-from ._calls import FAMILY_OF_PIPELINE, pipeline_call
+from ._calls import GENERATOR, PROMPTED_BODY, PROMPTED_IMPORTS, STUDY_INPUTS, CallTemplate
 from ._export import scheduler_for_solver
 from ._pinned import pin_schedule, unpin_schedule
 from ._macs import TEXT_ENCODERS, component_macs, text_encoder_macs, vae_decoder_macs
 from ._schedule import pipeline_schedule_kwargs
 
 __all__ = [
+    "CallTemplate",
     "EncodedPrompts",
-    "FAMILY_OF_PIPELINE",
+    "GENERATOR",
+    "PROMPTED_BODY",
+    "PROMPTED_IMPORTS",
     "PromptEncoder",
+    "STUDY_INPUTS",
     "TEXT_ENCODERS",
     "component_macs",
-    "pipeline_call",
     "pin_schedule",
     "pipeline_schedule_kwargs",
     "scheduler_for_solver",

@@ -1,7 +1,8 @@
 """A plan's schedule fixed on a pipeline's scheduler, for pipelines whose call takes no ``timesteps=``/``sigmas=``.
 
 diffusers 0.42's ``WanPipeline.__call__`` sets its scheduler with ``set_timesteps(num_inference_steps,
-device=device)`` alone: no custom time steps or sigmas reach it. :func:`pin_schedule` makes the scheduler's
+device=device)`` alone, and ``LTXPipeline.__call__`` always passes its own ``sigmas`` (a ``timesteps=`` argument
+beside them is an error): no plan's schedule reaches either. :func:`pin_schedule` makes the scheduler's
 ``set_timesteps`` apply the plan's schedule (the arguments of
 :func:`~optuna_diffusion.pipelines.pipeline_schedule_kwargs`) whatever it is asked, so the call runs the plan
 exactly; pass ``num_inference_steps`` equal to the plan's step count all the same (the pipeline's progress
@@ -26,7 +27,11 @@ class PinnedSchedule:
         self.schedule = {key: np.asarray(value, dtype=np.float64) if key == "sigmas" else value
                          for key, value in schedule.items()}
 
-    def __call__(self, num_inference_steps: int | None = None, device: Any = None, **ignored: Any) -> None:
+    def __call__(
+        self, num_inference_steps: int | None = None, device: Any = None, sigmas: Any = None, mu: Any = None,
+        timesteps: Any = None, **ignored: Any,
+    ) -> None:
+        # The named arguments stay in the signature: pipelines check it before passing sigmas (retrieve_timesteps).
         self.unpinned(device=device, **self.schedule)
 
 

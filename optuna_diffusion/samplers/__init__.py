@@ -22,7 +22,8 @@ which works under any sampler; :class:`~optuna_diffusion.objective.PlanObjective
     study.optimize(objective, n_trials=500)
 """
 
-from ..trial_plan import plan_from_trial, stored_plan, suggest_plan, suggest_timesteps, timesteps_from_trial
+from ..plan_suggestion import suggest_plan, suggest_timesteps
+from ..trial_plan import plan_from_trial, stored_plan, timesteps_from_trial
 from ._architecture_sampler import ArchitectureSampler, pareto_plans
 from ._architecture_space import ArchitectureSpace
 from ._child_generation import ChildGeneration, ChildGenerationStrategy

@@ -16,19 +16,18 @@ from ..blocks import Block, check_plan_blocks
 from ..errors import ConfigError, PlanError
 from ..plan import Plan
 from ..sensitivity import Sensitivity
+from ..settings import at_least, check_argument, probability
 from ..trial_plan import finite_values, is_low_fidelity, plan_genome_attrs, stored_plan
 from ._architecture_space import ArchitectureSpace, check_blocks
 from ._base import (
     PlanSearchSampler,
-    check_int,
-    check_population,
-    check_probability,
     check_schedule_kind,
+    check_steps,
     distinct_initial_genomes,
 )
 from ._bound_architecture_space import BoundArchitectureSpace
-from ._child_generation import ChildGeneration, ChildGenerationStrategy
-from ._parent_selection import NSGA2ParentSelection, ParentSelection
+from ._child_generation import ChildGenerationStrategy
+from ._parent_selection import ParentSelection
 from ._timestep_space import TimestepSpace
 
 _logger = optuna.logging.get_logger(__name__)
@@ -177,46 +176,33 @@ class ArchitectureSampler(PlanSearchSampler):
         if source_study is not None and (not isinstance(source_study, str) or not source_study):
             raise ConfigError(f"`source_study` must be a study name or None, got {source_study!r}")
         self._blocks = check_blocks(blocks)
-        population_size, num_parents, children = check_population(
-            population_size, num_parents, num_refinements=num_refinements, num_mutants=num_mutants,
-            num_crossovers=num_crossovers,
-        )
-        self._skip_prob = check_probability(skip_prob, "skip_prob")
-        ratio_start = check_probability(max_skip_ratio_start, "max_skip_ratio_start")
-        ratio_end = check_probability(max_skip_ratio_end, "max_skip_ratio_end")
+        self._skip_prob = check_argument(skip_prob, "skip_prob", float, probability)
+        ratio_start = check_argument(max_skip_ratio_start, "max_skip_ratio_start", float, probability)
+        ratio_end = check_argument(max_skip_ratio_end, "max_skip_ratio_end", float, probability)
         if ratio_end < ratio_start:
             raise ConfigError(f"`max_skip_ratio_end` must be >= max_skip_ratio_start = {ratio_start}, got {ratio_end}")
-        self._ratio = (ratio_start, ratio_end, check_int(ratio_generations, "ratio_generations", 0))
-        self._timestep_mutation_prob = check_probability(timestep_mutation_prob, "timestep_mutation_prob")
-        self._num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", 1)
+        self._ratio = (ratio_start, ratio_end, check_argument(ratio_generations, "ratio_generations", int, at_least(0)))
+        self._timestep_mutation_prob = check_argument(timestep_mutation_prob, "timestep_mutation_prob", float, probability)
         self._schedule_kind = check_schedule_kind(schedule_kind)
-        self._k_min = None if k_min is None else check_int(k_min, "k_min", 1)
-        low = 1 if self._k_min is None else self._k_min
-        self._k_max = None if k_max is None else check_int(k_max, "k_max", low)
-        if max(self._k_min or 0, self._k_max or 0) > self._num_train_timesteps:
-            raise ConfigError(f"`k_min` and `k_max` must be <= num_train_timesteps = {self._num_train_timesteps}")
-        self._initial_plans = self._check_initial_plans(initial_plans, population_size)
+        self._k_min, self._k_max, self._num_train_timesteps = check_steps(
+            k_min, k_max, num_train_timesteps, k_min_kind=int | None  # None: K from the source study or initial plans
+        )
+        super().__init__(
+            population_size=population_size,
+            num_parents=num_parents,
+            children={"num_refinements": num_refinements, "num_mutants": num_mutants, "num_crossovers": num_crossovers},
+            mutation_prob=self._skip_prob,
+            seed=seed,
+            parent_selection=parent_selection,
+            child_generation=child_generation,
+        )
+        self._initial_plans = self._check_initial_plans(initial_plans, self._population_size)
         if source_study is None and not self._initial_plans and self._k_min is None:
             raise ConfigError(
                 "give `source_study`, `initial_plans` or `k_min`: nothing tells how many time steps to search"
             )
-        if seed is not None:
-            seed = check_int(seed, "seed", 0)
-        if max_parent_ratio is not None and (
-            isinstance(max_parent_ratio, bool) or not isinstance(max_parent_ratio, (int, float)) or not max_parent_ratio >= 1
-        ):
-            raise ConfigError(f"`max_parent_ratio` must be a number >= 1 or None, got {max_parent_ratio!r}")
-        self._max_parent_ratio = max_parent_ratio
-        self._num_parents = num_parents
+        self._max_parent_ratio = check_argument(max_parent_ratio, "max_parent_ratio", float | None, at_least(1))
         self._source_best: dict[int, float] = {}
-
-        super().__init__(
-            population_size=population_size,
-            seed=seed,
-            parent_selection=parent_selection or NSGA2ParentSelection(num_parents=num_parents),
-            child_generation=child_generation
-            or ChildGeneration(population_size=population_size, mutation_prob=self._skip_prob, **children),
-        )
         if sensitivity is not None and not isinstance(sensitivity, Sensitivity):
             raise ConfigError(f"`sensitivity` must be a Sensitivity or None, got {type(sensitivity).__name__}")
         self._sensitivity = sensitivity

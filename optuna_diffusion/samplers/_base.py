@@ -15,10 +15,11 @@ from optuna.trial import FrozenTrial, TrialState
 from .. import compat
 from ..errors import ConfigError
 from ..plan import SCHEDULE_KINDS
+from ..settings import POPULATION_RULE, at_least, check_argument, one_of, positive
 from ..trial_plan import RETRIED_FROM_KEY, fits, genome_plan, plan_params, stored_space
-from ._child_generation import ChildGenerationStrategy
+from ._child_generation import ChildGeneration, ChildGenerationStrategy
 from ._genome_space import GenomeSpace
-from ._parent_selection import ParentSelection
+from ._parent_selection import NSGA2ParentSelection, ParentSelection
 
 # Trials whose genome is not proposed again. FAIL is left out: a failure may be transient (memory,
 # a lost worker), and drawing its genome again is harmless.
@@ -27,33 +28,31 @@ TAKEN_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED, Tria
 MAX_WRITE_ROUNDS = 3
 
 
-def check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_probability(value: Any, name: str) -> float:
-    is_number = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    if not is_number or not 0 <= value <= 1:
-        raise ConfigError(f"`{name}` must be in [0, 1], got {value!r}")
-    return float(value)
+def check_steps(
+    k_min: Any, k_max: Any, num_train_timesteps: Any, *, k_min_kind: Any = int
+) -> tuple[int | None, int | None, int]:
+    """``k_min``, ``k_max`` and ``num_train_timesteps`` checked: K in [k_min, k_max] of ``[1, num_train_timesteps]``,
+    a bound None where its kind allows it (ConfigError names the wrong one)."""
+    k_min = check_argument(k_min, "k_min", k_min_kind, positive)
+    k_max = check_argument(k_max, "k_max", int | None, at_least(k_min or 1))
+    num_train_timesteps = check_argument(num_train_timesteps, "num_train_timesteps", int, positive)
+    if max(k_min or 0, k_max or 0) > num_train_timesteps:
+        raise ConfigError(f"`k_min` and `k_max` must be <= num_train_timesteps = {num_train_timesteps}, got {k_min}, {k_max}")
+    return k_min, k_max, num_train_timesteps
 
 
 def check_schedule_kind(value: Any) -> str:
-    if value not in SCHEDULE_KINDS:
-        raise ConfigError(f"`schedule_kind` must be one of {', '.join(SCHEDULE_KINDS)}, got {value!r}")
-    return value
+    return check_argument(value, "schedule_kind", str, one_of(SCHEDULE_KINDS))
 
 
 def check_population(population_size: Any, num_parents: Any, **children: Any) -> tuple[int, int, dict[str, int]]:
     """Population size, parents and the children of each kind per generation (``num_mutants=...``),
     checked: the children must fit in the population (ConfigError names the wrong one)."""
-    population_size = check_int(population_size, "population_size", 2)
-    num_parents = check_int(num_parents, "num_parents", 2)
+    population_size = check_argument(population_size, "population_size", int, POPULATION_RULE)
+    num_parents = check_argument(num_parents, "num_parents", int, POPULATION_RULE)
     if num_parents > population_size:
         raise ConfigError(f"`num_parents` must be <= population_size = {population_size}, got {num_parents}")
-    counts = {name: check_int(value, name, 0) for name, value in children.items()}
+    counts = {name: check_argument(value, name, int, at_least(0)) for name, value in children.items()}
     if sum(counts.values()) > population_size:
         raise ConfigError(
             f"{' + '.join(f'`{name}`' for name in counts)} must be <= population_size = {population_size}, "
@@ -96,15 +95,30 @@ class PlanSearchSampler(BaseGASampler, abc.ABC):
         self,
         *,
         population_size: int,
+        num_parents: int,
+        children: dict[str, int],
+        mutation_prob: float,
+        refine_best: bool = False,
         seed: int | None,
-        parent_selection: ParentSelection,
-        child_generation: ChildGenerationStrategy,
+        parent_selection: ParentSelection | None,
+        child_generation: ChildGenerationStrategy | None,
     ) -> None:
+        """Check the arguments every plan search shares and wire its strategies.
+
+        ``children`` counts each kind of child per generation by its argument's name (``num_mutants``
+        ...); the default strategies are ``NSGA2ParentSelection(num_parents=...)`` and
+        ``ChildGeneration(...)`` with those counts, ``mutation_prob`` and ``refine_best``.
+        """
+        population_size, num_parents, counts = check_population(population_size, num_parents, **children)
+        seed = check_argument(seed, "seed", int | None, at_least(0))
         super().__init__(population_size=population_size)
-        self._seed = self._fresh_seed() if seed is None else check_int(seed, "seed", 0)
+        self._num_parents = num_parents
+        self._seed = self._fresh_seed() if seed is None else seed
         self._random_sampler = RandomSampler(seed=seed)
-        self._parent_selection = parent_selection
-        self._child_generation = child_generation
+        self._parent_selection = parent_selection or NSGA2ParentSelection(num_parents=num_parents)
+        self._child_generation = child_generation or ChildGeneration(
+            population_size=population_size, mutation_prob=mutation_prob, refine_best=refine_best, **counts
+        )
         # The plan parameters of each running trial of this process, so that answering them needs no
         # storage read (the FrozenTrial Optuna passes predates the genome's write).
         self._live_params: dict[int, dict[str, tuple[BaseDistribution, Any]]] = {}

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..compat import nsga2_elites
-from ..errors import ConfigError
+from ..settings import POPULATION_RULE, check_argument
 from ..trial_plan import is_low_fidelity
 
 
@@ -38,9 +38,7 @@ class NSGA2ParentSelection:
     """
 
     def __init__(self, *, num_parents: int) -> None:
-        if isinstance(num_parents, bool) or not isinstance(num_parents, int) or num_parents < 2:
-            raise ConfigError(f"`num_parents` must be an integer >= 2, got {num_parents!r}")
-        self.num_parents = num_parents
+        self.num_parents = check_argument(num_parents, "num_parents", int, POPULATION_RULE)
 
     def __call__(self, study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         """Select parents among ``trials`` (only complete ones are considered), best first within each front."""

@@ -11,17 +11,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ConfigError, PlanError
 from ..solvers import searched_solvers
+from ..settings import check_argument, probability
 from ..trial_plan import stored_solver, stored_timesteps, timestep_genome_attrs
 from ._base import (
     PlanSearchSampler,
-    check_int,
-    check_population,
-    check_probability,
+    check_steps,
     check_schedule_kind,
     distinct_initial_genomes,
 )
-from ._child_generation import ChildGeneration, ChildGenerationStrategy
-from ._parent_selection import NSGA2ParentSelection, ParentSelection
+from ._child_generation import ChildGenerationStrategy
+from ._parent_selection import ParentSelection
 from ._timestep_genome import Genome
 from ._solver_space import SolverSteps, SolverTimestepSpace
 from ._timestep_space import TimestepSpace
@@ -113,19 +112,9 @@ class TimestepSampler(PlanSearchSampler):
         parent_selection: ParentSelection | None = None,
         child_generation: ChildGenerationStrategy | None = None,
     ) -> None:
-        k_min = check_int(k_min, "k_min", 1)
-        k_max = k_min if k_max is None else check_int(k_max, "k_max", k_min)
-        num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", 1)
-        if k_max > num_train_timesteps:
-            raise ConfigError(f"`k_max` must be <= num_train_timesteps = {num_train_timesteps}, got {k_max}")
-        population_size, num_parents, children = check_population(
-            population_size, num_parents, num_refinements=num_refinements, num_mutants=num_mutants,
-            num_crossovers=num_crossovers, num_proposals=num_proposals,
-        )
-        mutation_prob = check_probability(mutation_prob, "mutation_prob")
-        if seed is not None:
-            seed = check_int(seed, "seed", 0)
-
+        k_min, k_max, num_train_timesteps = check_steps(k_min, k_max, num_train_timesteps)
+        k_max = k_min if k_max is None else k_max
+        mutation_prob = check_argument(mutation_prob, "mutation_prob", float, probability)
         steps = TimestepSpace(
             num_train_timesteps=num_train_timesteps, k_min=k_min, k_max=k_max, schedule_kind=check_schedule_kind(schedule_kind)
         )
@@ -134,17 +123,18 @@ class TimestepSampler(PlanSearchSampler):
         self._space: TimestepSpace | SolverTimestepSpace = (
             steps if solvers is None else SolverTimestepSpace(steps, searched_solvers(tuple(solvers), schedule_kind))
         )
-        self._initial = self._check_initial_plans(initial_plans, population_size)
-
         super().__init__(
             population_size=population_size,
+            num_parents=num_parents,
+            children={"num_refinements": num_refinements, "num_mutants": num_mutants,
+                      "num_crossovers": num_crossovers, "num_proposals": num_proposals},
+            mutation_prob=mutation_prob,
+            refine_best=True,
             seed=seed,
-            parent_selection=parent_selection or NSGA2ParentSelection(num_parents=num_parents),
-            child_generation=child_generation
-            or ChildGeneration(
-                population_size=population_size, mutation_prob=mutation_prob, refine_best=True, **children
-            ),
+            parent_selection=parent_selection,
+            child_generation=child_generation,
         )
+        self._initial = self._check_initial_plans(initial_plans, self._population_size)
 
     def _check_initial_plans(
         self, initial_plans: Sequence[Any] | None, population_size: int

@@ -47,6 +47,7 @@ __all__ = [
     "describe_differences",
     "encoder_records",
     "infer_encoder_layouts",
+    "keyed_shapes",
     "load_adm_state_dict",
     "map_state_dict",
     "qkv_rows_new_order",
@@ -324,6 +325,11 @@ def convert_record(take: Take, record: Record, layout: EncoderLayout, heads: Hea
     if record.kind == "attention":
         return _convert_attention(take, record.in_ch, heads)
     return {name: take(name) for name in record_shapes(record, layout)}
+
+
+def keyed_shapes(records: Iterable[Record], shapes_of: Callable[[Record], Shapes]) -> Shapes:
+    """Every ADM state-dict key of ``records`` (``record.adm`` + ``.`` + tensor name) with its shape, in order."""
+    return {f"{record.adm}.{name}": shape for record in records for name, shape in shapes_of(record).items()}
 
 
 def check_state_dict(state: Mapping[str, Tensor], expected: Shapes, what: str = "ADM state dict") -> None:

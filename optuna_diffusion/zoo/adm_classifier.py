@@ -20,17 +20,16 @@ The model is described by an :class:`ADMClassifierConfig` (the ``EncoderUNetMode
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError, MissingFileError, ModelLoadError, first_line
-from .adm_checkpoint import GROUPS, EncoderLayout, HeadLayout, config_from_dict
+from .adm_checkpoint import GROUPS, HeadLayout
+from .adm_flags import IMAGE_CHANNELS, EncoderFlags
 
 __all__ = [
     "CLASSIFIER_PRESETS",
@@ -44,11 +43,10 @@ __all__ = [
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _CLASS_NAME = "ADMClassifier"
-_IN_CHANNELS = 3
 
 
 @dataclass(frozen=True)
-class ADMClassifierConfig:
+class ADMClassifierConfig(EncoderFlags):
     """The ``EncoderUNetModel(pool="attention")`` arguments of a guided-diffusion classifier.
 
     The defaults are those of ``64x64_classifier.pt`` (``create_classifier`` with
@@ -107,19 +105,10 @@ class ADMClassifierConfig:
                     f"num_head_channels={self.num_head_channels}"
                 )
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ADMClassifierConfig:
-        """Inverse of :meth:`to_dict`; unknown fields raise :class:`~optuna_diffusion.errors.ConfigError`."""
-        return config_from_dict(cls, data, cls.__name__)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The arguments as a JSON-ready dict."""
-        return asdict(self)
-
     @property
     def in_channels(self) -> int:
         """Image channels (3)."""
-        return _IN_CHANNELS
+        return IMAGE_CHANNELS
 
     @property
     def sample_size(self) -> int:
@@ -127,33 +116,14 @@ class ADMClassifierConfig:
         return self.image_size
 
     @property
-    def level_channels(self) -> tuple[int, ...]:
-        """Channels of each level (``int(mult * model_channels)``, as ADM computes them)."""
-        return tuple(int(mult * self.model_channels) for mult in self.channel_mult)
-
-    @property
-    def attention_levels(self) -> tuple[int, ...]:
-        """Levels (0 = full resolution) whose ResBlocks are followed by attention."""
-        rates = {self.image_size // resolution for resolution in self.attention_resolutions}
-        return tuple(level for level in range(len(self.channel_mult)) if 2**level in rates)
+    def base_channels(self) -> int:
+        """``model_channels``, the base width."""
+        return self.model_channels
 
     @property
     def pool_size(self) -> int:
         """Side of the feature map the attention pool reads (``image_size // 2**(levels - 1)``)."""
         return self.image_size // 2 ** (len(self.channel_mult) - 1)
-
-    @property
-    def layout(self) -> EncoderLayout:
-        """The encoder architecture (what the weights determine)."""
-        return EncoderLayout(
-            in_channels=_IN_CHANNELS,
-            model_channels=self.model_channels,
-            level_channels=self.level_channels,
-            num_res_blocks=self.num_res_blocks,
-            attention_levels=self.attention_levels,
-            resblock_updown=self.resblock_updown and len(self.channel_mult) > 1,
-            use_scale_shift_norm=self.use_scale_shift_norm,
-        )
 
     @property
     def heads(self) -> HeadLayout:
@@ -235,7 +205,7 @@ class ADMClassifier(nn.Module):
         norm = "scale_shift" if config.use_scale_shift_norm else "default"
         self.time_proj = Timesteps(config.model_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(config.model_channels, emb_dim)
-        self.conv_in = nn.Conv2d(_IN_CHANNELS, widths[0], kernel_size=3, padding=1)
+        self.conv_in = nn.Conv2d(IMAGE_CHANNELS, widths[0], kernel_size=3, padding=1)
         self.down_blocks = nn.ModuleList()
         in_channels = widths[0]
         for level, width in enumerate(widths):

@@ -66,11 +66,11 @@ from .adm_checkpoint import (
     Record,
     block_count,
     check_state_dict,
-    config_from_dict,
     convert_record,
     describe_differences,
     encoder_records,
     infer_encoder_layouts,
+    keyed_shapes,
     load_adm_state_dict,
     map_state_dict,
     random_state_dict,
@@ -78,6 +78,7 @@ from .adm_checkpoint import (
     resolve_arch,
     skip_widths,
 )
+from .adm_flags import IMAGE_CHANNELS, EncoderFlags
 
 __all__ = [
     "ADM_PRESETS",
@@ -93,11 +94,9 @@ __all__ = [
     "unet2d_incompatibility",
 ]
 
-_IN_CHANNELS = 3
-
 
 @dataclass(frozen=True)
-class ADMConfig:
+class ADMConfig(EncoderFlags):
     """The guided-diffusion model and diffusion flags of a checkpoint (``script_util`` flag names).
 
     The defaults are the flags of the published ImageNet 64x64 class-conditional checkpoint
@@ -167,19 +166,10 @@ class ADMConfig:
         """Flags of the published ImageNet 64x64 class-conditional checkpoint ``64x64_diffusion.pt``."""
         return cls()
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ADMConfig:
-        """Inverse of :meth:`to_dict` (JSON lists become tuples); unknown fields raise ``ConfigError``."""
-        return config_from_dict(cls, data, "ADMConfig")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The flags as a JSON-ready dict."""
-        return asdict(self)
-
     @property
     def out_channels(self) -> int:
         """Output channels: epsilon (3) plus the variance interpolation (3) when ``learn_sigma``."""
-        return 2 * _IN_CHANNELS if self.learn_sigma else _IN_CHANNELS
+        return 2 * IMAGE_CHANNELS if self.learn_sigma else IMAGE_CHANNELS
 
     @property
     def time_embed_dim(self) -> int:
@@ -187,32 +177,13 @@ class ADMConfig:
         return 4 * self.num_channels
 
     @property
-    def level_channels(self) -> tuple[int, ...]:
-        """Channel count of each resolution level (``int(mult * num_channels)``, as ADM computes it)."""
-        return tuple(int(mult * self.num_channels) for mult in self.channel_mult)
-
-    @property
-    def attention_levels(self) -> tuple[int, ...]:
-        """Levels (0 = full resolution) with attention: downsample rate ``2**level`` in ADM's ``attention_ds``."""
-        rates = {self.image_size // resolution for resolution in self.attention_resolutions}
-        return tuple(level for level in range(len(self.channel_mult)) if 2**level in rates)
+    def base_channels(self) -> int:
+        """``num_channels``, the base width."""
+        return self.num_channels
 
     def has_attention(self, level: int) -> bool:
         """Whether resolution ``level`` (0 = full resolution) has attention blocks."""
         return level in self.attention_levels
-
-    @property
-    def layout(self) -> EncoderLayout:
-        """The encoder architecture these flags build (what the weights determine)."""
-        return EncoderLayout(
-            in_channels=_IN_CHANNELS,
-            model_channels=self.num_channels,
-            level_channels=self.level_channels,
-            num_res_blocks=self.num_res_blocks,
-            attention_levels=self.attention_levels,
-            resblock_updown=self.resblock_updown and len(self.channel_mult) > 1,
-            use_scale_shift_norm=self.use_scale_shift_norm,
-        )
 
     @property
     def heads(self) -> HeadLayout:
@@ -310,12 +281,8 @@ def adm_state_dict_shapes(config: ADMConfig = IMAGENET64_CONFIG) -> dict[str, tu
     Returns:
         Mapping from every ADM state-dict key to its tensor shape, in construction order.
     """
-    shapes: dict[str, tuple[int, ...]] = {}
     layout = config.layout
-    for record in _records(config):
-        for name, shape in record_shapes(record, layout).items():
-            shapes[f"{record.adm}.{name}"] = shape
-    return shapes
+    return keyed_shapes(_records(config), lambda record: record_shapes(record, layout))
 
 
 def random_adm_state_dict(
@@ -408,7 +375,7 @@ def diffusers_unet_config(config: ADMConfig = IMAGENET64_CONFIG) -> dict:
     sampler = "resnet" if config.resblock_updown else "conv"
     return dict(
         sample_size=config.image_size,
-        in_channels=_IN_CHANNELS,
+        in_channels=IMAGE_CHANNELS,
         out_channels=config.out_channels,
         time_embedding_type="positional",
         flip_sin_to_cos=True,  # ADM's timestep_embedding is cat([cos, sin])
@@ -490,12 +457,12 @@ def _checkpoint_structure(state: Mapping[str, Tensor]) -> dict[str, Any]:
         if key not in state:
             raise ConversionError(f"not a guided-diffusion UNetModel state dict: it has no {key!r}")
     in_channels = state["input_blocks.0.0.weight"].shape[1]
-    if in_channels == 2 * _IN_CHANNELS:
+    if in_channels == 2 * IMAGE_CHANNELS:
         raise ConversionError(
             "this is a guided-diffusion super-resolution model (6 input channels: the noisy image and the "
             "up-sampled low-resolution one), which UNet2DModel pipelines cannot condition"
         )
-    if in_channels != _IN_CHANNELS:
+    if in_channels != IMAGE_CHANNELS:
         raise ConversionError(f"input_blocks.0.0 takes {in_channels} channels; guided-diffusion UNets take 3")
     total = block_count(state, "output_blocks")
     num_res_blocks = next((idx for idx in range(total) if _upsamples(state, idx)), total - 1)
@@ -506,10 +473,10 @@ def _checkpoint_structure(state: Mapping[str, Tensor]) -> dict[str, Any]:
             f"{num_res_blocks} ResBlocks per level (as its output_blocks have)"
         )
     out = state["out.2.weight"].shape[0]
-    if out not in (_IN_CHANNELS, 2 * _IN_CHANNELS):
+    if out not in (IMAGE_CHANNELS, 2 * IMAGE_CHANNELS):
         raise ConversionError(f"out.2 has {out} output channels; guided-diffusion UNets have 3 or 6")
     label = state.get("label_emb.weight")
-    return _structure(layouts[0], out == 2 * _IN_CHANNELS, None if label is None else label.shape[0])
+    return _structure(layouts[0], out == 2 * IMAGE_CHANNELS, None if label is None else label.shape[0])
 
 
 def _unrecorded_flags(config: ADMConfig) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from .adm_checkpoint import (
     describe_differences,
     encoder_records,
     infer_encoder_layouts,
+    keyed_shapes,
     load_adm_state_dict,
     map_state_dict,
     random_state_dict,
@@ -88,11 +89,7 @@ def adm_classifier_state_dict_shapes(config: ADMClassifierConfig) -> dict[str, t
     Returns:
         Every ADM key and its shape, in construction order.
     """
-    shapes: dict[str, tuple[int, ...]] = {}
-    for record in _records(config):
-        for name, shape in _record_shapes(config, record).items():
-            shapes[f"{record.adm}.{name}"] = shape
-    return shapes
+    return keyed_shapes(_records(config), lambda record: _record_shapes(config, record))
 
 
 def random_classifier_state_dict(

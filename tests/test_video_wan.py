@@ -1,8 +1,9 @@
-"""Video pipelines as models: exact against the pipelines themselves on tiny random stand-ins, skips equal to
-hand-written hooks, MACs per component at the study's frame count, and the frame count checked.
+"""Wan 2.1 (``WanPipeline``) as a model: exact against the pipeline, skips equal to hand-written hooks,
+MACs at the study's frame count, the frame count checked.
 
-Each ``test_exact_*`` runs a 4-step plan in the engine and in the pipeline's own call (the study's solver
-as its scheduler, the plan's schedule, the engine's initial latents) and compares the frames to 1e-5.
+Each ``test_exact_*`` runs a 4-step plan in the engine and in the pipeline's own call (the study's solver as
+its scheduler, the plan's schedule, the engine's initial latents) and compares the frames to 1e-5
+(:mod:`tests.video_checks`).
 """
 
 from __future__ import annotations
@@ -28,34 +29,8 @@ from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import PromptSet
 
 from .tiny_pipelines import tiny_sd3
-from .tiny_video_pipelines import COGVIDEOX_SIZE, WAN_SIZE, save_cogvideox_2b, save_wan21_t2v, tiny_cogvideox, tiny_wan
-
-TOLERANCE = 1e-5
-PROMPTS = ["a red kite over a beach", "a cat chasing a ball", "rain on a window"]
-FLOW_STEPS = (1000, 750, 400, 100)
-DDPM_STEPS = (901, 651, 301, 51)
-
-
-def project_frames(model, settings, plan, count, prompts):
-    """The project's frames ``(count, F, C, H, W)`` of samples 0..count-1, in [-1, 1]."""
-    with ImageGenerator(model, settings, prompts=prompts) as generator:
-        return torch.cat(list(generator.batches(plan, count)))
-
-
-def difference(project, frames):
-    """Largest difference between the project's frames and the pipeline's ``output_type="pt"`` ([0, 1])."""
-    assert project.shape == frames.shape
-    return float((project.clamp(-1, 1) / 2 + 0.5 - frames).abs().max())
-
-
-def skipping(plan: Plan, denoiser) -> Plan:
-    """``plan`` with a skip at every step after the first (whole blocks and sub-layers, in turn)."""
-    names = [block.name for block in find_blocks(denoiser) if "skip" in block.actions]
-    skips = [frozenset()] + [frozenset({names[i % len(names)]}) for i in range(plan.num_steps - 1)]
-    return Plan(plan.timesteps, skips=tuple(skips), schedule_kind=plan.schedule_kind)
-
-
-# Wan ---------------------------------------------------------------------------------------------------
+from .tiny_video_pipelines import WAN_SIZE, save_wan21_t2v, tiny_wan
+from .video_checks import FLOW_STEPS, PROMPTS, TOLERANCE, difference, project_frames, skipping
 
 
 def wan_frames(pipe, model, settings, plan, count, prompts, **call):
@@ -63,13 +38,15 @@ def wan_frames(pipe, model, settings, plan, count, prompts, **call):
     pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)
     pin_schedule(pipe.scheduler, pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler))
     height, width = model.family.image_size(model)
+    negatives = prompts.negatives(0, count)
     switch = apply(pipe, plan)
     try:
         return pipe(
-            prompts.texts(0, count), negative_prompt=prompts.negatives(0, count), height=height, width=width,
+            prompts.texts(0, count), negative_prompt=None if set(negatives) == {None} else negatives,
+            height=height, width=width,
             num_frames=model.family.num_frames(model), num_inference_steps=plan.num_steps,
-            guidance_scale=settings.guidance_scale, latents=model.family.initial_noise(model, settings.seed, 0, count),
-            output_type="pt", **call,
+            guidance_scale=settings.guidance_scale,
+            **{"latents": model.family.initial_noise(model, settings.seed, 0, count), "output_type": "pt", **call},
         ).frames
     finally:
         switch.remove()
@@ -205,105 +182,40 @@ def test_wan_loads_from_a_folder(tmp_path):
     assert type(model.schedule).__name__ == "FlowSchedule" and model.schedule.shift == 3.0  # UniPC's flow_shift
 
 
-# CogVideoX -----------------------------------------------------------------------------------------------
+def test_bfloat16_wan_equals_the_pipelines_own_bfloat16_call():
+    pipe = tiny_wan().to(torch.bfloat16)
+    model = model_from_pipeline(pipe, source="tiny-wan", **WAN_SIZE)
+    settings = SamplingSettings(solver="flow-euler", guidance_scale=4.0, batch_size=2, seed=3)
+    plan = skipping(Plan(FLOW_STEPS, schedule_kind="flow"), pipe.transformer)
+    with ImageGenerator(model, settings, prompts=PromptSet(PROMPTS)) as generator:
+        ours = torch.cat(list(generator.batches(plan, 2, decoded=False)))
+
+    # The pipeline keeps float32 latents until the first step casts them to the model output's dtype.
+    latents = wan_frames(pipe, model, settings, plan, 2, PromptSet(PROMPTS), output_type="latent",
+                         latents=model.family.initial_noise(model, settings.seed, 0, 2).to(torch.bfloat16))
+
+    assert ours.dtype == latents.dtype == torch.bfloat16 and torch.equal(ours, latents)
 
 
-def cogvideox_frames(pipe, model, settings, plan, count, prompts, **call):
-    """``CogVideoXPipeline``'s own frames of samples 0..count-1 under ``plan`` (its call takes ``timesteps=``)."""
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)  # CogVideoX's levels as trained_betas
-    height, width = model.family.image_size(model)
-    negatives = prompts.negatives(0, count)
-    switch = apply(pipe, plan)
-    try:
-        return pipe(
-            prompts.texts(0, count), negative_prompt=None if set(negatives) == {None} else negatives,
-            height=height, width=width, num_frames=model.family.num_frames(model), guidance_scale=settings.guidance_scale,
-            latents=model.family.initial_noise(model, settings.seed, 0, count), output_type="pt",
-            **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler), **call,
-        ).frames
-    finally:
-        switch.remove()
+def test_study_inputs_of_a_video_pipeline():
+    from optuna_diffusion.study_inputs import study_latents, study_num_frames
+
+    pipe = tiny_wan()
+    model = model_from_pipeline(pipe, source="tiny-wan", image_size=16, num_frames=13)
+
+    assert study_num_frames(pipe) == 81 and study_num_frames(pipe, 13) == 13  # the pipeline's default, the study's
+    latents = study_latents(pipe, seed=5, count=2, height=16, width=16, num_frames=13)
+    assert latents.shape == (2, 16, 4, 2, 2) and torch.equal(latents, model.family.initial_noise(model, 5, 0, 2))
+    with pytest.raises(ConfigError, match="num_frames = 12 does not fit"):
+        study_num_frames(pipe, 12)
 
 
-@pytest.mark.parametrize("solver, skips", [("ddim", False), ("ddim", True), ("dpmpp-2m", True)])
-def test_exact_cogvideox(solver, skips):
-    pipe = tiny_cogvideox()
-    model = model_from_pipeline(pipe, source="tiny-cogvideox", **COGVIDEOX_SIZE)
-    settings = SamplingSettings(solver=solver, guidance_scale=6.0, batch_size=2, seed=5)
-    prompts = PromptSet(PROMPTS, negative_prompt="blurry")
-    plan = Plan(DDPM_STEPS)
-    plan = skipping(plan, pipe.transformer) if skips else plan
-    ours = project_frames(model, settings, plan, 3, prompts)
+@pytest.mark.parametrize("wan22", ["boundary_ratio", "expand_timesteps"])
+def test_wan22_pipelines_are_refused_in_one_line(wan22):
+    pipe = tiny_wan()
+    pipe.register_to_config(**{wan22: 0.875 if wan22 == "boundary_ratio" else True})
+    model = model_from_pipeline(pipe, source="tiny-wan22", **WAN_SIZE)
+    text = model.prompt_encoder.bind(PromptSet(PROMPTS))
 
-    frames = cogvideox_frames(pipe, model, settings, plan, 3, prompts)
-
-    assert ours.shape == (3, 9, 3, 16, 16)
-    assert difference(ours, frames) <= TOLERANCE
-
-
-def test_exact_cogvideox_with_rotary_embeddings_and_reuse():
-    pipe = tiny_cogvideox(rotary=True)
-    model = model_from_pipeline(pipe, source="tiny-cogvideox-5b", image_size=32, num_frames=5)
-    settings = SamplingSettings(solver="ddim", guidance_scale=6.0, batch_size=3, seed=1)
-    prompts = PromptSet(PROMPTS)
-    reused = [frozenset(), frozenset({"blocks.1"}), frozenset({"blocks.0.attn"}), frozenset({"tail.0"})]
-    plan = Plan(DDPM_STEPS, reuses=tuple(reused))
-    ours = project_frames(model, settings, plan, 3, prompts)
-
-    frames = cogvideox_frames(pipe, model, settings, plan, 3, prompts)
-
-    assert difference(ours, frames) <= TOLERANCE
-
-
-def test_cogvideox_schedule_is_its_schedulers():
-    pipe = tiny_cogvideox()
-    model = model_from_pipeline(pipe, source="tiny-cogvideox", **COGVIDEOX_SIZE)
-    shifted = pipe.scheduler.alphas_cumprod.double()  # SNR shift 3, then zero terminal SNR
-
-    assert torch.allclose(model.schedule.alphas_cumprod[:-1], shifted[:-1], rtol=1e-5)
-    assert shifted[-1] == 0 and float(model.schedule.alphas_cumprod[-1]) == pytest.approx(2**-24, rel=1e-3)  # floored
-    assert model.sample_shape == (3, 4, 2, 2)  # (f, C, h, w): frames before channels
-    assert [b.name for b in find_blocks(pipe.transformer)][:3] == ["blocks.0", "blocks.0.attn", "blocks.0.ff"]
-
-
-def test_cogvideox_defaults_and_macs():
-    pipe = tiny_cogvideox()
-    default = model_from_pipeline(pipe, source="tiny-cogvideox")
-    settings = SamplingSettings(solver="ddim", guidance_scale=6.0)
-
-    assert default.family.image_size(default) == (16, 16) and default.family.num_frames(default) == 9
-    table = MacsTable.for_model(default.denoiser, inputs=default.family.example_inputs(default, settings))
-    assert table.sample_shape == (3, 4, 2, 2) and table.skip_savings["blocks.0.ff"] > 0
-    assert component_macs(default, settings)["vae_decoder"] > 0
-
-
-def test_cogvideox_skip_equals_a_hand_written_hook():
-    pipe = tiny_cogvideox()
-    pipe.scheduler = scheduler_for_solver("ddim", pipe.scheduler)
-    model = model_from_pipeline(pipe, source="tiny-cogvideox", **COGVIDEOX_SIZE)
-    call = dict(height=16, width=16, num_frames=9, guidance_scale=1.0, output_type="latent",
-                latents=model.family.initial_noise(model, 0, 0, 1), **pipeline_schedule_kwargs(DDPM_STEPS, pipe.scheduler))
-    plan = Plan(DDPM_STEPS, skips=(frozenset({"blocks.1.attn"}),) * 4)
-
-    switch = apply(pipe, plan)
-    try:
-        ours = pipe("a cat", **call).frames
-    finally:
-        switch.remove()
-    joint_zeros = pipe.transformer.transformer_blocks[1].attn1.register_forward_hook(
-        lambda module, args, output: tuple(torch.zeros_like(part) for part in output)  # adds nothing to either stream
-    )
-    try:
-        theirs = pipe("a cat", **call).frames
-    finally:
-        joint_zeros.remove()
-
-    assert (ours - theirs).abs().max() <= TOLERANCE
-    assert (ours - pipe("a cat", **call).frames).abs().max() > 1e-3  # the skip changes the output
-
-
-def test_cogvideox_loads_from_a_folder(tmp_path):
-    model = load_diffusion_model(str(save_cogvideox_2b(tmp_path / "cogvideox")), **COGVIDEOX_SIZE)
-
-    assert type(model.family).__name__ == "CogVideoXFamily"
-    assert model.schedule.prediction_type == "v_prediction"
+    with pytest.raises(ConfigError, match="two-transformer Wan 2.2|a time step per token"):
+        model.family.check(model, SamplingSettings(solver="flow-euler"), text=text)
