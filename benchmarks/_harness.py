@@ -1,5 +1,5 @@
 """What the benchmark scripts share: common arguments, the digits search evaluator, the search loop,
-the process pool, the hypervolume of a front and a timer.
+the process pool, the hypervolume of a front, a timer, and the meter of diffusers' caches along a plan.
 
 Not a benchmark itself. The scripts run as ``python benchmarks/NAME.py``, which puts this folder on
 ``sys.path``, so they import it as ``import _harness`` (spawned worker processes inherit that path).
@@ -168,6 +168,92 @@ class Timer:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.started
+
+
+class SpentMacsMeter:
+    """Counts the MACs each denoiser call actually spends under a diffusers cache, and resets every cache
+    hook's state at the start of each trajectory (every ``num_steps`` calls of the denoiser).
+
+    ``probes``: (module, MACs) pairs, a module that runs only when its part of the network is computed (a
+    block's first norm, an attention's query projection) and the MACs that part costs; a call spends
+    ``full`` less the MACs of the probes that did not run (so no two probes may cover the same MACs).
+    ``timestep`` is the current call's time step, for the caches that ask for it (``current_timestep_callback``).
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, num_steps: int, full: int,
+                 probes: Sequence[tuple[torch.nn.Module, int]]) -> None:
+        self.denoiser, self.num_steps, self.full = denoiser, num_steps, full
+        self.savings = [macs for _, macs in probes]
+        self.timestep = float("nan")
+        self.calls = self.partial = self.skipped_parts = self.images = self.macs = 0
+        self._ran = [False] * len(probes)
+        self._handles = [
+            denoiser.register_forward_pre_hook(self._before, with_kwargs=True),
+            denoiser.register_forward_hook(self._after),
+            *(module.register_forward_hook(self._marker(i)) for i, (module, _) in enumerate(probes)),
+        ]
+
+    def restart(self) -> None:
+        """Zero the counts (a new setting); the next call starts a trajectory."""
+        self.calls = self.partial = self.skipped_parts = self.images = self.macs = 0
+
+    def _marker(self, index: int) -> Callable[..., None]:
+        def ran(module, args, output) -> None:
+            self._ran[index] = True
+        return ran
+
+    def _before(self, module, args, kwargs) -> None:
+        if self.calls % self.num_steps == 0:  # a new batch's trajectory: forget the last one's cached outputs
+            reset_cache_hooks(self.denoiser)
+        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        self.timestep = float(torch.as_tensor(timestep).flatten()[0]) if timestep is not None else float("nan")
+        self._ran = [False] * len(self._ran)
+
+    def _after(self, module, args, output) -> None:
+        batch = len(args[0]) if args else len(output[0])
+        skipped = [macs for macs, ran in zip(self.savings, self._ran) if not ran]
+        self.calls += 1
+        self.images += batch
+        self.partial += 1 if skipped else 0
+        self.skipped_parts += len(skipped)
+        self.macs += batch * (self.full - sum(skipped))
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def reset_cache_hooks(denoiser: torch.nn.Module) -> None:
+    """Reset every stateful diffusers hook under ``denoiser`` (a new trajectory) and give the caches that
+    keep their state per context (First-Block-Cache, MagCache) the context ``"cond"``, as a pipeline's
+    ``cache_context("cond")`` does."""
+    from diffusers.hooks import HookRegistry
+    from diffusers.hooks.hooks import CacheContext, StateManager
+
+    HookRegistry.check_if_exists_or_initialize(denoiser).reset_stateful_hooks(recurse=True)
+    context = CacheContext("cond")
+    for module in denoiser.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        for hook in registry.hooks.values() if registry is not None else ():
+            for value in vars(hook).values():
+                if isinstance(value, StateManager):
+                    value.set_context(context)
+
+
+def equal_macs_verdicts(ours: Sequence[tuple[str, str, float, float]], rivals: Sequence[tuple[str, str, float, float]],
+                        rival_name: str, metric: str = "FID", higher_is_better: bool = False) -> list[str]:
+    """One line per (name, detail, value, MACs) of ``ours``: is its value better (lower, or higher with
+    ``higher_is_better``) than that of every ``rivals`` row spending as many MACs or more?"""
+    better = "higher" if higher_is_better else "lower"
+    lines = []
+    for name, detail, value, macs in ours:
+        costlier = [row for row in rivals if row[3] >= macs]
+        beaten = [row for row in costlier if (value > row[2] if higher_is_better else value < row[2])]
+        verdict = "met" if costlier and len(beaten) == len(costlier) else (
+            "NOT met" if costlier else f"no {rival_name} setting spends as much")
+        lines.append(f"{name} [{detail}] {metric} {value:.3f} at {macs / 1e6:.3f} MMACs: {better} {metric} than "
+                     f"{len(beaten)} of the {len(costlier)} {rival_name} settings spending as many MACs or more -> {verdict}")
+    return lines
 
 
 def timed_main(main: Callable[[], object], line: str = "total {:.0f}s") -> None:

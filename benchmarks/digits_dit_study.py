@@ -9,8 +9,10 @@
 3. Stage 2, at that plan's K: stage-2 trials with >= 25% fewer MACs, lowest FIDs first, re-scored with
    1,797 samples. Target: one within 5% of the stage-1 plan's FID. (If none: benchmarks/sensitivity.py
    --study digits-dit prints every block x every step, skip and reuse.)
-``--plans-out FILE`` writes the stage-1 plan and the stage-2 plans (JSON) for benchmarks/first_block_cache.py.
+``--plans-out FILE`` writes the stage-1 plan and the stage-2 plans (JSON) for benchmarks/first_block_cache.py,
+and stage 2's Pareto front of any K (search FIDs) for benchmarks/video_caches.py.
 Run: python benchmarks/digits_dit_study.py [--seed 0] [--steps 4] [--plans-out dit_plans.json]
+     (--study digits-video --samples 200: the video preset, re-scored with 200 clips)
      (--timestep-trials N --architecture-trials N: other budgets, for a quick check)
 """
 
@@ -48,6 +50,17 @@ def ranked_trials(study: optuna.Study, num_steps: int) -> list[tuple[float, floa
     return sorted(rows, key=lambda row: row[0])
 
 
+def pareto_front(study: optuna.Study) -> list[tuple[float, float, object]]:
+    """(FID, MACs, plan) of the study's complete full-fidelity trials that no other such trial dominates, any K."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.values is not None and all(math.isfinite(v) for v in trial.values) and not is_low_fidelity(trial):
+            rows.append((trial.values[0], trial.values[1], plan_from_trial(trial)))
+    front = [row for row in rows if not any(
+        other[0] <= row[0] and other[1] <= row[1] and other[:2] != row[:2] for other in rows)]
+    return sorted(front, key=lambda row: (row[0], row[1]))
+
+
 def steps_histogram(study: optuna.Study) -> dict[int, int]:
     """How many complete full-fidelity trials the study has per number of steps."""
     histogram: dict[int, int] = {}
@@ -66,7 +79,7 @@ def main() -> None:
     parser.add_argument("--rescore", type=int, default=3, help="stage-1 finalists re-scored with all samples")
     parser.add_argument("--rescore-stage2", type=int, default=8, help="stage-2 candidates re-scored with all samples")
     parser.add_argument("--plans-out", type=Path, default=None)
-    _harness.add_common_arguments(parser, threads=1)
+    _harness.add_common_arguments(parser, threads=1, samples=FULL_SAMPLES)
     parser.add_argument("--timestep-trials", type=int, default=None, help="stage 1's budget (default: the preset's)")
     parser.add_argument("--architecture-trials", type=int, default=None, help="stage 2's budget (default: the preset's)")
     parser.add_argument("--k-range", type=int, nargs=2, default=None, metavar=("K_MIN", "K_MAX"),
@@ -90,6 +103,7 @@ def main() -> None:
         # Materialise the trials before the temporary storage goes away.
         stage1 = ranked_trials(studies["timesteps"], args.steps)
         stage2 = ranked_trials(studies["architecture"], args.steps)
+        front2 = pareto_front(studies["architecture"])
         counts = {stage: len(study.trials) for stage, study in studies.items()}
         waste = wasted_share(studies["timesteps"], studies["architecture"])
         by_k = {stage: steps_histogram(study) for stage, study in studies.items()}
@@ -108,14 +122,14 @@ def main() -> None:
     schedule = evaluator.generator.schedule
 
     # Stage 1 against the baselines.
-    finalists = [(evaluator.evaluate(plan, FULL_SAMPLES).fid, macs, fid, plan) for fid, macs, plan in stage1[: args.rescore]]
+    finalists = [(evaluator.evaluate(plan, args.samples).fid, macs, fid, plan) for fid, macs, plan in stage1[: args.rescore]]
     anchor_fid, anchor_macs, anchor_search_fid, anchor = min(finalists, key=lambda row: row[0])
-    print(f"\nstage 1, K = {args.steps}, FID with {FULL_SAMPLES} samples (same seeded noise and labels)")
+    print(f"\nstage 1, K = {args.steps}, FID with {args.samples} samples (same seeded noise and labels)")
     print(f"  searched   {list(anchor.timesteps)}: FID {anchor_fid:.3f} ({config.timesteps.num_samples}-sample search FID "
           f"{anchor_search_fid:.3f}), {anchor_macs / 1e6:.2f} MMACs")
     baseline_fids = {}
     for name, plan in baseline_plans(args.steps, schedule).items():
-        baseline_fids[name] = evaluator.evaluate(plan, FULL_SAMPLES).fid
+        baseline_fids[name] = evaluator.evaluate(plan, args.samples).fid
         print(f"  {name:<10} {list(plan.timesteps)}: FID {baseline_fids[name]:.3f}")
     ratio = anchor_fid / baseline_fids["uniform"]
     below = all(anchor_fid < fid for fid in baseline_fids.values())
@@ -126,7 +140,7 @@ def main() -> None:
     cheap = [(fid, macs, plan) for fid, macs, plan in stage2 if macs <= (1 - MACS_CUT) * anchor_macs]
     print(f"\nstage 2, K = {args.steps}: {len(stage2)} complete trials, {len(cheap)} with >= {MACS_CUT:.0%} fewer MACs "
           f"than the stage-1 plan ({anchor_macs / 1e6:.2f} MMACs)")
-    rescored = [(evaluator.evaluate(plan, FULL_SAMPLES).fid, macs, plan) for _, macs, plan in cheap[: args.rescore_stage2]]
+    rescored = [(evaluator.evaluate(plan, args.samples).fid, macs, plan) for _, macs, plan in cheap[: args.rescore_stage2]]
     for fid, macs, plan in rescored:
         print(f"  FID {fid:.3f} ({(fid / anchor_fid - 1) * 100:+.1f}%), {macs / 1e6:.2f} MMACs "
               f"({(1 - macs / anchor_macs) * 100:.1f}% fewer)  [{plan}]")
@@ -138,15 +152,17 @@ def main() -> None:
         print(f"target NOT met by the search: no re-scored plan with >= {MACS_CUT:.0%} fewer MACs is within "
               f"{FID_SLACK:.0%} of FID {anchor_fid:.3f} (see benchmarks/sensitivity.py --study {args.study})")
     # The best stage-2 plan of any cost at this K, for the First-Block-Cache comparison.
-    best2 = [(evaluator.evaluate(plan, FULL_SAMPLES).fid, macs, plan) for _, macs, plan in stage2[: args.rescore_stage2]
+    best2 = [(evaluator.evaluate(plan, args.samples).fid, macs, plan) for _, macs, plan in stage2[: args.rescore_stage2]
              if not plan.is_full_network]
     evaluator.close()
     if args.plans_out is not None:
         payload = {
             "study": args.study,
+            "samples": args.samples,
             "stage1": {"fid": anchor_fid, "macs": anchor_macs, "plan": anchor.to_dict()},
             "stage2": [{"fid": fid, "macs": macs, "plan": plan.to_dict()} for fid, macs, plan in rescored + best2],
             "baselines": baseline_fids,
+            "stage2_front": [{"search_fid": fid, "macs": macs, "plan": plan.to_dict()} for fid, macs, plan in front2],
         }
         args.plans_out.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"plans written to {args.plans_out}")

@@ -29,46 +29,6 @@ FULL_SAMPLES = _harness.ALL_DIGITS
 DEFAULT_THRESHOLDS = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0]
 
 
-class CacheMeter:
-    """Resets First-Block-Cache at each trajectory start and counts the MACs each denoiser call spends."""
-
-    def __init__(self, transformer: torch.nn.Module, num_steps: int, full: int, cached: int) -> None:
-        from diffusers.hooks.hooks import CacheContext
-
-        head = transformer.transformer_blocks[0]._diffusers_hook.get_hook("fbc_leader_block_hook")
-        self.head = head
-        self.context = CacheContext("cond")
-        self.num_steps, self.full, self.cached = num_steps, full, cached
-        self.calls = self.hits = self.images = 0
-        self.macs = 0
-        self._ran = False
-        self._handles = [
-            transformer.register_forward_pre_hook(self._before),
-            transformer.register_forward_hook(self._after),
-            transformer.transformer_blocks[1].norm1.register_forward_hook(self._second_block_ran),
-        ]
-
-    def _before(self, module, args) -> None:
-        if self.calls % self.num_steps == 0:  # a new batch's trajectory: forget the last one's residuals
-            self.head.state_manager.reset()
-            self.head.state_manager.set_context(self.context)
-        self._ran = False
-
-    def _second_block_ran(self, module, args, output) -> None:
-        self._ran = True
-
-    def _after(self, module, args, output) -> None:
-        batch = len(args[0]) if args else len(output[0])
-        self.calls += 1
-        self.images += batch
-        self.hits += 0 if self._ran else 1
-        self.macs += batch * (self.full if self._ran else self.cached)
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
 def main() -> None:
     parser = _harness.argument_parser(__doc__)
     parser.add_argument("--plans", type=Path, required=True, help="JSON from digits_dit_study.py --plans-out")
@@ -105,14 +65,16 @@ def main() -> None:
         rows.append((f"{path.stem}", str(plan), result.fid, result.macs, None))
 
     apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=args.thresholds[0]))
-    meter = CacheMeter(transformer, anchor.num_steps, table.full, cached)
-    head = meter.head
+    # A cache hit skips blocks 1..L-1 (they run only on a miss): the second block's first norm marks a miss.
+    probes = [(transformer.transformer_blocks[1].norm1, table.full - cached)]
+    meter = _harness.SpentMacsMeter(transformer, anchor.num_steps, table.full, probes)
+    head = transformer.transformer_blocks[0]._diffusers_hook.get_hook("fbc_leader_block_hook")
     for threshold in args.thresholds:
         head.threshold = threshold
-        meter.calls = meter.hits = meter.images = meter.macs = 0
+        meter.restart()
         result = evaluator.evaluate(anchor, args.samples)
         assert meter.calls % anchor.num_steps == 0, "a trajectory was not run through the denoiser"
-        rows.append((f"FBC {threshold:g}", f"{meter.hits}/{meter.calls} calls cached", result.fid,
+        rows.append((f"FBC {threshold:g}", f"{meter.partial}/{meter.calls} calls cached", result.fid,
                      meter.macs / args.samples, threshold))
     meter.remove()
     evaluator.close()
@@ -121,13 +83,9 @@ def main() -> None:
     print(f"{'setting':<16} {'FID':>8} {'MMACs/image':>12} {'vs stage 1':>10}  detail")
     for name, detail, fid, macs, _ in sorted(rows, key=lambda row: -row[3]):
         print(f"{name:<16} {fid:8.3f} {macs / 1e6:12.3f} {(macs / anchor_macs - 1) * 100:+9.1f}%  {detail}")
-    fbc = [row for row in rows if row[4] is not None]
-    for name, detail, fid, macs, _ in (row for row in rows if row[4] is None):
-        rivals = [row for row in fbc if row[3] >= macs]
-        beaten = [row for row in rivals if fid < row[2]]
-        verdict = "met" if rivals and len(beaten) == len(rivals) else ("NOT met" if rivals else "no FBC setting spends as much")
-        print(f"{name} [{detail}] FID {fid:.3f} at {macs / 1e6:.3f} MMACs: lower FID than {len(beaten)} of the "
-              f"{len(rivals)} FBC settings spending as many MACs or more -> {verdict}")
+    fbc = [row[:4] for row in rows if row[4] is not None]
+    for line in _harness.equal_macs_verdicts([row[:4] for row in rows if row[4] is None], fbc, "FBC"):
+        print(line)
 
 
 if __name__ == "__main__":
