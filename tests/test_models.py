@@ -113,3 +113,13 @@ def test_hub_loading_code_reads_a_populated_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     model = load_diffusion_model("someone/tiny-ddpm", local_files_only=True)
     assert model.source == "someone/tiny-ddpm" and model.num_train_timesteps == 1000
+
+
+@pytest.mark.parametrize("preset", ["sdxl", "sd15"])
+def test_a_float16_pipeline_decodes_in_float32_only_where_its_pipeline_does(preset, tmp_path):
+    from .tiny_pipelines import STAND_INS
+
+    model = load_diffusion_model(str(STAND_INS[preset](tmp_path / preset)), dtype=torch.float16)
+    assert model.denoiser.dtype == torch.float16
+    # SDXL's VAE overflows in float16, so its pipeline decodes in float32 (force_upcast); SD 1.5's does not.
+    assert next(model.vae.parameters()).dtype == (torch.float32 if preset == "sdxl" else torch.float16)
