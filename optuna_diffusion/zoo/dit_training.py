@@ -19,19 +19,16 @@ the dtype asked for), ``scheduler/`` (a ``FlowMatchEulerDiscreteScheduler`` conf
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.nn import functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .data import IMAGE_SIZE, NULL_CLASS, NUM_CLASSES, load_digits_images
-
-Log = Callable[[str], None]
+from .flow_training import Log, train_rectified_flow
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
 WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -149,46 +146,20 @@ def train_dit_model(settings: DiTTraining = DiTTraining(), log: Log = print, log
     from diffusers import DiTTransformer2DModel
 
     torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
     images, labels = load_digits_images()
     model = DiTTransformer2DModel(**settings.model_config())
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-
-    def lr_lambda(step: int) -> float:
-        warmup = min(1.0, (step + 1) / max(1, settings.warmup_steps))
-        return warmup * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
-
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    started = time.perf_counter()
     model.train()
     _label_dropout_off(model)
-    running = 0.0
-    for step in range(settings.steps):
-        batch = torch.randint(0, len(images), (settings.batch_size,), generator=generator)
-        x0, y = images[batch], labels[batch].clone()
-        y[torch.rand(len(y), generator=generator) < settings.label_dropout] = NULL_CLASS
-        s = _draw_s(settings, len(x0), generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        loss = flow_matching_loss(model, x0, y, s, noise)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        ema.update_parameters(model)
-        running += loss.item()
-        if (step + 1) % log_every == 0 or step + 1 == settings.steps:
-            done = (step + 1) % log_every or log_every
-            log(f"dit step {step + 1}/{settings.steps}: loss {running / done:.4f} ({time.perf_counter() - started:.0f}s)")
-            running = 0.0
-    return ema.module.float().eval().requires_grad_(False)
+    return train_rectified_flow(
+        model, images, labels, settings=settings, null_class=NULL_CLASS, loss=flow_matching_loss,
+        draw_s=lambda size, generator: _draw_s(settings, size, generator), weight_decay=settings.weight_decay,
+        name="dit", log=log, log_every=log_every,
+    )
 
 
 def save_dit_model(model: torch.nn.Module, out_dir: str | Path, weights_dtype: str = "float16") -> Path:
     """Write ``transformer/`` (weights in ``weights_dtype``) and ``scheduler/`` into ``out_dir``; return it."""
     from diffusers import FlowMatchEulerDiscreteScheduler
-
     from diffusers.utils import logging as diffusers_logging
 
     out_dir = Path(out_dir)

@@ -19,21 +19,18 @@ and ``training.json`` (settings, seconds, torch version, threads).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.nn import functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..families._wan_classes import SAMPLE_SHAPE_KEY, class_tokens
 from .dit_training import WEIGHTS_DTYPES, digits_flow_scheduler_config
+from .flow_training import Log, train_rectified_flow
 from .moving_digits import FRAME_SIZE, NUM_FRAMES, VIDEO_NULL_CLASS, load_moving_digits
-
-Log = Callable[[str], None]
 
 
 def digits_video_config(
@@ -129,39 +126,13 @@ def train_video_model(settings: VideoTraining = VideoTraining(), log: Log = prin
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
     videos, labels = load_moving_digits(settings.seed)
     model = WanTransformer3DModel(**settings.model_config())
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
-
-    def lr_lambda(step: int) -> float:
-        warmup = min(1.0, (step + 1) / max(1, settings.warmup_steps))
-        return warmup * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
-
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    started = time.perf_counter()
     model.train()
-    running = 0.0
-    for step in range(settings.steps):
-        batch = torch.randint(0, len(videos), (settings.batch_size,), generator=generator)
-        x0, y = videos[batch], labels[batch].clone()
-        y[torch.rand(len(y), generator=generator) < settings.label_dropout] = VIDEO_NULL_CLASS
-        s = torch.rand(len(x0), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        loss = video_flow_loss(model, x0, y, s, noise)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        ema.update_parameters(model)
-        running += loss.item()
-        if (step + 1) % log_every == 0 or step + 1 == settings.steps:
-            done = (step + 1) % log_every or log_every
-            log(f"video step {step + 1}/{settings.steps}: loss {running / done:.4f} ({time.perf_counter() - started:.0f}s)")
-            running = 0.0
-    return ema.module.float().eval().requires_grad_(False)
+    return train_rectified_flow(
+        model, videos, labels, settings=settings, null_class=VIDEO_NULL_CLASS, loss=video_flow_loss,
+        draw_s=lambda size, generator: torch.rand(size, generator=generator), name="video", log=log, log_every=log_every,
+    )
 
 
 def save_video_model(model: torch.nn.Module, out_dir: str | Path, weights_dtype: str = "float16") -> Path:
