@@ -21,33 +21,12 @@ from optuna_diffusion.pipelines import (
     pin_schedule,
     pipeline_schedule_kwargs,
     scheduler_for_solver,
-    unpin_schedule,
 )
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import PromptSet
 
 from .tiny_video_pipelines import LTX_SIZE, save_ltx_video, tiny_ltx
-from .video_checks import FLOW_STEPS, PROMPTS, TOLERANCE, difference, project_frames, skipping
-
-
-def ltx_frames(pipe, model, settings, plan, count, prompts, **call):
-    """``LTXPipeline``'s own frames of samples 0..count-1 under ``plan`` (it passes its own sigmas: pinned)."""
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)  # keeps the dynamic shifting
-    mu = model.family.shift_mu(model)
-    pin_schedule(pipe.scheduler, {**pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, mu=mu), "mu": mu})
-    height, width = model.family.image_size(model)
-    negatives = prompts.negatives(0, count)
-    switch = apply(pipe, plan)
-    try:
-        return pipe(
-            prompts.texts(0, count), negative_prompt=None if set(negatives) == {None} else negatives,
-            height=height, width=width, num_frames=model.family.num_frames(model), num_inference_steps=plan.num_steps,
-            guidance_scale=settings.guidance_scale, latents=model.family.initial_noise(model, settings.seed, 0, count),
-            output_type="pt", **call,
-        ).frames
-    finally:
-        switch.remove()
-        unpin_schedule(pipe.scheduler)
+from .video_checks import FLOW_STEPS, PROMPTS, TOLERANCE, difference, pinned_pipeline_frames, project_frames, skipping
 
 
 @pytest.mark.parametrize("skips", [False, True], ids=["full", "skips"])
@@ -60,7 +39,7 @@ def test_exact_ltx(skips):
     plan = skipping(plan, pipe.transformer) if skips else plan
     ours = project_frames(model, settings, plan, 3, prompts)
 
-    frames = ltx_frames(pipe, model, settings, plan, 3, prompts)
+    frames = pinned_pipeline_frames(pipe, model, settings, plan, 3, prompts)
 
     assert ours.shape == (3, 9, 3, 32, 32)
     assert difference(ours, frames) <= TOLERANCE
@@ -74,7 +53,7 @@ def test_exact_ltx_reuse():
     plan = Plan(FLOW_STEPS, reuses=tuple(reused), schedule_kind="flow")
     ours = project_frames(model, settings, plan, 3, PromptSet(PROMPTS))
 
-    frames = ltx_frames(pipe, model, settings, plan, 3, PromptSet(PROMPTS))
+    frames = pinned_pipeline_frames(pipe, model, settings, plan, 3, PromptSet(PROMPTS))
 
     assert difference(ours, frames) <= TOLERANCE
 

@@ -23,34 +23,13 @@ from optuna_diffusion.pipelines import (
     pin_schedule,
     pipeline_schedule_kwargs,
     scheduler_for_solver,
-    unpin_schedule,
 )
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import PromptSet
 
 from .tiny_pipelines import tiny_sd3
 from .tiny_video_pipelines import WAN_SIZE, save_wan21_t2v, tiny_wan
-from .video_checks import FLOW_STEPS, PROMPTS, TOLERANCE, difference, project_frames, skipping
-
-
-def wan_frames(pipe, model, settings, plan, count, prompts, **call):
-    """``WanPipeline``'s own frames of samples 0..count-1 under ``plan`` (its call takes no sigmas: pinned)."""
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)
-    pin_schedule(pipe.scheduler, pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler))
-    height, width = model.family.image_size(model)
-    negatives = prompts.negatives(0, count)
-    switch = apply(pipe, plan)
-    try:
-        return pipe(
-            prompts.texts(0, count), negative_prompt=None if set(negatives) == {None} else negatives,
-            height=height, width=width,
-            num_frames=model.family.num_frames(model), num_inference_steps=plan.num_steps,
-            guidance_scale=settings.guidance_scale,
-            **{"latents": model.family.initial_noise(model, settings.seed, 0, count), "output_type": "pt", **call},
-        ).frames
-    finally:
-        switch.remove()
-        unpin_schedule(pipe.scheduler)
+from .video_checks import FLOW_STEPS, PROMPTS, TOLERANCE, difference, pinned_pipeline_frames, project_frames, skipping
 
 
 @pytest.mark.parametrize("skips", [False, True], ids=["full", "skips"])
@@ -63,7 +42,7 @@ def test_exact_wan(skips):
     plan = skipping(plan, pipe.transformer) if skips else plan
     ours = project_frames(model, settings, plan, 3, prompts)
 
-    frames = wan_frames(pipe, model, settings, plan, 3, prompts)
+    frames = pinned_pipeline_frames(pipe, model, settings, plan, 3, prompts)
 
     assert ours.shape == (3, 9, 3, 16, 16)
     assert difference(ours, frames) <= TOLERANCE
@@ -78,7 +57,7 @@ def test_exact_wan_reuse_without_guidance():
     plan = Plan(FLOW_STEPS, reuses=tuple(reused), schedule_kind="flow")
     ours = project_frames(model, settings, plan, 3, prompts)
 
-    frames = wan_frames(pipe, model, settings, plan, 3, prompts)
+    frames = pinned_pipeline_frames(pipe, model, settings, plan, 3, prompts)
 
     assert difference(ours, frames) <= TOLERANCE
 
@@ -191,7 +170,7 @@ def test_bfloat16_wan_equals_the_pipelines_own_bfloat16_call():
         ours = torch.cat(list(generator.batches(plan, 2, decoded=False)))
 
     # The pipeline keeps float32 latents until the first step casts them to the model output's dtype.
-    latents = wan_frames(pipe, model, settings, plan, 2, PromptSet(PROMPTS), output_type="latent",
+    latents = pinned_pipeline_frames(pipe, model, settings, plan, 2, PromptSet(PROMPTS), output_type="latent",
                          latents=model.family.initial_noise(model, settings.seed, 0, 2).to(torch.bfloat16))
 
     assert ours.dtype == latents.dtype == torch.bfloat16 and torch.equal(ours, latents)
