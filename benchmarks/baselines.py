@@ -5,7 +5,8 @@ UNet (``digits``, DDPM): each baseline (uniform, quadratic, Karras rho=7, unifor
 flow baseline (uniform in sigma, shifted with shift 3 as SD3, and the model's own scheduler config)
 under flow Euler and flow DPM-Solver++(2M), plus 100-step flow Euler. All samples of a model use the
 same seeded noise and labels.
-Run: python benchmarks/baselines.py [--samples 1797] [--models digits digits-dit]
+``digits-cosine-v`` is the second digits model (cosine betas, v-prediction), trained on first use.
+Run: python benchmarks/baselines.py [--samples 1797] [--models digits digits-dit digits-cosine-v]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from optuna_diffusion.evaluation import DIGITS_DIT_SETTINGS, DIGITS_SETTINGS, di
 MODELS = {
     "digits": (DIGITS_SETTINGS, ("ddim", "dpmpp-2m")),
     "digits-dit": (DIGITS_DIT_SETTINGS, ("flow-euler", "flow-dpmpp-2m")),
+    "digits-cosine-v": (DIGITS_SETTINGS, ("ddim", "dpmpp-2m")),  # the second model (_harness.SECOND_MODEL_TRAINING)
 }
 
 
@@ -28,7 +30,8 @@ def table(model: str, steps: list[int], num_samples: int) -> None:
     print(f"FID of baseline schedules, {model} model, {num_samples} samples vs 1797 real digits")
     fid_100 = None
     for solver in solvers:
-        evaluator = digits_evaluator(dataclasses.replace(settings, solver=solver), model=model)
+        source = model if model == "digits-dit" else _harness.model_source(model)
+        evaluator = digits_evaluator(dataclasses.replace(settings, solver=solver), model=source)
         schedule = evaluator.generator.schedule
         names = baseline_names(schedule)
         if solver == solvers[0]:
@@ -46,7 +49,7 @@ def main() -> None:
     parser = _harness.argument_parser(__doc__)
     parser.add_argument("--samples", type=int, default=_harness.ALL_DIGITS)
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 6, 10])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=["digits", "digits-dit"], choices=list(MODELS))
     args = parser.parse_args()
     for index, model in enumerate(args.models):
         if index:
