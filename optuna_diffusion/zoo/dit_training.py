@@ -18,7 +18,6 @@ the dtype asked for), ``scheduler/`` (a ``FlowMatchEulerDiscreteScheduler`` conf
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,10 +27,15 @@ import torch
 from torch.nn import functional as F
 
 from .data import IMAGE_SIZE, NULL_CLASS, NUM_CLASSES, load_digits_images
-from .flow_training import Log, train_rectified_flow
+from .flow_training import (
+    WEIGHTS_DTYPES,
+    Log,
+    save_flow_model,
+    train_rectified_flow,
+    write_training_report,
+)
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
-WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def digits_dit_config(
@@ -61,11 +65,6 @@ def digits_dit_config(
         norm_type="ada_norm_zero",
         norm_num_groups=1,
     )
-
-
-def digits_flow_scheduler_config() -> dict[str, Any]:
-    """``FlowMatchEulerDiscreteScheduler`` arguments: 1000 time-step units, no shift (as trained)."""
-    return dict(num_train_timesteps=1000, shift=1.0)
 
 
 @dataclass(frozen=True)
@@ -157,34 +156,10 @@ def train_dit_model(settings: DiTTraining = DiTTraining(), log: Log = print, log
     )
 
 
-def save_dit_model(model: torch.nn.Module, out_dir: str | Path, weights_dtype: str = "float16") -> Path:
-    """Write ``transformer/`` (weights in ``weights_dtype``) and ``scheduler/`` into ``out_dir``; return it."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-    from diffusers.utils import logging as diffusers_logging
-
-    out_dir = Path(out_dir)
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # no advice on keeping modules in float32: none needs it here
-    try:
-        model.to(WEIGHTS_DTYPES[weights_dtype]).save_pretrained(out_dir / "transformer")
-    finally:
-        model.float()
-        diffusers_logging.set_verbosity(verbosity)
-    FlowMatchEulerDiscreteScheduler(**digits_flow_scheduler_config()).save_pretrained(out_dir / "scheduler")
-    return out_dir
-
-
 def train_digits_dit(out_dir: str | Path, settings: DiTTraining = DiTTraining(), log: Log = print) -> dict[str, Any]:
     """Train the digits DiT into ``out_dir`` (``transformer/``, ``scheduler/``) and write ``training.json``."""
     started = time.perf_counter()
     model = train_dit_model(settings, log)
     seconds = time.perf_counter() - started
-    save_dit_model(model, out_dir, settings.weights_dtype)
-    report = {
-        "dit": {**asdict(settings), "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(seconds, 1)},
-        "scheduler": digits_flow_scheduler_config(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    (Path(out_dir) / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    save_flow_model(model, out_dir, settings.weights_dtype)
+    return write_training_report(out_dir, "dit", asdict(settings), model, seconds)

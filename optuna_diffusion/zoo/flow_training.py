@@ -7,15 +7,19 @@ linear warm-up and cosine decay, gradients clipped at 1, an exponential moving a
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 Log = Callable[[str], None]
+WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+"""How a bundled flow model's weights may be stored."""
 FlowLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(model, x0, labels, s, noise)``: the model's loss on clean samples ``x0`` at flow times ``s``."""
 
@@ -86,3 +90,40 @@ def train_rectified_flow(
             log(f"{name} step {step + 1}/{settings.steps}: loss {running / done:.4f} ({time.perf_counter() - started:.0f}s)")
             running = 0.0
     return ema.module.float().eval().requires_grad_(False)
+
+
+def digits_flow_scheduler_config() -> dict[str, Any]:
+    """``FlowMatchEulerDiscreteScheduler`` arguments: 1000 time-step units, no shift (as trained)."""
+    return dict(num_train_timesteps=1000, shift=1.0)
+
+
+def save_flow_model(model: torch.nn.Module, out_dir: str | Path, weights_dtype: str = "float16") -> Path:
+    """Write ``transformer/`` (weights in ``weights_dtype``) and ``scheduler/`` into ``out_dir``; return it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.utils import logging as diffusers_logging
+
+    out_dir = Path(out_dir)
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # no advice on keeping modules in float32: none needs it here
+    try:
+        model.to(WEIGHTS_DTYPES[weights_dtype]).save_pretrained(out_dir / "transformer")
+    finally:
+        model.float()
+        diffusers_logging.set_verbosity(verbosity)
+    FlowMatchEulerDiscreteScheduler(**digits_flow_scheduler_config()).save_pretrained(out_dir / "scheduler")
+    return out_dir
+
+
+def write_training_report(
+    out_dir: str | Path, section: str, settings: dict[str, Any], model: torch.nn.Module, seconds: float
+) -> dict[str, Any]:
+    """Write ``training.json`` (the settings under ``section``, the model's size, the time, the scheduler,
+    torch and its threads) into ``out_dir``; return it."""
+    report = {
+        section: {**settings, "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(seconds, 1)},
+        "scheduler": digits_flow_scheduler_config(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    (Path(out_dir) / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -21,7 +21,13 @@ import torch
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .data import IMAGE_SIZE, NULL_CLASS, NUM_CLASSES, feature_net_split, load_digits_images
+from .data import (
+    IMAGE_SIZE,
+    NULL_CLASS,
+    NUM_CLASSES,
+    feature_net_split,
+    load_digits_images,
+)
 from .feature_net import DigitsFeatureNet
 
 Log = Callable[[str], None]

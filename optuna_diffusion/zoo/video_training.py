@@ -18,7 +18,6 @@ and ``training.json`` (settings, seconds, torch version, threads).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +27,13 @@ import torch
 from torch.nn import functional as F
 
 from ..families._wan_classes import SAMPLE_SHAPE_KEY, class_tokens
-from .dit_training import WEIGHTS_DTYPES, digits_flow_scheduler_config
-from .flow_training import Log, train_rectified_flow
+from .flow_training import (
+    WEIGHTS_DTYPES,
+    Log,
+    save_flow_model,
+    train_rectified_flow,
+    write_training_report,
+)
 from .moving_digits import FRAME_SIZE, NUM_FRAMES, VIDEO_NULL_CLASS, load_moving_digits
 
 
@@ -137,20 +141,8 @@ def train_video_model(settings: VideoTraining = VideoTraining(), log: Log = prin
 
 def save_video_model(model: torch.nn.Module, out_dir: str | Path, weights_dtype: str = "float16") -> Path:
     """Write ``transformer/`` (weights in ``weights_dtype``, the sample shape in its config) and ``scheduler/``."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-    from diffusers.utils import logging as diffusers_logging
-
-    out_dir = Path(out_dir)
     model.register_to_config(**{SAMPLE_SHAPE_KEY: [1, NUM_FRAMES, FRAME_SIZE, FRAME_SIZE]})
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        model.to(WEIGHTS_DTYPES[weights_dtype]).save_pretrained(out_dir / "transformer")
-    finally:
-        model.float()
-        diffusers_logging.set_verbosity(verbosity)
-    FlowMatchEulerDiscreteScheduler(**digits_flow_scheduler_config()).save_pretrained(out_dir / "scheduler")
-    return out_dir
+    return save_flow_model(model, out_dir, weights_dtype)
 
 
 def train_digits_video(out_dir: str | Path, settings: VideoTraining = VideoTraining(), log: Log = print) -> dict[str, Any]:
@@ -159,11 +151,5 @@ def train_digits_video(out_dir: str | Path, settings: VideoTraining = VideoTrain
     model = train_video_model(settings, log)
     seconds = time.perf_counter() - started
     save_video_model(model, out_dir, settings.weights_dtype)
-    report = {
-        "video": {**asdict(settings), "patch_size": list(settings.patch_size), "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(seconds, 1)},
-        "scheduler": digits_flow_scheduler_config(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    (Path(out_dir) / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    record = {**asdict(settings), "patch_size": list(settings.patch_size)}
+    return write_training_report(out_dir, "video", record, model, seconds)
