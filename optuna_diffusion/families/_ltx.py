@@ -87,15 +87,10 @@ class LTXFamily(VideoPipelineFamily):
         return ltx_pack(super().initial_noise(model, seed, start, stop), *self.patches(model))
 
     def shift_mu(self, model: DiffusionModel) -> float | None:
-        """``LTXPipeline``'s ``mu``: ``calculate_shift`` of the latent video's f h w tokens (the scheduler's settings)."""
-        from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
-
-        config = model.scheduler_config
+        """``LTXPipeline``'s ``mu``: ``calculate_shift`` of the latent video's f h w tokens (the scheduler's settings,
+        with the pipeline's defaults), which the pipeline computes whether or not its scheduler shifts dynamically."""
         frames, height, width = self.grid(model)
-        return float(calculate_shift(
-            frames * height * width, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5), config.get("max_shift", 1.15),
-        ))
+        return model.schedule.mu_for(frames * height * width)
 
     def encode(self, model: DiffusionModel, text: str) -> dict[str, torch.Tensor]:
         pipe = model.pipeline
