@@ -36,9 +36,8 @@ from typing import Any, Callable
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from torch import nn
-
-SAFETENSORS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 # Hook chains --------------------------------------------------------------------------------------
 
@@ -151,8 +150,10 @@ def load_float32_keeping_model(model_class: type, folder: Path) -> nn.Module:
     from safetensors.torch import load_file
 
     model = model_class.from_config(model_class.load_config(folder))
-    model.load_state_dict({name: tensor.float() for name, tensor in load_file(str(folder / SAFETENSORS_WEIGHTS)).items()})
+    model.load_state_dict({name: tensor.float() for name, tensor in load_file(str(folder / SAFETENSORS_WEIGHTS_NAME)).items()})
     return model
+
+
 # CogVideoX rotary embeddings ----------------------------------------------------------------------
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from torch import nn
 
-from .compat_diffusers import SAFETENSORS_WEIGHTS, keeps_float32_modules, load_float32_keeping_model
+from .compat_diffusers import keeps_float32_modules, load_float32_keeping_model
 from .errors import ModelLoadError, first_line
 from .families import family_for_pipeline
 
@@ -96,10 +97,10 @@ def _load_keeping_float32(model_class: type, where: str | Path, subfolder: str |
     if importlib.util.find_spec("accelerate") is not None:
         return model_class.from_pretrained(where, subfolder=subfolder, low_cpu_mem_usage=True, **_dtype_argument(dtype), **hub)
     folder = Path(where) / (subfolder or "")
-    if not (folder / SAFETENSORS_WEIGHTS).is_file():
+    if not (folder / SAFETENSORS_WEIGHTS_NAME).is_file():
         raise ModelLoadError(
             f"diffusers loads a {model_class.__name__} only with the accelerate package (pip install accelerate); "
-            f"without it only from a local folder with one {SAFETENSORS_WEIGHTS}"
+            f"without it only from a local folder with one {SAFETENSORS_WEIGHTS_NAME}"
         )
     return load_float32_keeping_model(model_class, folder)
 
