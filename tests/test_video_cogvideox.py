@@ -26,24 +26,15 @@ from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import PromptSet
 
 from .tiny_video_pipelines import COGVIDEOX_SIZE, save_cogvideox_2b, tiny_cogvideox
-from .video_checks import DDPM_STEPS, PROMPTS, TOLERANCE, difference, project_frames, skipping
-
-
-def cogvideox_frames(pipe, model, settings, plan, count, prompts, **call):
-    """``CogVideoXPipeline``'s own frames of samples 0..count-1 under ``plan`` (its call takes ``timesteps=``)."""
-    pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)  # CogVideoX's levels as trained_betas
-    height, width = model.family.image_size(model)
-    negatives = prompts.negatives(0, count)
-    switch = apply(pipe, plan)
-    try:
-        return pipe(
-            prompts.texts(0, count), negative_prompt=None if set(negatives) == {None} else negatives,
-            height=height, width=width, num_frames=model.family.num_frames(model), guidance_scale=settings.guidance_scale,
-            latents=model.family.initial_noise(model, settings.seed, 0, count), output_type="pt",
-            **pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler), **call,
-        ).frames
-    finally:
-        switch.remove()
+from .video_checks import (
+    DDPM_STEPS,
+    PROMPTS,
+    TOLERANCE,
+    difference,
+    pipeline_frames,
+    project_frames,
+    skipping,
+)
 
 
 @pytest.mark.parametrize("solver, skips", [("ddim", False), ("ddim", True), ("dpmpp-2m", True)])
@@ -56,7 +47,7 @@ def test_exact_cogvideox(solver, skips):
     plan = skipping(plan, pipe.transformer) if skips else plan
     ours = project_frames(model, settings, plan, 3, prompts)
 
-    frames = cogvideox_frames(pipe, model, settings, plan, 3, prompts)
+    frames = pipeline_frames(pipe, model, settings, plan, 3, prompts, pin=False)
 
     assert ours.shape == (3, 9, 3, 16, 16)
     assert difference(ours, frames) <= TOLERANCE
@@ -71,7 +62,7 @@ def test_exact_cogvideox_with_rotary_embeddings_and_reuse():
     plan = Plan(DDPM_STEPS, reuses=tuple(reused))
     ours = project_frames(model, settings, plan, 3, prompts)
 
-    frames = cogvideox_frames(pipe, model, settings, plan, 3, prompts)
+    frames = pipeline_frames(pipe, model, settings, plan, 3, prompts, pin=False)
 
     assert difference(ours, frames) <= TOLERANCE
 

@@ -26,7 +26,15 @@ from optuna_diffusion.plan import Plan
 from optuna_diffusion.prompts import PromptSet
 
 from .tiny_video_pipelines import LTX_SIZE, save_ltx_video, tiny_ltx
-from .video_checks import FLOW_STEPS, PROMPTS, TOLERANCE, difference, pinned_pipeline_frames, project_frames, skipping
+from .video_checks import (
+    FLOW_STEPS,
+    PROMPTS,
+    TOLERANCE,
+    difference,
+    pipeline_frames,
+    project_frames,
+    skipping,
+)
 
 
 @pytest.mark.parametrize("skips", [False, True], ids=["full", "skips"])
@@ -39,7 +47,7 @@ def test_exact_ltx(skips):
     plan = skipping(plan, pipe.transformer) if skips else plan
     ours = project_frames(model, settings, plan, 3, prompts)
 
-    frames = pinned_pipeline_frames(pipe, model, settings, plan, 3, prompts)
+    frames = pipeline_frames(pipe, model, settings, plan, 3, prompts, pin=True)
 
     assert ours.shape == (3, 9, 3, 32, 32)
     assert difference(ours, frames) <= TOLERANCE
@@ -53,7 +61,7 @@ def test_exact_ltx_reuse():
     plan = Plan(FLOW_STEPS, reuses=tuple(reused), schedule_kind="flow")
     ours = project_frames(model, settings, plan, 3, PromptSet(PROMPTS))
 
-    frames = pinned_pipeline_frames(pipe, model, settings, plan, 3, PromptSet(PROMPTS))
+    frames = pipeline_frames(pipe, model, settings, plan, 3, PromptSet(PROMPTS), pin=True)
 
     assert difference(ours, frames) <= TOLERANCE
 

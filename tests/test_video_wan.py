@@ -29,7 +29,15 @@ from optuna_diffusion.prompts import PromptSet
 
 from .tiny_pipelines import tiny_sd3
 from .tiny_video_pipelines import WAN_SIZE, save_wan21_t2v, tiny_wan
-from .video_checks import FLOW_STEPS, PROMPTS, TOLERANCE, difference, pinned_pipeline_frames, project_frames, skipping
+from .video_checks import (
+    FLOW_STEPS,
+    PROMPTS,
+    TOLERANCE,
+    difference,
+    pipeline_frames,
+    project_frames,
+    skipping,
+)
 
 
 @pytest.mark.parametrize("skips", [False, True], ids=["full", "skips"])
@@ -42,7 +50,7 @@ def test_exact_wan(skips):
     plan = skipping(plan, pipe.transformer) if skips else plan
     ours = project_frames(model, settings, plan, 3, prompts)
 
-    frames = pinned_pipeline_frames(pipe, model, settings, plan, 3, prompts)
+    frames = pipeline_frames(pipe, model, settings, plan, 3, prompts, pin=True)
 
     assert ours.shape == (3, 9, 3, 16, 16)
     assert difference(ours, frames) <= TOLERANCE
@@ -57,7 +65,7 @@ def test_exact_wan_reuse_without_guidance():
     plan = Plan(FLOW_STEPS, reuses=tuple(reused), schedule_kind="flow")
     ours = project_frames(model, settings, plan, 3, prompts)
 
-    frames = pinned_pipeline_frames(pipe, model, settings, plan, 3, prompts)
+    frames = pipeline_frames(pipe, model, settings, plan, 3, prompts, pin=True)
 
     assert difference(ours, frames) <= TOLERANCE
 
@@ -170,7 +178,7 @@ def test_bfloat16_wan_equals_the_pipelines_own_bfloat16_call():
         ours = torch.cat(list(generator.batches(plan, 2, decoded=False)))
 
     # The pipeline keeps float32 latents until the first step casts them to the model output's dtype.
-    latents = pinned_pipeline_frames(pipe, model, settings, plan, 2, PromptSet(PROMPTS), output_type="latent",
+    latents = pipeline_frames(pipe, model, settings, plan, 2, PromptSet(PROMPTS), pin=True, output_type="latent",
                          latents=model.family.initial_noise(model, settings.seed, 0, 2).to(torch.bfloat16))
 
     assert ours.dtype == latents.dtype == torch.bfloat16 and torch.equal(ours, latents)

@@ -8,7 +8,12 @@ import torch
 from optuna_diffusion.apply import apply
 from optuna_diffusion.blocks import find_blocks
 from optuna_diffusion.generation import ImageGenerator
-from optuna_diffusion.pipelines import pin_schedule, pipeline_schedule_kwargs, scheduler_for_solver, unpin_schedule
+from optuna_diffusion.pipelines import (
+    pin_schedule,
+    pipeline_schedule_kwargs,
+    scheduler_for_solver,
+    unpin_schedule,
+)
 from optuna_diffusion.plan import Plan
 
 TOLERANCE = 1e-5
@@ -36,23 +41,27 @@ def skipping(plan: Plan, denoiser) -> Plan:
     return Plan(plan.timesteps, skips=tuple(skips), schedule_kind=plan.schedule_kind)
 
 
-def pinned_pipeline_frames(pipe, model, settings, plan, count, prompts, **call):
-    """A pipeline's own frames of samples 0..count-1 under ``plan``, for pipelines whose call takes no plan
-    schedule (Wan takes no sigmas, LTX passes its own): the plan's sigmas pinned on the study solver's
-    scheduler, with the ``mu`` of the pipeline's dynamic shifting where it has one (LTX)."""
+def pipeline_frames(pipe, model, settings, plan, count, prompts, *, pin: bool, **call):
+    """A pipeline's own frames of samples 0..count-1 under ``plan``, the study solver's scheduler in place.
+
+    The plan's schedule goes as the call's ``timesteps=``/``sigmas=`` (CogVideoX), or, for pipelines whose call
+    takes none (``pin``: Wan takes no sigmas, LTX passes its own), is pinned on the scheduler, with the ``mu`` of
+    the pipeline's dynamic shifting where it has one (LTX).
+    """
     pipe.scheduler = scheduler_for_solver(settings.solver, pipe.scheduler)  # keeps a dynamic shifting
     mu = model.family.shift_mu(model)
     schedule = pipeline_schedule_kwargs(plan.timesteps, pipe.scheduler, **({} if mu is None else {"mu": mu}))
-    pin_schedule(pipe.scheduler, schedule if mu is None else {**schedule, "mu": mu})
+    if pin:
+        pin_schedule(pipe.scheduler, schedule if mu is None else {**schedule, "mu": mu})
+        schedule = {"num_inference_steps": plan.num_steps}
     height, width = model.family.image_size(model)
     negatives = prompts.negatives(0, count)
     switch = apply(pipe, plan)
     try:
         return pipe(
             prompts.texts(0, count), negative_prompt=None if set(negatives) == {None} else negatives,
-            height=height, width=width, num_frames=model.family.num_frames(model), num_inference_steps=plan.num_steps,
-            guidance_scale=settings.guidance_scale,
-            **{"latents": model.family.initial_noise(model, settings.seed, 0, count), "output_type": "pt", **call},
+            height=height, width=width, num_frames=model.family.num_frames(model), guidance_scale=settings.guidance_scale,
+            **{"latents": model.family.initial_noise(model, settings.seed, 0, count), "output_type": "pt", **schedule, **call},
         ).frames
     finally:
         switch.remove()
