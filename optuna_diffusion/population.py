@@ -31,7 +31,9 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     Stage 1, after generation 0 (the hand-designed schedules and random plans), fills each generation
     with refinements (Optuna's GPSampler fitted in a trust region around the best plan, one step
     nudged while few plans are known there) and proposals of Optuna's TPE fitted on the evaluated
-    plans: half refinements at one K, three tenths over several K. Each child works on the plans of
+    plans: half refinements at one K, seven tenths over several K, where a refinement also starts a K
+    from its neighbours' best plans (a step inserted or removed) and TPE, fitted on the few dozen plans
+    of each K, explores less well (``benchmarks/front_coverage.py``). Each child works on the plans of
     one uniformly drawn K and, when stage 1 also searches the solver, solver
     (:class:`~optuna_diffusion.samplers.GuidedTimestepSpace`). The method's mutants and crossovers
     searched worse at one K, over several K and with the solver (``benchmarks/search_quality.py``,
@@ -42,7 +44,7 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     """
     split = population_split(population)
     if stage == TIMESTEP_STAGE:
-        refinements = population // 2 if step_counts == 1 else population * 3 // 10
+        refinements = population // 2 if step_counts == 1 else population * 7 // 10
         return {**split, "num_mutants": 0, "num_crossovers": 0, "num_refinements": refinements,
                 "num_proposals": population - refinements}
     refinements = split["num_mutants"] // 2

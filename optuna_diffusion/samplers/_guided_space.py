@@ -12,7 +12,9 @@ genome, the generations and the seeded first population of the search.
 Both work on the plans of one *group* at a time: one K and, when the solver is searched, one solver
 (the steps a solver wants are its own: ``benchmarks/per_solver.py``). In a search over several K or
 solvers the group is drawn uniformly: the front's selection favours the group whose plans dominate
-and would leave the others to random plans.
+and would leave the others to random plans. There a refinement may instead *transfer* a plan from
+a neighbouring K (:mod:`._timestep_transfer`): the best plan of K - 1 with a step inserted, or of
+K + 1 with a step removed, so each K starts from what its neighbours learned.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from ..baselines import strictly_decreasing
 from ..plan import timestep_range
 from ._solver_space import SolverSteps, SolverTimestepSpace
 from ._timestep_genome import Genome
+from ._timestep_mutation import long_moves
 from ._timestep_space import TimestepSpace
+from ._timestep_transfer import insertions, removals
 
 # TPE needs this many evaluated plans of a K before it models them; fewer: the proposal is random.
 MIN_EVALUATED = 10
@@ -38,6 +42,13 @@ MIN_EVALUATED = 10
 # 1,000 steps) of the refined plan's; with fewer than MIN_LOCAL of them it nudges one step instead.
 TRUST_FRACTION = 0.024
 MIN_LOCAL = 6
+# A group whose last STALL_EVALUATIONS plans improved its best FID by less than STALL_GAIN has stalled:
+# then half of its refinements try a long move of the best plan (one step moved by 1/8 to 1/2 of the range).
+STALL_EVALUATIONS = 40
+STALL_GAIN = 0.01
+# Over several K, the probability that a refinement transfers a neighbouring K's best plan (while one
+# not yet evaluated is left) instead of polishing its own K's best.
+TRANSFER_PROB = 0.5
 
 # The plans a child is modelled on: one K and the solver (None when the solver is not searched).
 Group = tuple[int, str | None]
@@ -54,11 +65,16 @@ class GuidedTimestepSpace:
     Args:
         space: the searched genomes (time steps, or (solver, time steps)).
         evaluated: ``(genome, FID)`` of the evaluated plans (small-sample estimates of plans stopped
-            at the low fidelity too: they sort among the worse plans, where they belong).
+            at the low fidelity too: they sort among the worse plans, where TPE's split into good
+            and bad plans needs them).
+        estimated: the genomes of ``evaluated`` whose FID is such an estimate. The refinements' GP
+            leaves them out: it takes every value as exact (common random numbers), and an estimate
+            off by the fit's spread would bend the surface it polishes near the best plan.
     """
 
     space: TimestepSpace | SolverTimestepSpace
     evaluated: tuple[tuple[Genome | SolverSteps, float], ...]
+    estimated: frozenset[Genome | SolverSteps] = frozenset()
 
     def random(self, rng: np.random.Generator) -> Genome | SolverSteps:
         return self.space.random(rng)
@@ -71,13 +87,26 @@ class GuidedTimestepSpace:
         group (its K and solver) in its trust region (every step within ``trust_radius`` of its own);
         while fewer than ``MIN_LOCAL`` lie there, the space's refinement (one gene changed). In a
         space of several groups the plan refined is the best evaluated one of a uniformly drawn group
-        (``genome`` while that group has none)."""
+        (``genome`` while that group has none); over several K, with probability ``TRANSFER_PROB``
+        (always while the group has no plan) the child is instead a transfer to that group not yet
+        evaluated (:meth:`transfers_to`), when one is left. Once the group has stalled
+        (:meth:`stalled`), half of its refinements are long moves of the plan not evaluated yet
+        (:meth:`long_moves_of`): a search that polishes one plan alone stays in the first basin it found."""
         if self._spans_several_groups:
-            genome = self._best_of(self._random_group(rng)) or genome
+            group = self._random_group(rng)
+            best = self._best_of(group)
+            transfers = self.transfers_to(group)
+            if transfers and (best is None or rng.random() < TRANSFER_PROB):
+                return transfers[int(rng.integers(len(transfers)))]
+            genome = best or genome
+        if self.stalled(_group(genome)) and rng.random() < 0.5:
+            moves = self.long_moves_of(genome)
+            if moves:
+                return moves[int(rng.integers(len(moves)))]
         steps, radius = _steps(genome), self.trust_radius
         local = [
             (other, fid) for other, fid in self._evaluated_of(_group(genome))
-            if max(abs(a - b) for a, b in zip(_steps(other), steps)) <= radius
+            if other not in self.estimated and _distance(other, genome) <= radius
         ]
         if len(local) < MIN_LOCAL:
             return self.space.refine(genome, rng)
@@ -91,14 +120,45 @@ class GuidedTimestepSpace:
             )
         return self._draw(gp, local, region, solver=_solver(genome))
 
+    def stalled(self, group: Group) -> bool:
+        """Whether the last ``STALL_EVALUATIONS`` plans of ``group`` improved its best FID by less than
+        ``STALL_GAIN`` (relative)."""
+        fids = [fid for _, fid in self._evaluated_of(group)]
+        if len(fids) <= STALL_EVALUATIONS:
+            return False
+        return min(fids) >= (1 - STALL_GAIN) * min(fids[:-STALL_EVALUATIONS])
+
+    def long_moves_of(self, genome: Genome | SolverSteps) -> list[Genome | SolverSteps]:
+        """``genome`` with one step moved far (:func:`._timestep_mutation.long_moves`), not evaluated yet."""
+        low, high = self._step_range
+        solver = _solver(genome)
+        evaluated = {other for other, _ in self.evaluated}
+        moved = (steps if solver is None else SolverSteps(solver, steps) for steps in long_moves(_steps(genome), low, high))
+        return [other for other in moved if other not in evaluated]
+
+    def transfers_to(self, group: Group) -> list[Genome | SolverSteps]:
+        """The neighbours' best plans moved to ``group`` and not evaluated yet: the best plan of
+        K - 1 steps with one step inserted, of K + 1 steps with one removed (same solver)."""
+        num_steps, solver = group
+        low, high = self._step_range
+        fewer, more = self._best_of((num_steps - 1, solver)), self._best_of((num_steps + 1, solver))
+        moved = [
+            *(insertions(_steps(fewer), low, high) if fewer is not None else ()),
+            *(removals(_steps(more)) if more is not None else ()),
+        ]
+        evaluated = {genome for genome, _ in self.evaluated}
+        candidates = (steps if solver is None else SolverSteps(solver, steps) for steps in dict.fromkeys(moved))
+        return [genome for genome in candidates if genome not in evaluated]
+
     def crossover(self, parent_a: Any, parent_b: Any, rng: np.random.Generator) -> Genome | SolverSteps:
         return self.space.crossover(parent_a, parent_b, rng)
 
     def propose(self, rng: np.random.Generator) -> Genome | SolverSteps:
-        """A genome drawn by TPE fitted on the plans of a uniformly drawn group (K and solver);
-        random while the group has fewer than ``MIN_EVALUATED``."""
+        """A genome drawn by TPE fitted on the plans of a uniformly drawn group (K and solver),
+        thinned to the best plan of each trust region (:meth:`_thinned`); random while fewer than
+        ``MIN_EVALUATED`` are left."""
         group = self._random_group(rng)
-        plans = self._evaluated_of(group)
+        plans = self._thinned(self._evaluated_of(group))
         if len(plans) < MIN_EVALUATED:
             return self.space.random(rng)
         tpe = optuna.samplers.TPESampler(
@@ -128,6 +188,19 @@ class GuidedTimestepSpace:
         # The model draws each sorted position on its own: equal or crossing values are put back in order.
         steps = strictly_decreasing((values[f"t{i}"] for i in range(len(bounds))), high - low + 1, lowest=low)
         return steps if solver is None else SolverSteps(solver, steps)
+
+    def _thinned(self, plans: list[tuple[Genome | SolverSteps, float]]) -> list[tuple[Genome | SolverSteps, float]]:
+        """``plans`` without those within a trust radius of a better one kept.
+
+        The refinements crowd the best plan's trust region with plans; fitted on all of them, TPE's
+        good plans would be that crowd, and its proposals would stay in the best plan's basin, where
+        the refinements already are (on the digits model a 4-step search then stalled at FID 2.58 in a
+        basin 250 steps from the best plan known). Thinned, TPE explores as on a search of its own."""
+        kept: list[tuple[Genome | SolverSteps, float]] = []
+        for genome, fid in sorted(plans, key=lambda plan: plan[1]):
+            if all(_distance(genome, other) > self.trust_radius for other, _ in kept):
+                kept.append((genome, fid))
+        return kept
 
     def _random_group(self, rng: np.random.Generator) -> Group:
         """A uniformly drawn K and, when the solver is searched, solver."""
@@ -178,6 +251,11 @@ def _steps(genome: Genome | SolverSteps) -> Genome:
 
 def _solver(genome: Genome | SolverSteps) -> str | None:
     return genome.solver if isinstance(genome, SolverSteps) else None
+
+
+def _distance(genome_a: Genome | SolverSteps, genome_b: Genome | SolverSteps) -> int:
+    """The largest move of one step between two plans of one K."""
+    return max(abs(a - b) for a, b in zip(_steps(genome_a), _steps(genome_b)))
 
 
 def _group(genome: Genome | SolverSteps) -> Group:

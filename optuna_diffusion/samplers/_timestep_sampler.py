@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import ConfigError, PlanError
 from ..solvers import searched_solvers
 from ..settings import check_argument, probability
-from ..trial_plan import stored_solver, stored_timesteps, timestep_genome_attrs
+from ..trial_plan import is_low_fidelity, stored_solver, stored_timesteps, timestep_genome_attrs
 from ._base import (
     PlanSearchSampler,
     check_steps,
@@ -183,13 +183,17 @@ class TimestepSampler(PlanSearchSampler):
     def _generation_space(
         self, generation: int, parents: Sequence[Any], trials: Sequence[FrozenTrial]
     ) -> GuidedTimestepSpace:
-        evaluated = tuple(
-            (genome, trial.values[0])
+        scored = [
+            (genome, trial)
             for trial in trials
             if trial.state == TrialState.COMPLETE
             if (genome := self._genome(trial)) is not None and math.isfinite(trial.values[0])
+        ]
+        return GuidedTimestepSpace(
+            self._space,
+            evaluated=tuple((genome, trial.values[0]) for genome, trial in scored),
+            estimated=frozenset(genome for genome, trial in scored if is_low_fidelity(trial)),
         )
-        return GuidedTimestepSpace(self._space, evaluated)
 
     def _initial_genomes(self) -> tuple[Genome, ...]:
         return self._initial
