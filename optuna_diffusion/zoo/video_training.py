@@ -88,11 +88,11 @@ class VideoTraining:
     layers: int = 4
     ffn: int = 256
     patch_size: tuple[int, int, int] = (2, 4, 4)
-    steps: int = 2000
-    batch_size: int = 32
+    steps: int = 9000
+    batch_size: int = 64
     learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    ema_decay: float = 0.995
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
     label_dropout: float = 0.1
     weights_dtype: str = "float16"
     seed: int = 0
