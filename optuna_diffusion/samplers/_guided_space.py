@@ -20,7 +20,9 @@ K + 1 with a step removed, so each K starts from what its neighbours learned.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -43,9 +45,10 @@ MIN_EVALUATED = 10
 TRUST_FRACTION = 0.024
 MIN_LOCAL = 6
 # A group whose last STALL_EVALUATIONS plans improved its best FID by less than STALL_GAIN has stalled:
-# then half of its refinements try a long move of the best plan (one step moved by 1/8 to 1/2 of the range).
+# then LONG_MOVE_PROB of its refinements try a long move of the best plan (one step moved by 1/8 to 1/2 of the range).
 STALL_EVALUATIONS = 40
 STALL_GAIN = 0.01
+LONG_MOVE_PROB = 0.5
 # Over several K, the probability that a refinement transfers a neighbouring K's best plan (while one
 # not yet evaluated is left) instead of polishing its own K's best.
 TRANSFER_PROB = 0.5
@@ -99,7 +102,7 @@ class GuidedTimestepSpace:
             if transfers and (best is None or rng.random() < TRANSFER_PROB):
                 return transfers[int(rng.integers(len(transfers)))]
             genome = best or genome
-        if self.stalled(_group(genome)) and rng.random() < 0.5:
+        if self.stalled(_group(genome)) and rng.random() < LONG_MOVE_PROB:
             moves = self.long_moves_of(genome)
             if moves:
                 return moves[int(rng.integers(len(moves)))]
@@ -131,10 +134,7 @@ class GuidedTimestepSpace:
     def long_moves_of(self, genome: Genome | SolverSteps) -> list[Genome | SolverSteps]:
         """``genome`` with one step moved far (:func:`._timestep_mutation.long_moves`), not evaluated yet."""
         low, high = self._step_range
-        solver = _solver(genome)
-        evaluated = {other for other, _ in self.evaluated}
-        moved = (steps if solver is None else SolverSteps(solver, steps) for steps in long_moves(_steps(genome), low, high))
-        return [other for other in moved if other not in evaluated]
+        return self._not_evaluated(long_moves(_steps(genome), low, high), _solver(genome))
 
     def transfers_to(self, group: Group) -> list[Genome | SolverSteps]:
         """The neighbours' best plans moved to ``group`` and not evaluated yet: the best plan of
@@ -146,9 +146,16 @@ class GuidedTimestepSpace:
             *(insertions(_steps(fewer), low, high) if fewer is not None else ()),
             *(removals(_steps(more)) if more is not None else ()),
         ]
-        evaluated = {genome for genome, _ in self.evaluated}
-        candidates = (steps if solver is None else SolverSteps(solver, steps) for steps in dict.fromkeys(moved))
-        return [genome for genome in candidates if genome not in evaluated]
+        return self._not_evaluated(dict.fromkeys(moved), solver)
+
+    def _not_evaluated(self, candidates: Iterable[Genome], solver: str | None) -> list[Genome | SolverSteps]:
+        """The genomes of ``candidates`` (time steps) under ``solver`` that no evaluated plan has."""
+        genomes = (steps if solver is None else SolverSteps(solver, steps) for steps in candidates)
+        return [genome for genome in genomes if genome not in self._evaluated_genomes]
+
+    @cached_property
+    def _evaluated_genomes(self) -> frozenset[Genome | SolverSteps]:
+        return frozenset(genome for genome, _ in self.evaluated)
 
     def crossover(self, parent_a: Any, parent_b: Any, rng: np.random.Generator) -> Genome | SolverSteps:
         return self.space.crossover(parent_a, parent_b, rng)
