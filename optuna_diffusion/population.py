@@ -31,7 +31,8 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     Stage 1, after generation 0 (the hand-designed schedules and random plans), fills each generation
     with refinements (Optuna's GPSampler fitted in a trust region around the best plan, one step
     nudged while few plans are known there) and proposals of Optuna's TPE fitted on the evaluated
-    plans: half refinements at one K, seven tenths over several K, where a refinement also starts a K
+    plans (once a K's best plan has stopped improving, long moves of it, and half of its refinements
+    polish the best plan of another basin): half refinements at one K, seven tenths over several K, where a refinement also starts a K
     from its neighbours' best plans (a step inserted or removed) and TPE, fitted on the few dozen plans
     of each K, explores less well (``benchmarks/front_coverage.py``). Each child works on the plans of
     one uniformly drawn K and, when stage 1 also searches the solver, solver

@@ -135,7 +135,7 @@ def test_a_step_moves_far_by_an_eighth_a_quarter_or_half_of_the_range_either_way
     assert len(moves) == len(set(moves)) and (900, 500, 100) not in moves
 
 
-def test_once_the_best_plan_is_stale_half_the_refinements_are_long_moves_of_it():
+def test_once_the_best_plan_is_stale_the_proposals_are_long_moves_of_it_until_each_is_tried():
     from optuna_diffusion.samplers._guided_space import STALL_EVALUATIONS
 
     space = TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4)
@@ -150,11 +150,33 @@ def test_once_the_best_plan_is_stale_half_the_refinements_are_long_moves_of_it()
     assert barely.stalled((4, None))  # by 0.5%: still stalled
     moves = set(long_moves(best, 0, 999))
     assert set(stale.long_moves_of(best)) == moves
-    refined = [stale.refine(best, rng) for _ in range(24)]
-    assert 5 <= sum(genome in moves for genome in refined) <= 19
-    assert not any(fresh.refine(best, rng) in moves for _ in range(8))
+    assert all(stale.propose(rng) in moves for _ in range(8))
+    assert not any(fresh.propose(rng) in moves for _ in range(8))
     tried = GuidedTimestepSpace(space, (*stale.evaluated, *((genome, 3.0) for genome in moves)))
-    assert tried.long_moves_of(best) == []  # each long move is tried once
+    assert tried.long_moves_of(best) == []  # each long move is tried once; then TPE proposes again:
+    assert not any(tried.propose(rng) in moves for _ in range(8))
+    nudged = (931, 380, 140, 70)  # the best plan nudged by one step: its long moves land where best's did
+    assert {len(guided.long_moves_of(nudged)) for guided in (stale, tried)} == {len(long_moves(nudged, 0, 999)), 0}
+
+
+def test_a_stale_search_also_polishes_the_best_plan_of_another_basin():
+    from optuna_diffusion.samplers._guided_space import STALL_EVALUATIONS
+
+    space = TimestepSpace(num_train_timesteps=1000, k_min=4, k_max=4)
+    rng = np.random.default_rng(1)
+    best, rival, worse_rival = (960, 574, 232, 64), (960, 356, 232, 64), (700, 574, 232, 64)
+    around = sorted({tuple(t + int(rng.integers(-20, 21)) for t in best) for _ in range(2 * STALL_EVALUATIONS)} - {best})
+    crowd = tuple((genome, 2.7) for genome in around[:STALL_EVALUATIONS])  # near the best: the same basin
+    evaluated = ((best, 2.6), (worse_rival, 3.5), (rival, 3.1), *crowd)
+    stale = GuidedTimestepSpace(space, evaluated)
+    assert stale.stalled((4, None)) and stale.rival_of(best) == rival  # 218 steps away: another basin
+    assert GuidedTimestepSpace(space, evaluated, estimated=frozenset({rival})).rival_of(best) == worse_rival
+    assert GuidedTimestepSpace(space, ((best, 2.6), *crowd)).rival_of(best) is None  # one basin only
+    refined = [stale.refine(best, rng) for _ in range(40)]
+    near_rival = sum(max(abs(a - b) for a, b in zip(genome, rival)) <= 64 for genome in refined)
+    assert 10 <= near_rival <= 30  # half of the refinements; the other half polish the best plan
+    fresh = GuidedTimestepSpace(space, ((best, 2.6), (rival, 3.1)))
+    assert not any(max(abs(a - b) for a, b in zip(fresh.refine(best, rng), rival)) <= 64 for _ in range(8))
 
 
 def test_tpe_is_fitted_on_the_best_plan_of_each_trust_region_not_on_the_refinements_crowd():
@@ -192,10 +214,14 @@ def test_with_the_solver_searched_children_work_on_one_solvers_plans_at_a_time()
         assert np.median(mine) < 0.5 * np.median([distance(genome) for genome in randoms if genome.solver == solver])
     best = {solver: min((p for p in evaluated if p[0].solver == solver), key=lambda p: p[1])[0] for solver in wanted}
     refined = [guided.refine(evaluated[0][0], rng) for _ in range(40)]
-    near = [{solver for solver, plan in best.items()
-             if max(abs(a - b) for a, b in zip(genome.timesteps, plan.timesteps)) <= 64 or genome in guided.long_moves_of(plan)}
+
+    def polished(genome, plan) -> bool:  # a nudge or a GP draw near ``plan``
+        return plan is not None and max(abs(a - b) for a, b in zip(genome.timesteps, plan.timesteps)) <= 64
+
+    # random plans: the last 40 did not improve either solver's best, so a refinement may also polish its rival basin
+    near = [{solver for solver, plan in best.items() if polished(genome, plan) or polished(genome, guided.rival_of(plan))}
             for genome in refined]
-    assert all(near) and set().union(*near) == {"ddim", "dpmpp-2m"}  # each polishes the best plan of either solver
+    assert all(near) and set().union(*near) == {"ddim", "dpmpp-2m"}  # each polishes a plan of either solver
 
 
 def test_sampler_fills_proposal_slots_from_tpe_and_checks_the_split():

@@ -15,6 +15,10 @@ solvers the group is drawn uniformly: the front's selection favours the group wh
 and would leave the others to random plans. There a refinement may instead *transfer* a plan from
 a neighbouring K (:mod:`._timestep_transfer`): the best plan of K - 1 with a step inserted, or of
 K + 1 with a step removed, so each K starts from what its neighbours learned.
+
+A group whose best plan has stopped improving has *stalled* in a basin: its proposals then become long
+moves of the best plan (one step moved far), and half of its refinements polish the best plan of
+another basin, so a basin found by a long move is polished until it wins or loses on its merits.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ..baselines import strictly_decreasing
 from ..plan import timestep_range
 from ._solver_space import SolverSteps, SolverTimestepSpace
 from ._timestep_genome import Genome
-from ._timestep_mutation import long_moves
+from ._timestep_mutation import LONG_MOVE_FRACTIONS, long_moves
 from ._timestep_space import TimestepSpace
 from ._timestep_transfer import insertions, removals
 
@@ -45,10 +49,12 @@ MIN_EVALUATED = 10
 TRUST_FRACTION = 0.024
 MIN_LOCAL = 6
 # A group whose last STALL_EVALUATIONS plans improved its best FID by less than STALL_GAIN has stalled:
-# then LONG_MOVE_PROB of its refinements try a long move of the best plan (one step moved by 1/8 to 1/2 of the range).
+# then its proposals are long moves of the best plan (one step moved by 1/8 to 1/2 of the range) while one
+# is left, and RIVAL_PROB of its refinements polish the best plan of another basin (a step farther than the
+# shortest long move).
 STALL_EVALUATIONS = 40
 STALL_GAIN = 0.01
-LONG_MOVE_PROB = 0.5
+RIVAL_PROB = 0.5
 # Over several K, the probability that a refinement transfers a neighbouring K's best plan (while one
 # not yet evaluated is left) instead of polishing its own K's best.
 TRANSFER_PROB = 0.5
@@ -93,8 +99,9 @@ class GuidedTimestepSpace:
         (``genome`` while that group has none); over several K, with probability ``TRANSFER_PROB``
         (always while the group has no plan) the child is instead a transfer to that group not yet
         evaluated (:meth:`transfers_to`), when one is left. Once the group has stalled
-        (:meth:`stalled`), half of its refinements are long moves of the plan not evaluated yet
-        (:meth:`long_moves_of`): a search that polishes one plan alone stays in the first basin it found."""
+        (:meth:`stalled`), ``RIVAL_PROB`` of its refinements polish the best plan of another basin
+        (:meth:`rival_of`) instead: a long move (:meth:`propose`) lands in a new basin, not at its
+        bottom, so it must be polished before it can beat the plan a stalled search keeps polishing."""
         if self._spans_several_groups:
             group = self._random_group(rng)
             best = self._best_of(group)
@@ -102,10 +109,8 @@ class GuidedTimestepSpace:
             if transfers and (best is None or rng.random() < TRANSFER_PROB):
                 return transfers[int(rng.integers(len(transfers)))]
             genome = best or genome
-        if self.stalled(_group(genome)) and rng.random() < LONG_MOVE_PROB:
-            moves = self.long_moves_of(genome)
-            if moves:
-                return moves[int(rng.integers(len(moves)))]
+        if self.stalled(_group(genome)) and rng.random() < RIVAL_PROB:
+            genome = self.rival_of(genome) or genome
         steps, radius = _steps(genome), self.trust_radius
         local = [
             (other, fid) for other, fid in self._evaluated_of(_group(genome))
@@ -131,10 +136,29 @@ class GuidedTimestepSpace:
             return False
         return min(fids) >= (1 - STALL_GAIN) * min(fids[:-STALL_EVALUATIONS])
 
-    def long_moves_of(self, genome: Genome | SolverSteps) -> list[Genome | SolverSteps]:
-        """``genome`` with one step moved far (:func:`._timestep_mutation.long_moves`), not evaluated yet."""
+    def rival_of(self, genome: Genome | SolverSteps) -> Genome | SolverSteps | None:
+        """The best exactly evaluated plan of ``genome``'s group with a step farther from ``genome``'s than
+        the shortest long move (another basin), or None. On the digits model a 4-step search stalled at
+        [960, 574, 232, 64] (FID 2.60) where [908, 356, 232, 64] scores 2.29 and either step moved alone
+        3.13 or 4.31: the way out is to polish the second basin, not to sample it once."""
         low, high = self._step_range
-        return self._not_evaluated(long_moves(_steps(genome), low, high), _solver(genome))
+        basin = round(min(LONG_MOVE_FRACTIONS) * (high - low + 1))
+        others = [
+            (other, fid) for other, fid in self._evaluated_of(_group(genome))
+            if other not in self.estimated and _distance(other, genome) > basin
+        ]
+        return min(others, key=lambda plan: plan[1])[0] if others else None
+
+    def long_moves_of(self, genome: Genome | SolverSteps) -> list[Genome | SolverSteps]:
+        """``genome`` with one step moved far (:func:`._timestep_mutation.long_moves`), none within the trust
+        radius of an evaluated plan: a stalled best plan improved by a nudge has the same long moves
+        give or take a few steps, and each would land where one has already been."""
+        low, high = self._step_range
+        known = [other for other, _ in self._evaluated_of(_group(genome))]
+        return [
+            move for move in self._not_evaluated(long_moves(_steps(genome), low, high), _solver(genome))
+            if all(_distance(move, other) > self.trust_radius for other in known)
+        ]
 
     def transfers_to(self, group: Group) -> list[Genome | SolverSteps]:
         """The neighbours' best plans moved to ``group`` and not evaluated yet: the best plan of
@@ -163,8 +187,16 @@ class GuidedTimestepSpace:
     def propose(self, rng: np.random.Generator) -> Genome | SolverSteps:
         """A genome drawn by TPE fitted on the plans of a uniformly drawn group (K and solver),
         thinned to the best plan of each trust region (:meth:`_thinned`); random while fewer than
-        ``MIN_EVALUATED`` are left."""
+        ``MIN_EVALUATED`` are left. Once the group has stalled (:meth:`stalled`), a long move of its best
+        plan not evaluated yet (:meth:`long_moves_of`) while one is left: by then TPE's proposals have
+        stopped finding better plans too, and the long moves, one basin away, are tried within a few
+        generations instead of taking a share of the refinements for the rest of the search."""
         group = self._random_group(rng)
+        best = self._best_of(group)
+        if best is not None and self.stalled(group):
+            moves = self.long_moves_of(best)
+            if moves:
+                return moves[int(rng.integers(len(moves)))]
         plans = self._thinned(self._evaluated_of(group))
         if len(plans) < MIN_EVALUATED:
             return self.space.random(rng)
