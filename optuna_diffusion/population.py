@@ -32,9 +32,10 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     with refinements (Optuna's GPSampler fitted in a trust region around the best plan, one step
     nudged while few plans are known there) and proposals of Optuna's TPE fitted on the evaluated
     plans (once a K's best plan has stopped improving, long moves of it, and half of its refinements
-    polish the best plan of another basin): half refinements at one K, seven tenths over several K, where a refinement also starts a K
-    from its neighbours' best plans (a step inserted or removed) and TPE, fitted on the few dozen plans
-    of each K, explores less well (``benchmarks/front_coverage.py``). Each child works on the plans of
+    polish the best plan of another basin): half refinements at one K, seven tenths over several K,
+    where a refinement also starts a K from its neighbours' best plans (a step inserted or removed) and
+    TPE, fitted on the few dozen plans of each K, explores less well (``benchmarks/front_coverage.py``).
+    Each child works on the plans of
     one uniformly drawn K and, when stage 1 also searches the solver, solver
     (:class:`~optuna_diffusion.samplers.GuidedTimestepSpace`). The method's mutants and crossovers
     searched worse at one K, over several K and with the solver (``benchmarks/search_quality.py``,
