@@ -51,7 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     _harness.model_source(args.model)  # trained once, before the processes share it
     best, trials, seconds = study_best_per_k(args.model, args.seed)
-    tasks = [("timestep", args.seed, argparse.Namespace(**{**vars(args), "steps": k, "solver": "ddim"})) for k in args.ks]
+    # the dedicated searches score plans on the study's noise: its [sampling] seed is --seed
+    tasks = [("timestep", args.seed, argparse.Namespace(**{**vars(args), "steps": k, "solver": "ddim", "sampling_seed": args.seed}))
+             for k in args.ks]
     runs = {k: values for k, (_, _, values, _) in zip(args.ks, _harness.map_in_processes(run_search, tasks, args.jobs))}
     dedicated = {k: min(values) for k, values in runs.items()}
     print(f"{args.model}, seed {args.seed}: the digits preset's stage 1 ({sum(trials.values())} trials over K 2..8, {seconds:.0f} s) "

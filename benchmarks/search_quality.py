@@ -76,7 +76,9 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
     """One (sampler, seed) search in its own process: FID per evaluation, best time steps."""
     name, seed, args = task
     _harness.quiet_process(args.threads)
-    evaluator = _harness.search_evaluator(solver=args.solver, model=args.model)
+    # the common random numbers' seed: the evaluator's default unless the caller matches another study's
+    noise = {"seed": args.sampling_seed} if getattr(args, "sampling_seed", None) is not None else {}
+    evaluator = _harness.search_evaluator(solver=args.solver, model=args.model, **noise)
     if name == "autodiffusion":
         num_train = evaluator.generator.schedule.num_train_timesteps
         fid_of = lambda steps: evaluator.evaluate(Plan(steps, num_train_timesteps=num_train), args.samples).fid  # noqa: E731
