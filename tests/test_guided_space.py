@@ -191,16 +191,20 @@ def test_a_plan_is_a_curve_in_log_steps_read_back_at_any_k():
     assert steps_on((0.0, 0.0, 0.0, 0.0, 0.0), 3, 0, 999) == (2, 1, 0)  # steps that round together are put in order
 
 
-def test_over_several_k_proposals_at_one_k_learn_from_the_good_plans_of_the_others():
+@pytest.mark.parametrize("metric", ["fid", "negated"])  # FID, or a metric below zero such as -CLIPScore
+def test_over_several_k_proposals_at_one_k_learn_from_the_good_plans_of_the_others(metric):
     space = TimestepSpace(num_train_timesteps=1000, k_min=3, k_max=6)
     good_curve = curve_of((930, 420, 200, 90, 40))
 
     def fid(steps) -> float:  # one basin in the curve space, the same for every K
         return 1.0 + sum(abs(a - b) for a, b in zip(curve_of(steps), good_curve))
 
+    def value(steps) -> float:
+        return fid(steps) if metric == "fid" else -1 / fid(steps)
+
     rng = np.random.default_rng(0)
     five_steps = {genome for genome in (space.random(rng) for _ in range(400)) if len(genome) == 5}
-    guided = GuidedTimestepSpace(space, tuple((genome, fid(genome)) for genome in sorted(five_steps)[:60]))
+    guided = GuidedTimestepSpace(space, tuple((genome, value(genome)) for genome in sorted(five_steps)[:60]))
     proposed = [genome for genome in (guided.propose(rng) for _ in range(80)) if len(genome) == 3]
     random_three = [genome for genome in (space.random(rng) for _ in range(200)) if len(genome) == 3]
     assert proposed  # K = 3 has no plan, yet its proposals fall near the curve the 5-step plans found good

@@ -213,14 +213,17 @@ class GuidedTimestepSpace:
     def _propose_curve(self, group: Group, rng: np.random.Generator) -> Genome | SolverSteps:
         """A plan of ``group``'s K on a curve drawn by TPE fitted on the curves of the plans of every K
         (:mod:`._schedule_curve`; same solver), each K thinned (:meth:`_thinned`) and its FID taken
-        relative to its best: a few dozen plans per K are too few for a model of one K, and the good
-        plans of all K are alike in shape. Random while fewer than ``MIN_EVALUATED`` plans are known."""
+        relative to its best (``(value - best) / |best|``: a metric below zero, such as ``-CLIPScore``, too):
+        a few dozen plans per K are too few for a model of one K, and the good plans of all K are alike in
+        shape. Random while fewer than ``MIN_EVALUATED`` plans are known."""
         num_steps, solver = group
         k_min, k_max = self._steps_space.k_range
         points: list[tuple[tuple[float, ...], float]] = []
         for k in range(k_min, k_max + 1):
             plans = self._thinned(self._evaluated_of((k, solver)))
-            points += [(curve_of(_steps(genome)), math.log(fid / plans[0][1])) for genome, fid in plans]
+            best = plans[0][1] if plans else 0.0
+            scale = max(abs(best), 1e-12)
+            points += [(curve_of(_steps(genome)), (value - best) / scale) for genome, value in plans]
         if len(points) < MIN_EVALUATED:
             return self.space.random(rng)
         low, high = self._step_range
