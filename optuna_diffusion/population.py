@@ -34,8 +34,7 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     plans (once a K's best plan has stopped improving, long moves of it, and half of its refinements
     polish the best plan of another basin): half refinements at one K, seven tenths over several K,
     where a refinement also starts a K from its neighbours' best plans (a step inserted or removed) and
-    a proposal comes from TPE fitted on the plans of every K, each read as a curve (half and half did
-    no better over K 2..8 on the bundled model; ``benchmarks/front_coverage.py``).
+    TPE, fitted on the few dozen plans of each K, explores less well (``benchmarks/front_coverage.py``).
     Each child works on the plans of
     one uniformly drawn K and, when stage 1 also searches the solver, solver
     (:class:`~optuna_diffusion.samplers.GuidedTimestepSpace`). The method's mutants and crossovers

@@ -17,7 +17,6 @@ from optuna_diffusion.samplers import (
     timesteps_from_trial,
 )
 from optuna_diffusion.samplers._guided_space import MIN_EVALUATED, MIN_LOCAL
-from optuna_diffusion.samplers._schedule_curve import curve_of, steps_on
 from optuna_diffusion.samplers._timestep_mutation import long_moves
 from optuna_diffusion.samplers._timestep_transfer import insertions, removals
 
@@ -178,37 +177,6 @@ def test_a_stale_search_also_polishes_the_best_plan_of_another_basin():
     assert 10 <= near_rival <= 30  # half of the refinements; the other half polish the best plan
     fresh = GuidedTimestepSpace(space, ((best, 2.6), (rival, 3.1)))
     assert not any(max(abs(a - b) for a, b in zip(fresh.refine(best, rng), rival)) <= 64 for _ in range(8))
-
-
-def test_a_plan_is_a_curve_in_log_steps_read_back_at_any_k():
-    assert steps_on(curve_of((900, 500, 100)), 3, 0, 999) == (900, 500, 100)  # its own K: the same plan
-    assert steps_on(curve_of((960, 700, 450, 200, 40)), 5, 0, 999) == (960, 700, 450, 200, 40)
-    geometric = (999, 400, 160, 64)  # good plans fall nearly geometrically: straight in log(1 + t)
-    eight = steps_on(curve_of(geometric), 8, 0, 999)
-    assert (eight[0], eight[-1]) == (999, 64)
-    assert np.diff(np.log1p(eight)) == pytest.approx([np.log(65 / 1000) / 7] * 7, abs=0.01)  # geometric at 8 steps too
-    assert steps_on((6.6, 7.0, 6.8, 6.9, 6.7), 3, 0, 999) == steps_on((7.0, 6.9, 6.8, 6.7, 6.6), 3, 0, 999)  # sorted first
-    assert steps_on((0.0, 0.0, 0.0, 0.0, 0.0), 3, 0, 999) == (2, 1, 0)  # steps that round together are put in order
-
-
-@pytest.mark.parametrize("metric", ["fid", "negated"])  # FID, or a metric below zero such as -CLIPScore
-def test_over_several_k_proposals_at_one_k_learn_from_the_good_plans_of_the_others(metric):
-    space = TimestepSpace(num_train_timesteps=1000, k_min=3, k_max=6)
-    good_curve = curve_of((930, 420, 200, 90, 40))
-
-    def fid(steps) -> float:  # one basin in the curve space, the same for every K
-        return 1.0 + sum(abs(a - b) for a, b in zip(curve_of(steps), good_curve))
-
-    def value(steps) -> float:
-        return fid(steps) if metric == "fid" else -1 / fid(steps)
-
-    rng = np.random.default_rng(0)
-    five_steps = {genome for genome in (space.random(rng) for _ in range(400)) if len(genome) == 5}
-    guided = GuidedTimestepSpace(space, tuple((genome, value(genome)) for genome in sorted(five_steps)[:60]))
-    proposed = [genome for genome in (guided.propose(rng) for _ in range(80)) if len(genome) == 3]
-    random_three = [genome for genome in (space.random(rng) for _ in range(200)) if len(genome) == 3]
-    assert proposed  # K = 3 has no plan, yet its proposals fall near the curve the 5-step plans found good
-    assert np.median([fid(g) for g in proposed]) < 0.5 * np.median([fid(g) for g in random_three])
 
 
 def test_tpe_is_fitted_on_the_best_plan_of_each_trust_region_not_on_the_refinements_crowd():

@@ -14,9 +14,7 @@ Both work on the plans of one *group* at a time: one K and, when the solver is s
 solvers the group is drawn uniformly: the front's selection favours the group whose plans dominate
 and would leave the others to random plans. There a refinement may instead *transfer* a plan from
 a neighbouring K (:mod:`._timestep_transfer`): the best plan of K - 1 with a step inserted, or of
-K + 1 with a step removed, so each K starts from what its neighbours learned. And there a proposal is
-drawn by TPE fitted on the plans of every K, each read as a curve (:mod:`._schedule_curve`), since
-a few dozen plans of one K are too few to model and the good plans of all K are alike in shape.
+K + 1 with a step removed, so each K starts from what its neighbours learned.
 
 A group whose best plan has stopped improving has *stalled* in a basin: its proposals then become long
 moves of the best plan (one step moved far), and half of its refinements polish the best plan of
@@ -25,21 +23,19 @@ another basin, so a basin found by a long move is polished until it wins or lose
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from ..baselines import strictly_decreasing
 from ..plan import timestep_range
-from ._schedule_curve import KNOTS, curve_of, steps_on
 from ._solver_space import SolverSteps, SolverTimestepSpace
 from ._timestep_genome import Genome
 from ._timestep_mutation import LONG_MOVE_FRACTIONS, long_moves
@@ -191,8 +187,7 @@ class GuidedTimestepSpace:
     def propose(self, rng: np.random.Generator) -> Genome | SolverSteps:
         """A genome drawn by TPE fitted on the plans of a uniformly drawn group (K and solver),
         thinned to the best plan of each trust region (:meth:`_thinned`); random while fewer than
-        ``MIN_EVALUATED`` are left. Over several K, fitted on the plans of every K instead
-        (:meth:`_propose_curve`). Once the group has stalled (:meth:`stalled`), a long move of its best
+        ``MIN_EVALUATED`` are left. Once the group has stalled (:meth:`stalled`), a long move of its best
         plan not evaluated yet (:meth:`long_moves_of`) while one is left: by then TPE's proposals have
         stopped finding better plans too, and the long moves, one basin away, are tried within a few
         generations instead of taking a share of the refinements for the rest of the search."""
@@ -202,35 +197,15 @@ class GuidedTimestepSpace:
             moves = self.long_moves_of(best)
             if moves:
                 return moves[int(rng.integers(len(moves)))]
-        if self._spans_several_k:
-            return self._propose_curve(group, rng)
         plans = self._thinned(self._evaluated_of(group))
         if len(plans) < MIN_EVALUATED:
             return self.space.random(rng)
+        tpe = optuna.samplers.TPESampler(
+            multivariate=True, constant_liar=False,
+            n_startup_trials=MIN_EVALUATED, seed=int(rng.integers(2**32)),
+        )
         num_steps, solver = group
-        return self._draw(_tpe(rng), plans, [self._step_range] * num_steps, solver=solver)
-
-    def _propose_curve(self, group: Group, rng: np.random.Generator) -> Genome | SolverSteps:
-        """A plan of ``group``'s K on a curve drawn by TPE fitted on the curves of the plans of every K
-        (:mod:`._schedule_curve`; same solver), each K thinned (:meth:`_thinned`) and its FID taken
-        relative to its best (``(value - best) / |best|``: a metric below zero, such as ``-CLIPScore``, too):
-        a few dozen plans per K are too few for a model of one K, and the good plans of all K are alike in
-        shape. Random while fewer than ``MIN_EVALUATED`` plans are known."""
-        num_steps, solver = group
-        k_min, k_max = self._steps_space.k_range
-        points: list[tuple[tuple[float, ...], float]] = []
-        for k in range(k_min, k_max + 1):
-            plans = self._thinned(self._evaluated_of((k, solver)))
-            best = plans[0][1] if plans else 0.0
-            scale = max(abs(best), 1e-12)
-            points += [(curve_of(_steps(genome)), (value - best) / scale) for genome, value in plans]
-        if len(points) < MIN_EVALUATED:
-            return self.space.random(rng)
-        low, high = self._step_range
-        bounds = FloatDistribution(math.log1p(low), math.log1p(high))
-        values = _fit_and_draw(_tpe(rng), points, {f"c{i}": bounds for i in range(KNOTS)})
-        steps = steps_on([values[f"c{i}"] for i in range(KNOTS)], num_steps, low, high)
-        return steps if solver is None else SolverSteps(solver, steps)
+        return self._draw(tpe, plans, [self._step_range] * num_steps, solver=solver)
 
     def _draw(
         self, sampler: optuna.samplers.BaseSampler, plans: list[tuple[Genome | SolverSteps, float]],
@@ -239,7 +214,15 @@ class GuidedTimestepSpace:
         """A genome drawn by ``sampler`` (its public ``sample_relative``) fitted on ``plans`` (one
         group's): sorted step ``i`` within ``bounds[i]``, under ``solver`` when the solver is searched."""
         distributions: dict[str, BaseDistribution] = {f"t{i}": IntDistribution(*bound) for i, bound in enumerate(bounds)}
-        values = _fit_and_draw(sampler, [(_steps(genome), fid) for genome, fid in plans], distributions)
+        storage = optuna.storages.InMemoryStorage()
+        study_id = storage.create_new_study(directions=[optuna.study.StudyDirection.MINIMIZE])
+        # An in-memory study to fit the model on (``create_study`` would log one line per child).
+        study = optuna.Study(study_name=storage.get_study_name_from_id(study_id), storage=storage)
+        study.add_trials(
+            [create_trial(params=_params(genome), distributions=distributions, value=fid) for genome, fid in plans]
+        )
+        pending = storage.get_trial(storage.create_new_trial(study_id, template_trial=create_trial(state=TrialState.RUNNING)))
+        values = sampler.sample_relative(study, pending, distributions)
         low, high = self._step_range
         # The model draws each sorted position on its own: equal or crossing values are put back in order.
         steps = strictly_decreasing((values[f"t{i}"] for i in range(len(bounds))), high - low + 1, lowest=low)
@@ -271,11 +254,6 @@ class GuidedTimestepSpace:
     def _best_of(self, group: Group) -> Genome | SolverSteps | None:
         plans = self._evaluated_of(group)
         return min(plans, key=lambda plan: plan[1])[0] if plans else None
-
-    @property
-    def _spans_several_k(self) -> bool:
-        k_min, k_max = self._steps_space.k_range
-        return k_min < k_max
 
     @property
     def _spans_several_groups(self) -> bool:
@@ -323,25 +301,5 @@ def _group(genome: Genome | SolverSteps) -> Group:
     return len(_steps(genome)), _solver(genome)
 
 
-def _tpe(rng: np.random.Generator) -> optuna.samplers.TPESampler:
-    return optuna.samplers.TPESampler(
-        multivariate=True, constant_liar=False, n_startup_trials=MIN_EVALUATED, seed=int(rng.integers(2**32))
-    )
-
-
-def _fit_and_draw(
-    sampler: optuna.samplers.BaseSampler, points: list[tuple[Sequence[float], float]],
-    distributions: dict[str, BaseDistribution],
-) -> dict[str, Any]:
-    """Parameters drawn by ``sampler`` (its public ``sample_relative``) fitted on ``points`` (parameter
-    values in the order of ``distributions``, and FID)."""
-    storage = optuna.storages.InMemoryStorage()
-    study_id = storage.create_new_study(directions=[optuna.study.StudyDirection.MINIMIZE])
-    # An in-memory study to fit the model on (``create_study`` would log one line per child).
-    study = optuna.Study(study_name=storage.get_study_name_from_id(study_id), storage=storage)
-    study.add_trials([
-        create_trial(params=dict(zip(distributions, params)), distributions=distributions, value=value)
-        for params, value in points
-    ])
-    pending = storage.get_trial(storage.create_new_trial(study_id, template_trial=create_trial(state=TrialState.RUNNING)))
-    return sampler.sample_relative(study, pending, distributions)
+def _params(genome: Genome | SolverSteps) -> dict[str, object]:
+    return {f"t{i}": t for i, t in enumerate(_steps(genome))}
