@@ -7,7 +7,8 @@ evaluations with K fixed (search_quality.py's ``timestep``: the same 500 samples
 both per K and their ratio; target: the study within 10% of the dedicated search at each K in 3..6.
 As a ceiling it also prints how many trials the study spent at each K and the dedicated search's best
 after that many of its own evaluations: what a search at one K reaches on the study's budget for it.
-Run: python benchmarks/front_coverage.py [--model digits] [--seed 0] [--ks 3 4 5 6] [--trials 200]
+``--seed`` is the study's ``[sampling] seed`` (its sampler's seed and its noise); the dedicated searches
+score on the same noise. Run: python benchmarks/front_coverage.py [--model digits] [--seed 0] [--ks 3 4 5 6] [--trials 200]
 (``--ks`` with no K: the study's best FID at each K only, without the dedicated searches.)
 """
 
