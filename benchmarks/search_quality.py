@@ -76,9 +76,7 @@ def run_search(task: tuple[str, int, argparse.Namespace]) -> tuple[str, int, lis
     """One (sampler, seed) search in its own process: FID per evaluation, best time steps."""
     name, seed, args = task
     _harness.quiet_process(args.threads)
-    # the common random numbers' seed: the evaluator's default unless the caller matches another study's
-    noise = {"seed": args.sampling_seed} if getattr(args, "sampling_seed", None) is not None else {}
-    evaluator = _harness.search_evaluator(solver=args.solver, model=args.model, **noise)
+    evaluator = _harness.search_evaluator(solver=args.solver, model=args.model, seed=args.sampling_seed)
     if name == "autodiffusion":
         num_train = evaluator.generator.schedule.num_train_timesteps
         fid_of = lambda steps: evaluator.evaluate(Plan(steps, num_train_timesteps=num_train), args.samples).fid  # noqa: E731
@@ -97,6 +95,7 @@ def main() -> None:
     parser = _harness.argument_parser(__doc__)
     _harness.add_common_arguments(parser, model="digits", steps=4, trials=200, samples=500, seeds=(0, 1, 2), population=20)
     parser.add_argument("--solver", default="ddim")
+    parser.add_argument("--sampling-seed", type=int, default=0, help="seed of the common random numbers (noise and labels)")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     _harness.add_common_arguments(parser, jobs=2, threads=1)
     args = parser.parse_args()
