@@ -35,9 +35,8 @@ def stage_population(stage: str, population: int, step_counts: int = 1) -> dict[
     polish the best plan of another basin): half refinements at one K, seven tenths over several K,
     where a refinement also starts a K from its neighbours' best plans (a step inserted or removed) and
     TPE, fitted on the few dozen plans of each K, explores less well (``benchmarks/front_coverage.py``).
-    Each child works on the plans of
-    one uniformly drawn K and, when stage 1 also searches the solver, solver
-    (:class:`~optuna_diffusion.samplers.GuidedTimestepSpace`). The method's mutants and crossovers
+    Each child works on the plans of one uniformly drawn K and, when stage 1 also searches the solver,
+    solver (:class:`~optuna_diffusion.samplers.GuidedTimestepSpace`). The method's mutants and crossovers
     searched worse at one K, over several K and with the solver (``benchmarks/search_quality.py``,
     ``benchmarks/search_front.py``, ``benchmarks/per_solver.py``; figures in benchmarks/README.md).
     Stage 2 keeps the method's split with half of its mutants as refinements (one block choice of a
