@@ -14,6 +14,11 @@ For each set-up and seed it records, after every trial, the cumulative UNet imag
 (images x steps actually computed, in thousands: k) and wall time, and the best full-size FID so far. It prints the
 median over seeds of: the final best FID, the work and time needed to come within 5% of the PLAIN
 run's final best (as a ratio to plain's own), and the best FID reached within plain's total wall time.
+As a ceiling for multi-fidelity it also prints, for the runs that use it, the share of finished plans
+that could not have been stopped (each joined the front or the parents when it was scored:
+``fidelity.could_matter`` of its own full-size FID), and the whole run's work had a perfect stopping
+rule stopped every other plan at the low fidelity, on the same search path (a stopped plan's work
+taken as the low share of a finished one's), as a ratio to plain's all work.
 
 Run: python benchmarks/fitness_cost.py [--k 4] [--k-max 8] [--trials 200] [--seeds 0 1 2]
 """
@@ -28,10 +33,11 @@ import optuna
 
 import _harness
 from optuna_diffusion.evaluation import PlanEvaluator, digits_evaluator
-from optuna_diffusion.fidelity import FidelityPolicy
+from optuna_diffusion.fidelity import FidelityPolicy, could_matter
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.prefix_cache import PrefixCache
 from optuna_diffusion.population import population_split, sampler_for
+from optuna_diffusion.trial_plan import MACS_ATTR, is_low_fidelity
 
 SETUPS = {"plain": (False, False), "prefix cache": (True, False), "multi-fidelity": (False, True), "both": (True, True)}
 NUM_SAMPLES = 500
@@ -47,12 +53,29 @@ class Trace:
     work: list[int]
     seconds: list[float]
     best: list[float]
+    trials: list[optuna.trial.FrozenTrial] = dataclasses.field(default_factory=list)
 
     def first_reaching(self, target: float) -> int | None:
         return next((i for i, best in enumerate(self.best) if best <= target), None)
 
     def best_within(self, seconds: float) -> float:
         return min((b for b, s in zip(self.best, self.seconds) if s <= seconds), default=float("inf"))
+
+    def perfect_stopping(self, keep: int) -> tuple[float, float]:
+        """The share of finished plans that could matter when scored, and the run's work had every other
+        finished plan been stopped at the low fidelity (its work: the low share of its own)."""
+        finished, needed, saved, work_before = [], 0, 0.0, 0
+        for trial, work in zip(self.trials, self.work):
+            own_work, work_before = work - work_before, work
+            if is_low_fidelity(trial) or not trial.values:
+                continue
+            fid = trial.values[0]
+            if could_matter(fid, trial.user_attrs.get(MACS_ATTR), finished, keep=keep, fid_of=lambda t: t.values[0]):
+                needed += 1
+            else:
+                saved += own_work * (1 - LOW_SAMPLES / NUM_SAMPLES)
+            finished.append(trial)
+        return needed / max(1, len(finished)), self.work[-1] - saved
 
 
 def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int, trials: int, model: str) -> Trace:
@@ -71,6 +94,7 @@ def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int,
         nonlocal best
         if trial.user_attrs.get("fidelity", "full") == "full" and trial.values:
             best = min(best, trial.values[0])
+        trace.trials.append(trial)
         trace.work.append(evaluator.generator.image_evaluations - start_work)
         trace.seconds.append(timer.seconds)
         trace.best.append(best)
@@ -123,6 +147,13 @@ def main() -> None:
         reached_note = "" if all("work" in r for r in rows) else f" (reached in {sum('work' in r for r in rows)}/{len(rows)})"
         print(f"{setup:<15} {m('final'):9.3f} {m('work'):10.0f}k {m('time'):10.0f}s {m('work_ratio'):10.2f} {m('time_ratio'):10.2f} "
               f"{m('at_plain_time'):16.3f} {m('all_work'):8.0f}k {m('all_time'):8.0f}s{reached_note}")
+    keep = population_split(POPULATION)["num_parents"]
+    for setup in [s for s in setups if SETUPS[s][1]]:
+        ceilings = [(*traces[(setup, seed)].perfect_stopping(keep), traces[("plain", seed)].work[-1]) for seed in args.seeds]
+        print(f"ceiling, {setup}: finished plans that joined the front or the {keep} parents when scored "
+              + " ".join(f"{share:.0%}" for share, _, _ in ceilings)
+              + "; all work with a perfect stopping rule / plain's all work "
+              + " ".join(f"{work / plain:.2f}" for _, work, plain in ceilings) + f" (seeds {args.seeds})")
     evaluator.close()
 
 

@@ -119,15 +119,30 @@ def decide(
         return Decision(promote=True)
     estimate = calibration.estimate(fid_low)
     optimistic = calibration.estimate(fid_low, sigmas=policy.margin_sigmas)
+    if could_matter(optimistic, macs, full, keep=policy.keep, fid_of=fid_of, macs_budget=macs_budget):
+        return Decision(promote=True)
+    return Decision(promote=False, estimate=estimate, optimistic=optimistic)
 
+
+def could_matter(
+    fid: float,
+    macs: float | None,
+    full: Sequence[FrozenTrial],
+    *,
+    keep: int,
+    fid_of: Callable[[FrozenTrial], float],
+    macs_budget: float | None = None,
+) -> bool:
+    """Whether a plan of ``fid`` costing ``macs`` could join the front or the ``keep`` best parents of the
+    full-size trials ``full``: fewer than ``keep`` of them cost no more MACs and score ``fid`` or better,
+    and none does while the front alone fills the parents. (``decide`` asks it of a candidate's optimistic
+    estimate; ``benchmarks/fitness_cost.py`` of a finished plan's own FID, as a perfect stopping rule.)"""
     feasible = [t for t in full if macs_budget is None or _macs(t) <= macs_budget]
-    as_good = sum(1 for t in feasible if (macs is None or _macs(t) <= macs) and fid_of(t) <= optimistic)
-    # Dominated even at its optimistic estimate, it ranks behind the whole front; when the front
-    # alone fills the parents, it can be neither (several MACs levels: the variable-K search).
-    behind_a_full_front = macs is not None and as_good >= 1 and _front_size(feasible, fid_of) >= policy.keep
-    if as_good >= policy.keep or behind_a_full_front:
-        return Decision(promote=False, estimate=estimate, optimistic=optimistic)
-    return Decision(promote=True)
+    as_good = sum(1 for t in feasible if (macs is None or _macs(t) <= macs) and fid_of(t) <= fid)
+    # Dominated, it ranks behind the whole front; when the front alone fills the parents, it can be
+    # neither (several MACs levels: the variable-K search).
+    behind_a_full_front = macs is not None and as_good >= 1 and _front_size(feasible, fid_of) >= keep
+    return not (as_good >= keep or behind_a_full_front)
 
 
 def _macs(trial: FrozenTrial) -> float:

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from optuna_diffusion.errors import ConfigError
-from optuna_diffusion.fidelity import Calibration, FidelityPolicy, decide
+from optuna_diffusion.fidelity import Calibration, FidelityPolicy, could_matter, decide
 from optuna_diffusion.objective import PlanObjective
 from optuna_diffusion.plan import Plan
 from optuna_diffusion.samplers import TimestepSampler
@@ -71,6 +71,13 @@ def test_a_candidate_that_cannot_reach_the_best_parents_stops_with_its_estimate(
     assert not decide(policy, CALIBRATED, fid_low=50.0, macs=None, fid_of=first_value).promote
     # Trials over the MACs budget do not count.
     assert decide(policy, CALIBRATED, fid_low=8.0, macs=100.0, fid_of=first_value, macs_budget=99.0).promote
+
+
+def test_a_plan_could_matter_while_fewer_than_keep_plans_of_no_more_macs_are_as_good():
+    # the rule decide applies to a candidate's optimistic estimate (and the benchmark to a plan's own FID)
+    assert could_matter(SECOND * 0.99, 100.0, CALIBRATED, keep=2, fid_of=first_value)  # only the best is better
+    assert not could_matter(SECOND * 1.01, 100.0, CALIBRATED, keep=2, fid_of=first_value)
+    assert could_matter(SECOND * 1.01, 99.0, CALIBRATED, keep=2, fid_of=first_value)  # cheaper than all of them
 
 
 def test_a_dominated_candidate_stops_when_the_front_alone_fills_the_parents():
