@@ -213,9 +213,38 @@ def quiet_interrupted_trials() -> None:
         logger.addFilter(_INTERRUPT_FILTER)
 
 
+_IN_MEMORY_LOGGER = "optuna.storages._in_memory"
+"""The logger of ``optuna.storages._in_memory``, which logs every study created in memory at INFO."""
+
+MODEL_STUDY_NAME = "optuna-diffusion:model"
+"""The name of the in-memory studies a sampler fits its model on (:func:`quiet_model_studies`)."""
+
+
+class _DropModelStudyLogs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return MODEL_STUDY_NAME not in record.getMessage()
+
+
+_MODEL_STUDY_FILTER = _DropModelStudyLogs()
+
+
+def quiet_model_studies() -> None:
+    """Drop Optuna's "A new study created in memory with name: ..." line for studies named
+    :data:`MODEL_STUDY_NAME`.
+
+    The time-step search fits Optuna's TPE or GP on an in-memory study of its own for every model-guided
+    child; at Optuna's default INFO level a user's own ``study.optimize`` would print one such line per
+    child between its trial lines. Other in-memory studies are still logged. Public alternative lacking:
+    ``InMemoryStorage.create_new_study`` logs on its module logger with no option to stay silent."""
+    logger = logging.getLogger(_IN_MEMORY_LOGGER)
+    if _MODEL_STUDY_FILTER not in logger.filters:
+        logger.addFilter(_MODEL_STUDY_FILTER)
+
+
 __all__ = [
     "DASHBOARD_CONSTRAINTS_KEY",
     "HeartbeatRDBStorage",
+    "MODEL_STUDY_NAME",
     "cached_trials",
     "fail_trial",
     "fresh_trials",
@@ -223,6 +252,7 @@ __all__ = [
     "live_system_attrs",
     "nsga2_elites",
     "quiet_interrupted_trials",
+    "quiet_model_studies",
     "set_trial_system_attr",
     "storage_of",
     "study_id_of",

@@ -10,6 +10,7 @@ import logging
 
 import optuna
 import pytest
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_diffusion import compat
@@ -89,6 +90,16 @@ def test_an_interrupted_trial_is_not_logged_with_its_traceback(caplog):
     with caplog.at_level(logging.WARNING, logger="optuna"):
         study.optimize(lambda trial: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))
     assert [r for r in caplog.records if "ZeroDivisionError" in r.getMessage()], "other failures are still logged"
+
+
+def test_the_searchs_model_studies_are_not_logged_and_other_in_memory_studies_are(caplog):
+    compat.quiet_model_studies()
+    with caplog.at_level(logging.INFO, logger="optuna"):
+        optuna.storages.InMemoryStorage().create_new_study([StudyDirection.MINIMIZE], study_name=compat.MODEL_STUDY_NAME)
+        optuna.create_study(study_name="users-own")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if compat.MODEL_STUDY_NAME in m]
+    assert [m for m in messages if "users-own" in m], "a user's own in-memory study is still logged"
 
 
 def test_compute_hypervolume_is_optunas_exact_area():

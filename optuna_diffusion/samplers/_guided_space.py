@@ -34,6 +34,7 @@ import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from .. import compat
 from ..baselines import strictly_decreasing
 from ..plan import timestep_range
 from ._solver_space import SolverSteps, SolverTimestepSpace
@@ -214,10 +215,11 @@ class GuidedTimestepSpace:
         """A genome drawn by ``sampler`` (its public ``sample_relative``) fitted on ``plans`` (one
         group's): sorted step ``i`` within ``bounds[i]``, under ``solver`` when the solver is searched."""
         distributions: dict[str, BaseDistribution] = {f"t{i}": IntDistribution(*bound) for i, bound in enumerate(bounds)}
+        # An in-memory study to fit the model on, without Optuna's log line for every child.
+        compat.quiet_model_studies()
         storage = optuna.storages.InMemoryStorage()
-        study_id = storage.create_new_study(directions=[optuna.study.StudyDirection.MINIMIZE])
-        # An in-memory study to fit the model on (``create_study`` would log one line per child).
-        study = optuna.Study(study_name=storage.get_study_name_from_id(study_id), storage=storage)
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], study_name=compat.MODEL_STUDY_NAME)
+        study = optuna.Study(study_name=compat.MODEL_STUDY_NAME, storage=storage)
         study.add_trials(
             [create_trial(params=_params(genome), distributions=distributions, value=fid) for genome, fid in plans]
         )
