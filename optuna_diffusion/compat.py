@@ -243,8 +243,8 @@ def quiet_model_studies() -> None:
 
 __all__ = [
     "DASHBOARD_CONSTRAINTS_KEY",
-    "HeartbeatRDBStorage",
     "MODEL_STUDY_NAME",
+    "HeartbeatRDBStorage",
     "cached_trials",
     "fail_trial",
     "fresh_trials",
