@@ -92,7 +92,7 @@ def run(evaluator: PlanEvaluator, setup: str, seed: int, k_min: int, k_max: int,
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal best
-        if trial.user_attrs.get("fidelity", "full") == "full" and trial.values:
+        if not is_low_fidelity(trial) and trial.values:
             best = min(best, trial.values[0])
         trace.trials.append(trial)
         trace.work.append(evaluator.generator.image_evaluations - start_work)
